@@ -1,0 +1,206 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// SnapshotWriter receives a snapshot's state machine data during
+// InstallSnapshot: first the state snapshot of an in-memory state machine,
+// if any, then the data keys in ascending order.
+type SnapshotWriter struct {
+	groupID uint64
+	w       *sstable.Writer
+	key     []byte
+	dataSet bool
+}
+
+// SetStateSnapshot writes an in-memory state machine's snapshot. It must
+// come before any Put.
+func (sw *SnapshotWriter) SetStateSnapshot(data []byte) error {
+	if sw.dataSet {
+		return fmt.Errorf("%w: state snapshot after data keys", ErrInvalid)
+	}
+	return putStateSnapshot(sw.groupID, data, sw.w.Set)
+}
+
+// Put writes a state machine key; keys must come in ascending order.
+func (sw *SnapshotWriter) Put(key, value []byte) error {
+	if sw.dataSet && bytes.Compare(key, sw.key[dataPrefixLen:]) <= 0 {
+		return fmt.Errorf("%w: snapshot key %q after %q", ErrInvalid, key, sw.key[dataPrefixLen:])
+	}
+	sw.dataSet = true
+	sw.key = appendDataKey(sw.key[:0], sw.groupID, key)
+	return sw.w.Set(sw.key, value)
+}
+
+// InstallSnapshot replaces the group's replica span with a snapshot: its
+// raft state (hard state, truncation at the snapshot's index and term, an
+// empty log, the applied state with the snapshot's ConfState) and the state
+// machine data that write produces. The whole span is swapped atomically
+// and durably by ingesting one SSTable with IngestAndExcise, off the shared
+// log writer, so a large snapshot never stalls other groups' fsyncs.
+//
+// The group's queued appends are made durable first, and no new log writer
+// work is taken for it until the install returns. After it the group's
+// cache entries are gone and the storage reads as the snapshot. If write
+// fails, nothing changes; if the ingest fails, the store fails.
+func (g *GroupStorage) InstallSnapshot(ctx context.Context, meta *pb.SnapshotMetadata, hs *pb.HardState, write func(*SnapshotWriter) error) error {
+	index, term := meta.GetIndex(), meta.GetTerm()
+	if index == 0 {
+		return fmt.Errorf("%w: snapshot at index 0", ErrInvalid)
+	}
+	hs = mergeHardState(hs, index, term)
+	g.mu.Lock()
+	if err := g.acceptingLocked(); err != nil {
+		g.mu.Unlock()
+		return err
+	}
+	g.mu.installing = true
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.mu.installing = false
+		g.mu.Unlock()
+	}()
+	if err := g.barrier(); err != nil {
+		return err
+	}
+	applied := AppliedState{Index: index, Term: term, ConfState: pb.EnsureConfState(meta.GetConfState())}
+	path, err := g.writeSnapshotTable(hs, applied, write)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = g.s.fs.Remove(path) }()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	// Unpublish the old log before Pebble swaps the span.
+	g.mu.Lock()
+	g.mu.gen++
+	g.mu.trunc = truncatedState{index: index, term: term}
+	g.mu.first, g.mu.last = index+1, index
+	g.mu.pebbleLast, g.mu.queuedLast = index, index
+	g.mu.Unlock()
+	g.s.cache.drop(g.id)
+
+	if err := g.ingest(ctx, path); err != nil {
+		g.s.fail(fmt.Errorf("snapshot ingest for group %d: %w", g.id, err))
+		return g.s.Err()
+	}
+	g.mu.Lock()
+	g.mu.hardState = hs
+	g.mu.applied = applied
+	g.mu.Unlock()
+	g.s.m.SnapshotsInstalled.Inc()
+	return nil
+}
+
+// mergeHardState makes the hard state consistent with a snapshot at
+// (index, term): its commit covers the snapshot.
+func mergeHardState(hs *pb.HardState, index, term uint64) *pb.HardState {
+	out := &pb.HardState{Term: new(max(hs.GetTerm(), term)), Commit: new(max(hs.GetCommit(), index))}
+	if hs.GetVote() != 0 {
+		out.Vote = new(hs.GetVote())
+	}
+	return out
+}
+
+func (g *GroupStorage) writeSnapshotTable(hs *pb.HardState, applied AppliedState, write func(*SnapshotWriter) error) (path string, err error) {
+	defer g.s.recoverFatal(&err)
+	path = g.s.fs.PathJoin(g.s.cfg.Dir, fmt.Sprintf("snapshot-%d-%d.sst", g.id, g.s.ingestSeq.Add(1)))
+	f, err := g.s.fs.Create(path, "flotilla-snapshot")
+	if err != nil {
+		return "", fmt.Errorf("store: create snapshot table: %w", err)
+	}
+	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), g.s.opts.MakeWriterOptions(0, g.s.db.TableFormat()))
+	sw := &SnapshotWriter{groupID: g.id, w: w}
+	hsv, err := encodeHardState(hs)
+	if err == nil {
+		var av []byte
+		if av, err = applied.encode(); err == nil {
+			err = firstErr(w.Set(hardStateKey(g.id), hsv),
+				w.Set(truncatedKey(g.id), truncatedState{index: applied.Index, term: applied.Term}.encode()),
+				w.Set(appliedKey(g.id), av))
+		}
+	}
+	if err == nil {
+		err = write(sw)
+	}
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = g.s.fs.Remove(path)
+		return "", err
+	}
+	return path, nil
+}
+
+func (g *GroupStorage) ingest(ctx context.Context, path string) (err error) {
+	defer g.s.recoverFatal(&err)
+	start, end := replicaSpan(g.id)
+	_, err = g.s.db.IngestAndExcise(ctx, []string{path}, nil, nil, pebble.KeyRange{Start: start, End: end})
+	return err
+}
+
+// SnapshotReader is a consistent view of a group's replica span for sending
+// a snapshot: its metadata and data come from one Pebble snapshot.
+type SnapshotReader struct {
+	g    *GroupStorage
+	snap *pebble.Snapshot
+	meta *pb.SnapshotMetadata
+}
+
+// OpenSnapshot takes a consistent view of the group's applied state and
+// state machine data. The caller must Close it.
+func (g *GroupStorage) OpenSnapshot() (r *SnapshotReader, err error) {
+	defer g.s.recoverFatal(&err)
+	if err := g.s.usable(); err != nil {
+		return nil, err
+	}
+	snap := g.s.db.NewSnapshot()
+	v, closer, err := snap.Get(appliedKey(g.id))
+	if err != nil {
+		_ = snap.Close()
+		if err == pebble.ErrNotFound {
+			return nil, raft.ErrSnapshotTemporarilyUnavailable
+		}
+		return nil, g.s.readFailed(err)
+	}
+	applied, err := decodeAppliedState(v)
+	_ = closer.Close()
+	if err != nil {
+		_ = snap.Close()
+		return nil, g.s.readFailed(err)
+	}
+	meta := &pb.SnapshotMetadata{Index: new(applied.Index), Term: new(applied.Term), ConfState: applied.ConfState}
+	return &SnapshotReader{g: g, snap: snap, meta: meta}, nil
+}
+
+// Metadata returns the index, term and ConfState the data reflects.
+func (r *SnapshotReader) Metadata() *pb.SnapshotMetadata { return r.meta }
+
+// StateSnapshot returns an in-memory state machine's durable snapshot in
+// the view, or nil.
+func (r *SnapshotReader) StateSnapshot() ([]byte, error) {
+	return readStateSnapshot(r.snap, r.g.id)
+}
+
+// Scan calls fn for every state machine key of the view, in order, until fn
+// returns false. key and value are valid only during the call.
+func (r *SnapshotReader) Scan(fn func(key, value []byte) bool) error {
+	start, end := dataSpan(r.g.id)
+	return scanData(r.snap, start, end, fn)
+}
+
+// Close releases the view.
+func (r *SnapshotReader) Close() error { return r.snap.Close() }

@@ -1,0 +1,380 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/flotilla-io/flotilla/metrics"
+)
+
+// formatVersion is the on-disk layout version written at first open.
+const formatVersion = 1
+
+// Store is the one Pebble instance of a host and every group in it.
+type Store struct {
+	cfg   Config
+	opts  *pebble.Options
+	db    *pebble.DB
+	fs    vfs.FS    // cfg.FS wrapped with disk health checks
+	fsCl  io.Closer // stops the disk health checker
+	log   *slog.Logger
+	m     *metrics.Store
+	cache *entryCache
+	w     *logWriter
+
+	groups struct {
+		sync.RWMutex
+		m map[uint64]*GroupStorage
+		// tombstones holds, for each group removed from this store, the
+		// next replica ID allowed here.
+		tombstones map[uint64]uint64
+	}
+
+	failure struct {
+		once sync.Once
+		err  atomic.Pointer[error]
+		ch   chan struct{}
+	}
+	closeOnce sync.Once
+	closed    atomic.Bool
+	ingestSeq atomic.Uint64
+}
+
+// Open opens (or creates) the store in cfg.Dir and loads every group's state.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "store"), m: cfg.Metrics}
+	s.failure.ch = make(chan struct{})
+	s.groups.m = make(map[uint64]*GroupStorage)
+	s.groups.tombstones = make(map[uint64]uint64)
+
+	s.fs, s.fsCl = vfs.WithDiskHealthChecks(cfg.FS, cfg.DiskStallThreshold, nil, func(info vfs.DiskSlowInfo) {
+		s.fail(fmt.Errorf("disk stalled: %s %s for %s (threshold %s)", info.OpType, info.Path, info.Duration, cfg.DiskStallThreshold))
+	})
+	s.opts = &pebble.Options{
+		FS:                          s.fs,
+		Logger:                      pebbleLogger{s},
+		FormatMajorVersion:          pebble.FormatNewest, // IngestAndExcise needs a recent format
+		MemTableSize:                cfg.MemTableSize,
+		MemTableStopWritesThreshold: cfg.MemTableStopWritesThreshold,
+		CacheSize:                   cfg.BlockCacheBytes,
+		EventListener:               s.eventListener(),
+	}
+	s.opts.EnsureDefaults() // snapshot tables are written with these options
+	db, err := pebble.Open(cfg.Dir, s.opts)
+	if err != nil {
+		_ = s.fsCl.Close()
+		return nil, fmt.Errorf("store: open pebble in %q: %w", cfg.Dir, err)
+	}
+	s.db = db
+	s.cache = newEntryCache(cfg.EntryCacheBytes, cacheMetrics{
+		hit:   s.m.EntryCacheHits.Inc,
+		miss:  s.m.EntryCacheMisses.Inc,
+		bytes: func(d int64) { s.m.EntryCacheBytes.Add(float64(d)) },
+	})
+	if err := s.checkFormat(); err == nil {
+		err = s.load()
+	} else {
+		_ = db.Close()
+		_ = s.fsCl.Close()
+		return nil, err
+	}
+	s.w = newLogWriter(s)
+	return s, nil
+}
+
+func (s *Store) eventListener() *pebble.EventListener {
+	var stallStart atomic.Int64
+	return &pebble.EventListener{
+		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			stallStart.Store(time.Now().UnixNano())
+			s.m.PebbleWriteStalls.Inc()
+			s.log.Warn("pebble write stall", "reason", info.Reason)
+		},
+		WriteStallEnd: func() {
+			if t := stallStart.Swap(0); t != 0 {
+				s.m.PebbleWriteStallTime.Add(time.Since(time.Unix(0, t)).Seconds())
+			}
+		},
+		BackgroundError: func(err error) {
+			s.log.Error("pebble background error", "err", err)
+		},
+	}
+}
+
+func (s *Store) checkFormat() error {
+	v, closer, err := s.db.Get(hostFormatKey)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return s.db.Set(hostFormatKey, encodeUint64(formatVersion), pebble.Sync)
+	case err != nil:
+		return fmt.Errorf("store: read format: %w", err)
+	}
+	defer closer.Close()
+	got, err := decodeUint64(v)
+	if err != nil {
+		return err
+	}
+	if got != formatVersion {
+		return fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, got, formatVersion)
+	}
+	return nil
+}
+
+// load rebuilds every group's in-memory state from Pebble: one seek per
+// group to its first key, point reads of its state keys, one reverse seek
+// for its last log index.
+func (s *Store) load() error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixGroup}, UpperBound: []byte{prefixGroup + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for valid := it.First(); valid; {
+		groupID, ok := groupIDOf(it.Key())
+		if !ok {
+			return fmt.Errorf("%w: key %x", ErrCorrupt, it.Key())
+		}
+		if err := s.loadGroup(groupID); err != nil {
+			return fmt.Errorf("store: load group %d: %w", groupID, err)
+		}
+		if groupID == ^uint64(0) {
+			break
+		}
+		valid = it.SeekGE(groupPrefix(groupID + 1))
+	}
+	return it.Error()
+}
+
+func (s *Store) loadGroup(groupID uint64) error {
+	if v, ok, err := s.get(tombstoneKey(groupID)); err != nil {
+		return err
+	} else if ok {
+		next, err := decodeUint64(v)
+		if err != nil {
+			return err
+		}
+		s.groups.tombstones[groupID] = next
+	}
+	v, ok, err := s.get(replicaIDKey(groupID))
+	if err != nil || !ok {
+		return err // a removed group keeps only its tombstone
+	}
+	replicaID, err := decodeUint64(v)
+	if err != nil {
+		return err
+	}
+	g := newGroupStorage(s, groupID, replicaID)
+	if v, ok, err := s.get(truncatedKey(groupID)); err != nil {
+		return err
+	} else if ok {
+		if g.mu.trunc, err = decodeTruncatedState(v); err != nil {
+			return err
+		}
+	}
+	g.mu.hardState = &pb.HardState{}
+	if v, ok, err := s.get(hardStateKey(groupID)); err != nil {
+		return err
+	} else if ok {
+		if g.mu.hardState, err = decodeHardState(v); err != nil {
+			return err
+		}
+	}
+	if v, ok, err := s.get(appliedKey(groupID)); err != nil {
+		return err
+	} else if ok {
+		if g.mu.applied, err = decodeAppliedState(v); err != nil {
+			return err
+		}
+	}
+	last, err := s.lastLogIndex(groupID)
+	if err != nil {
+		return err
+	}
+	if last == 0 {
+		last = g.mu.trunc.index
+	}
+	if last < g.mu.trunc.index {
+		return fmt.Errorf("%w: last index %d below truncated index %d", ErrCorrupt, last, g.mu.trunc.index)
+	}
+	// Apply and append are not ordered, so the applied index may be ahead of
+	// the commit index the last hard state recorded: raise it (raft asserts
+	// commit >= applied).
+	if g.mu.applied.Index > g.mu.hardState.GetCommit() {
+		g.mu.hardState.Commit = new(g.mu.applied.Index)
+	}
+	g.setLastLocked(last)
+	g.mu.queuedLast = last
+	s.groups.m[groupID] = g
+	return nil
+}
+
+// lastLogIndex returns the index of the group's last log entry in Pebble,
+// 0 if its log is empty.
+func (s *Store) lastLogIndex(groupID uint64) (uint64, error) {
+	start, end := logSpan(groupID)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: end})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, it.Error()
+	}
+	return parseLogKey(groupID, it.Key())
+}
+
+// get reads a key; the returned value is a copy.
+func (s *Store) get(key []byte) ([]byte, bool, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, s.readFailed(err)
+	}
+	defer closer.Close()
+	return bytes.Clone(v), true, nil
+}
+
+// Group returns the storage of a hosted group.
+func (s *Store) Group(groupID uint64) (*GroupStorage, bool) {
+	s.groups.RLock()
+	defer s.groups.RUnlock()
+	g, ok := s.groups.m[groupID]
+	return g, ok
+}
+
+// Groups returns the IDs of every hosted group, in no order.
+func (s *Store) Groups() []uint64 {
+	s.groups.RLock()
+	defer s.groups.RUnlock()
+	ids := make([]uint64, 0, len(s.groups.m))
+	for id := range s.groups.m {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Tombstone returns the next replica ID allowed for a removed group, and
+// whether the group has a tombstone.
+func (s *Store) Tombstone(groupID uint64) (uint64, bool) {
+	s.groups.RLock()
+	defer s.groups.RUnlock()
+	next, ok := s.groups.tombstones[groupID]
+	return next, ok
+}
+
+// Err returns the error the store failed with, or nil.
+func (s *Store) Err() error {
+	if p := s.failure.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Failed is closed when the store fails.
+func (s *Store) Failed() <-chan struct{} { return s.failure.ch }
+
+// fail puts the store in the failed state. Only the first cause is kept.
+// It must not block: the disk health checker calls it.
+func (s *Store) fail(cause error) {
+	s.failure.once.Do(func() {
+		err := fmt.Errorf("%w: %w", ErrFailed, cause)
+		s.failure.err.Store(&err)
+		close(s.failure.ch)
+		s.m.Failed.Set(1)
+		s.log.Error("store failed; refusing all further work", "err", cause)
+		if s.cfg.OnFailure != nil {
+			s.cfg.OnFailure(err)
+		}
+	})
+}
+
+// readFailed fails the store for a read error and returns the store's error.
+func (s *Store) readFailed(err error) error {
+	s.fail(fmt.Errorf("read: %w", err))
+	return s.Err()
+}
+
+// usable returns the error that stops new work, if any.
+func (s *Store) usable() error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close stops the log writer once it has committed what it was given, and
+// closes Pebble. After a failure it releases what it can.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.w.close()
+		err = s.closePebble()
+		if cerr := s.fsCl.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
+
+func (s *Store) closePebble() (err error) {
+	defer func() {
+		// A Pebble that met a fatal error may refuse to close cleanly.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store: closing pebble after failure: %v", r)
+		}
+	}()
+	return s.db.Close()
+}
+
+// pebbleLogger routes Pebble's messages to slog. Pebble calls Fatalf where
+// it would exit the process (a WAL or MANIFEST write failing): we fail the
+// store instead, so the host stops (fail-stop) and tests can observe it,
+// then panic to unwind Pebble; the store's own calls into Pebble recover it.
+type pebbleLogger struct{ s *Store }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.s.log.Info(fmt.Sprintf(format, args...), "source", "pebble")
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.s.log.Error(fmt.Sprintf(format, args...), "source", "pebble")
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	err := fmt.Errorf("pebble: "+format, args...)
+	l.s.fail(err)
+	panic(pebbleFatal{err})
+}
+
+type pebbleFatal struct{ err error }
+
+// recoverFatal turns a pebbleFatal panic into the store's error.
+func (s *Store) recoverFatal(err *error) {
+	if r := recover(); r != nil {
+		f, ok := r.(pebbleFatal)
+		if !ok {
+			panic(r)
+		}
+		s.fail(f.err)
+		*err = s.Err()
+	}
+}
