@@ -276,16 +276,19 @@ func (w *logWriter) writeTruncate(b *pebble.Batch, it *writeItem) error {
 	g := it.g
 	g.mu.RLock()
 	old := g.mu.trunc
-	last := g.mu.pebbleLast
+	// Entries above the published last index may be on their way to being
+	// overwritten by an append queued since the truncation was: never
+	// truncate past it (truncating less is always safe).
+	index := min(it.index, g.mu.last)
 	g.mu.RUnlock()
-	if it.index <= old.index || it.index > last {
+	if index <= old.index {
 		return nil // an install or an earlier truncation got there first
 	}
-	term, err := g.Term(it.index)
+	term, err := g.Term(index)
 	if err != nil {
-		return fmt.Errorf("term of truncation point %d: %w", it.index, err)
+		return fmt.Errorf("term of truncation point %d: %w", index, err)
 	}
-	trunc := truncatedState{index: it.index, term: term}
+	trunc := truncatedState{index: index, term: term}
 	// Publish the new first index before anything is deleted, so a reader
 	// that meets the gap answers ErrCompacted.
 	g.mu.Lock()
