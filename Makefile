@@ -49,7 +49,7 @@ test-race:
 lint: fmt-check vet staticcheck
 
 fmt-check:
-	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.bin/*' -not -name '*.pb.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 vet:

@@ -20,7 +20,7 @@ import (
 // operation whose completion had run. So nothing acknowledged is lost and
 // nothing half-written is visible.
 func TestCrashRecovery(t *testing.T) {
-	forEachSeed(t, []uint64{1, 2, 3, 4, 5, 6, 7, 8}, testCrashRecovery)
+	forEachSeed(t, seedRange(1, 48), testCrashRecovery)
 }
 
 type crashOp struct {

@@ -90,10 +90,10 @@ func (w *logWriter) enqueue(it *writeItem) error {
 		w.mu.Unlock()
 		return ErrClosed
 	}
-	if n := len(w.mu.queue); n > 0 && (n >= w.s.cfg.MaxQueueItems || w.mu.bytes+it.bytes > w.s.cfg.MaxQueueBytes) {
+	if n, bytes := len(w.mu.queue), w.mu.bytes; n > 0 && (n >= w.s.cfg.MaxQueueItems || bytes+it.bytes > w.s.cfg.MaxQueueBytes) {
 		w.mu.Unlock()
 		m.WriterRejected.Inc()
-		return fmt.Errorf("%w: %d items, %d bytes queued", ErrBusy, n, w.mu.bytes)
+		return fmt.Errorf("%w: %d items, %d bytes queued", ErrBusy, n, bytes)
 	}
 	w.mu.queue = append(w.mu.queue, it)
 	w.mu.bytes += it.bytes
@@ -348,6 +348,12 @@ func (w *logWriter) syncLoop() {
 		if err := job.batch.SyncWait(); err != nil {
 			w.s.fail(fmt.Errorf("log writer: sync: %w", err))
 			w.abandon(job)
+			continue
+		}
+		if w.s.Err() != nil {
+			// The store failed while this batch synced (a disk stall, say):
+			// once failed, nothing more completes.
+			_ = job.batch.Close()
 			continue
 		}
 		w.record(job)

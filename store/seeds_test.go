@@ -41,3 +41,12 @@ func forEachSeed(t *testing.T, fixed []uint64, fn func(t *testing.T, seed uint64
 		})
 	}
 }
+
+// seedRange returns the seeds [lo, hi).
+func seedRange(lo, hi uint64) []uint64 {
+	var seeds []uint64
+	for s := lo; s < hi; s++ {
+		seeds = append(seeds, s)
+	}
+	return seeds
+}

@@ -84,9 +84,7 @@ func Open(cfg Config) (*Store, error) {
 		miss:  s.m.EntryCacheMisses.Inc,
 		bytes: func(d int64) { s.m.EntryCacheBytes.Add(float64(d)) },
 	})
-	if err := s.checkFormat(); err == nil {
-		err = s.load()
-	} else {
+	if err := firstErr(s.checkFormat(), s.load()); err != nil {
 		_ = db.Close()
 		_ = s.fsCl.Close()
 		return nil, err
