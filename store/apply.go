@@ -24,8 +24,12 @@ type ApplyBatch struct {
 	err     error
 }
 
-// NewApplyBatch starts an apply batch for the group.
+// NewApplyBatch starts an apply batch for the group. On a failed or closed
+// store the batch records nothing and Commit returns the store's error.
 func (g *GroupStorage) NewApplyBatch() *ApplyBatch {
+	if err := g.s.usable(); err != nil {
+		return &ApplyBatch{g: g, err: err}
+	}
 	return &ApplyBatch{g: g, b: g.s.db.NewBatch()}
 }
 
@@ -34,30 +38,42 @@ func (a *ApplyBatch) dataKey(userKey []byte) []byte {
 	return a.key
 }
 
-func (a *ApplyBatch) note(err error) {
-	if a.err == nil && err != nil {
-		a.err = err
+// write runs op on the batch unless an earlier step failed.
+func (a *ApplyBatch) write(op func(b *pebble.Batch) error) {
+	if a.err == nil {
+		if err := op(a.b); err != nil {
+			a.err = fmt.Errorf("%w: apply batch: %w", ErrInvalid, err)
+		}
 	}
 }
 
 // Set writes a state machine key.
-func (a *ApplyBatch) Set(key, value []byte) { a.note(a.b.Set(a.dataKey(key), value, nil)) }
+func (a *ApplyBatch) Set(key, value []byte) {
+	a.write(func(b *pebble.Batch) error { return b.Set(a.dataKey(key), value, nil) })
+}
 
 // Delete deletes a state machine key.
-func (a *ApplyBatch) Delete(key []byte) { a.note(a.b.Delete(a.dataKey(key), nil)) }
+func (a *ApplyBatch) Delete(key []byte) {
+	a.write(func(b *pebble.Batch) error { return b.Delete(a.dataKey(key), nil) })
+}
 
 // DeleteRange deletes the state machine keys in [start, end).
 func (a *ApplyBatch) DeleteRange(start, end []byte) {
-	s := appendDataKey(nil, a.g.id, start)
-	a.note(a.b.DeleteRange(s, a.dataKey(end), nil))
+	a.write(func(b *pebble.Batch) error {
+		return b.DeleteRange(appendDataKey(nil, a.g.id, start), a.dataKey(end), nil)
+	})
 }
 
 // SetStateSnapshot replaces the durable snapshot of an in-memory state
 // machine (stored in chunks inside the replica span).
 func (a *ApplyBatch) SetStateSnapshot(data []byte) {
-	start, end := stateSnapshotSpan(a.g.id)
-	a.note(a.b.DeleteRange(start, end, nil))
-	a.note(putStateSnapshot(a.g.id, data, func(k, v []byte) error { return a.b.Set(k, v, nil) }))
+	a.write(func(b *pebble.Batch) error {
+		start, end := stateSnapshotSpan(a.g.id)
+		if err := b.DeleteRange(start, end, nil); err != nil {
+			return err
+		}
+		return putStateSnapshot(a.g.id, data, func(k, v []byte) error { return b.Set(k, v, nil) })
+	})
 }
 
 // SetApplied records the applied state the batch brings the group to.
@@ -68,7 +84,7 @@ func (a *ApplyBatch) SetApplied(st AppliedState) { a.applied = &st }
 func (a *ApplyBatch) Commit() (err error) {
 	defer a.Close()
 	if a.err != nil {
-		return fmt.Errorf("%w: apply batch: %w", ErrInvalid, a.err)
+		return a.err
 	}
 	if err := a.g.s.usable(); err != nil {
 		return err
@@ -135,6 +151,9 @@ func (g *GroupStorage) Get(key []byte) (value []byte, found bool, err error) {
 // value are valid only during the call.
 func (g *GroupStorage) Scan(start, end []byte, fn func(key, value []byte) bool) (err error) {
 	defer g.s.recoverFatal(&err)
+	if g.s.closed.Load() {
+		return ErrClosed
+	}
 	lower := appendDataKey(nil, g.id, start)
 	upper := appendDataKey(nil, g.id, end)
 	if end == nil {
@@ -147,6 +166,9 @@ func (g *GroupStorage) Scan(start, end []byte, fn func(key, value []byte) bool) 
 // machine, or nil if there is none.
 func (g *GroupStorage) LoadStateSnapshot() (data []byte, err error) {
 	defer g.s.recoverFatal(&err)
+	if g.s.closed.Load() {
+		return nil, ErrClosed
+	}
 	if data, err = readStateSnapshot(g.s.db, g.id); err != nil {
 		return nil, g.s.readFailed(err)
 	}

@@ -113,29 +113,28 @@ func (c *entryCache) add(groupID uint64, ents []*pb.Entry) {
 
 // get appends to dst the cached entries [lo, hi) of the group, stopping at
 // the first index it does not hold or once maxSize would be exceeded (at
-// least one entry is returned if lo is cached). It returns dst and the size
-// of what it appended.
-func (c *entryCache) get(groupID, lo, hi, maxSize uint64, dst []*pb.Entry) ([]*pb.Entry, uint64) {
+// least one entry is returned if lo is cached). It returns dst, the size of
+// what it appended, and full: whether it stopped because of maxSize.
+func (c *entryCache) get(groupID, lo, hi, maxSize uint64, dst []*pb.Entry) (_ []*pb.Entry, size uint64, full bool) {
 	s := c.shard(groupID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.mu.runs[groupID]
 	if r == nil || lo < r.first || lo >= r.first+uint64(len(r.ents)) {
-		return dst, 0
+		return dst, 0, false
 	}
 	s.unlinkLocked(r)
 	s.linkFrontLocked(r)
-	var size uint64
 	for i := lo; i < hi && i < r.first+uint64(len(r.ents)); i++ {
 		e := r.ents[i-r.first]
 		sz := entrySize(e)
 		if size > 0 && size+sz > maxSize {
-			break
+			return dst, size, true
 		}
 		size += sz
 		dst = append(dst, e)
 	}
-	return dst, size
+	return dst, size, false
 }
 
 // term returns the term of the entry at index if it is cached.

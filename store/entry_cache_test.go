@@ -11,7 +11,7 @@ func noCacheMetrics() cacheMetrics {
 }
 
 func cachedIndexes(c *entryCache, groupID, lo, hi uint64) []uint64 {
-	es, _ := c.get(groupID, lo, hi, 1<<30, nil)
+	es, _, _ := c.get(groupID, lo, hi, 1<<30, nil)
 	var out []uint64
 	for _, e := range es {
 		out = append(out, e.GetIndex())
@@ -59,7 +59,7 @@ func TestEntryCache(t *testing.T) {
 	}
 	// maxSize: at least one entry, then stop before exceeding it.
 	c.add(3, ents(1, 5, 1))
-	if es, _ := c.get(3, 1, 5, 1, nil); len(es) != 1 {
+	if es, _, full := c.get(3, 1, 5, 1, nil); len(es) != 1 || !full {
 		t.Fatalf("maxSize 1 gave %d entries", len(es))
 	}
 }

@@ -152,3 +152,29 @@ func TestReadCorruptionFailsStore(t *testing.T) {
 		t.Fatalf("store not failed: %v", s.Err())
 	}
 }
+
+// TestClosedStore: calls after Close return ErrClosed, never panic.
+func TestClosedStore(t *testing.T) {
+	s := newMemStore(t)
+	g := createGroup(t, s, 1, 1)
+	appendSync(t, g, ents(11, 13, 6), nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Append(ents(13, 14, 6), nil, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Append: %v", err)
+	}
+	if err := g.NewApplyBatch().Commit(); !errors.Is(err, ErrClosed) {
+		t.Errorf("apply: %v", err)
+	}
+	s.cache.drop(1)
+	if _, err := g.Entries(11, 13, 1<<20); !errors.Is(err, ErrClosed) {
+		t.Errorf("Entries: %v", err)
+	}
+	if _, _, err := g.Get([]byte("k")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Get: %v", err)
+	}
+	if _, err := s.CreateGroup(2, 1, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("CreateGroup: %v", err)
+	}
+}

@@ -194,9 +194,9 @@ func (g *GroupStorage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 		if lo >= hi {
 			return nil, raft.ErrUnavailable
 		}
-		ents, size := g.s.cache.get(g.id, lo, hi, maxSize, make([]*pb.Entry, 0, min(hi-lo, 64)))
+		ents, size, full := g.s.cache.get(g.id, lo, hi, maxSize, make([]*pb.Entry, 0, min(hi-lo, 64)))
 		next := lo + uint64(len(ents))
-		if next == hi || (len(ents) > 0 && size >= maxSize) {
+		if next == hi || full {
 			g.s.cache.metrics.hit()
 			return ents, nil
 		}
@@ -220,6 +220,9 @@ func (g *GroupStorage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 // index was missing.
 func (g *GroupStorage) readLog(ents []*pb.Entry, next, hi, size, maxSize uint64) (_ []*pb.Entry, complete bool, err error) {
 	defer g.s.recoverFatal(&err)
+	if g.s.closed.Load() {
+		return nil, false, ErrClosed
+	}
 	it, err := g.s.db.NewIter(&pebble.IterOptions{LowerBound: logKey(g.id, next), UpperBound: logKey(g.id, hi)})
 	if err != nil {
 		return nil, false, g.s.readFailed(err)

@@ -12,6 +12,9 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
+// snapshotTablePrefix names the SSTables written for snapshot installs.
+const snapshotTablePrefix = "flotilla-snapshot-"
+
 // SnapshotWriter receives a snapshot's state machine data during
 // InstallSnapshot: first the state snapshot of an in-memory state machine,
 // if any, then the data keys in ascending order.
@@ -116,7 +119,7 @@ func mergeHardState(hs *pb.HardState, index, term uint64) *pb.HardState {
 
 func (g *GroupStorage) writeSnapshotTable(hs *pb.HardState, applied AppliedState, write func(*SnapshotWriter) error) (path string, err error) {
 	defer g.s.recoverFatal(&err)
-	path = g.s.fs.PathJoin(g.s.cfg.Dir, fmt.Sprintf("snapshot-%d-%d.sst", g.id, g.s.ingestSeq.Add(1)))
+	path = g.s.fs.PathJoin(g.s.cfg.Dir, fmt.Sprintf("%s%d-%d.sst", snapshotTablePrefix, g.id, g.s.ingestSeq.Add(1)))
 	f, err := g.s.fs.Create(path, "flotilla-snapshot")
 	if err != nil {
 		return "", fmt.Errorf("store: create snapshot table: %w", err)

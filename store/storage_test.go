@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/datadriven"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
@@ -213,4 +215,70 @@ func sortedGroups(s *Store) []uint64 {
 	ids := s.Groups()
 	slices.Sort(ids)
 	return ids
+}
+
+// TestSnapshotReader: OpenSnapshot gives the applied state and the data of
+// one consistent view, unaffected by writes after it was taken.
+func TestSnapshotReader(t *testing.T) {
+	s := newMemStore(t)
+	g := createGroup(t, s, 1, 1)
+	b := g.NewApplyBatch()
+	b.Set([]byte("a"), []byte("1"))
+	b.Set([]byte("b"), []byte("2"))
+	b.SetStateSnapshot(bytes.Repeat([]byte("s"), 3*stateSnapshotChunk+5))
+	b.SetApplied(AppliedState{Index: 12, Term: 6, ConfState: &pb.ConfState{Voters: []uint64{1}}})
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := g.OpenSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b = g.NewApplyBatch()
+	b.Set([]byte("c"), []byte("3"))
+	b.SetStateSnapshot([]byte("small"))
+	b.SetApplied(AppliedState{Index: 13, Term: 6, ConfState: &pb.ConfState{Voters: []uint64{1}}})
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if m := r.Metadata(); m.GetIndex() != 12 || m.GetTerm() != 6 {
+		t.Fatalf("metadata %v", m)
+	}
+	var keys []string
+	if err := r.Scan(func(k, v []byte) bool { keys = append(keys, string(k)+"="+string(v)); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(keys, ",") != "a=1,b=2" {
+		t.Fatalf("view holds %v", keys)
+	}
+	if data, err := r.StateSnapshot(); err != nil || len(data) != 3*stateSnapshotChunk+5 {
+		t.Fatalf("state snapshot of %d bytes, %v", len(data), err)
+	}
+	if data, err := g.LoadStateSnapshot(); err != nil || string(data) != "small" {
+		t.Fatalf("current state snapshot %q, %v", data, err)
+	}
+}
+
+// TestEntryCacheMetrics: cached reads count as hits, Pebble reads as misses.
+func TestEntryCacheMetrics(t *testing.T) {
+	s := newMemStore(t)
+	g := createGroup(t, s, 1, 1)
+	appendSync(t, g, ents(11, 21, 6), nil)
+	if _, err := g.Entries(11, 21, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if hits := testutil.ToFloat64(s.m.EntryCacheHits); hits != 1 {
+		t.Fatalf("hits %v", hits)
+	}
+	s.cache.drop(1)
+	if _, err := g.Term(15); err != nil {
+		t.Fatal(err)
+	}
+	if misses := testutil.ToFloat64(s.m.EntryCacheMisses); misses != 1 {
+		t.Fatalf("misses %v", misses)
+	}
+	if b := testutil.ToFloat64(s.m.EntryCacheBytes); b != 0 {
+		t.Fatalf("cache bytes %v after drop", b)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,7 @@ func Open(cfg Config) (*Store, error) {
 		EventListener:               s.eventListener(),
 	}
 	s.opts.EnsureDefaults() // snapshot tables are written with these options
+	removeStaleSnapshotTables(s.fs, cfg.Dir)
 	db, err := pebble.Open(cfg.Dir, s.opts)
 	if err != nil {
 		_ = s.fsCl.Close()
@@ -91,6 +93,17 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.w = newLogWriter(s)
 	return s, nil
+}
+
+// removeStaleSnapshotTables deletes snapshot tables that a crash left
+// between writing and ingesting them. Pebble ignores files it does not own.
+func removeStaleSnapshotTables(fs vfs.FS, dir string) {
+	names, _ := fs.List(dir)
+	for _, name := range names {
+		if strings.HasPrefix(name, snapshotTablePrefix) && strings.HasSuffix(name, ".sst") {
+			_ = fs.Remove(fs.PathJoin(dir, name))
+		}
+	}
 }
 
 func (s *Store) eventListener() *pebble.EventListener {
@@ -236,6 +249,9 @@ func (s *Store) lastLogIndex(groupID uint64) (uint64, error) {
 
 // get reads a key; the returned value is a copy.
 func (s *Store) get(key []byte) ([]byte, bool, error) {
+	if s.closed.Load() {
+		return nil, false, ErrClosed
+	}
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
@@ -319,7 +335,12 @@ func (s *Store) usable() error {
 }
 
 // Close stops the log writer once it has committed what it was given, and
-// closes Pebble. After a failure it releases what it can.
+// closes Pebble. After a failure it releases what it can. It waits for a
+// sync in progress: on a disk that never returns one, it does not return
+// either (the host has failed and exits).
+//
+// The caller stops using the store's groups first; calls made after Close
+// return ErrClosed.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
