@@ -9,7 +9,8 @@ import (
 // Append queues entries and a hard state (either may be empty) for the log
 // writer. done runs once they are durable, after every earlier item of this
 // group; from then on the storage shows them. done never runs if the store
-// fails first. Entries must be contiguous and must not leave a gap after the
+// fails first. done runs on the log writer's goroutine: it must be quick
+// and must not block (hand the work to another goroutine). Entries must be contiguous and must not leave a gap after the
 // log (appending at or below the last index overwrites the tail). The
 // entries and the hard state must not be mutated afterwards.
 //
