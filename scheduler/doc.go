@@ -1,7 +1,35 @@
 // Package scheduler drives every group of a host from a fixed pool of
-// workers: per-group work flags with dedup (a group is never processed by
-// two workers at once), one tick loop for the whole host, and a priority
-// lane for system groups.
+// workers, so that a group costs nothing when it has nothing to do: no
+// goroutine, no timer, no channel of its own.
 //
-// Not built yet. It must not import multiraft, transport or store.
+// # What it owns
+//
+// Work flags. Each group has a set of flags (Messages, Requests, Tick,
+// Storage) saying what kind of work waits for it. Enqueue raises flags;
+// raising a flag that is already raised does nothing except that ticks are
+// counted. A group with raised flags sits in the run queue at most once,
+// and a group is never processed by two workers at once: flags raised while
+// a worker processes it are kept and the group goes to the back of the
+// queue when the worker is done (FIFO fairness). A group whose flags are all
+// cleared is forgotten, so an idle group takes no memory here.
+//
+// A priority lane. Groups marked with SetPriority (the embedder's system
+// groups) are queued in a lane that workers always serve first.
+//
+// The tick loop. One goroutine, driven by the host's Clock, raises the Tick
+// flag of every group marked with SetTicking, once per TickInterval. It
+// never processes a group itself, so a slow group never delays another
+// group's tick; a group that was busy receives the count of ticks it
+// missed. A loop that falls behind counts the ticks it lost.
+//
+// # Goroutines
+//
+// Workers (Config.Workers of them) and the tick loop, all started by Start
+// and stopped by Close. Processor.Process runs on a worker.
+//
+// # Bounds
+//
+// The run queues hold each group at most once, so their length is bounded
+// by the number of groups; the per-group state is a map entry that exists
+// only while the group has work.
 package scheduler

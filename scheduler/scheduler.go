@@ -1,0 +1,333 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flotilla-io/flotilla/internal/clock"
+	"github.com/flotilla-io/flotilla/metrics"
+)
+
+// Flags say what kind of work waits for a group.
+type Flags uint8
+
+const (
+	// Messages: inbound Raft messages are queued for the group.
+	Messages Flags = 1 << iota
+	// Requests: proposals, reads or admin requests are queued.
+	Requests
+	// Tick: the group's logical clock should advance.
+	Tick
+	// Storage: storage completions (durable appends, applied entries) are
+	// ready to be stepped back into the group.
+	Storage
+)
+
+func (f Flags) String() string {
+	var parts []string
+	for _, n := range []struct {
+		f    Flags
+		name string
+	}{{Messages, "messages"}, {Requests, "requests"}, {Tick, "tick"}, {Storage, "storage"}} {
+		if f&n.f != 0 {
+			parts = append(parts, n.name)
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, "|")
+}
+
+// Work is what a worker hands to the Processor for one group.
+type Work struct {
+	Flags Flags
+	// Ticks is how many ticks arrived since the group was last processed
+	// (at least 1 when Flags has Tick).
+	Ticks int
+}
+
+// maxPendingTicks caps the ticks counted for a group that is not being
+// processed; the processor applies a few at most anyway.
+const maxPendingTicks = 1 << 10
+
+// Processor does a group's work. Process is called by one worker at a time
+// per group, with the flags raised since the last call.
+type Processor interface {
+	Process(groupID uint64, w Work)
+}
+
+// ProcessorFunc adapts a function to Processor.
+type ProcessorFunc func(groupID uint64, w Work)
+
+// Process calls f.
+func (f ProcessorFunc) Process(groupID uint64, w Work) { f(groupID, w) }
+
+// Config configures a Scheduler.
+type Config struct {
+	// Workers is the size of the worker pool. Default 2 x GOMAXPROCS.
+	Workers int
+	// TickInterval is the period of the tick loop. Default 100 ms.
+	TickInterval time.Duration
+	// Clock drives the tick loop. Default the wall clock.
+	Clock clock.Clock
+	// Metrics receives the scheduler's figures. Default: an unregistered set.
+	Metrics *metrics.Scheduler
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Workers: 2 * runtime.GOMAXPROCS(0), TickInterval: 100 * time.Millisecond}
+}
+
+// Validate fills defaults and rejects bad settings.
+func (c *Config) Validate() error {
+	d := DefaultConfig()
+	if c.Workers == 0 {
+		c.Workers = d.Workers
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = d.TickInterval
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewScheduler(nil)
+	}
+	switch {
+	case c.Workers < 0:
+		return fmt.Errorf("scheduler: Workers %d is negative", c.Workers)
+	case c.TickInterval < 0:
+		return errors.New("scheduler: TickInterval is negative")
+	}
+	return nil
+}
+
+// Scheduler runs groups' work on a fixed pool of workers.
+type Scheduler struct {
+	cfg  Config
+	proc Processor
+	m    *metrics.Scheduler
+
+	mu struct {
+		sync.Mutex
+		// groups holds the state of every group with work queued or in
+		// progress; idle groups have no entry.
+		groups   map[uint64]entry
+		queue    ring // normal lane
+		prio     ring // system groups, served first
+		priority map[uint64]struct{}
+		stopped  bool
+	}
+	workReady sync.Cond // signalled when a lane gains a group
+
+	ticking struct {
+		sync.Mutex
+		ids []uint64
+		pos map[uint64]int // index of each ticking group in ids
+	}
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type entry struct {
+	flags      Flags
+	ticks      int
+	queued     bool
+	processing bool
+	queuedAt   time.Time
+}
+
+// New creates a scheduler; Start starts it.
+func New(cfg Config, proc Processor) (*Scheduler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Scheduler{cfg: cfg, proc: proc, m: cfg.Metrics, stop: make(chan struct{})}
+	s.mu.groups = make(map[uint64]entry)
+	s.mu.priority = make(map[uint64]struct{})
+	s.workReady.L = &s.mu
+	s.ticking.pos = make(map[uint64]int)
+	return s, nil
+}
+
+// Start starts the workers and the tick loop.
+func (s *Scheduler) Start() {
+	for i := 0; i < s.cfg.Workers; i++ {
+		s.wg.Add(1)
+		go s.worker()
+	}
+	s.wg.Add(1)
+	go s.tickLoop()
+}
+
+// Close stops the tick loop and the workers. A worker finishes the group it
+// is processing; queued work is dropped. Enqueue after Close does nothing.
+func (s *Scheduler) Close() {
+	s.mu.Lock()
+	if s.mu.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.stopped = true
+	s.workReady.Broadcast()
+	s.mu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+}
+
+// Enqueue raises flags for a group and queues it if it is not queued or
+// being processed already. It reports false once the scheduler is closed.
+func (s *Scheduler) Enqueue(groupID uint64, f Flags) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.stopped {
+		return false
+	}
+	if s.raiseLocked(groupID, f, time.Now()) {
+		s.workReady.Signal()
+	}
+	return true
+}
+
+// enqueueMany raises f for every group in ids under one lock.
+func (s *Scheduler) enqueueMany(ids []uint64, f Flags) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.stopped {
+		return
+	}
+	queued, now := 0, time.Now()
+	for _, id := range ids {
+		if s.raiseLocked(id, f, now) {
+			queued++
+		}
+	}
+	if queued >= s.cfg.Workers {
+		s.workReady.Broadcast()
+	} else {
+		for ; queued > 0; queued-- {
+			s.workReady.Signal()
+		}
+	}
+}
+
+// raiseLocked raises f for the group and reports whether it was queued.
+func (s *Scheduler) raiseLocked(groupID uint64, f Flags, now time.Time) bool {
+	e := s.mu.groups[groupID]
+	e.flags |= f
+	if f&Tick != 0 && e.ticks < maxPendingTicks {
+		e.ticks++
+	}
+	queue := !e.queued && !e.processing
+	if queue {
+		e.queued = true
+		e.queuedAt = now
+		s.pushLocked(groupID)
+	}
+	s.mu.groups[groupID] = e
+	return queue
+}
+
+func (s *Scheduler) pushLocked(groupID uint64) {
+	if _, ok := s.mu.priority[groupID]; ok {
+		s.mu.prio.push(groupID)
+	} else {
+		s.mu.queue.push(groupID)
+	}
+	s.m.QueueDepth.Inc()
+}
+
+// next takes the next group to process, waiting for one; ok is false once
+// the scheduler is closed.
+func (s *Scheduler) next() (groupID uint64, w Work, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.mu.prio.len() == 0 && s.mu.queue.len() == 0 {
+		if s.mu.stopped {
+			return 0, Work{}, false
+		}
+		s.workReady.Wait()
+	}
+	if s.mu.stopped {
+		return 0, Work{}, false
+	}
+	groupID, w = s.takeLocked()
+	return groupID, w, true
+}
+
+// takeLocked pops the next group (priority lane first) and marks it as
+// being processed.
+func (s *Scheduler) takeLocked() (uint64, Work) {
+	var groupID uint64
+	if s.mu.prio.len() > 0 {
+		groupID = s.mu.prio.pop()
+	} else {
+		groupID = s.mu.queue.pop()
+	}
+	s.m.QueueDepth.Dec()
+	e := s.mu.groups[groupID]
+	w := Work{Flags: e.flags, Ticks: e.ticks}
+	s.m.QueueWait.Observe(time.Since(e.queuedAt).Seconds())
+	e.flags, e.ticks, e.queued, e.processing = 0, 0, false, true
+	s.mu.groups[groupID] = e
+	return groupID, w
+}
+
+// done ends a group's processing: it is queued again at the back if flags
+// were raised meanwhile, forgotten otherwise.
+func (s *Scheduler) done(groupID uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.mu.groups[groupID]
+	e.processing = false
+	if e.flags == 0 {
+		delete(s.mu.groups, groupID)
+		return
+	}
+	e.queued = true
+	e.queuedAt = time.Now()
+	s.mu.groups[groupID] = e
+	s.pushLocked(groupID)
+	s.workReady.Signal()
+}
+
+func (s *Scheduler) worker() {
+	defer s.wg.Done()
+	for {
+		groupID, w, ok := s.next()
+		if !ok {
+			return
+		}
+		start := time.Now()
+		s.proc.Process(groupID, w)
+		s.m.ProcessDuration.Observe(time.Since(start).Seconds())
+		s.m.Processed.Inc()
+		s.done(groupID)
+	}
+}
+
+// SetPriority puts a group in (or out of) the priority lane from its next
+// queueing on.
+func (s *Scheduler) SetPriority(groupID uint64, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		s.mu.priority[groupID] = struct{}{}
+	} else {
+		delete(s.mu.priority, groupID)
+	}
+}
+
+// Remove forgets a group's priority and ticking. Work already queued for it
+// is still handed to the processor, which must expect unknown groups.
+func (s *Scheduler) Remove(groupID uint64) {
+	s.SetPriority(groupID, false)
+	s.SetTicking(groupID, false)
+}
