@@ -163,8 +163,11 @@ func (s *Scheduler) Start() {
 		s.wg.Add(1)
 		go s.worker()
 	}
+	// The ticker is made here, not in the loop, so that time moved after
+	// Start returns is seen by the loop (tests advance a manual clock).
+	t := s.cfg.Clock.NewTicker(s.cfg.TickInterval)
 	s.wg.Add(1)
-	go s.tickLoop()
+	go s.tickLoop(t, s.cfg.Clock.Now())
 }
 
 // Close stops the tick loop and the workers. A worker finishes the group it

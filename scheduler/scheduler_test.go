@@ -111,7 +111,7 @@ func TestNeverTwoWorkers(t *testing.T) {
 		if inUse[id].Add(1) != 1 {
 			violations.Add(1)
 		}
-		delivered[id].Add(int64(w.Flags))
+		delivered[id].Or(int64(w.Flags))
 		inUse[id].Add(-1)
 	}))
 	if err != nil {
@@ -169,6 +169,9 @@ func TestTickLoop(t *testing.T) {
 	}
 	s.Start()
 	defer s.Close()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock() // before Close, even when the test fails
 	s.Enqueue(0, Requests)
 	<-stuck
 	for round := int64(1); round <= 3; round++ {
@@ -185,7 +188,7 @@ func TestTickLoop(t *testing.T) {
 	if ticks[0].Load() != 0 {
 		t.Fatal("the stuck group was processed twice at once")
 	}
-	close(release)
+	unblock()
 	waitUntil(t, "the slow group to get its 3 ticks", func() bool { return ticks[0].Load() == 3 })
 
 	// A tick arriving 5 intervals after the last counts 4 as lost.
@@ -225,6 +228,9 @@ func TestPriorityLane(t *testing.T) {
 	s.SetPriority(7, true)
 	s.Start()
 	defer s.Close()
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	defer open() // before Close, even when the test fails
 	s.Enqueue(100, Messages) // occupies the only worker
 	waitUntil(t, "the worker to take group 100", func() bool {
 		s.mu.Lock()
@@ -234,7 +240,7 @@ func TestPriorityLane(t *testing.T) {
 	for _, id := range []uint64{1, 2, 7, 3} {
 		s.Enqueue(id, Messages)
 	}
-	close(gate)
+	open()
 	waitUntil(t, "all five groups", func() bool {
 		mu.Lock()
 		defer mu.Unlock()

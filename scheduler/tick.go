@@ -1,5 +1,11 @@
 package scheduler
 
+import (
+	"time"
+
+	"github.com/flotilla-io/flotilla/internal/clock"
+)
+
 // SetTicking adds a group to (or removes it from) the set the tick loop
 // ticks. A quiesced group is taken out and costs nothing per tick.
 func (s *Scheduler) SetTicking(groupID uint64, on bool) {
@@ -35,11 +41,9 @@ func (s *Scheduler) Ticking(groupID uint64) bool {
 // the whole pass.
 const tickChunk = 1024
 
-func (s *Scheduler) tickLoop() {
+func (s *Scheduler) tickLoop(t clock.Ticker, last time.Time) {
 	defer s.wg.Done()
-	t := s.cfg.Clock.NewTicker(s.cfg.TickInterval)
 	defer t.Stop()
-	last := s.cfg.Clock.Now()
 	for {
 		select {
 		case <-s.stop:
