@@ -230,7 +230,7 @@ func TestPriorityLane(t *testing.T) {
 	defer s.Close()
 	var once sync.Once
 	open := func() { once.Do(func() { close(gate) }) }
-	defer open() // before Close, even when the test fails
+	defer open()             // before Close, even when the test fails
 	s.Enqueue(100, Messages) // occupies the only worker
 	waitUntil(t, "the worker to take group 100", func() bool {
 		s.mu.Lock()
