@@ -1,0 +1,79 @@
+package transport
+
+import (
+	"errors"
+	"io"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// NodeID identifies a host in the cluster.
+type NodeID = uint64
+
+// Envelope is one Raft message of one group.
+type Envelope struct {
+	GroupID uint64
+	Message *pb.Message
+}
+
+// OutboundSnapshot is a snapshot to send: the MsgSnap raft produced and a
+// function that writes the state machine's data.
+type OutboundSnapshot struct {
+	GroupID   uint64
+	Message   *pb.Message
+	WriteData func(w io.Writer) error
+}
+
+// InboundSnapshot is a snapshot arriving from a peer: the MsgSnap and its
+// data as a stream.
+type InboundSnapshot struct {
+	GroupID uint64
+	Message *pb.Message
+	Data    io.Reader
+}
+
+// Handler receives what arrives from peers. HandleMessages and
+// HandleUnreachable must not block; HandleSnapshot may take as long as the
+// data does, and its error is the sender's failure.
+type Handler interface {
+	// HandleMessages delivers a batch from one peer, in the order sent.
+	HandleMessages(from NodeID, batch []Envelope)
+	// HandleUnreachable reports messages to a peer that were dropped or
+	// could not be sent.
+	HandleUnreachable(to NodeID, dropped []Envelope)
+	// HandleSnapshot receives a snapshot; it returns once the data is
+	// consumed, with an error if the snapshot was not accepted whole.
+	HandleSnapshot(from NodeID, snap *InboundSnapshot) error
+}
+
+// Transport sends a host's Raft traffic to its peers.
+type Transport interface {
+	// Start begins delivering inbound traffic to h.
+	Start(h Handler) error
+	// Send queues a batch for a peer. It never blocks: what does not fit
+	// in the peer's queue is dropped and reported to HandleUnreachable.
+	Send(to NodeID, batch []Envelope)
+	// SendSnapshot streams a snapshot to a peer in the background and
+	// calls done with the outcome (nil only if the peer accepted it whole).
+	SendSnapshot(to NodeID, snap *OutboundSnapshot, done func(error))
+	// Close stops every goroutine of the transport.
+	Close() error
+}
+
+// Errors reported to SendSnapshot's done.
+var (
+	ErrClosed          = errors.New("transport: closed")
+	ErrUnknownPeer     = errors.New("transport: unknown or unreachable peer")
+	ErrDropped         = errors.New("transport: dropped by filter")
+	ErrTooManySnapshot = errors.New("transport: too many snapshots in flight")
+)
+
+// messageSize approximates a message's weight for queue bounds: its
+// entries' payloads plus a fixed overhead.
+func messageSize(m *pb.Message) int {
+	n := 64 + len(m.GetContext())
+	for _, e := range m.GetEntries() {
+		n += 32 + len(e.GetData())
+	}
+	return n
+}
