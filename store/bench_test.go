@@ -64,7 +64,7 @@ func BenchmarkEntries(b *testing.B) {
 	}{{"cached", 64 << 20}, {"uncached", 0}} {
 		b.Run(c.name, func(b *testing.B) {
 			s, _ := benchStore(b, c.bytes)
-			g, err := s.CreateGroup(1, 1, []uint64{1})
+			g, err := s.CreateGroup(1, 1, map[uint64]uint64{1: 1})
 			if err != nil {
 				b.Fatal(err)
 			}

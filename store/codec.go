@@ -3,6 +3,8 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -154,29 +156,74 @@ func decodeTruncatedState(b []byte) (truncatedState, error) {
 }
 
 // AppliedState is what a group's state machine reflects: the index and term
-// of the last applied entry and the configuration as of that entry.
+// of the last applied entry, the configuration as of that entry, and which
+// node hosts each replica of that configuration.
 type AppliedState struct {
 	Index     uint64
 	Term      uint64
 	ConfState *pb.ConfState
+	// Replicas maps replica IDs to the node IDs hosting them.
+	Replicas map[uint64]uint64
 }
 
+// encode: index:8 term:8 len:uvarint confstate count:uvarint (replica node):uvarint...
 func (a AppliedState) encode() ([]byte, error) {
-	b := make([]byte, 16, 32)
+	b := make([]byte, 16, 64)
 	binary.BigEndian.PutUint64(b, a.Index)
 	binary.BigEndian.PutUint64(b[8:], a.Term)
-	return proto.MarshalOptions{Deterministic: true}.MarshalAppend(b, pb.EnsureConfState(a.ConfState))
+	cs, err := proto.MarshalOptions{Deterministic: true}.Marshal(pb.EnsureConfState(a.ConfState))
+	if err != nil {
+		return nil, err
+	}
+	b = binary.AppendUvarint(b, uint64(len(cs)))
+	b = append(b, cs...)
+	b = binary.AppendUvarint(b, uint64(len(a.Replicas)))
+	for _, id := range slices.Sorted(maps.Keys(a.Replicas)) {
+		b = binary.AppendUvarint(b, id)
+		b = binary.AppendUvarint(b, a.Replicas[id])
+	}
+	return b, nil
 }
 
 func decodeAppliedState(b []byte) (AppliedState, error) {
+	bad := func(what string) (AppliedState, error) {
+		return AppliedState{}, fmt.Errorf("%w: applied state: bad %s", ErrCorrupt, what)
+	}
 	if len(b) < 16 {
-		return AppliedState{}, fmt.Errorf("%w: applied state of %d bytes", ErrCorrupt, len(b))
+		return bad("length")
 	}
-	cs := &pb.ConfState{}
-	if err := proto.Unmarshal(b[16:], cs); err != nil {
-		return AppliedState{}, fmt.Errorf("%w: applied state: %w", ErrCorrupt, err)
+	a := AppliedState{Index: binary.BigEndian.Uint64(b), Term: binary.BigEndian.Uint64(b[8:]), ConfState: &pb.ConfState{}}
+	rest := b[16:]
+	n, k := binary.Uvarint(rest)
+	if k <= 0 || n > uint64(len(rest)-k) {
+		return bad("conf state length")
 	}
-	return AppliedState{Index: binary.BigEndian.Uint64(b), Term: binary.BigEndian.Uint64(b[8:]), ConfState: cs}, nil
+	if err := proto.Unmarshal(rest[k:k+int(n)], a.ConfState); err != nil {
+		return bad("conf state")
+	}
+	rest = rest[k+int(n):]
+	count, k := binary.Uvarint(rest)
+	if k <= 0 || count > uint64(len(rest)) {
+		return bad("replica count")
+	}
+	rest = rest[k:]
+	a.Replicas = make(map[uint64]uint64, count)
+	for i := uint64(0); i < count; i++ {
+		id, k1 := binary.Uvarint(rest)
+		if k1 <= 0 {
+			return bad("replica")
+		}
+		node, k2 := binary.Uvarint(rest[k1:])
+		if k2 <= 0 {
+			return bad("replica node")
+		}
+		a.Replicas[id] = node
+		rest = rest[k1+k2:]
+	}
+	if len(rest) != 0 {
+		return bad("trailing bytes")
+	}
+	return a, nil
 }
 
 func encodeHardState(hs *pb.HardState) ([]byte, error) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -50,6 +51,35 @@ func TestEntryCodecCorrupt(t *testing.T) {
 	}
 	if _, err := decodeAppliedState([]byte{1, 2}); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("applied state: %v", err)
+	}
+	good, err := AppliedState{Index: 1, Term: 1, Replicas: map[uint64]uint64{1: 7}}.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cut := 16; cut < len(good); cut++ {
+		if _, err := decodeAppliedState(good[:cut]); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("applied state cut at %d: %v", cut, err)
+		}
+	}
+	if _, err := decodeAppliedState(append(good, 0)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("applied state with a trailing byte: %v", err)
+	}
+}
+
+func TestAppliedStateCodec(t *testing.T) {
+	a := AppliedState{Index: 99, Term: 4,
+		ConfState: &pb.ConfState{Voters: []uint64{1, 2}, Learners: []uint64{5}, VotersOutgoing: []uint64{1, 3}, AutoLeave: new(true)},
+		Replicas:  map[uint64]uint64{1: 10, 2: 20, 3: 30, 5: 50}}
+	b, err := a.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeAppliedState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Index != a.Index || got.Term != a.Term || !proto.Equal(got.ConfState, a.ConfState) || fmt.Sprint(got.Replicas) != fmt.Sprint(a.Replicas) {
+		t.Fatalf("decoded %+v, want %+v", got, a)
 	}
 }
 

@@ -62,7 +62,7 @@ func TestSyncFailureFailsStore(t *testing.T) {
 	if err := g.Append(ents(next, next+1, 6), nil, func() { completed.Add(1) }); !errors.Is(err, ErrFailed) {
 		t.Fatalf("append on failed store: %v", err)
 	}
-	if _, err := s.CreateGroup(2, 1, []uint64{1}); !errors.Is(err, ErrFailed) {
+	if _, err := s.CreateGroup(2, 1, founding(1)); !errors.Is(err, ErrFailed) {
 		t.Fatalf("create on failed store: %v", err)
 	}
 	b := g.NewApplyBatch()

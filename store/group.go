@@ -1,6 +1,7 @@
 package store
 
 import (
+	"maps"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -115,6 +116,7 @@ func (g *GroupStorage) Applied() AppliedState {
 	defer g.mu.RUnlock()
 	a := g.mu.applied
 	a.ConfState = proto.Clone(pb.EnsureConfState(a.ConfState)).(*pb.ConfState)
+	a.Replicas = maps.Clone(a.Replicas)
 	return a
 }
 

@@ -104,9 +104,21 @@ func setApplied(t testing.TB, g *GroupStorage, index, term uint64, cs *pb.ConfSt
 	}
 }
 
+// founding maps each voter to a node of the same ID.
+func founding(voters ...uint64) map[uint64]uint64 {
+	if len(voters) == 0 {
+		return nil
+	}
+	m := make(map[uint64]uint64, len(voters))
+	for _, v := range voters {
+		m[v] = v
+	}
+	return m
+}
+
 func createGroup(t testing.TB, s *Store, groupID uint64, voters ...uint64) *GroupStorage {
 	t.Helper()
-	g, err := s.CreateGroup(groupID, 1, voters)
+	g, err := s.CreateGroup(groupID, 1, founding(voters...))
 	if err != nil {
 		t.Fatalf("create group %d: %v", groupID, err)
 	}

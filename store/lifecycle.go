@@ -2,6 +2,8 @@ package store
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 )
@@ -24,11 +26,12 @@ type bootState struct {
 }
 
 // CreateGroup adds a replica of a group to the store and waits until it is
-// durable. With voters (a founding member), the group starts from an
-// initial snapshot at InitialIndex whose configuration has those voters;
-// with none (a joining replica) it starts empty and waits to be caught up.
-// Creations from many goroutines share the log writer's syncs.
-func (s *Store) CreateGroup(groupID, replicaID uint64, voters []uint64) (*GroupStorage, error) {
+// durable. A founding member is given the founding replicas (replica ID to
+// node ID): the group starts from an initial snapshot at InitialIndex whose
+// configuration has them as voters. A joining replica (no replicas given)
+// starts empty and waits to be caught up. Creations from many goroutines
+// share the log writer's syncs.
+func (s *Store) CreateGroup(groupID, replicaID uint64, replicas map[uint64]uint64) (*GroupStorage, error) {
 	if err := s.usable(); err != nil {
 		return nil, err
 	}
@@ -37,12 +40,15 @@ func (s *Store) CreateGroup(groupID, replicaID uint64, voters []uint64) (*GroupS
 	}
 	g := newGroupStorage(s, groupID, replicaID)
 	it := &writeItem{kind: itemCreate, g: g, bytes: 128, replicaID: replicaID}
-	if len(voters) > 0 {
-		cs := &pb.ConfState{Voters: append([]uint64(nil), voters...)}
+	if len(replicas) > 0 {
+		if _, ok := replicas[replicaID]; !ok {
+			return nil, fmt.Errorf("%w: replica %d is not among the founding replicas", ErrInvalid, replicaID)
+		}
+		cs := &pb.ConfState{Voters: slices.Sorted(maps.Keys(replicas))}
 		boot := &bootState{
 			hardState: &pb.HardState{Term: new(uint64(InitialTerm)), Commit: new(uint64(InitialIndex))},
 			trunc:     truncatedState{index: InitialIndex, term: InitialTerm},
-			applied:   AppliedState{Index: InitialIndex, Term: InitialTerm, ConfState: cs},
+			applied:   AppliedState{Index: InitialIndex, Term: InitialTerm, ConfState: cs, Replicas: maps.Clone(replicas)},
 		}
 		it.boot = boot
 		g.mu.hardState, g.mu.trunc, g.mu.applied = boot.hardState, boot.trunc, boot.applied

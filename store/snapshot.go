@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
@@ -46,8 +47,8 @@ func (sw *SnapshotWriter) Put(key, value []byte) error {
 
 // InstallSnapshot replaces the group's replica span with a snapshot: its
 // raft state (hard state, truncation at the snapshot's index and term, an
-// empty log, the applied state with the snapshot's ConfState) and the state
-// machine data that write produces. The whole span is swapped atomically
+// empty log, the applied state with the snapshot's ConfState and the nodes
+// of its replicas) and the state machine data that write produces. The whole span is swapped atomically
 // and durably by ingesting one SSTable with IngestAndExcise, off the shared
 // log writer, so a large snapshot never stalls other groups' fsyncs.
 //
@@ -55,7 +56,8 @@ func (sw *SnapshotWriter) Put(key, value []byte) error {
 // work is taken for it until the install returns. After it the group's
 // cache entries are gone and the storage reads as the snapshot. If write
 // fails, nothing changes; if the ingest fails, the store fails.
-func (g *GroupStorage) InstallSnapshot(ctx context.Context, meta *pb.SnapshotMetadata, hs *pb.HardState, write func(*SnapshotWriter) error) error {
+func (g *GroupStorage) InstallSnapshot(ctx context.Context, meta *pb.SnapshotMetadata, hs *pb.HardState,
+	replicas map[uint64]uint64, write func(*SnapshotWriter) error) error {
 	index, term := meta.GetIndex(), meta.GetTerm()
 	if index == 0 {
 		return fmt.Errorf("%w: snapshot at index 0", ErrInvalid)
@@ -76,7 +78,7 @@ func (g *GroupStorage) InstallSnapshot(ctx context.Context, meta *pb.SnapshotMet
 	if err := g.barrier(); err != nil {
 		return err
 	}
-	applied := AppliedState{Index: index, Term: term, ConfState: pb.EnsureConfState(meta.GetConfState())}
+	applied := AppliedState{Index: index, Term: term, ConfState: pb.EnsureConfState(meta.GetConfState()), Replicas: maps.Clone(replicas)}
 	path, err := g.writeSnapshotTable(hs, applied, write)
 	if err != nil {
 		return err
@@ -158,9 +160,10 @@ func (g *GroupStorage) ingest(ctx context.Context, path string) (err error) {
 // SnapshotReader is a consistent view of a group's replica span for sending
 // a snapshot: its metadata and data come from one Pebble snapshot.
 type SnapshotReader struct {
-	g    *GroupStorage
-	snap *pebble.Snapshot
-	meta *pb.SnapshotMetadata
+	g       *GroupStorage
+	snap    *pebble.Snapshot
+	meta    *pb.SnapshotMetadata
+	applied AppliedState
 }
 
 // OpenSnapshot takes a consistent view of the group's applied state and
@@ -186,11 +189,14 @@ func (g *GroupStorage) OpenSnapshot() (r *SnapshotReader, err error) {
 		return nil, g.s.readFailed(err)
 	}
 	meta := &pb.SnapshotMetadata{Index: new(applied.Index), Term: new(applied.Term), ConfState: applied.ConfState}
-	return &SnapshotReader{g: g, snap: snap, meta: meta}, nil
+	return &SnapshotReader{g: g, snap: snap, meta: meta, applied: applied}, nil
 }
 
 // Metadata returns the index, term and ConfState the data reflects.
 func (r *SnapshotReader) Metadata() *pb.SnapshotMetadata { return r.meta }
+
+// Replicas returns the nodes of the view's replicas (replica ID to node ID).
+func (r *SnapshotReader) Replicas() map[uint64]uint64 { return maps.Clone(r.applied.Replicas) }
 
 // StateSnapshot returns an in-memory state machine's durable snapshot in
 // the view, or nil.

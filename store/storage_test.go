@@ -51,7 +51,7 @@ func TestStorage(t *testing.T) {
 				var voters []uint64
 				d.MaybeScanArgs(t, "replica", &replica)
 				d.MaybeScanArgs(t, "voters", &voters)
-				g, err := s.CreateGroup(groupID, replica, voters)
+				g, err := s.CreateGroup(groupID, replica, founding(voters...))
 				if err != nil {
 					return "error: " + err.Error()
 				}
@@ -128,8 +128,8 @@ func runStorageCmd(t *testing.T, d *datadriven.TestData, g *GroupStorage) string
 			return "error: " + err.Error()
 		}
 		a := g.Applied()
-		return fmt.Sprintf("hard state: term=%d vote=%d commit=%d\nconf state: voters=%v learners=%v\napplied: %d/%d",
-			hs.GetTerm(), hs.GetVote(), hs.GetCommit(), cs.GetVoters(), cs.GetLearners(), a.Index, a.Term)
+		return fmt.Sprintf("hard state: term=%d vote=%d commit=%d\nconf state: voters=%v learners=%v\napplied: %d/%d replicas=%v",
+			hs.GetTerm(), hs.GetVote(), hs.GetCommit(), cs.GetVoters(), cs.GetLearners(), a.Index, a.Term, a.Replicas)
 	case "snapshot":
 		snap, err := g.Snapshot()
 		if err != nil {
@@ -155,7 +155,7 @@ func runStorageCmd(t *testing.T, d *datadriven.TestData, g *GroupStorage) string
 		d.MaybeScanArgs(t, "voters", &voters)
 		d.MaybeScanArgs(t, "data", &data)
 		meta := &pb.SnapshotMetadata{Index: new(u("index")), Term: new(u("term")), ConfState: &pb.ConfState{Voters: voters}}
-		err := g.InstallSnapshot(context.Background(), meta, nil, func(w *SnapshotWriter) error {
+		err := g.InstallSnapshot(context.Background(), meta, nil, founding(voters...), func(w *SnapshotWriter) error {
 			for _, kv := range data {
 				k, v, _ := strings.Cut(kv, "=")
 				if err := w.Put([]byte(k), []byte(v)); err != nil {

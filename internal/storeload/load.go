@@ -72,7 +72,7 @@ func CreateGroups(s *store.Store, cfg Config) ([]*store.GroupStorage, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			g, err := s.CreateGroup(cfg.FirstID+uint64(i), 1, []uint64{1})
+			g, err := s.CreateGroup(cfg.FirstID+uint64(i), 1, map[uint64]uint64{1: 1})
 			if err != nil {
 				errs <- err
 				return
