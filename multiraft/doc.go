@@ -1,9 +1,46 @@
-// Package multiraft is Flotilla's public API: a Host that runs thousands of
-// Raft groups in one process over one store, one scheduler and one
-// transport.
+// Package multiraft is Flotilla's public API: a Host runs thousands of Raft
+// groups of one node over one store, one scheduler and one transport.
 //
-// Not built yet: the host arrives with the scheduler (see DESIGN.md, "The
-// life of a proposal"). It will own Config, group lifecycle, Propose,
-// ReadIndex, leadership and membership calls, the StateMachine contracts,
-// errors and events.
+// # Entry points
+//
+// NewHost(Config) opens the store and starts everything; CreateGroup makes
+// this host a founding member of a group, JoinGroup an empty replica
+// waiting to be added; Propose replicates a command and returns once it is
+// applied here; Status describes a group; Close stops the host.
+//
+// # The life of a proposal
+//
+// Propose puts the proposal on its group's bounded queue (a full queue or
+// an exhausted host budget is ErrBusy at once; a follower answers with a
+// *NotLeaderError naming the leader) and raises the group's Requests flag.
+// A scheduler worker then owns the group (process.go): it steps the
+// responses of durable appends, then peers' messages, applies at most a
+// couple of ticks, packs every queued proposal into ONE entry, and handles
+// each Ready of the group's RawNode (etcd raft, AsyncStorageWrites on):
+// messages for peers go to the transport at once; the MsgStorageAppend goes
+// to the store's log writer, which commits many groups' appends with one
+// fsync and only then releases the append's responses (votes and append
+// acknowledgements to peers, the rest stepped back here); the
+// MsgStorageApply is applied inline (apply.go): the state machine runs the
+// commands in log order and the waiting proposals complete.
+//
+// Outcomes are exact: an index applied with other proposal IDs fails the
+// proposals that expected it with ErrRejected (definite); a lost leadership
+// or a context that ends while a proposal is pending gives ErrAmbiguous.
+// A new leader serves proposals, and is announced through
+// EventListener.LeaderChanged, only once it has applied an entry of its own
+// term.
+//
+// # Goroutines
+//
+// The host runs none of its own: the scheduler's workers and tick loop, the
+// store's log writer and the transport's senders do the work, and each is
+// stopped by Close. A group owns nothing but memory.
+//
+// # Not yet here
+//
+// Membership changes, snapshots between hosts, ReadIndex, leadership
+// transfer, group removal, on-disk state machines and the host's part of
+// quiescence come in the following steps of the host issue; the host fails
+// (fail-stop) rather than mishandle a conf change or snapshot entry.
 package multiraft

@@ -87,6 +87,21 @@ func (g *GroupStorage) isRemoving() bool {
 	return g.mu.removing
 }
 
+// Flush queues done to run once everything queued for the group before it
+// is durable, without writing anything itself. Like Append, it returns
+// ErrBusy when the writer's queue is full.
+func (g *GroupStorage) Flush(done func()) error {
+	if err := g.s.usable(); err != nil {
+		return err
+	}
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if err := g.acceptingLocked(); err != nil {
+		return err
+	}
+	return g.s.w.enqueue(&writeItem{kind: itemBarrier, g: g, done: done})
+}
+
 // barrier waits until every item of the group queued so far is durable.
 func (g *GroupStorage) barrier() error {
 	ch := make(chan struct{})

@@ -1,0 +1,176 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// Cluster is N hosts in one process on in-memory filesystems, wired by the
+// in-memory network and driven by one manual clock, so tests control time
+// instead of depending on wall-clock ticks on a loaded machine.
+type Cluster struct {
+	t     testing.TB
+	Clock *multiraft.ManualClock
+	Net   *transport.Network
+	// TickInterval is the hosts' tick; Advance moves the clock by it.
+	TickInterval time.Duration
+
+	mu    sync.Mutex
+	hosts map[uint64]*multiraft.Host
+	fs    map[uint64]*vfs.MemFS
+	sms   map[uint64]map[uint64]*LogSM // node -> group -> state machine
+}
+
+// ClusterConfig shapes a cluster.
+type ClusterConfig struct {
+	Nodes int
+	// Configure, if set, adjusts each host's config before it starts.
+	Configure func(*multiraft.Config)
+}
+
+// NewCluster starts a cluster of cfg.Nodes hosts (node IDs 1..N) and closes
+// it when the test ends.
+func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
+	c := &Cluster{
+		t: t, Clock: multiraft.NewManualClock(time.Unix(1_700_000_000, 0)), Net: transport.NewNetwork(),
+		TickInterval: 100 * time.Millisecond,
+		hosts:        map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, sms: map[uint64]map[uint64]*LogSM{},
+	}
+	for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
+		c.fs[id] = vfs.NewCrashableMem()
+		c.start(id, cfg.Configure)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func (c *Cluster) start(node uint64, configure func(*multiraft.Config)) {
+	c.mu.Lock()
+	c.sms[node] = map[uint64]*LogSM{}
+	c.mu.Unlock()
+	hc := multiraft.DefaultConfig()
+	hc.ClusterID = 1
+	hc.NodeID = node
+	hc.Dir = "data"
+	hc.FS = c.fs[node]
+	hc.Transport = transport.NewMemory(c.Net, node, transport.MemoryConfig{})
+	hc.Clock = c.Clock
+	hc.TickInterval = c.TickInterval
+	hc.Workers = 2
+	hc.MemTableSize = 4 << 20
+	hc.EntryCacheBytes = 8 << 20
+	hc.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	hc.StateMachine = func(groupID uint64) multiraft.StateMachine {
+		sm := &LogSM{}
+		c.mu.Lock()
+		c.sms[node][groupID] = sm
+		c.mu.Unlock()
+		return sm
+	}
+	if configure != nil {
+		configure(&hc)
+	}
+	h, err := multiraft.NewHost(hc)
+	if err != nil {
+		c.t.Fatalf("start node %d: %v", node, err)
+	}
+	c.mu.Lock()
+	c.hosts[node] = h
+	c.mu.Unlock()
+}
+
+// Host returns a node's host.
+func (c *Cluster) Host(node uint64) *multiraft.Host {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hosts[node]
+}
+
+// Nodes returns the node IDs of the running hosts.
+func (c *Cluster) Nodes() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []uint64
+	for id := range c.hosts {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// SM returns a node's state machine of a group.
+func (c *Cluster) SM(node, groupID uint64) *LogSM {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sms[node][groupID]
+}
+
+// CreateGroup creates a group on the given nodes as founding members.
+func (c *Cluster) CreateGroup(groupID uint64, nodes ...uint64) {
+	c.t.Helper()
+	for _, n := range nodes {
+		if err := c.Host(n).CreateGroup(groupID, nodes); err != nil {
+			c.t.Fatalf("create group %d on node %d: %v", groupID, n, err)
+		}
+	}
+}
+
+// Leader returns the node that serves as the group's leader, 0 if none.
+func (c *Cluster) Leader(groupID uint64) uint64 {
+	for _, n := range c.Nodes() {
+		st, err := c.Host(n).Status(groupID)
+		if err == nil && st.Serving {
+			return n
+		}
+	}
+	return 0
+}
+
+// WaitFor advances the clock one tick at a time until cond holds, failing
+// the test after timeout of real time.
+func (c *Cluster) WaitFor(what string, timeout time.Duration, cond func() bool) {
+	c.t.Helper()
+	deadline := time.After(timeout)
+	poll := time.NewTicker(time.Millisecond)
+	defer poll.Stop()
+	for polls := 0; !cond(); polls++ {
+		select {
+		case <-deadline:
+			c.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		case <-poll.C:
+		}
+		if polls%5 == 0 {
+			c.Clock.Advance(c.TickInterval)
+		}
+	}
+}
+
+// WaitLeaders waits until every group has a serving leader.
+func (c *Cluster) WaitLeaders(groups []uint64) {
+	c.t.Helper()
+	c.WaitFor(fmt.Sprintf("leaders of %d groups", len(groups)), 60*time.Second, func() bool {
+		for _, g := range groups {
+			if c.Leader(g) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// Close stops every host.
+func (c *Cluster) Close() {
+	for _, n := range c.Nodes() {
+		if err := c.Host(n).Close(); err != nil {
+			c.t.Errorf("close node %d: %v", n, err)
+		}
+	}
+}

@@ -1,0 +1,48 @@
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Host holds the collectors of the multiraft host.
+type Host struct {
+	Groups          prometheus.Gauge
+	Leaders         prometheus.Gauge
+	LeaderChanges   prometheus.Counter
+	Proposals       *prometheus.CounterVec // label result: ok, rejected, ambiguous, busy, not_leader
+	ProposeDuration prometheus.Histogram
+	ApplyDuration   prometheus.Histogram
+	ProposalBytes   prometheus.Gauge
+	InboxBytes      prometheus.Gauge
+	InboxDropped    prometheus.Counter
+	MessagesDropped *prometheus.CounterVec // label reason: unknown_group, stale_replica
+}
+
+// NewHost creates the host's collectors and registers them on reg (nil:
+// unregistered).
+func NewHost(reg prometheus.Registerer) *Host {
+	const ns, sub = "flotilla", "host"
+	latency := prometheus.ExponentialBuckets(50e-6, 2, 18) // 50µs .. 6.5s
+	m := &Host{
+		Groups:        prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "groups", Help: "Groups hosted."}),
+		Leaders:       prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "leaders", Help: "Groups led by this host and serving."}),
+		LeaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "leader_changes_total", Help: "Leader changes seen by this host's groups."}),
+		Proposals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "proposals_total",
+			Help: "Proposals by result."}, []string{"result"}),
+		ProposeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "propose_duration_seconds",
+			Help: "Time from Propose to its acknowledgement.", Buckets: latency}),
+		ApplyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "apply_duration_seconds",
+			Help: "Time to apply one batch of committed entries.", Buckets: latency}),
+		ProposalBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "proposal_bytes",
+			Help: "Bytes of proposals queued or pending on this host."}),
+		InboxBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_bytes",
+			Help: "Bytes of inbound messages queued for groups."}),
+		InboxDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "inbox_dropped_total",
+			Help: "Inbound messages dropped because a group's inbox or the host's inbox budget was full."}),
+		MessagesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",
+			Help: "Inbound messages dropped by reason."}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Groups, m.Leaders, m.LeaderChanges, m.Proposals, m.ProposeDuration, m.ApplyDuration,
+			m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped)
+	}
+	return m
+}

@@ -1,0 +1,134 @@
+package multiraft
+
+import (
+	"fmt"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// apply runs committed entries through the state machine, in order, on the
+// worker that owns the group, and completes the proposals waiting here.
+// Indexes at or below the applied index are skipped (a snapshot may have
+// moved it).
+func (g *group) apply(entries []*pb.Entry) {
+	start := time.Now()
+	var cmds []Command
+	var ids []uint64
+	flush := func() bool {
+		if len(cmds) == 0 {
+			return true
+		}
+		results, err := g.sm.Apply(cmds)
+		if err == nil && len(results) != len(cmds) {
+			err = fmt.Errorf("state machine returned %d results for %d commands", len(results), len(cmds))
+		}
+		if err != nil {
+			g.h.fail(fmt.Errorf("multiraft: group %d: apply: %w", g.id, err))
+			return false
+		}
+		for i, c := range cmds {
+			if p, ok := g.pending[ids[i]]; ok {
+				delete(g.pending, ids[i])
+				p.finish(Result{Index: c.Index, Slot: c.Slot, Value: results[i]}, nil)
+			}
+		}
+		cmds, ids = cmds[:0], ids[:0]
+		return true
+	}
+	for _, e := range entries {
+		index := e.GetIndex()
+		if index <= g.applied {
+			continue
+		}
+		switch e.GetType() {
+		case pb.EntryNormal:
+			if len(e.GetData()) > 0 {
+				err := decodeBatch(e.GetData(), func(slot int, id uint64, data []byte) {
+					cmds = append(cmds, Command{Index: index, Slot: slot, Data: data})
+					ids = append(ids, id)
+				})
+				if err != nil {
+					g.h.fail(fmt.Errorf("multiraft: group %d: entry %d: %w", g.id, index, err))
+					return
+				}
+			}
+		case pb.EntryConfChange, pb.EntryConfChangeV2:
+			if !flush() {
+				return
+			}
+			g.h.fail(fmt.Errorf("multiraft: group %d: membership changes are not supported yet", g.id))
+			return
+		}
+		if !flush() {
+			return
+		}
+		g.rejectOverwritten(index)
+		g.applied = index
+		if e.GetTerm() == g.term && g.rn.BasicStatus().RaftState == raft.StateLeader && !g.serving.Load() {
+			g.startServing()
+		}
+	}
+	g.h.m.ApplyDuration.Observe(time.Since(start).Seconds())
+}
+
+// rejectOverwritten fails, definitely, the proposals that expected to be
+// at index but were not applied there: another entry took their place.
+func (g *group) rejectOverwritten(index uint64) {
+	for _, p := range g.byIndex[index] {
+		if _, waiting := g.pending[p.id]; waiting {
+			delete(g.pending, p.id)
+			p.finish(Result{}, fmt.Errorf("%w: group %d: index %d was applied with another entry", ErrRejected, g.id, index))
+		}
+	}
+	delete(g.byIndex, index)
+}
+
+// softStateChanged follows leadership. Losing it fails what is pending
+// here as ambiguous: those entries may still commit under the new leader.
+func (g *group) softStateChanged(ss raft.SoftState) {
+	if ss.Lead != g.leader {
+		g.leader = ss.Lead
+		g.leaderNode.Store(g.replicas[ss.Lead])
+		g.h.m.LeaderChanges.Inc()
+		if ss.Lead != g.replicaID {
+			g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: g.id, Leader: g.replicas[ss.Lead], Term: g.rn.BasicStatus().GetTerm()})
+		}
+	}
+	if ss.RaftState != raft.StateLeader && g.serving.Load() {
+		g.serving.Store(false)
+		g.h.m.Leaders.Dec()
+		g.failPending(fmt.Errorf("%w: group %d: leadership lost", ErrAmbiguous, g.id))
+	}
+}
+
+// startServing announces this host as the group's leader: it has applied
+// an entry of its own term, so its state machine is up to date.
+func (g *group) startServing() {
+	g.serving.Store(true)
+	g.h.m.Leaders.Inc()
+	g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: g.id, Leader: g.h.cfg.NodeID, Term: g.term, Local: true})
+}
+
+// failPending fails every proposal that was handed to raft.
+func (g *group) failPending(err error) {
+	for id, p := range g.pending {
+		p.finish(Result{}, err)
+		delete(g.pending, id)
+	}
+	clear(g.byIndex)
+}
+
+// failAll fails every proposal of the group, queued or pending. Only for
+// a group no worker will process again (the host is closing).
+func (g *group) failAll(err error) {
+	g.failPending(err)
+	g.mu.Lock()
+	queued := g.mu.proposals
+	g.mu.proposals = nil
+	g.mu.Unlock()
+	for _, p := range queued {
+		p.finish(Result{}, err)
+	}
+}

@@ -1,0 +1,180 @@
+package multiraft
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flotilla-io/flotilla/internal/clock"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// Clock is the host's time source; tests pass a *ManualClock.
+type Clock = clock.Clock
+
+// ManualClock is a Clock that moves only when advanced: tests drive a
+// host's ticks with it instead of wall-clock time.
+type ManualClock = clock.Manual
+
+// NewManualClock returns a manual clock set to start.
+func NewManualClock(start time.Time) *ManualClock { return clock.NewManual(start) }
+
+// Config configures a Host. Start from DefaultConfig.
+type Config struct {
+	// ClusterID names the cluster; hosts of different clusters refuse each
+	// other's traffic. Required.
+	ClusterID uint64
+	// NodeID is this host's ID in the cluster. Required, not 0.
+	NodeID uint64
+
+	// Dir is the data directory inside FS. Required.
+	Dir string
+	// FS is the filesystem for all storage I/O. Default vfs.Default.
+	FS vfs.FS
+	// Transport carries Raft traffic to peers. Required.
+	Transport transport.Transport
+	// StateMachine makes each group's state machine. Required.
+	StateMachine StateMachineFactory
+
+	// Clock drives ticks and timeouts. Default the wall clock.
+	Clock Clock
+	// TickInterval is the period of the host's one tick loop. Default 100 ms.
+	TickInterval time.Duration
+	// ElectionTicks is the election timeout in ticks. Default 10.
+	ElectionTicks int
+	// HeartbeatTicks is the heartbeat interval in ticks. Default 1.
+	HeartbeatTicks int
+	// Workers is the scheduler's pool size. Default 2 x GOMAXPROCS.
+	Workers int
+
+	// MaxSizePerMsg bounds the entries of one append message. Default 1 MiB.
+	MaxSizePerMsg uint64
+	// MaxInflightMsgs bounds in-flight append messages per follower. Default 256.
+	MaxInflightMsgs int
+	// MaxInflightBytes bounds in-flight append bytes per follower. Default 8 MiB.
+	MaxInflightBytes uint64
+	// MaxUncommittedEntriesSize bounds a leader's uncommitted log tail;
+	// proposals beyond it are refused (ErrBusy). Default 16 MiB.
+	MaxUncommittedEntriesSize uint64
+	// MaxCommittedSizePerReady bounds the entries applied per Ready. Default 16 MiB.
+	MaxCommittedSizePerReady uint64
+
+	// MaxProposalBytes bounds one proposal's data. Default 1 MiB.
+	MaxProposalBytes int
+	// MaxGroupProposals bounds a group's queued proposals. Default 4096.
+	MaxGroupProposals int
+	// ProposalBudgetBytes bounds the bytes of queued and pending proposals
+	// of the whole host. Default 256 MiB.
+	ProposalBudgetBytes int64
+	// MaxGroupInbox bounds a group's queued inbound messages; beyond it
+	// messages are dropped (raft retransmits). Default 4096.
+	MaxGroupInbox int
+	// InboxBudgetBytes bounds the bytes of inbound messages queued in all
+	// groups. Default 256 MiB.
+	InboxBudgetBytes int64
+
+	// EntryCacheBytes is the store's entry cache budget. Default 64 MiB.
+	EntryCacheBytes int64
+	// MemTableSize is Pebble's memtable size (each WAL is preallocated near
+	// it). Default 64 MiB.
+	MemTableSize uint64
+	// DiskStallThreshold fails the host when a disk write or sync takes
+	// longer. Default 20 s.
+	DiskStallThreshold time.Duration
+
+	// Logger receives the host's messages. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the host's metrics. Default: none (unregistered).
+	Registerer prometheus.Registerer
+	// Events receives leadership and lifecycle events.
+	Events EventListener
+}
+
+// DefaultConfig returns the defaults; the caller sets the required fields.
+func DefaultConfig() Config {
+	return Config{
+		TickInterval:              100 * time.Millisecond,
+		ElectionTicks:             10,
+		HeartbeatTicks:            1,
+		Workers:                   2 * runtime.GOMAXPROCS(0),
+		MaxSizePerMsg:             1 << 20,
+		MaxInflightMsgs:           256,
+		MaxInflightBytes:          8 << 20,
+		MaxUncommittedEntriesSize: 16 << 20,
+		MaxCommittedSizePerReady:  16 << 20,
+		MaxProposalBytes:          1 << 20,
+		MaxGroupProposals:         4096,
+		ProposalBudgetBytes:       256 << 20,
+		MaxGroupInbox:             4096,
+		InboxBudgetBytes:          256 << 20,
+		EntryCacheBytes:           64 << 20,
+		MemTableSize:              64 << 20,
+		DiskStallThreshold:        20 * time.Second,
+	}
+}
+
+// Validate fills the defaults of unset fields and rejects missing or
+// unsafe settings.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == 0:
+		return fmt.Errorf("%w: Config.NodeID is required", ErrInvalid)
+	case c.ClusterID == 0:
+		return fmt.Errorf("%w: Config.ClusterID is required", ErrInvalid)
+	case c.Dir == "":
+		return fmt.Errorf("%w: Config.Dir is required", ErrInvalid)
+	case c.Transport == nil:
+		return fmt.Errorf("%w: Config.Transport is required", ErrInvalid)
+	case c.StateMachine == nil:
+		return fmt.Errorf("%w: Config.StateMachine is required", ErrInvalid)
+	}
+	d := DefaultConfig()
+	fill(&c.TickInterval, d.TickInterval)
+	fill(&c.ElectionTicks, d.ElectionTicks)
+	fill(&c.HeartbeatTicks, d.HeartbeatTicks)
+	fill(&c.Workers, d.Workers)
+	fill(&c.MaxSizePerMsg, d.MaxSizePerMsg)
+	fill(&c.MaxInflightMsgs, d.MaxInflightMsgs)
+	fill(&c.MaxInflightBytes, d.MaxInflightBytes)
+	fill(&c.MaxUncommittedEntriesSize, d.MaxUncommittedEntriesSize)
+	fill(&c.MaxCommittedSizePerReady, d.MaxCommittedSizePerReady)
+	fill(&c.MaxProposalBytes, d.MaxProposalBytes)
+	fill(&c.MaxGroupProposals, d.MaxGroupProposals)
+	fill(&c.ProposalBudgetBytes, d.ProposalBudgetBytes)
+	fill(&c.MaxGroupInbox, d.MaxGroupInbox)
+	fill(&c.InboxBudgetBytes, d.InboxBudgetBytes)
+	fill(&c.EntryCacheBytes, d.EntryCacheBytes)
+	fill(&c.MemTableSize, d.MemTableSize)
+	fill(&c.DiskStallThreshold, d.DiskStallThreshold)
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Events.fill()
+	switch {
+	case c.ElectionTicks <= c.HeartbeatTicks:
+		return fmt.Errorf("%w: ElectionTicks %d must exceed HeartbeatTicks %d", ErrInvalid, c.ElectionTicks, c.HeartbeatTicks)
+	case c.TickInterval < 0 || c.Workers < 0 || c.MaxProposalBytes < 0:
+		return errors.New("multiraft: negative setting")
+	case uint64(c.MaxProposalBytes) > c.MaxUncommittedEntriesSize:
+		return fmt.Errorf("%w: MaxProposalBytes above MaxUncommittedEntriesSize", ErrInvalid)
+	}
+	return nil
+}
+
+func fill[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}

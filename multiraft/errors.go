@@ -1,0 +1,52 @@
+package multiraft
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error the host returns wraps one of them; compare
+// with errors.Is.
+var (
+	// ErrNotLeader: this host does not lead the group. The error is a
+	// *NotLeaderError carrying the leader's node ID when it is known.
+	ErrNotLeader = errors.New("multiraft: not leader")
+	// ErrBusy: a bounded queue or a host-wide budget is full; nothing was
+	// queued. Retry later.
+	ErrBusy = errors.New("multiraft: busy")
+	// ErrGroupNotFound: the group is not hosted here.
+	ErrGroupNotFound = errors.New("multiraft: group not found")
+	// ErrGroupExists: the group is already hosted here.
+	ErrGroupExists = errors.New("multiraft: group already exists")
+	// ErrTooLarge: a proposal exceeds Config.MaxProposalBytes.
+	ErrTooLarge = errors.New("multiraft: proposal too large")
+	// ErrStopped: the host is closed or has failed.
+	ErrStopped = errors.New("multiraft: host stopped")
+	// ErrRejected is a definite failure: the proposal will never apply (its
+	// log position was taken by another entry, or raft dropped it).
+	ErrRejected = errors.New("multiraft: proposal rejected")
+	// ErrAmbiguous is an ambiguous outcome: the proposal may or may not
+	// apply (the caller's context ended while it was pending, or
+	// leadership was lost). Retry only if the command is idempotent.
+	ErrAmbiguous = errors.New("multiraft: outcome unknown")
+	// ErrInvalid: bad arguments.
+	ErrInvalid = errors.New("multiraft: invalid argument")
+)
+
+// NotLeaderError is returned when a request reaches a host that does not
+// lead the group.
+type NotLeaderError struct {
+	GroupID uint64
+	// Leader is the leader's node ID, 0 if unknown.
+	Leader uint64
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == 0 {
+		return fmt.Sprintf("multiraft: group %d: not leader, leader unknown", e.GroupID)
+	}
+	return fmt.Sprintf("multiraft: group %d: not leader, leader is node %d", e.GroupID, e.Leader)
+}
+
+// Is makes errors.Is(err, ErrNotLeader) true.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }

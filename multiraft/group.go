@@ -1,0 +1,173 @@
+package multiraft
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/flotilla-io/flotilla/store"
+)
+
+// group is one Raft group hosted here.
+//
+// Its RawNode and everything under "owned by the worker" are touched only
+// by the scheduler worker processing the group (the scheduler guarantees
+// one at a time), so they need no lock. Other goroutines (proposers, the
+// transport, the log writer's completions) hand work over through mu and
+// raise a scheduler flag.
+type group struct {
+	h  *Host
+	id uint64
+	st *store.GroupStorage
+	sm StateMachine
+
+	mu struct {
+		sync.Mutex
+		inbox       []*pb.Message
+		inboxBytes  int64
+		proposals   []*proposal
+		storage     []*pb.Message // durable appends' local responses, in order
+		unreachable map[uint64]struct{}
+	}
+
+	// Published by the worker for other goroutines.
+	leaderNode  atomic.Uint64 // node ID of the leader, 0 if unknown
+	serving     atomic.Bool   // this host leads and has applied an entry of its term
+	status      atomic.Pointer[Status]
+	proposalIDs *atomic.Uint64
+
+	// Owned by the worker.
+	rn            *raft.RawNode
+	replicaID     uint64
+	replicas      map[uint64]uint64 // replica ID -> node ID
+	applied       uint64
+	term          uint64
+	leader        uint64 // replica ID of the leader, 0 if none
+	pending       map[uint64]*proposal
+	byIndex       map[uint64][]*proposal // proposals whose entry is in the log, by index
+	appendBacklog []*pb.Message          // MsgStorageAppend refused by a busy log writer
+}
+
+func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
+	g := &group{h: h, id: st.ID(), st: st, sm: h.cfg.StateMachine(st.ID()), proposalIDs: &h.nextProposal,
+		pending: make(map[uint64]*proposal), byIndex: make(map[uint64][]*proposal)}
+	g.mu.unreachable = make(map[uint64]struct{})
+	applied := st.Applied()
+	g.replicaID = st.ReplicaID()
+	g.replicas = applied.Replicas
+	if g.replicas == nil {
+		g.replicas = make(map[uint64]uint64)
+	}
+	g.applied = applied.Index
+	data, err := st.LoadStateSnapshot()
+	if err != nil {
+		return nil, err
+	}
+	if data != nil {
+		if err := g.sm.Restore(bytes.NewReader(data)); err != nil {
+			return nil, fmt.Errorf("multiraft: group %d: restore state machine: %w", g.id, err)
+		}
+	}
+	c := h.cfg
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:                        g.replicaID,
+		ElectionTick:              c.ElectionTicks,
+		HeartbeatTick:             c.HeartbeatTicks,
+		Storage:                   st,
+		Applied:                   applied.Index,
+		AsyncStorageWrites:        true,
+		MaxSizePerMsg:             c.MaxSizePerMsg,
+		MaxCommittedSizePerReady:  c.MaxCommittedSizePerReady,
+		MaxUncommittedEntriesSize: c.MaxUncommittedEntriesSize,
+		MaxInflightMsgs:           c.MaxInflightMsgs,
+		MaxInflightBytes:          c.MaxInflightBytes,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		DisableProposalForwarding: true,
+		StepDownOnRemoval:         true,
+		Logger:                    h.raftLogger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("multiraft: group %d: %w", g.id, err)
+	}
+	g.rn = rn
+	g.publishStatus()
+	return g, nil
+}
+
+// Status describes a group as this host sees it.
+type Status struct {
+	GroupID   uint64
+	ReplicaID uint64
+	Role      string // "leader", "follower", "candidate", "pre-candidate"
+	// Leader is the leader's node ID, 0 if unknown.
+	Leader  uint64
+	Term    uint64
+	Commit  uint64
+	Applied uint64
+	// Replicas maps replica IDs to node IDs.
+	Replicas map[uint64]uint64
+	// Serving is true on a leader that has applied an entry of its term.
+	Serving bool
+}
+
+func (g *group) publishStatus() {
+	bs := g.rn.BasicStatus()
+	replicas := make(map[uint64]uint64, len(g.replicas))
+	for k, v := range g.replicas {
+		replicas[k] = v
+	}
+	g.status.Store(&Status{
+		GroupID: g.id, ReplicaID: g.replicaID, Role: roleName(bs.RaftState),
+		Leader: g.replicas[bs.Lead], Term: bs.GetTerm(), Commit: bs.GetCommit(), Applied: g.applied,
+		Replicas: replicas, Serving: g.serving.Load(),
+	})
+}
+
+func roleName(s raft.StateType) string {
+	switch s {
+	case raft.StateLeader:
+		return "leader"
+	case raft.StateCandidate:
+		return "candidate"
+	case raft.StatePreCandidate:
+		return "pre-candidate"
+	default:
+		return "follower"
+	}
+}
+
+// deliver queues an inbound message, dropping it if the group's inbox or
+// the host's inbox budget is full (raft retransmits) or if it is addressed
+// to another replica ID (a stale or future incarnation of this replica).
+func (g *group) deliver(m *pb.Message) bool {
+	if m.GetTo() != g.replicaID {
+		g.h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
+		return false
+	}
+	size := int64(64 + len(m.GetContext()))
+	for _, e := range m.GetEntries() {
+		size += int64(32 + len(e.GetData()))
+	}
+	if g.h.inboxBytes.Add(size) > g.h.cfg.InboxBudgetBytes {
+		g.h.inboxBytes.Add(-size)
+		g.h.m.InboxDropped.Inc()
+		return false
+	}
+	g.mu.Lock()
+	if len(g.mu.inbox) >= g.h.cfg.MaxGroupInbox {
+		g.mu.Unlock()
+		g.h.inboxBytes.Add(-size)
+		g.h.m.InboxDropped.Inc()
+		return false
+	}
+	g.mu.inbox = append(g.mu.inbox, m)
+	g.mu.inboxBytes += size
+	g.mu.Unlock()
+	g.h.m.InboxBytes.Add(float64(size))
+	return true
+}

@@ -1,0 +1,316 @@
+package multiraft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+
+	"github.com/flotilla-io/flotilla/metrics"
+	"github.com/flotilla-io/flotilla/scheduler"
+	"github.com/flotilla-io/flotilla/store"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// Host runs every Raft group of one node over one store, one scheduler
+// and one transport.
+type Host struct {
+	cfg        Config
+	log        *slog.Logger
+	m          *metrics.Host
+	store      *store.Store
+	sched      *scheduler.Scheduler
+	trans      transport.Transport
+	raftLogger raft.Logger
+
+	groups struct {
+		sync.RWMutex
+		m map[uint64]*group
+	}
+	proposalBytes atomic.Int64
+	inboxBytes    atomic.Int64
+	nextProposal  atomic.Uint64
+
+	failure struct {
+		once sync.Once
+		err  atomic.Pointer[error]
+	}
+	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// NewHost opens the store in cfg.Dir, loads every group found there, and
+// starts the scheduler and the transport.
+func NewHost(cfg Config) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Host{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: metrics.NewHost(cfg.Registerer), trans: cfg.Transport}
+	h.groups.m = make(map[uint64]*group)
+	h.raftLogger = &raftLogger{log: h.log.With("component", "raft")}
+	h.nextProposal.Store(rand.Uint64() >> 1)
+
+	sc := store.DefaultConfig(cfg.Dir)
+	sc.FS = cfg.FS
+	sc.Logger = cfg.Logger
+	sc.Metrics = metrics.NewStore(cfg.Registerer)
+	sc.EntryCacheBytes = cfg.EntryCacheBytes
+	sc.MemTableSize = cfg.MemTableSize
+	sc.DiskStallThreshold = cfg.DiskStallThreshold
+	sc.OnFailure = func(err error) { h.fail(err) }
+	st, err := store.Open(sc)
+	if err != nil {
+		return nil, err
+	}
+	h.store = st
+	h.sched, err = scheduler.New(scheduler.Config{
+		Workers: cfg.Workers, TickInterval: cfg.TickInterval, Clock: cfg.Clock,
+		Metrics: metrics.NewScheduler(cfg.Registerer),
+	}, h)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	for _, id := range st.Groups() {
+		gs, _ := st.Group(id)
+		if err := h.addGroup(gs); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+	}
+	if err := h.trans.Start(h); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	h.sched.Start()
+	return h, nil
+}
+
+// NodeID returns the host's node ID.
+func (h *Host) NodeID() uint64 { return h.cfg.NodeID }
+
+func (h *Host) addGroup(st *store.GroupStorage) error {
+	g, err := h.newGroup(st)
+	if err != nil {
+		return err
+	}
+	h.groups.Lock()
+	h.groups.m[g.id] = g
+	h.groups.Unlock()
+	h.m.Groups.Inc()
+	h.sched.SetTicking(g.id, true)
+	return nil
+}
+
+func (h *Host) group(groupID uint64) *group {
+	h.groups.RLock()
+	defer h.groups.RUnlock()
+	return h.groups.m[groupID]
+}
+
+// usable returns why the host takes no new work, if it does not.
+func (h *Host) usable() error {
+	if p := h.failure.err.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrStopped, *p)
+	}
+	if h.closed.Load() {
+		return ErrStopped
+	}
+	return nil
+}
+
+// fail stops the host on a fatal error (fail-stop): no group is processed
+// any more and the embedder is told once.
+func (h *Host) fail(err error) {
+	h.failure.once.Do(func() {
+		h.failure.err.Store(&err)
+		h.log.Error("host failed", "err", err)
+		h.cfg.Events.HostFailed(err)
+	})
+}
+
+// Err returns the error the host failed with, or nil.
+func (h *Host) Err() error {
+	if p := h.failure.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// CreateGroup creates this host's replica of a new group whose founding
+// members are the given nodes (this one among them). Every founding member
+// must be created with the same member list: replica IDs 1..n go to the
+// nodes in ascending order.
+func (h *Host) CreateGroup(groupID uint64, members []uint64) error {
+	if err := h.usable(); err != nil {
+		return err
+	}
+	nodes := slices.Clone(members)
+	slices.Sort(nodes)
+	nodes = slices.Compact(nodes)
+	replicas := make(map[uint64]uint64, len(nodes))
+	var self uint64
+	for i, n := range nodes {
+		if n == 0 {
+			return fmt.Errorf("%w: node ID 0 among the members", ErrInvalid)
+		}
+		replicas[uint64(i+1)] = n
+		if n == h.cfg.NodeID {
+			self = uint64(i + 1)
+		}
+	}
+	if self == 0 {
+		return fmt.Errorf("%w: node %d is not among the members %v", ErrInvalid, h.cfg.NodeID, members)
+	}
+	return h.createReplica(groupID, self, replicas)
+}
+
+// JoinGroup creates an empty replica of an existing group on this host,
+// with the replica ID the group's leader allocated for it; it waits to be
+// added by a membership change and caught up.
+func (h *Host) JoinGroup(groupID, replicaID uint64) error {
+	if err := h.usable(); err != nil {
+		return err
+	}
+	return h.createReplica(groupID, replicaID, nil)
+}
+
+func (h *Host) createReplica(groupID, replicaID uint64, replicas map[uint64]uint64) error {
+	if h.group(groupID) != nil {
+		return fmt.Errorf("%w: group %d", ErrGroupExists, groupID)
+	}
+	st, err := h.store.CreateGroup(groupID, replicaID, replicas)
+	switch {
+	case errors.Is(err, store.ErrGroupExists):
+		return fmt.Errorf("%w: group %d", ErrGroupExists, groupID)
+	case err != nil:
+		return fmt.Errorf("multiraft: create group %d: %w", groupID, err)
+	}
+	if err := h.addGroup(st); err != nil {
+		return err
+	}
+	h.cfg.Events.GroupCreated(groupID)
+	return nil
+}
+
+// Groups returns the IDs of the hosted groups, in no order.
+func (h *Host) Groups() []uint64 {
+	h.groups.RLock()
+	defer h.groups.RUnlock()
+	ids := make([]uint64, 0, len(h.groups.m))
+	for id := range h.groups.m {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Status returns a group's status as of its last processing.
+func (h *Host) Status(groupID uint64) (Status, error) {
+	g := h.group(groupID)
+	if g == nil {
+		return Status{}, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
+	}
+	return *g.status.Load(), nil
+}
+
+// Propose proposes data to a group and returns once it is committed and
+// applied on this host, with the state machine's result and the command's
+// log position. On a host that does not lead the group it fails at once
+// with a *NotLeaderError naming the leader. See the errors for outcomes.
+func (h *Host) Propose(ctx context.Context, groupID uint64, data []byte) (Result, error) {
+	res, err := h.propose(ctx, groupID, data)
+	h.m.Proposals.WithLabelValues(resultLabel(err)).Inc()
+	return res, err
+}
+
+func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result, error) {
+	if err := h.usable(); err != nil {
+		return Result{}, err
+	}
+	if len(data) > h.cfg.MaxProposalBytes {
+		return Result{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), h.cfg.MaxProposalBytes)
+	}
+	g := h.group(groupID)
+	if g == nil {
+		return Result{}, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
+	}
+	if !g.serving.Load() {
+		return Result{}, &NotLeaderError{GroupID: groupID, Leader: g.leaderNode.Load()}
+	}
+	size := int64(len(data) + 64)
+	if h.proposalBytes.Add(size) > h.cfg.ProposalBudgetBytes {
+		h.proposalBytes.Add(-size)
+		return Result{}, fmt.Errorf("%w: host proposal budget of %d bytes in use", ErrBusy, h.cfg.ProposalBudgetBytes)
+	}
+	h.m.ProposalBytes.Add(float64(size))
+	// The bytes stay charged until the proposal is finished, even if the
+	// caller stops waiting first.
+	release := func() {
+		h.proposalBytes.Add(-size)
+		h.m.ProposalBytes.Sub(float64(size))
+	}
+	p := &proposal{id: h.nextProposal.Add(1), data: data, start: time.Now(), done: make(chan proposalResult, 1), release: release}
+	g.mu.Lock()
+	if len(g.mu.proposals) >= h.cfg.MaxGroupProposals {
+		g.mu.Unlock()
+		release()
+		return Result{}, fmt.Errorf("%w: group %d has %d proposals queued", ErrBusy, groupID, h.cfg.MaxGroupProposals)
+	}
+	g.mu.proposals = append(g.mu.proposals, p)
+	g.mu.Unlock()
+	h.sched.Enqueue(groupID, scheduler.Requests)
+	select {
+	case r := <-p.done:
+		if r.err == nil {
+			h.m.ProposeDuration.Observe(time.Since(p.start).Seconds())
+		}
+		return r.Result, r.err
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("%w: %w", ErrAmbiguous, ctx.Err())
+	}
+}
+
+func resultLabel(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNotLeader):
+		return "not_leader"
+	case errors.Is(err, ErrBusy):
+		return "busy"
+	case errors.Is(err, ErrRejected):
+		return "rejected"
+	case errors.Is(err, ErrAmbiguous):
+		return "ambiguous"
+	default:
+		return "error"
+	}
+}
+
+// Close stops taking work, lets workers finish the groups they are
+// processing, fails what is still pending with ErrStopped, and closes the
+// transport and the store.
+func (h *Host) Close() error {
+	var err error
+	h.closeOnce.Do(func() {
+		h.closed.Store(true)
+		h.sched.Close()
+		err = h.trans.Close()
+		h.groups.RLock()
+		for _, g := range h.groups.m {
+			g.failAll(ErrStopped)
+		}
+		h.groups.RUnlock()
+		if cerr := h.store.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}

@@ -1,0 +1,56 @@
+package multiraft
+
+import (
+	"errors"
+
+	"github.com/flotilla-io/flotilla/scheduler"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+var _ transport.Handler = (*Host)(nil)
+
+// HandleMessages implements transport.Handler: it queues each message on
+// its group and raises the group's flag. Messages for groups not hosted
+// here, or for another replica ID than the one hosted, are dropped and
+// counted: they never create or resurrect a replica.
+func (h *Host) HandleMessages(_ transport.NodeID, batch []transport.Envelope) {
+	if h.usable() != nil {
+		return
+	}
+	var last uint64
+	for _, e := range batch {
+		g := h.group(e.GroupID)
+		if g == nil {
+			h.m.MessagesDropped.WithLabelValues("unknown_group").Inc()
+			continue
+		}
+		if g.deliver(e.Message) && e.GroupID != last {
+			h.sched.Enqueue(e.GroupID, scheduler.Messages)
+			last = e.GroupID
+		}
+	}
+}
+
+// HandleUnreachable implements transport.Handler: raft hears that the
+// replicas the dropped messages were for are unreachable.
+func (h *Host) HandleUnreachable(_ transport.NodeID, dropped []transport.Envelope) {
+	for _, e := range dropped {
+		g := h.group(e.GroupID)
+		if g == nil {
+			continue
+		}
+		g.mu.Lock()
+		g.mu.unreachable[e.Message.GetTo()] = struct{}{}
+		g.mu.Unlock()
+		h.sched.Enqueue(e.GroupID, scheduler.Messages)
+	}
+}
+
+// errSnapshotsUnsupported is returned to senders until snapshot transfer
+// exists; the sender's raft then hears SnapshotFailure and retries later.
+var errSnapshotsUnsupported = errors.New("multiraft: receiving snapshots is not supported yet")
+
+// HandleSnapshot implements transport.Handler.
+func (h *Host) HandleSnapshot(transport.NodeID, *transport.InboundSnapshot) error {
+	return errSnapshotsUnsupported
+}

@@ -1,0 +1,233 @@
+package multiraft
+
+import (
+	"errors"
+	"fmt"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/flotilla-io/flotilla/scheduler"
+	"github.com/flotilla-io/flotilla/store"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// maxTicksPerPass bounds the ticks a group catches up on in one pass: a
+// group starved for a while must not fire an election the moment it runs.
+const maxTicksPerPass = 2
+
+// Process implements scheduler.Processor: one pass over a group on the
+// worker that owns it. It steps what arrived (durable-append responses
+// first, then peers' messages), ticks, proposes what is queued, and then
+// handles every Ready raft has.
+func (h *Host) Process(groupID uint64, w scheduler.Work) {
+	if h.Err() != nil || h.closed.Load() {
+		return
+	}
+	g := h.group(groupID)
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	storageResps, inbox, proposals := g.mu.storage, g.mu.inbox, g.mu.proposals
+	inboxBytes := g.mu.inboxBytes
+	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.inboxBytes = nil, nil, nil, 0
+	var unreachable []uint64
+	for id := range g.mu.unreachable {
+		unreachable = append(unreachable, id)
+	}
+	clear(g.mu.unreachable)
+	g.mu.Unlock()
+	if inboxBytes > 0 {
+		h.inboxBytes.Add(-inboxBytes)
+		h.m.InboxBytes.Sub(float64(inboxBytes))
+	}
+
+	g.retryAppends()
+	for _, m := range storageResps {
+		g.step(m)
+	}
+	for _, m := range inbox {
+		g.step(m)
+	}
+	for _, id := range unreachable {
+		g.rn.ReportUnreachable(id)
+	}
+	for i := 0; i < min(w.Ticks, maxTicksPerPass); i++ {
+		g.rn.Tick()
+	}
+	g.propose(proposals)
+	for g.rn.HasReady() && h.Err() == nil {
+		g.handleReady(g.rn.Ready())
+	}
+	g.publishStatus()
+}
+
+func (g *group) step(m *pb.Message) {
+	if err := g.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
+		g.h.log.Debug("step", "group", g.id, "type", m.GetType(), "err", err)
+	}
+}
+
+// propose packs the queued proposals into one entry. Only a serving leader
+// proposes; elsewhere the proposals fail fast with the leader's identity.
+func (g *group) propose(ps []*proposal) {
+	if len(ps) == 0 {
+		return
+	}
+	if !g.serving.Load() {
+		err := &NotLeaderError{GroupID: g.id, Leader: g.leaderNode.Load()}
+		for _, p := range ps {
+			p.finish(Result{}, err)
+		}
+		return
+	}
+	if err := g.rn.Propose(encodeBatch(ps)); err != nil {
+		// Dropped by raft (uncommitted tail full, or leadership lost since
+		// the check): it will never apply.
+		werr := fmt.Errorf("%w: %w", ErrRejected, err)
+		if errors.Is(err, raft.ErrProposalDropped) {
+			werr = fmt.Errorf("%w: group %d: raft dropped the proposal (uncommitted log full or leader changing)", ErrBusy, g.id)
+		}
+		for _, p := range ps {
+			p.finish(Result{}, werr)
+		}
+		return
+	}
+	for _, p := range ps {
+		g.pending[p.id] = p
+	}
+}
+
+// handleReady processes one Ready: leadership changes, messages to peers
+// (sent at once, so followers write in parallel with the leader), the
+// append for the log writer, and the apply, inline.
+func (g *group) handleReady(rd raft.Ready) {
+	if rd.SoftState != nil {
+		g.softStateChanged(*rd.SoftState)
+	}
+	if rd.HardState != nil {
+		g.term = rd.HardState.GetTerm()
+	}
+	g.notePositions(rd.Entries)
+	out := make(map[uint64][]transport.Envelope)
+	for _, m := range rd.Messages {
+		switch m.GetTo() {
+		case raft.LocalAppendThread:
+			g.appendToLog(m)
+		case raft.LocalApplyThread:
+			g.apply(m.GetEntries())
+			for _, resp := range m.GetResponses() {
+				g.step(resp)
+			}
+		default:
+			g.route(out, m)
+		}
+	}
+	g.send(out)
+}
+
+// route adds a message for a peer replica to the outgoing batches.
+func (g *group) route(out map[uint64][]transport.Envelope, m *pb.Message) {
+	node, ok := g.replicas[m.GetTo()]
+	if !ok || node == g.h.cfg.NodeID {
+		return // a replica we know no node for, or our own
+	}
+	out[node] = append(out[node], transport.Envelope{GroupID: g.id, Message: m})
+}
+
+func (g *group) send(out map[uint64][]transport.Envelope) {
+	for node, batch := range out {
+		g.h.trans.Send(node, batch)
+	}
+}
+
+// notePositions records the log index of our proposals in newly appended
+// entries, so that an index applied with other proposal IDs fails them.
+func (g *group) notePositions(entries []*pb.Entry) {
+	for _, e := range entries {
+		if e.GetType() != pb.EntryNormal || len(e.GetData()) == 0 || len(g.pending) == 0 {
+			continue
+		}
+		_ = decodeBatch(e.GetData(), func(_ int, id uint64, _ []byte) {
+			if p, ok := g.pending[id]; ok && p.index == 0 {
+				p.index = e.GetIndex()
+				g.byIndex[p.index] = append(g.byIndex[p.index], p)
+			}
+		})
+	}
+}
+
+// appendToLog hands a MsgStorageAppend to the store's log writer. Its
+// responses are released only once the write is durable: local ones are
+// stepped back into the group, the rest go to peers (no vote, no append
+// response leaves before the fsync that covers it).
+func (g *group) appendToLog(m *pb.Message) {
+	if len(g.appendBacklog) > 0 {
+		g.appendBacklog = append(g.appendBacklog, m) // keep FIFO behind a refused append
+		return
+	}
+	if !g.tryAppend(m) {
+		g.appendBacklog = append(g.appendBacklog, m)
+	}
+}
+
+// retryAppends offers refused appends to the log writer again, in order.
+func (g *group) retryAppends() {
+	for len(g.appendBacklog) > 0 && g.tryAppend(g.appendBacklog[0]) {
+		g.appendBacklog = g.appendBacklog[1:]
+	}
+}
+
+// tryAppend reports false if the log writer was busy (retried on the next
+// pass; ticks guarantee there is one).
+func (g *group) tryAppend(m *pb.Message) bool {
+	if m.GetSnapshot() != nil && !raft.IsEmptySnap(m.GetSnapshot()) {
+		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot install is not supported yet", g.id))
+		return true
+	}
+	var hs *pb.HardState
+	if m.Term != nil || m.Vote != nil || m.Commit != nil {
+		hs = &pb.HardState{Term: new(m.GetTerm()), Vote: new(m.GetVote()), Commit: new(m.GetCommit())}
+	}
+	resps := m.GetResponses()
+	done := func() { g.released(resps) }
+	var err error
+	if len(m.GetEntries()) == 0 && hs == nil {
+		// Nothing to write, but the responses may acknowledge entries of
+		// earlier appends still in flight: release them behind those.
+		err = g.st.Flush(done)
+	} else {
+		err = g.st.Append(m.GetEntries(), hs, done)
+	}
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, store.ErrBusy):
+		return false
+	default:
+		g.h.fail(fmt.Errorf("multiraft: group %d: append: %w", g.id, err))
+		return true
+	}
+}
+
+// released runs on the log writer's goroutine once an append is durable:
+// it must not block.
+func (g *group) released(resps []*pb.Message) {
+	out := make(map[uint64][]transport.Envelope)
+	var local []*pb.Message
+	for _, r := range resps {
+		if r.GetTo() == g.replicaID {
+			local = append(local, r)
+		} else {
+			g.route(out, r)
+		}
+	}
+	g.send(out)
+	if len(local) > 0 {
+		g.mu.Lock()
+		g.mu.storage = append(g.mu.storage, local...)
+		g.mu.Unlock()
+		g.h.sched.Enqueue(g.id, scheduler.Storage)
+	}
+}
