@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
@@ -27,7 +29,55 @@ type Cluster struct {
 	mu    sync.Mutex
 	hosts map[uint64]*multiraft.Host
 	fs    map[uint64]*vfs.MemFS
+	holds map[uint64]*syncHold
 	sms   map[uint64]map[uint64]*LogSM // node -> group -> state machine
+}
+
+// syncHold blocks a node's WAL syncs while held: the node keeps running,
+// but nothing it writes becomes durable.
+type syncHold struct {
+	mu      sync.Mutex
+	held    bool
+	release chan struct{}
+}
+
+func (s *syncHold) wait(op errorfs.Op) error {
+	switch op.Kind {
+	case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+	default:
+		return nil
+	}
+	if !strings.HasSuffix(op.Path, ".log") {
+		return nil
+	}
+	s.mu.Lock()
+	held, ch := s.held, s.release
+	s.mu.Unlock()
+	if held {
+		<-ch
+	}
+	return nil
+}
+
+// HoldSyncs stops a node's WAL syncs from completing until ReleaseSyncs.
+func (c *Cluster) HoldSyncs(node uint64) {
+	h := c.holds[node]
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.held {
+		h.held, h.release = true, make(chan struct{})
+	}
+}
+
+// ReleaseSyncs lets a node's held syncs complete.
+func (c *Cluster) ReleaseSyncs(node uint64) {
+	h := c.holds[node]
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held {
+		h.held = false
+		close(h.release)
+	}
 }
 
 // ClusterConfig shapes a cluster.
@@ -43,10 +93,12 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	c := &Cluster{
 		t: t, Clock: multiraft.NewManualClock(time.Unix(1_700_000_000, 0)), Net: transport.NewNetwork(),
 		TickInterval: 100 * time.Millisecond,
-		hosts:        map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, sms: map[uint64]map[uint64]*LogSM{},
+		hosts: map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, holds: map[uint64]*syncHold{},
+		sms: map[uint64]map[uint64]*LogSM{},
 	}
 	for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
 		c.fs[id] = vfs.NewCrashableMem()
+		c.holds[id] = &syncHold{}
 		c.start(id, cfg.Configure)
 	}
 	t.Cleanup(c.Close)
@@ -61,7 +113,7 @@ func (c *Cluster) start(node uint64, configure func(*multiraft.Config)) {
 	hc.ClusterID = 1
 	hc.NodeID = node
 	hc.Dir = "data"
-	hc.FS = c.fs[node]
+	hc.FS = errorfs.Wrap(c.fs[node], errorfs.InjectorFunc(c.holds[node].wait))
 	hc.Transport = transport.NewMemory(c.Net, node, transport.MemoryConfig{})
 	hc.Clock = c.Clock
 	hc.TickInterval = c.TickInterval
@@ -168,6 +220,9 @@ func (c *Cluster) WaitLeaders(groups []uint64) {
 
 // Close stops every host.
 func (c *Cluster) Close() {
+	for _, n := range c.Nodes() {
+		c.ReleaseSyncs(n)
+	}
 	for _, n := range c.Nodes() {
 		if err := c.Host(n).Close(); err != nil {
 			c.t.Errorf("close node %d: %v", n, err)

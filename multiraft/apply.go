@@ -31,7 +31,7 @@ func (g *group) apply(entries []*pb.Entry) {
 		for i, c := range cmds {
 			if p, ok := g.pending[ids[i]]; ok {
 				delete(g.pending, ids[i])
-				p.finish(Result{Index: c.Index, Slot: c.Slot, Value: results[i]}, nil)
+				g.acks = append(g.acks, parkedAck{p: p, res: Result{Index: c.Index, Slot: c.Slot, Value: results[i]}})
 			}
 		}
 		cmds, ids = cmds[:0], ids[:0]
@@ -71,6 +71,31 @@ func (g *group) apply(entries []*pb.Entry) {
 		}
 	}
 	g.h.m.ApplyDuration.Observe(time.Since(start).Seconds())
+	g.releaseAcks()
+}
+
+// parkedAck is an applied proposal waiting for its entry to be durable on
+// this host.
+type parkedAck struct {
+	p   *proposal
+	res Result
+}
+
+// releaseAcks acknowledges the applied proposals whose entries the local
+// log now holds durably. With async storage writes a leader can commit and
+// apply an entry on its followers' acknowledgements before its own fsync
+// returns; the client still hears nothing until that fsync has.
+func (g *group) releaseAcks() {
+	if len(g.acks) == 0 {
+		return
+	}
+	durable, _ := g.st.LastIndex() // published only once synced
+	n := 0
+	for n < len(g.acks) && g.acks[n].res.Index <= durable {
+		g.acks[n].p.finish(g.acks[n].res, nil)
+		n++
+	}
+	g.acks = append(g.acks[:0], g.acks[n:]...)
 }
 
 // rejectOverwritten fails, definitely, the proposals that expected to be
@@ -111,7 +136,9 @@ func (g *group) startServing() {
 	g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: g.id, Leader: g.h.cfg.NodeID, Term: g.term, Local: true})
 }
 
-// failPending fails every proposal that was handed to raft.
+// failPending fails every proposal that was handed to raft and is not yet
+// applied. Applied ones waiting for the local fsync keep waiting: their
+// outcome is known.
 func (g *group) failPending(err error) {
 	for id, p := range g.pending {
 		p.finish(Result{}, err)
@@ -124,6 +151,10 @@ func (g *group) failPending(err error) {
 // a group no worker will process again (the host is closing).
 func (g *group) failAll(err error) {
 	g.failPending(err)
+	for _, a := range g.acks {
+		a.p.finish(Result{}, err)
+	}
+	g.acks = nil
 	g.mu.Lock()
 	queued := g.mu.proposals
 	g.mu.proposals = nil

@@ -41,15 +41,18 @@ type group struct {
 	proposalIDs *atomic.Uint64
 
 	// Owned by the worker.
-	rn            *raft.RawNode
-	replicaID     uint64
-	replicas      map[uint64]uint64 // replica ID -> node ID
-	applied       uint64
-	term          uint64
-	leader        uint64 // replica ID of the leader, 0 if none
-	pending       map[uint64]*proposal
-	byIndex       map[uint64][]*proposal // proposals whose entry is in the log, by index
-	appendBacklog []*pb.Message          // MsgStorageAppend refused by a busy log writer
+	rn        *raft.RawNode
+	replicaID uint64
+	replicas  map[uint64]uint64 // replica ID -> node ID
+	applied   uint64
+	term      uint64
+	leader    uint64 // replica ID of the leader, 0 if none
+	pending   map[uint64]*proposal
+	byIndex   map[uint64][]*proposal // proposals whose entry is in the log, by index
+	// acks holds applied proposals whose entry is not yet durable here, in
+	// index order: a client ack never leaves before the local fsync.
+	acks          []parkedAck
+	appendBacklog []*pb.Message // MsgStorageAppend refused by a busy log writer
 }
 
 func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {

@@ -47,6 +47,7 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	for _, m := range storageResps {
 		g.step(m)
 	}
+	g.releaseAcks()
 	for _, m := range inbox {
 		g.step(m)
 	}
