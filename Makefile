@@ -66,9 +66,11 @@ BENCH_TIME  ?= 1s
 bench:
 	$(GOTEST) -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) $(ALL_PKGS)
 
-# Long randomized runs over many seeds (crash recovery, races).
+# Long randomized runs over many fresh seeds (crash recovery, races,
+# cluster faults); any failure prints the -seed that replays it.
 soak:
-	FLOTILLA_SOAK_SEEDS=$(SOAK_SEEDS) $(GORACE) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent' $(RACE_PKGS)
+	FLOTILLA_SOAK_SEEDS=$(SOAK_SEEDS) $(GOTEST) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent' ./store/... ./integration/...
+	FLOTILLA_SOAK_SEEDS=$$(( $(SOAK_SEEDS) / 10 + 1 )) $(GORACE) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent' $(RACE_PKGS)
 
 # The closest thing to a demo until the node exists: the store's log writer
 # committing many groups' appends on real disk, one fsync per batch.

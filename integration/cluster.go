@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -20,9 +21,10 @@ import (
 // in-memory network and driven by one manual clock, so tests control time
 // instead of depending on wall-clock ticks on a loaded machine.
 type Cluster struct {
-	t     testing.TB
-	Clock *multiraft.ManualClock
-	Net   *transport.Network
+	t         testing.TB
+	configure func(*multiraft.Config)
+	Clock     *multiraft.ManualClock
+	Net       *transport.Network
 	// TickInterval is the hosts' tick; Advance moves the clock by it.
 	TickInterval time.Duration
 
@@ -93,19 +95,19 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	c := &Cluster{
 		t: t, Clock: multiraft.NewManualClock(time.Unix(1_700_000_000, 0)), Net: transport.NewNetwork(),
 		TickInterval: 100 * time.Millisecond,
-		hosts: map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, holds: map[uint64]*syncHold{},
-		sms: map[uint64]map[uint64]*LogSM{},
+		hosts:        map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, holds: map[uint64]*syncHold{},
+		sms: map[uint64]map[uint64]*LogSM{}, configure: cfg.Configure,
 	}
 	for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
 		c.fs[id] = vfs.NewCrashableMem()
 		c.holds[id] = &syncHold{}
-		c.start(id, cfg.Configure)
+		c.start(id)
 	}
 	t.Cleanup(c.Close)
 	return c
 }
 
-func (c *Cluster) start(node uint64, configure func(*multiraft.Config)) {
+func (c *Cluster) start(node uint64) {
 	c.mu.Lock()
 	c.sms[node] = map[uint64]*LogSM{}
 	c.mu.Unlock()
@@ -128,8 +130,8 @@ func (c *Cluster) start(node uint64, configure func(*multiraft.Config)) {
 		c.mu.Unlock()
 		return sm
 	}
-	if configure != nil {
-		configure(&hc)
+	if c.configure != nil {
+		c.configure(&hc)
 	}
 	h, err := multiraft.NewHost(hc)
 	if err != nil {
@@ -140,7 +142,31 @@ func (c *Cluster) start(node uint64, configure func(*multiraft.Config)) {
 	c.mu.Unlock()
 }
 
-// Host returns a node's host.
+// Crash stops a node as a power cut would: it is cut off the network
+// first (so nothing it does after the cut reaches anyone), its disk is
+// cloned keeping every synced byte and a random share of the unsynced ones,
+// and the host is closed. Restart brings it back on that disk.
+func (c *Cluster) Crash(node uint64, rng *rand.Rand) {
+	c.t.Helper()
+	heal := c.Net.AddFilter(transport.Isolate(node))
+	defer heal()
+	c.mu.Lock()
+	clone := c.fs[node].CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(rng.Uint64(), 1))})
+	h := c.hosts[node]
+	delete(c.hosts, node)
+	c.fs[node] = clone
+	c.mu.Unlock()
+	c.ReleaseSyncs(node)
+	_ = h.Close() // the old host's later writes go to the old disk, lost
+}
+
+// Restart starts a crashed node again on what its disk kept.
+func (c *Cluster) Restart(node uint64) {
+	c.t.Helper()
+	c.start(node)
+}
+
+// Host returns a node's host, nil while it is crashed.
 func (c *Cluster) Host(node uint64) *multiraft.Host {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -178,8 +204,11 @@ func (c *Cluster) CreateGroup(groupID uint64, nodes ...uint64) {
 // Leader returns the node that serves as the group's leader, 0 if none.
 func (c *Cluster) Leader(groupID uint64) uint64 {
 	for _, n := range c.Nodes() {
-		st, err := c.Host(n).Status(groupID)
-		if err == nil && st.Serving {
+		h := c.Host(n)
+		if h == nil {
+			continue
+		}
+		if st, err := h.Status(groupID); err == nil && st.Serving {
 			return n
 		}
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/flotilla-io/flotilla/internal/testseed"
 )
 
 // TestCrashRecovery issues random appends (with tail overwrites), hard
@@ -20,7 +22,7 @@ import (
 // operation whose completion had run. So nothing acknowledged is lost and
 // nothing half-written is visible.
 func TestCrashRecovery(t *testing.T) {
-	forEachSeed(t, seedRange(1, 48), testCrashRecovery)
+	testseed.Run(t, testseed.Range(1, 48), testCrashRecovery)
 }
 
 type crashOp struct {

@@ -1,0 +1,151 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flotilla-io/flotilla/internal/testseed"
+	"github.com/flotilla-io/flotilla/multiraft"
+)
+
+// TestCrashRestart crashes a follower and then a leader while clients
+// propose to every group, losing a random share of each crashed node's
+// unsynced data, and restarts them. Afterwards every replica of every
+// group has applied the same commands, each at most once, and every
+// acknowledged command is among them.
+func TestCrashRestart(t *testing.T) {
+	testseed.Run(t, []uint64{1, 2, 3}, testCrashRestart)
+}
+
+func testCrashRestart(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	c := NewCluster(t, ClusterConfig{Nodes: 3})
+	const groups = 20
+	var ids []uint64
+	for g := uint64(1); g <= groups; g++ {
+		c.CreateGroup(g, 1, 2, 3)
+		ids = append(ids, g)
+	}
+	c.WaitLeaders(ids)
+
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, g := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			proposeLoop(ctx, c, g, func(cmd string) {
+				mu.Lock()
+				acked[cmd] = true
+				mu.Unlock()
+			}, func(err error) { t.Error(err) })
+		}()
+	}
+	ackedCount := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	progress := func(what string, more int) {
+		target := ackedCount() + more
+		c.WaitFor(what, 60*time.Second, func() bool { return ackedCount() >= target })
+	}
+
+	progress("proposals before any crash", 50)
+	// A follower of group 1 first, then whoever leads group 1.
+	victim := uint64(1 + rng.IntN(3))
+	if victim == c.Leader(1) {
+		victim = victim%3 + 1
+	}
+	c.Crash(victim, rng)
+	progress("proposals with a follower down", 30)
+	c.Restart(victim)
+	progress("proposals after the follower's restart", 30)
+	leader := c.Leader(1)
+	for leader == 0 {
+		c.WaitFor("a leader of group 1", 30*time.Second, func() bool { leader = c.Leader(1); return leader != 0 })
+	}
+	c.Crash(leader, rng)
+	c.WaitLeaders(ids[:1])
+	progress("proposals with a leader down", 30)
+	c.Restart(leader)
+	progress("proposals after the leader's restart", 30)
+	stop()
+	wg.Wait()
+
+	c.WaitFor("every replica to converge", 60*time.Second, func() bool {
+		for _, g := range ids {
+			n := c.SM(1, g).Len()
+			for _, node := range []uint64{2, 3} {
+				if c.SM(node, g).Len() != n {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	seen := map[string]bool{}
+	for _, g := range ids {
+		want := c.SM(1, g).Log()
+		for _, node := range []uint64{2, 3} {
+			if got := c.SM(node, g).Log(); !slices.EqualFunc(got, want, func(a, b []byte) bool { return string(a) == string(b) }) {
+				t.Fatalf("group %d: node %d applied %d commands that differ from node 1's %d", g, node, len(got), len(want))
+			}
+		}
+		for _, cmd := range want {
+			if seen[string(cmd)] {
+				t.Fatalf("group %d: %q applied twice", g, cmd)
+			}
+			seen[string(cmd)] = true
+		}
+	}
+	for cmd := range acked {
+		if !seen[cmd] {
+			t.Fatalf("acknowledged command %q was lost", cmd)
+		}
+	}
+	t.Logf("%d commands acknowledged, %d applied", len(acked), len(seen))
+}
+
+// proposeLoop proposes unique commands to a group through its current
+// leader until ctx ends, reporting each acknowledged one, and any error a
+// proposal should never return.
+func proposeLoop(ctx context.Context, c *Cluster, g uint64, ack func(string), fail func(error)) {
+	retry := time.NewTicker(time.Millisecond)
+	defer retry.Stop()
+	for i := 0; ctx.Err() == nil; i++ {
+		cmd := fmt.Sprintf("g%d-c%d", g, i)
+		h := c.Host(c.Leader(g))
+		if h == nil {
+			select {
+			case <-ctx.Done():
+			case <-retry.C:
+			}
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := h.Propose(pctx, g, []byte(cmd))
+		cancel()
+		switch {
+		case err == nil:
+			ack(cmd)
+		case errors.Is(err, multiraft.ErrNotLeader), errors.Is(err, multiraft.ErrBusy), errors.Is(err, multiraft.ErrStopped),
+			errors.Is(err, multiraft.ErrAmbiguous), errors.Is(err, multiraft.ErrRejected):
+			select { // not acknowledged: try a new command
+			case <-ctx.Done():
+			case <-retry.C:
+			}
+		default:
+			fail(fmt.Errorf("group %d: unexpected proposal error: %w", g, err))
+			return
+		}
+	}
+}
