@@ -72,6 +72,7 @@ func (g *group) apply(entries []*pb.Entry) {
 	}
 	g.h.m.ApplyDuration.Observe(time.Since(start).Seconds())
 	g.releaseAcks()
+	g.releaseReads()
 }
 
 // parkedAck is an applied proposal waiting for its entry to be durable on
@@ -117,6 +118,7 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 		g.leader = ss.Lead
 		g.leaderNode.Store(g.replicas[ss.Lead])
 		g.h.m.LeaderChanges.Inc()
+		g.leaderIs(g.replicas[ss.Lead])
 		if ss.Lead != g.replicaID {
 			g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: g.id, Leader: g.replicas[ss.Lead], Term: g.rn.BasicStatus().GetTerm()})
 		}

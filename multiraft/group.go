@@ -32,13 +32,14 @@ type group struct {
 		proposals   []*proposal
 		storage     []*pb.Message // durable appends' local responses, in order
 		unreachable map[uint64]struct{}
+		reads       []*readRequest
+		transfers   []*transferRequest
 	}
 
 	// Published by the worker for other goroutines.
-	leaderNode  atomic.Uint64 // node ID of the leader, 0 if unknown
-	serving     atomic.Bool   // this host leads and has applied an entry of its term
-	status      atomic.Pointer[Status]
-	proposalIDs *atomic.Uint64
+	leaderNode atomic.Uint64 // node ID of the leader, 0 if unknown
+	serving    atomic.Bool   // this host leads and has applied an entry of its term
+	status     atomic.Pointer[Status]
 
 	// Owned by the worker.
 	rn        *raft.RawNode
@@ -52,12 +53,15 @@ type group struct {
 	// acks holds applied proposals whose entry is not yet durable here, in
 	// index order: a client ack never leaves before the local fsync.
 	acks          []parkedAck
-	appendBacklog []*pb.Message // MsgStorageAppend refused by a busy log writer
+	appendBacklog []*pb.Message           // MsgStorageAppend refused by a busy log writer
+	reads         map[string]*readRequest // issued to raft, by context
+	transfers     []*transferRequest      // waiting to see their target lead
+	ticks         uint64                  // ticks applied, for read retries
 }
 
 func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
-	g := &group{h: h, id: st.ID(), st: st, sm: h.cfg.StateMachine(st.ID()), proposalIDs: &h.nextProposal,
-		pending: make(map[uint64]*proposal), byIndex: make(map[uint64][]*proposal)}
+	g := &group{h: h, id: st.ID(), st: st, sm: h.cfg.StateMachine(st.ID()),
+		pending: make(map[uint64]*proposal), byIndex: make(map[uint64][]*proposal), reads: make(map[string]*readRequest)}
 	g.mu.unreachable = make(map[uint64]struct{})
 	applied := st.Applied()
 	g.replicaID = st.ReplicaID()

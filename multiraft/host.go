@@ -37,6 +37,8 @@ type Host struct {
 	proposalBytes atomic.Int64
 	inboxBytes    atomic.Int64
 	nextProposal  atomic.Uint64
+	bootNonce     uint64 // distinguishes this incarnation's read contexts
+	nextRead      atomic.Uint64
 
 	failure struct {
 		once sync.Once
@@ -56,6 +58,7 @@ func NewHost(cfg Config) (*Host, error) {
 	h.groups.m = make(map[uint64]*group)
 	h.raftLogger = &raftLogger{log: h.log.With("component", "raft")}
 	h.nextProposal.Store(rand.Uint64() >> 1)
+	h.bootNonce = rand.Uint64()
 
 	sc := store.DefaultConfig(cfg.Dir)
 	sc.FS = cfg.FS
@@ -306,6 +309,10 @@ func (h *Host) Close() error {
 		h.groups.RLock()
 		for _, g := range h.groups.m {
 			g.failAll(ErrStopped)
+			g.failReads(ErrStopped)
+			for _, r := range g.transfers {
+				r.done <- ErrStopped
+			}
 		}
 		h.groups.RUnlock()
 		if cerr := h.store.Close(); err == nil {

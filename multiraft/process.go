@@ -30,8 +30,9 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	}
 	g.mu.Lock()
 	storageResps, inbox, proposals := g.mu.storage, g.mu.inbox, g.mu.proposals
-	inboxBytes := g.mu.inboxBytes
+	reads, transfers, inboxBytes := g.mu.reads, g.mu.transfers, g.mu.inboxBytes
 	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.inboxBytes = nil, nil, nil, 0
+	g.mu.reads, g.mu.transfers = nil, nil
 	var unreachable []uint64
 	for id := range g.mu.unreachable {
 		unreachable = append(unreachable, id)
@@ -56,8 +57,12 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	}
 	for i := 0; i < min(w.Ticks, maxTicksPerPass); i++ {
 		g.rn.Tick()
+		g.ticks++
 	}
 	g.propose(proposals)
+	g.issueReads(reads)
+	g.retryReads()
+	g.startTransfers(transfers)
 	for g.rn.HasReady() && h.Err() == nil {
 		g.handleReady(g.rn.Ready())
 	}
@@ -109,6 +114,13 @@ func (g *group) handleReady(rd raft.Ready) {
 	}
 	if rd.HardState != nil {
 		g.term = rd.HardState.GetTerm()
+	}
+	if len(rd.ReadStates) > 0 {
+		indexes := make(map[string]uint64, len(rd.ReadStates))
+		for _, rs := range rd.ReadStates {
+			indexes[string(rs.RequestCtx)] = rs.Index
+		}
+		g.readStates(indexes)
 	}
 	g.notePositions(rd.Entries)
 	out := make(map[uint64][]transport.Envelope)

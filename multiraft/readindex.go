@@ -1,0 +1,126 @@
+package multiraft
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/flotilla-io/flotilla/scheduler"
+)
+
+// A read waits until this host's state machine reflects every write
+// acknowledged before it began: raft's ReadIndex gives the commit index as
+// of a moment the leader was confirmed (its heartbeat round carries the
+// read's context), and the read completes once this host has applied up
+// to it. Contexts are unique per host incarnation (a boot nonce plus a
+// counter), so a reply meant for an older request can never complete a
+// newer one; a request that hears nothing for an election timeout (a lost
+// message, a leader change) is issued again with a fresh context.
+type readRequest struct {
+	caller context.Context
+	ctx    string // raft request context
+	done   chan error
+	index  uint64 // the read index, once known
+	issued uint64 // group tick count when the context was issued
+}
+
+// ReadIndex returns once this host's state machine of the group reflects
+// every write acknowledged before the call began. It works on followers
+// too (raft forwards the request to the leader).
+func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
+	if err := h.usable(); err != nil {
+		return err
+	}
+	g := h.group(groupID)
+	if g == nil {
+		return fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
+	}
+	r := &readRequest{caller: ctx, done: make(chan error, 1)}
+	g.mu.Lock()
+	if len(g.mu.reads) >= h.cfg.MaxGroupProposals {
+		g.mu.Unlock()
+		return fmt.Errorf("%w: group %d has %d reads queued", ErrBusy, groupID, h.cfg.MaxGroupProposals)
+	}
+	g.mu.reads = append(g.mu.reads, r)
+	g.mu.Unlock()
+	h.sched.Enqueue(groupID, scheduler.Requests)
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// newReadContext returns a context unique to this host incarnation.
+func (h *Host) newReadContext() string {
+	b := make([]byte, 0, 16)
+	b = binary.BigEndian.AppendUint64(b, h.bootNonce)
+	b = binary.BigEndian.AppendUint64(b, h.nextRead.Add(1))
+	return string(b)
+}
+
+// issueReads hands new reads to raft.
+func (g *group) issueReads(rs []*readRequest) {
+	for _, r := range rs {
+		g.issueRead(r)
+	}
+}
+
+func (g *group) issueRead(r *readRequest) {
+	if r.ctx != "" {
+		delete(g.reads, r.ctx)
+	}
+	r.ctx = g.h.newReadContext()
+	r.issued = g.ticks
+	g.reads[r.ctx] = r
+	g.rn.ReadIndex([]byte(r.ctx))
+}
+
+// retryReads issues again, with fresh contexts, the reads that have heard
+// nothing for an election timeout, and forgets those whose caller left.
+func (g *group) retryReads() {
+	for ctx, r := range g.reads {
+		switch {
+		case r.caller.Err() != nil:
+			delete(g.reads, ctx)
+		case r.index == 0 && g.ticks-r.issued >= uint64(g.h.cfg.ElectionTicks):
+			g.issueRead(r)
+		}
+	}
+}
+
+// readStates matches raft's answers to waiting reads.
+func (g *group) readStates(indexes map[string]uint64) {
+	for ctx, index := range indexes {
+		if r, ok := g.reads[ctx]; ok && r.index == 0 {
+			r.index = index
+		}
+	}
+	g.releaseReads()
+}
+
+// releaseReads completes the reads whose index this host has applied.
+func (g *group) releaseReads() {
+	for ctx, r := range g.reads {
+		if r.index != 0 && r.index <= g.applied {
+			r.done <- nil
+			delete(g.reads, ctx)
+		}
+	}
+}
+
+// failReads fails every read of the group (the host is closing).
+func (g *group) failReads(err error) {
+	for ctx, r := range g.reads {
+		r.done <- err
+		delete(g.reads, ctx)
+	}
+	g.mu.Lock()
+	queued := g.mu.reads
+	g.mu.reads = nil
+	g.mu.Unlock()
+	for _, r := range queued {
+		r.done <- err
+	}
+}
