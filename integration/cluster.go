@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -123,6 +124,9 @@ func (c *Cluster) start(node uint64) {
 	hc.MemTableSize = 4 << 20
 	hc.EntryCacheBytes = 8 << 20
 	hc.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("FLOTILLA_TEST_LOG") != "" { // debug a failing test: FLOTILLA_TEST_LOG=1
+		hc.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	hc.StateMachine = func(groupID uint64) multiraft.StateMachine {
 		sm := &LogSM{}
 		c.mu.Lock()

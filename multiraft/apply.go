@@ -58,14 +58,25 @@ func (g *group) apply(entries []*pb.Entry) {
 			if !flush() {
 				return
 			}
-			g.h.fail(fmt.Errorf("multiraft: group %d: membership changes are not supported yet", g.id))
-			return
+			removedSelf, err := g.applyConfChange(e)
+			if err != nil {
+				g.h.fail(fmt.Errorf("multiraft: group %d: entry %d: %w", g.id, index, err))
+				return
+			}
+			if removedSelf {
+				g.applied, g.appliedTerm = index, e.GetTerm()
+				g.releaseAcks()
+				if err := g.h.removeGroup(g); err != nil {
+					g.h.fail(err)
+				}
+				return
+			}
 		}
 		if !flush() {
 			return
 		}
 		g.rejectOverwritten(index)
-		g.applied = index
+		g.applied, g.appliedTerm = index, e.GetTerm()
 		if e.GetTerm() == g.term && g.rn.BasicStatus().RaftState == raft.StateLeader && !g.serving.Load() {
 			g.startServing()
 		}

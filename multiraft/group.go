@@ -27,13 +27,17 @@ type group struct {
 
 	mu struct {
 		sync.Mutex
-		inbox       []*pb.Message
+		inbox       []inbound
 		inboxBytes  int64
 		proposals   []*proposal
 		storage     []*pb.Message // durable appends' local responses, in order
 		unreachable map[uint64]struct{}
 		reads       []*readRequest
 		transfers   []*transferRequest
+		confChanges []*confChangeRequest
+		snapReports []snapReport
+		staged      map[uint64]*stagedSnapshot // received snapshots by index, waiting for raft
+		remove      []chan error               // RemoveGroup requests
 	}
 
 	// Published by the worker for other goroutines.
@@ -42,14 +46,17 @@ type group struct {
 	status     atomic.Pointer[Status]
 
 	// Owned by the worker.
-	rn        *raft.RawNode
-	replicaID uint64
-	replicas  map[uint64]uint64 // replica ID -> node ID
-	applied   uint64
-	term      uint64
-	leader    uint64 // replica ID of the leader, 0 if none
-	pending   map[uint64]*proposal
-	byIndex   map[uint64][]*proposal // proposals whose entry is in the log, by index
+	rn            *raft.RawNode
+	replicaID     uint64
+	replicas      map[uint64]uint64 // replica ID -> node ID
+	applied       uint64
+	appliedTerm   uint64
+	confState     *pb.ConfState // as of applied
+	nextReplicaID uint64
+	term          uint64
+	leader        uint64 // replica ID of the leader, 0 if none
+	pending       map[uint64]*proposal
+	byIndex       map[uint64][]*proposal // proposals whose entry is in the log, by index
 	// acks holds applied proposals whose entry is not yet durable here, in
 	// index order: a client ack never leaves before the local fsync.
 	acks          []parkedAck
@@ -57,11 +64,20 @@ type group struct {
 	reads         map[string]*readRequest // issued to raft, by context
 	transfers     []*transferRequest      // waiting to see their target lead
 	ticks         uint64                  // ticks applied, for read retries
+	sending       map[uint64]uint64       // replica -> index of a snapshot in flight to it
+	// learned maps replicas to nodes from the traffic they send, for
+	// replicas the applied configuration does not name yet: a joining
+	// replica must answer its leader before its snapshot tells it who is
+	// who.
+	learned map[uint64]uint64
+	staged  map[uint64]*stagedSnapshot // taken from mu.staged for this pass
+	removed bool                       // removed from the host; nothing more to do
 }
 
 func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 	g := &group{h: h, id: st.ID(), st: st, sm: h.cfg.StateMachine(st.ID()),
-		pending: make(map[uint64]*proposal), byIndex: make(map[uint64][]*proposal), reads: make(map[string]*readRequest)}
+		pending: make(map[uint64]*proposal), byIndex: make(map[uint64][]*proposal), reads: make(map[string]*readRequest), sending: make(map[uint64]uint64),
+		learned: make(map[uint64]uint64)}
 	g.mu.unreachable = make(map[uint64]struct{})
 	applied := st.Applied()
 	g.replicaID = st.ReplicaID()
@@ -69,7 +85,9 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 	if g.replicas == nil {
 		g.replicas = make(map[uint64]uint64)
 	}
-	g.applied = applied.Index
+	g.applied, g.appliedTerm = applied.Index, applied.Term
+	g.confState = applied.ConfState
+	g.nextReplicaID = applied.NextReplicaID
 	data, err := st.LoadStateSnapshot()
 	if err != nil {
 		return nil, err
@@ -148,10 +166,16 @@ func roleName(s raft.StateType) string {
 	}
 }
 
+// inbound is a message from a peer and the node it came from.
+type inbound struct {
+	m    *pb.Message
+	from uint64
+}
+
 // deliver queues an inbound message, dropping it if the group's inbox or
 // the host's inbox budget is full (raft retransmits) or if it is addressed
 // to another replica ID (a stale or future incarnation of this replica).
-func (g *group) deliver(m *pb.Message) bool {
+func (g *group) deliver(from uint64, m *pb.Message) bool {
 	if m.GetTo() != g.replicaID {
 		g.h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
 		return false
@@ -172,7 +196,7 @@ func (g *group) deliver(m *pb.Message) bool {
 		g.h.m.InboxDropped.Inc()
 		return false
 	}
-	g.mu.inbox = append(g.mu.inbox, m)
+	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from})
 	g.mu.inboxBytes += size
 	g.mu.Unlock()
 	g.h.m.InboxBytes.Add(float64(size))

@@ -1,8 +1,6 @@
 package multiraft
 
 import (
-	"errors"
-
 	"github.com/flotilla-io/flotilla/scheduler"
 	"github.com/flotilla-io/flotilla/transport"
 )
@@ -13,7 +11,7 @@ var _ transport.Handler = (*Host)(nil)
 // its group and raises the group's flag. Messages for groups not hosted
 // here, or for another replica ID than the one hosted, are dropped and
 // counted: they never create or resurrect a replica.
-func (h *Host) HandleMessages(_ transport.NodeID, batch []transport.Envelope) {
+func (h *Host) HandleMessages(from transport.NodeID, batch []transport.Envelope) {
 	if h.usable() != nil {
 		return
 	}
@@ -24,7 +22,7 @@ func (h *Host) HandleMessages(_ transport.NodeID, batch []transport.Envelope) {
 			h.m.MessagesDropped.WithLabelValues("unknown_group").Inc()
 			continue
 		}
-		if g.deliver(e.Message) && e.GroupID != last {
+		if g.deliver(from, e.Message) && e.GroupID != last {
 			h.sched.Enqueue(e.GroupID, scheduler.Messages)
 			last = e.GroupID
 		}
@@ -44,13 +42,4 @@ func (h *Host) HandleUnreachable(_ transport.NodeID, dropped []transport.Envelop
 		g.mu.Unlock()
 		h.sched.Enqueue(e.GroupID, scheduler.Messages)
 	}
-}
-
-// errSnapshotsUnsupported is returned to senders until snapshot transfer
-// exists; the sender's raft then hears SnapshotFailure and retries later.
-var errSnapshotsUnsupported = errors.New("multiraft: receiving snapshots is not supported yet")
-
-// HandleSnapshot implements transport.Handler.
-func (h *Host) HandleSnapshot(transport.NodeID, *transport.InboundSnapshot) error {
-	return errSnapshotsUnsupported
 }

@@ -31,8 +31,10 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	g.mu.Lock()
 	storageResps, inbox, proposals := g.mu.storage, g.mu.inbox, g.mu.proposals
 	reads, transfers, inboxBytes := g.mu.reads, g.mu.transfers, g.mu.inboxBytes
+	confChanges, snapReports, removals := g.mu.confChanges, g.mu.snapReports, g.mu.remove
+	g.staged = g.mu.staged
 	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.inboxBytes = nil, nil, nil, 0
-	g.mu.reads, g.mu.transfers = nil, nil
+	g.mu.reads, g.mu.transfers, g.mu.confChanges, g.mu.snapReports, g.mu.staged, g.mu.remove = nil, nil, nil, nil, nil, nil
 	var unreachable []uint64
 	for id := range g.mu.unreachable {
 		unreachable = append(unreachable, id)
@@ -44,13 +46,24 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 		h.m.InboxBytes.Sub(float64(inboxBytes))
 	}
 
+	if g.removed {
+		return
+	}
+	if len(removals) > 0 {
+		g.removeSelf(removals)
+		return
+	}
 	g.retryAppends()
+	g.reportSnapshots(snapReports)
 	for _, m := range storageResps {
 		g.step(m)
 	}
 	g.releaseAcks()
-	for _, m := range inbox {
-		g.step(m)
+	for _, in := range inbox {
+		if _, known := g.replicas[in.m.GetFrom()]; !known {
+			g.learned[in.m.GetFrom()] = in.from
+		}
+		g.step(in.m)
 	}
 	for _, id := range unreachable {
 		g.rn.ReportUnreachable(id)
@@ -60,11 +73,16 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 		g.ticks++
 	}
 	g.propose(proposals)
+	g.proposeConfChanges(confChanges)
 	g.issueReads(reads)
 	g.retryReads()
 	g.startTransfers(transfers)
-	for g.rn.HasReady() && h.Err() == nil {
+	for g.rn.HasReady() && h.Err() == nil && !g.removed {
 		g.handleReady(g.rn.Ready())
+	}
+	g.staged = nil // used by an install, or refused by raft
+	if g.removed {
+		return
 	}
 	g.publishStatus()
 }
@@ -130,10 +148,17 @@ func (g *group) handleReady(rd raft.Ready) {
 			g.appendToLog(m)
 		case raft.LocalApplyThread:
 			g.apply(m.GetEntries())
+			if g.removed {
+				return
+			}
 			for _, resp := range m.GetResponses() {
 				g.step(resp)
 			}
 		default:
+			if m.GetType() == pb.MsgSnap {
+				g.sendSnapshot(m)
+				continue
+			}
 			g.route(out, m)
 		}
 	}
@@ -143,6 +168,9 @@ func (g *group) handleReady(rd raft.Ready) {
 // route adds a message for a peer replica to the outgoing batches.
 func (g *group) route(out map[uint64][]transport.Envelope, m *pb.Message) {
 	node, ok := g.replicas[m.GetTo()]
+	if !ok {
+		node, ok = g.learned[m.GetTo()]
+	}
 	if !ok || node == g.h.cfg.NodeID {
 		return // a replica we know no node for, or our own
 	}
@@ -158,16 +186,22 @@ func (g *group) send(out map[uint64][]transport.Envelope) {
 // notePositions records the log index of our proposals in newly appended
 // entries, so that an index applied with other proposal IDs fails them.
 func (g *group) notePositions(entries []*pb.Entry) {
-	for _, e := range entries {
-		if e.GetType() != pb.EntryNormal || len(e.GetData()) == 0 || len(g.pending) == 0 {
-			continue
+	if len(g.pending) == 0 {
+		return
+	}
+	note := func(id uint64, index uint64) {
+		if p, ok := g.pending[id]; ok && p.index == 0 {
+			p.index = index
+			g.byIndex[index] = append(g.byIndex[index], p)
 		}
-		_ = decodeBatch(e.GetData(), func(_ int, id uint64, _ []byte) {
-			if p, ok := g.pending[id]; ok && p.index == 0 {
-				p.index = e.GetIndex()
-				g.byIndex[p.index] = append(g.byIndex[p.index], p)
-			}
-		})
+	}
+	for _, e := range entries {
+		switch {
+		case e.GetType() == pb.EntryConfChangeV2:
+			note(confChangeID(e), e.GetIndex())
+		case e.GetType() == pb.EntryNormal && len(e.GetData()) > 0:
+			_ = decodeBatch(e.GetData(), func(_ int, id uint64, _ []byte) { note(id, e.GetIndex()) })
+		}
 	}
 }
 
@@ -196,15 +230,17 @@ func (g *group) retryAppends() {
 // pass; ticks guarantee there is one).
 func (g *group) tryAppend(m *pb.Message) bool {
 	if m.GetSnapshot() != nil && !raft.IsEmptySnap(m.GetSnapshot()) {
-		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot install is not supported yet", g.id))
+		if err := g.installSnapshot(m); err != nil {
+			g.h.fail(fmt.Errorf("multiraft: group %d: install snapshot: %w", g.id, err))
+		}
 		return true
 	}
 	var hs *pb.HardState
 	if m.Term != nil || m.Vote != nil || m.Commit != nil {
 		hs = &pb.HardState{Term: new(m.GetTerm()), Vote: new(m.GetVote()), Commit: new(m.GetCommit())}
 	}
-	resps := m.GetResponses()
-	done := func() { g.released(resps) }
+	resps := g.sortResponses(m.GetResponses())
+	done := func() { g.release(resps) }
 	var err error
 	if len(m.GetEntries()) == 0 && hs == nil {
 		// Nothing to write, but the responses may acknowledge entries of
@@ -224,22 +260,36 @@ func (g *group) tryAppend(m *pb.Message) bool {
 	}
 }
 
-// released runs on the log writer's goroutine once an append is durable:
-// it must not block.
-func (g *group) released(resps []*pb.Message) {
-	out := make(map[uint64][]transport.Envelope)
-	var local []*pb.Message
-	for _, r := range resps {
-		if r.GetTo() == g.replicaID {
-			local = append(local, r)
-		} else {
-			g.route(out, r)
+// responses are an append's responses, sorted on the worker (which owns
+// the replica-to-node map) into local ones and batches per peer node, so
+// that releasing them later touches nothing the worker owns.
+type responses struct {
+	local  []*pb.Message
+	remote map[uint64][]transport.Envelope
+}
+
+func (g *group) sortResponses(resps []*pb.Message) responses {
+	var r responses
+	for _, m := range resps {
+		if m.GetTo() == g.replicaID {
+			r.local = append(r.local, m)
+			continue
 		}
+		if r.remote == nil {
+			r.remote = make(map[uint64][]transport.Envelope)
+		}
+		g.route(r.remote, m)
 	}
-	g.send(out)
-	if len(local) > 0 {
+	return r
+}
+
+// release sends an append's responses once the append is durable. It runs
+// on the log writer's goroutine: it must not block.
+func (g *group) release(r responses) {
+	g.send(r.remote)
+	if len(r.local) > 0 {
 		g.mu.Lock()
-		g.mu.storage = append(g.mu.storage, local...)
+		g.mu.storage = append(g.mu.storage, r.local...)
 		g.mu.Unlock()
 		g.h.sched.Enqueue(g.id, scheduler.Storage)
 	}

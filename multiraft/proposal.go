@@ -25,11 +25,14 @@ type proposal struct {
 
 	// Set by the worker that owns the group once the entry is in the log.
 	index uint64
+	// replicas is the membership a conf change left, for ChangeMembership.
+	replicas map[uint64]uint64
 }
 
 type proposalResult struct {
 	Result
-	err error
+	replicas map[uint64]uint64
+	err      error
 }
 
 // Result is what Propose returns on success: the state machine's result
@@ -45,7 +48,7 @@ const entryBatchMagic byte = 0x01
 // finish completes the proposal once; later calls do nothing.
 func (p *proposal) finish(r Result, err error) {
 	select {
-	case p.done <- proposalResult{Result: r, err: err}:
+	case p.done <- proposalResult{Result: r, replicas: p.replicas, err: err}:
 		p.release()
 	default: // already finished
 	}

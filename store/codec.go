@@ -164,9 +164,18 @@ type AppliedState struct {
 	ConfState *pb.ConfState
 	// Replicas maps replica IDs to the node IDs hosting them.
 	Replicas map[uint64]uint64
+	// NextReplicaID is the lowest replica ID never used in the group: the
+	// leader allocates new replicas from it, so IDs are never reused.
+	NextReplicaID uint64
 }
 
-// encode: index:8 term:8 len:uvarint confstate count:uvarint (replica node):uvarint...
+// Marshal encodes the applied state (for snapshots sent between hosts).
+func (a AppliedState) Marshal() ([]byte, error) { return a.encode() }
+
+// UnmarshalAppliedState decodes what Marshal encoded.
+func UnmarshalAppliedState(b []byte) (AppliedState, error) { return decodeAppliedState(b) }
+
+// encode: index:8 term:8 len:uvarint confstate count:uvarint (replica node):uvarint... next:uvarint
 func (a AppliedState) encode() ([]byte, error) {
 	b := make([]byte, 16, 64)
 	binary.BigEndian.PutUint64(b, a.Index)
@@ -182,7 +191,7 @@ func (a AppliedState) encode() ([]byte, error) {
 		b = binary.AppendUvarint(b, id)
 		b = binary.AppendUvarint(b, a.Replicas[id])
 	}
-	return b, nil
+	return binary.AppendUvarint(b, a.NextReplicaID), nil
 }
 
 func decodeAppliedState(b []byte) (AppliedState, error) {
@@ -220,6 +229,11 @@ func decodeAppliedState(b []byte) (AppliedState, error) {
 		a.Replicas[id] = node
 		rest = rest[k1+k2:]
 	}
+	next, k := binary.Uvarint(rest)
+	if k <= 0 {
+		return bad("next replica ID")
+	}
+	a.NextReplicaID, rest = next, rest[k:]
 	if len(rest) != 0 {
 		return bad("trailing bytes")
 	}

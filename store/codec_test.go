@@ -69,7 +69,7 @@ func TestEntryCodecCorrupt(t *testing.T) {
 func TestAppliedStateCodec(t *testing.T) {
 	a := AppliedState{Index: 99, Term: 4,
 		ConfState: &pb.ConfState{Voters: []uint64{1, 2}, Learners: []uint64{5}, VotersOutgoing: []uint64{1, 3}, AutoLeave: new(true)},
-		Replicas:  map[uint64]uint64{1: 10, 2: 20, 3: 30, 5: 50}}
+		Replicas:  map[uint64]uint64{1: 10, 2: 20, 3: 30, 5: 50}, NextReplicaID: 6}
 	b, err := a.encode()
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func TestAppliedStateCodec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Index != a.Index || got.Term != a.Term || !proto.Equal(got.ConfState, a.ConfState) || fmt.Sprint(got.Replicas) != fmt.Sprint(a.Replicas) {
+	if got.Index != a.Index || got.Term != a.Term || !proto.Equal(got.ConfState, a.ConfState) || fmt.Sprint(got.Replicas) != fmt.Sprint(a.Replicas) || got.NextReplicaID != 6 {
 		t.Fatalf("decoded %+v, want %+v", got, a)
 	}
 }

@@ -278,8 +278,8 @@ func TestCrashLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	meta := &pb.SnapshotMetadata{Index: new(uint64(500)), Term: new(uint64(9)), ConfState: &pb.ConfState{Voters: []uint64{5, 7}}}
-	if err := g3.InstallSnapshot(t.Context(), meta, hardState(9, 5, 0), map[uint64]uint64{5: 1, 7: 2}, func(w *SnapshotWriter) error {
+	applied := AppliedState{Index: 500, Term: 9, ConfState: &pb.ConfState{Voters: []uint64{5, 7}}, Replicas: map[uint64]uint64{5: 1, 7: 2}, NextReplicaID: 8}
+	if err := g3.InstallSnapshot(t.Context(), applied, hardState(9, 5, 0), func(w *SnapshotWriter) error {
 		return firstErr(w.SetStateSnapshot([]byte("in-memory state")), w.Put([]byte("k"), []byte("v")))
 	}); err != nil {
 		t.Fatal(err)
@@ -313,7 +313,7 @@ func TestCrashLifecycle(t *testing.T) {
 	hs := g3.HardState()
 	a := g3.Applied()
 	first, _ := g3.FirstIndex()
-	if a.Index != 500 || a.Term != 9 || first != 501 || hs.GetCommit() != 500 || hs.GetVote() != 5 || a.Replicas[7] != 2 {
+	if a.Index != 500 || a.Term != 9 || first != 501 || hs.GetCommit() != 500 || hs.GetVote() != 5 || a.Replicas[7] != 2 || a.NextReplicaID != 8 {
 		t.Fatalf("after crash: applied %+v, first %d, hard state %v", a, first, hs)
 	}
 	if data, err := g3.LoadStateSnapshot(); err != nil || string(data) != "in-memory state" {

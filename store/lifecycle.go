@@ -48,7 +48,8 @@ func (s *Store) CreateGroup(groupID, replicaID uint64, replicas map[uint64]uint6
 		boot := &bootState{
 			hardState: &pb.HardState{Term: new(uint64(InitialTerm)), Commit: new(uint64(InitialIndex))},
 			trunc:     truncatedState{index: InitialIndex, term: InitialTerm},
-			applied:   AppliedState{Index: InitialIndex, Term: InitialTerm, ConfState: cs, Replicas: maps.Clone(replicas)},
+			applied: AppliedState{Index: InitialIndex, Term: InitialTerm, ConfState: cs, Replicas: maps.Clone(replicas),
+				NextReplicaID: slices.Max(cs.Voters) + 1},
 		}
 		it.boot = boot
 		g.mu.hardState, g.mu.trunc, g.mu.applied = boot.hardState, boot.trunc, boot.applied

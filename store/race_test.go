@@ -215,8 +215,8 @@ func TestSnapshotInstallRace(t *testing.T) {
 		}()
 	}
 	for round := uint64(1); round <= 5; round++ {
-		meta := &pb.SnapshotMetadata{Index: new(1000 * round), Term: new(6 + round), ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}
-		err := target.InstallSnapshot(context.Background(), meta, nil, nil, func(w *SnapshotWriter) error {
+		applied := AppliedState{Index: 1000 * round, Term: 6 + round, ConfState: &pb.ConfState{Voters: []uint64{1, 2, 3}}}
+		err := target.InstallSnapshot(context.Background(), applied, nil, func(w *SnapshotWriter) error {
 			for k := 0; k < 100; k++ {
 				if err := w.Put(fmt.Appendf(nil, "key-%03d", k), fmt.Appendf(nil, "round-%d", round)); err != nil {
 					return err

@@ -47,8 +47,8 @@ func (sw *SnapshotWriter) Put(key, value []byte) error {
 
 // InstallSnapshot replaces the group's replica span with a snapshot: its
 // raft state (hard state, truncation at the snapshot's index and term, an
-// empty log, the applied state with the snapshot's ConfState and the nodes
-// of its replicas) and the state machine data that write produces. The whole span is swapped atomically
+// empty log, the applied state the snapshot brings: index, term,
+// ConfState, replicas) and the state machine data that write produces. The whole span is swapped atomically
 // and durably by ingesting one SSTable with IngestAndExcise, off the shared
 // log writer, so a large snapshot never stalls other groups' fsyncs.
 //
@@ -56,9 +56,8 @@ func (sw *SnapshotWriter) Put(key, value []byte) error {
 // work is taken for it until the install returns. After it the group's
 // cache entries are gone and the storage reads as the snapshot. If write
 // fails, nothing changes; if the ingest fails, the store fails.
-func (g *GroupStorage) InstallSnapshot(ctx context.Context, meta *pb.SnapshotMetadata, hs *pb.HardState,
-	replicas map[uint64]uint64, write func(*SnapshotWriter) error) error {
-	index, term := meta.GetIndex(), meta.GetTerm()
+func (g *GroupStorage) InstallSnapshot(ctx context.Context, applied AppliedState, hs *pb.HardState, write func(*SnapshotWriter) error) error {
+	index, term := applied.Index, applied.Term
 	if index == 0 {
 		return fmt.Errorf("%w: snapshot at index 0", ErrInvalid)
 	}
@@ -78,7 +77,8 @@ func (g *GroupStorage) InstallSnapshot(ctx context.Context, meta *pb.SnapshotMet
 	if err := g.barrier(); err != nil {
 		return err
 	}
-	applied := AppliedState{Index: index, Term: term, ConfState: pb.EnsureConfState(meta.GetConfState()), Replicas: maps.Clone(replicas)}
+	applied.ConfState = pb.EnsureConfState(applied.ConfState)
+	applied.Replicas = maps.Clone(applied.Replicas)
 	path, err := g.writeSnapshotTable(hs, applied, write)
 	if err != nil {
 		return err
@@ -195,8 +195,12 @@ func (g *GroupStorage) OpenSnapshot() (r *SnapshotReader, err error) {
 // Metadata returns the index, term and ConfState the data reflects.
 func (r *SnapshotReader) Metadata() *pb.SnapshotMetadata { return r.meta }
 
-// Replicas returns the nodes of the view's replicas (replica ID to node ID).
-func (r *SnapshotReader) Replicas() map[uint64]uint64 { return maps.Clone(r.applied.Replicas) }
+// Applied returns the applied state the view reflects.
+func (r *SnapshotReader) Applied() AppliedState {
+	a := r.applied
+	a.Replicas = maps.Clone(a.Replicas)
+	return a
+}
 
 // StateSnapshot returns an in-memory state machine's durable snapshot in
 // the view, or nil.

@@ -154,8 +154,8 @@ func runStorageCmd(t *testing.T, d *datadriven.TestData, g *GroupStorage) string
 		var data []string
 		d.MaybeScanArgs(t, "voters", &voters)
 		d.MaybeScanArgs(t, "data", &data)
-		meta := &pb.SnapshotMetadata{Index: new(u("index")), Term: new(u("term")), ConfState: &pb.ConfState{Voters: voters}}
-		err := g.InstallSnapshot(context.Background(), meta, nil, founding(voters...), func(w *SnapshotWriter) error {
+		applied := AppliedState{Index: u("index"), Term: u("term"), ConfState: &pb.ConfState{Voters: voters}, Replicas: founding(voters...)}
+		err := g.InstallSnapshot(context.Background(), applied, nil, func(w *SnapshotWriter) error {
 			for _, kv := range data {
 				k, v, _ := strings.Cut(kv, "=")
 				if err := w.Put([]byte(k), []byte(v)); err != nil {

@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/flotilla-io/flotilla/multiraft"
+)
+
+// changeWithTime runs ChangeMembership on a node while moving the clock.
+func changeWithTime(t *testing.T, c *Cluster, node, g uint64, changes ...multiraft.Change) map[uint64]uint64 {
+	t.Helper()
+	type outcome struct {
+		replicas map[uint64]uint64
+		err      error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r, err := c.Host(node).ChangeMembership(ctx, g, changes...)
+		done <- outcome{r, err}
+	}()
+	var o outcome
+	c.WaitFor(fmt.Sprintf("membership change %v", changes), time.Minute, func() bool {
+		select {
+		case o = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	if o.err != nil {
+		t.Fatalf("membership change %v: %v", changes, o.err)
+	}
+	return o.replicas
+}
+
+func replicaOn(replicas map[uint64]uint64, node uint64) uint64 {
+	for r, n := range replicas {
+		if n == node {
+			return r
+		}
+	}
+	return 0
+}
+
+func waitApplied(t *testing.T, c *Cluster, g uint64, nodes []uint64, n int) {
+	t.Helper()
+	c.WaitFor(fmt.Sprintf("nodes %v to apply %d commands of group %d", nodes, n, g), time.Minute, func() bool {
+		for _, node := range nodes {
+			sm := c.SM(node, g)
+			if sm == nil || sm.Len() != n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestMembership: a fourth replica joins as a learner (caught up by a
+// snapshot: the leader's log starts after its founding snapshot), is
+// promoted, and serves; a replica is removed (its host drops the group and
+// keeps a tombstone) and later comes back on the same node as a new
+// replica with a higher ID, catches up, and leads.
+func TestMembership(t *testing.T) {
+	c := NewCluster(t, ClusterConfig{Nodes: 4})
+	const g = 3
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]uint64{g})
+	for i := 0; i < 5; i++ {
+		if _, err := proposeWithTime(c, c.Leader(g), g, fmt.Appendf(nil, "before-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	replicas := changeWithTime(t, c, c.Leader(g), g, multiraft.Change{Type: multiraft.AddLearner, Node: 4})
+	r4 := replicaOn(replicas, 4)
+	if r4 != 4 {
+		t.Fatalf("the new replica got ID %d, want 4 (the next after the founding 1..3): %v", r4, replicas)
+	}
+	if err := c.Host(4).JoinGroup(g, r4); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, c, g, []uint64{4}, 5)
+	changeWithTime(t, c, c.Leader(g), g, multiraft.Change{Type: multiraft.AddVoter, Node: 4})
+	if _, err := proposeWithTime(c, c.Leader(g), g, []byte("with four")); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, c, g, []uint64{1, 2, 3, 4}, 6)
+
+	// Remove a follower's replica.
+	leader := c.Leader(g)
+	victim := uint64(1)
+	for victim == leader {
+		victim++
+	}
+	replicas = changeWithTime(t, c, leader, g, multiraft.Change{Type: multiraft.RemoveReplica, Node: victim})
+	if replicaOn(replicas, victim) != 0 {
+		t.Fatalf("node %d still in %v", victim, replicas)
+	}
+	c.WaitFor("the removed replica to be dropped by its host", time.Minute, func() bool {
+		return !slices.Contains(c.Host(victim).Groups(), g)
+	})
+	// Its old replica ID can never come back there.
+	oldID := uint64(0)
+	for r := uint64(1); r <= 3; r++ {
+		if r == victim { // founding replicas 1..3 are on nodes 1..3
+			oldID = r
+		}
+	}
+	if err := c.Host(victim).JoinGroup(g, oldID); err == nil {
+		t.Fatalf("node %d took back its removed replica %d", victim, oldID)
+	}
+
+	// And back as a new replica.
+	leader = c.Leader(g)
+	replicas = changeWithTime(t, c, leader, g, multiraft.Change{Type: multiraft.AddLearner, Node: victim})
+	again := replicaOn(replicas, victim)
+	if again <= r4 {
+		t.Fatalf("re-added replica got ID %d, want above %d", again, r4)
+	}
+	if err := c.Host(victim).JoinGroup(g, again); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, c, g, []uint64{victim}, 6)
+	changeWithTime(t, c, leader, g, multiraft.Change{Type: multiraft.AddVoter, Node: victim})
+	transferWithTime(t, c, leader, g, victim)
+	if _, err := proposeWithTime(c, victim, g, []byte("led by the re-added replica")); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, c, g, []uint64{1, 2, 3, 4}, 7)
+}
+
+func transferWithTime(t *testing.T, c *Cluster, from, g, to uint64) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		done <- c.Host(from).TransferLeadership(ctx, g, to)
+	}()
+	c.WaitFor("a leadership transfer", time.Minute, func() bool {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return true
+		default:
+			return false
+		}
+	})
+	c.WaitFor("the new leader to serve", time.Minute, func() bool { return c.Leader(g) == to })
+}
+
+// TestRemoveGroup: removing a group from every host drops it everywhere;
+// proposals then find no group, and its ID gets no new life from stray
+// messages.
+func TestRemoveGroup(t *testing.T) {
+	c := NewCluster(t, ClusterConfig{Nodes: 3})
+	c.CreateGroup(1, 1, 2, 3)
+	c.CreateGroup(2, 1, 2, 3)
+	c.WaitLeaders([]uint64{1, 2})
+	leader := c.Leader(1)
+	if _, err := proposeWithTime(c, leader, 1, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes() {
+		if err := c.Host(n).RemoveGroup(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(c.Host(n).Groups(), 1) {
+			t.Fatalf("node %d still hosts group 1", n)
+		}
+	}
+	if _, err := c.Host(leader).Propose(context.Background(), 1, []byte("y")); !errors.Is(err, multiraft.ErrGroupNotFound) {
+		t.Fatalf("proposal to a removed group: %v", err)
+	}
+	// The other group is unaffected.
+	if _, err := proposeWithTime(c, c.Leader(2), 2, []byte("z")); err != nil {
+		t.Fatal(err)
+	}
+}

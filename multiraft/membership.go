@@ -1,0 +1,231 @@
+package multiraft
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flotilla-io/flotilla/scheduler"
+)
+
+// ChangeType is a kind of membership change.
+type ChangeType int
+
+const (
+	// AddVoter adds a voting replica on a node (or promotes its learner).
+	AddVoter ChangeType = iota
+	// AddLearner adds a non-voting replica on a node.
+	AddLearner
+	// RemoveReplica removes the replica on a node.
+	RemoveReplica
+)
+
+// Change is one membership change, naming the node it concerns.
+type Change struct {
+	Type ChangeType
+	Node uint64
+}
+
+// confChangeRequest waits for a membership change to apply.
+type confChangeRequest struct {
+	changes []Change
+	p       *proposal
+}
+
+// ChangeMembership proposes membership changes on the group's leader and
+// returns, once they are applied here, the group's replicas (replica ID to
+// node ID): a new replica's ID is found there by its node. Several changes
+// at once go through joint consensus, left automatically. The new replica
+// is created on its node with JoinGroup and that replica ID; adding it as a
+// learner first, then promoting it, keeps the group's quorum while it
+// catches up.
+func (h *Host) ChangeMembership(ctx context.Context, groupID uint64, changes ...Change) (map[uint64]uint64, error) {
+	if err := h.usable(); err != nil {
+		return nil, err
+	}
+	if len(changes) == 0 {
+		return nil, fmt.Errorf("%w: no membership change", ErrInvalid)
+	}
+	g := h.group(groupID)
+	if g == nil {
+		return nil, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
+	}
+	if !g.serving.Load() {
+		return nil, &NotLeaderError{GroupID: groupID, Leader: g.leaderNode.Load()}
+	}
+	p := &proposal{id: h.nextProposal.Add(1), start: time.Now(), done: make(chan proposalResult, 1), release: func() {}}
+	g.mu.Lock()
+	g.mu.confChanges = append(g.mu.confChanges, &confChangeRequest{changes: changes, p: p})
+	g.mu.Unlock()
+	h.sched.Enqueue(groupID, scheduler.Requests)
+	select {
+	case r := <-p.done:
+		return r.replicas, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrAmbiguous, ctx.Err())
+	}
+}
+
+// proposeConfChanges turns requests into ConfChangeV2 entries. Replica IDs
+// for new replicas come from the group's replicated next replica ID; raft
+// takes one membership change at a time, so a second one proposed before
+// the first applies becomes an empty entry and fails as rejected.
+func (g *group) proposeConfChanges(reqs []*confChangeRequest) {
+	for _, r := range reqs {
+		if !g.serving.Load() {
+			r.p.finish(Result{}, &NotLeaderError{GroupID: g.id, Leader: g.leaderNode.Load()})
+			continue
+		}
+		cc, err := g.buildConfChange(r)
+		if err != nil {
+			r.p.finish(Result{}, err)
+			continue
+		}
+		if err := g.rn.ProposeConfChange(cc); err != nil {
+			r.p.finish(Result{}, fmt.Errorf("%w: %w", ErrRejected, err))
+			continue
+		}
+		g.pending[r.p.id] = r.p
+	}
+}
+
+func (g *group) buildConfChange(r *confChangeRequest) (*pb.ConfChangeV2, error) {
+	next := g.nextReplicaID
+	var adds [][2]uint64 // (replica, node)
+	cc := &pb.ConfChangeV2{}
+	for _, c := range r.changes {
+		existing := g.replicaOn(c.Node)
+		var single *pb.ConfChangeSingle
+		switch c.Type {
+		case AddVoter, AddLearner:
+			t := pb.ConfChangeAddNode
+			if c.Type == AddLearner {
+				t = pb.ConfChangeAddLearnerNode
+			}
+			replica := existing
+			if replica == 0 {
+				replica = next
+				next++
+				adds = append(adds, [2]uint64{replica, c.Node})
+			}
+			single = &pb.ConfChangeSingle{Type: t.Enum(), NodeId: new(replica)}
+		case RemoveReplica:
+			if existing == 0 {
+				return nil, fmt.Errorf("%w: group %d has no replica on node %d", ErrInvalid, g.id, c.Node)
+			}
+			single = &pb.ConfChangeSingle{Type: pb.ConfChangeRemoveNode.Enum(), NodeId: new(existing)}
+		default:
+			return nil, fmt.Errorf("%w: change type %d", ErrInvalid, c.Type)
+		}
+		cc.Changes = append(cc.Changes, single)
+	}
+	cc.Context = encodeConfContext(r.p.id, adds)
+	return cc, nil
+}
+
+// The context of a ConfChangeV2 carries the proposal ID and, for each new
+// replica, the node that hosts it: every replica learns the mapping from
+// the replicated log.
+//
+//	id:uvarint count:uvarint (replica:uvarint node:uvarint)...
+func encodeConfContext(id uint64, adds [][2]uint64) []byte {
+	b := binary.AppendUvarint(nil, id)
+	b = binary.AppendUvarint(b, uint64(len(adds)))
+	for _, a := range adds {
+		b = binary.AppendUvarint(b, a[0])
+		b = binary.AppendUvarint(b, a[1])
+	}
+	return b
+}
+
+func decodeConfContext(b []byte) (id uint64, adds [][2]uint64, err error) {
+	if len(b) == 0 {
+		return 0, nil, nil // raft's own empty change (leaving a joint config)
+	}
+	id, k := binary.Uvarint(b)
+	if k <= 0 {
+		return 0, nil, fmt.Errorf("multiraft: bad conf change context")
+	}
+	b = b[k:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return 0, nil, fmt.Errorf("multiraft: bad conf change context")
+	}
+	b = b[k:]
+	for i := uint64(0); i < n; i++ {
+		r, k1 := binary.Uvarint(b)
+		if k1 <= 0 {
+			return 0, nil, fmt.Errorf("multiraft: bad conf change context")
+		}
+		node, k2 := binary.Uvarint(b[k1:])
+		if k2 <= 0 {
+			return 0, nil, fmt.Errorf("multiraft: bad conf change context")
+		}
+		adds = append(adds, [2]uint64{r, node})
+		b = b[k1+k2:]
+	}
+	return id, adds, nil
+}
+
+// confChangeID returns the proposal ID of a conf change entry, 0 if none.
+func confChangeID(e *pb.Entry) uint64 {
+	cc := &pb.ConfChangeV2{}
+	if proto.Unmarshal(e.GetData(), cc) != nil {
+		return 0
+	}
+	id, _, _ := decodeConfContext(cc.GetContext())
+	return id
+}
+
+// applyConfChange applies a committed membership change: raft's
+// configuration, the replica-to-node map, the next replica ID. It reports
+// whether this host's replica was removed.
+func (g *group) applyConfChange(e *pb.Entry) (removedSelf bool, err error) {
+	var cc pb.ConfChangeI
+	var ctx []byte
+	switch e.GetType() {
+	case pb.EntryConfChange:
+		v1 := &pb.ConfChange{}
+		if err := proto.Unmarshal(e.GetData(), v1); err != nil {
+			return false, err
+		}
+		cc, ctx = v1, v1.GetContext()
+	default:
+		v2 := &pb.ConfChangeV2{}
+		if err := proto.Unmarshal(e.GetData(), v2); err != nil {
+			return false, err
+		}
+		cc, ctx = v2, v2.GetContext()
+	}
+	id, adds, err := decodeConfContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range adds {
+		g.replicas[a[0]] = a[1]
+		g.nextReplicaID = max(g.nextReplicaID, a[0]+1)
+	}
+	g.confState = g.rn.ApplyConfChange(cc)
+	members := map[uint64]bool{}
+	for _, set := range [][]uint64{g.confState.GetVoters(), g.confState.GetLearners(), g.confState.GetVotersOutgoing(), g.confState.GetLearnersNext()} {
+		for _, r := range set {
+			members[r] = true
+		}
+	}
+	for r := range g.replicas {
+		if !members[r] {
+			delete(g.replicas, r)
+		}
+	}
+	if p, ok := g.pending[id]; ok {
+		delete(g.pending, id)
+		p.replicas = maps.Clone(g.replicas)
+		g.acks = append(g.acks, parkedAck{p: p, res: Result{Index: e.GetIndex()}})
+	}
+	return !members[g.replicaID], nil
+}

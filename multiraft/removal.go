@@ -1,0 +1,75 @@
+package multiraft
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/flotilla-io/flotilla/scheduler"
+)
+
+// RemoveGroup removes this host's replica of a group: its data is deleted
+// and a tombstone keeps its replica ID (and every lower one) from ever
+// being hosted here again. The removal runs on the worker that owns the
+// group, after what it is doing; proposals still waiting fail as
+// ambiguous.
+func (h *Host) RemoveGroup(ctx context.Context, groupID uint64) error {
+	if err := h.usable(); err != nil {
+		return err
+	}
+	g := h.group(groupID)
+	if g == nil {
+		return fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
+	}
+	done := make(chan error, 1)
+	g.mu.Lock()
+	g.mu.remove = append(g.mu.remove, done)
+	g.mu.Unlock()
+	h.sched.Enqueue(groupID, scheduler.Requests)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// removeSelf removes the group on its worker and answers the requests.
+func (g *group) removeSelf(reqs []chan error) {
+	err := g.h.removeGroup(g)
+	for _, r := range reqs {
+		r <- err
+	}
+}
+
+// removeGroup takes a group off the host and out of the store, on the
+// worker that owns it (or while no worker can). A replica removed by a
+// membership change comes here too, once it applies its own removal.
+func (h *Host) removeGroup(g *group) error {
+	if g.removed {
+		return nil
+	}
+	g.removed = true
+	h.sched.Remove(g.id)
+	h.groups.Lock()
+	if h.groups.m[g.id] == g {
+		delete(h.groups.m, g.id)
+		h.m.Groups.Dec()
+	}
+	h.groups.Unlock()
+	if g.serving.Load() {
+		g.serving.Store(false)
+		h.m.Leaders.Dec()
+	}
+	stopped := fmt.Errorf("%w: group %d was removed", ErrAmbiguous, g.id)
+	g.failAll(stopped)
+	g.failReads(stopped)
+	for _, r := range g.transfers {
+		r.done <- stopped
+	}
+	g.transfers = nil
+	if err := h.store.RemoveGroup(g.id, g.replicaID+1); err != nil {
+		return fmt.Errorf("multiraft: remove group %d: %w", g.id, err)
+	}
+	h.cfg.Events.GroupRemoved(g.id)
+	return nil
+}

@@ -1,0 +1,200 @@
+package multiraft
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flotilla-io/flotilla/scheduler"
+	"github.com/flotilla-io/flotilla/store"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// Snapshots between hosts. When raft needs to catch a follower up past the
+// leader's truncated log, it emits a MsgSnap. The leader's worker then
+// serializes the state machine as it is applied now, with the applied
+// state it reflects (index, term, ConfState, replicas, next replica ID),
+// rewrites the MsgSnap's metadata to match, and streams both through the
+// transport. The send's outcome reaches raft as ReportSnapshot, success or
+// failure, every time (invariant 3).
+//
+// The receiver stages the data on the group and delivers the MsgSnap; when
+// raft accepts it, the snapshot arrives in a MsgStorageAppend and is
+// installed on the append path: the store ingests it over the group's
+// replica span (after the group's queued appends are durable), the state
+// machine is restored from it, and only then are the append's responses
+// released. Apply skips every index at or below the installed one.
+//
+// Stream format: len:uvarint applied-state state-machine-bytes...
+
+// maxSnapshotBytes bounds a snapshot received in memory.
+const maxSnapshotBytes = 1 << 30
+
+type stagedSnapshot struct {
+	applied store.AppliedState
+	data    []byte // the state machine's snapshot
+}
+
+// sendSnapshot serializes the group and streams it to the replica m is for.
+func (g *group) sendSnapshot(m *pb.Message) {
+	to := m.GetTo()
+	node, ok := g.replicas[to]
+	if !ok {
+		g.rn.ReportSnapshot(to, raft.SnapshotFailure)
+		return
+	}
+	applied := g.appliedState()
+	var buf bytes.Buffer
+	header, err := applied.Marshal()
+	if err == nil {
+		buf.Write(binary.AppendUvarint(nil, uint64(len(header))))
+		buf.Write(header)
+		err = g.sm.Snapshot(&buf)
+	}
+	if err != nil {
+		g.h.log.Error("snapshot for a follower", "group", g.id, "err", err)
+		g.rn.ReportSnapshot(to, raft.SnapshotFailure)
+		return
+	}
+	m = proto.Clone(m).(*pb.Message)
+	m.Snapshot = &pb.Snapshot{Metadata: &pb.SnapshotMetadata{
+		Index: new(applied.Index), Term: new(applied.Term), ConfState: proto.Clone(applied.ConfState).(*pb.ConfState),
+	}}
+	data := buf.Bytes()
+	g.sending[to] = applied.Index
+	g.h.trans.SendSnapshot(node, &transport.OutboundSnapshot{
+		GroupID:   g.id,
+		Message:   m,
+		WriteData: func(w io.Writer) error { _, err := w.Write(data); return err },
+	}, func(err error) {
+		g.mu.Lock()
+		g.mu.snapReports = append(g.mu.snapReports, snapReport{replica: to, failed: err != nil})
+		g.mu.Unlock()
+		g.h.sched.Enqueue(g.id, scheduler.Messages)
+	})
+}
+
+type snapReport struct {
+	replica uint64
+	failed  bool
+}
+
+// reportSnapshots tells raft how each snapshot send ended.
+func (g *group) reportSnapshots(reports []snapReport) {
+	for _, r := range reports {
+		status := raft.SnapshotFinish
+		if r.failed {
+			status = raft.SnapshotFailure
+		}
+		g.rn.ReportSnapshot(r.replica, status)
+		delete(g.sending, r.replica)
+	}
+}
+
+// appliedState is what the state machine reflects now.
+func (g *group) appliedState() store.AppliedState {
+	return store.AppliedState{
+		Index: g.applied, Term: g.appliedTerm, ConfState: proto.Clone(pb.EnsureConfState(g.confState)).(*pb.ConfState),
+		Replicas: maps.Clone(g.replicas), NextReplicaID: g.nextReplicaID,
+	}
+}
+
+// HandleSnapshot implements transport.Handler: it reads a snapshot whole,
+// stages it on its group and delivers the MsgSnap to raft.
+func (h *Host) HandleSnapshot(from transport.NodeID, s *transport.InboundSnapshot) error {
+	if err := h.usable(); err != nil {
+		return err
+	}
+	g := h.group(s.GroupID)
+	if g == nil {
+		h.m.MessagesDropped.WithLabelValues("unknown_group").Inc()
+		return fmt.Errorf("%w: group %d", ErrGroupNotFound, s.GroupID)
+	}
+	b, err := io.ReadAll(io.LimitReader(s.Data, maxSnapshotBytes+1))
+	if err != nil {
+		return fmt.Errorf("multiraft: receiving snapshot of group %d: %w", s.GroupID, err)
+	}
+	if len(b) > maxSnapshotBytes {
+		return fmt.Errorf("%w: snapshot of group %d over %d bytes", ErrTooLarge, s.GroupID, maxSnapshotBytes)
+	}
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return fmt.Errorf("%w: snapshot of group %d: bad header", ErrInvalid, s.GroupID)
+	}
+	applied, err := store.UnmarshalAppliedState(b[k : k+int(n)])
+	if err != nil {
+		return fmt.Errorf("%w: snapshot of group %d: %w", ErrInvalid, s.GroupID, err)
+	}
+	m := s.Message
+	if m.GetType() != pb.MsgSnap || m.GetSnapshot().GetMetadata().GetIndex() != applied.Index {
+		return fmt.Errorf("%w: snapshot of group %d does not match its message", ErrInvalid, s.GroupID)
+	}
+	if m.GetTo() != g.replicaID {
+		h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
+		return fmt.Errorf("%w: snapshot for replica %d of group %d, this host has %d", ErrInvalid, m.GetTo(), s.GroupID, g.replicaID)
+	}
+	// The data and its message go in together, so the pass that steps the
+	// message has the data; what raft does not take is dropped after it.
+	g.mu.Lock()
+	if g.mu.staged == nil {
+		g.mu.staged = make(map[uint64]*stagedSnapshot)
+	}
+	g.mu.staged[applied.Index] = &stagedSnapshot{applied: applied, data: b[k+int(n):]}
+	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from})
+	g.mu.Unlock()
+	h.sched.Enqueue(s.GroupID, scheduler.Messages)
+	return nil
+}
+
+// installSnapshot installs the snapshot of a MsgStorageAppend from the
+// staged data, then appends the entries that follow it, and releases the
+// append's responses once all of it is durable.
+func (g *group) installSnapshot(m *pb.Message) error {
+	index := m.GetSnapshot().GetMetadata().GetIndex()
+	staged := g.staged[index]
+	if staged == nil {
+		return fmt.Errorf("multiraft: group %d: snapshot at %d without its data", g.id, index)
+	}
+	var hs *pb.HardState
+	if m.Term != nil || m.Vote != nil || m.Commit != nil {
+		hs = &pb.HardState{Term: new(m.GetTerm()), Vote: new(m.GetVote()), Commit: new(m.GetCommit())}
+	}
+	err := g.st.InstallSnapshot(context.Background(), staged.applied, hs, func(w *store.SnapshotWriter) error {
+		return w.SetStateSnapshot(staged.data)
+	})
+	if err != nil {
+		return err
+	}
+	if err := g.sm.Restore(bytes.NewReader(staged.data)); err != nil {
+		return fmt.Errorf("restore state machine: %w", err)
+	}
+	a := staged.applied
+	g.applied, g.appliedTerm, g.confState, g.replicas, g.nextReplicaID = a.Index, a.Term, a.ConfState, a.Replicas, a.NextReplicaID
+	if g.replicas == nil {
+		g.replicas = make(map[uint64]uint64)
+	}
+	g.failPending(fmt.Errorf("%w: group %d: replaced by a snapshot", ErrAmbiguous, g.id))
+	resps := g.sortResponses(m.GetResponses()) // with the snapshot's replicas
+	if len(m.GetEntries()) == 0 {
+		g.release(resps)
+		return nil
+	}
+	err = g.st.Append(m.GetEntries(), nil, func() { g.release(resps) })
+	if errors.Is(err, store.ErrBusy) {
+		// The snapshot is in; queue the entries behind it like any refused
+		// append (their responses go with them).
+		rest := proto.Clone(m).(*pb.Message)
+		rest.Snapshot, rest.Term, rest.Vote, rest.Commit = nil, nil, nil, nil
+		g.appendBacklog = append(g.appendBacklog, rest)
+		return nil
+	}
+	return err
+}
