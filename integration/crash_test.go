@@ -35,16 +35,16 @@ func testCrashRestart(t *testing.T, seed uint64) {
 	c.WaitLeaders(ids)
 
 	var mu sync.Mutex
-	acked := map[string]bool{}
+	acked := map[string]multiraft.Result{}
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, g := range ids {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			proposeLoop(ctx, c, g, func(cmd string) {
+			proposeLoop(ctx, c, g, func(cmd string, res multiraft.Result) {
 				mu.Lock()
-				acked[cmd] = true
+				acked[cmd] = res
 				mu.Unlock()
 			}, func(err error) { t.Error(err) })
 		}()
@@ -81,6 +81,14 @@ func testCrashRestart(t *testing.T, seed uint64) {
 	stop()
 	wg.Wait()
 
+	// Every group makes progress again: a final command through each
+	// leader commits (and so brings every earlier entry to every replica).
+	c.WaitLeaders(ids)
+	for _, g := range ids {
+		if _, err := proposeWithTime(c, c.Leader(g), g, fmt.Appendf(nil, "g%d-final", g)); err != nil {
+			t.Fatalf("group %d after the crashes: %v", g, err)
+		}
+	}
 	c.WaitFor("every replica to converge", 60*time.Second, func() bool {
 		for _, g := range ids {
 			n := c.SM(1, g).Len()
@@ -107,9 +115,23 @@ func testCrashRestart(t *testing.T, seed uint64) {
 			seen[string(cmd)] = true
 		}
 	}
-	for cmd := range acked {
+	for cmd, res := range acked {
 		if !seen[cmd] {
-			t.Fatalf("acknowledged command %q was lost", cmd)
+			var g uint64
+			fmt.Sscanf(cmd, "g%d-", &g)
+			at := "nothing"
+			for i, p := range c.SM(1, g).Positions() {
+				if p.Index == res.Index && p.Slot == res.Slot {
+					at = fmt.Sprintf("%q", c.SM(1, g).Log()[i])
+				}
+			}
+			var near []string
+			for i, p := range c.SM(1, g).Positions() {
+				if p.Index+3 >= res.Index && p.Index <= res.Index+3 {
+					near = append(near, fmt.Sprintf("%d.%d=%s", p.Index, p.Slot, c.SM(1, g).Log()[i]))
+				}
+			}
+			t.Fatalf("acknowledged command %q at %d.%d was lost: %s is there now; near it: %v", cmd, res.Index, res.Slot, at, near)
 		}
 	}
 	t.Logf("%d commands acknowledged, %d applied", len(acked), len(seen))
@@ -118,7 +140,7 @@ func testCrashRestart(t *testing.T, seed uint64) {
 // proposeLoop proposes unique commands to a group through its current
 // leader until ctx ends, reporting each acknowledged one, and any error a
 // proposal should never return.
-func proposeLoop(ctx context.Context, c *Cluster, g uint64, ack func(string), fail func(error)) {
+func proposeLoop(ctx context.Context, c *Cluster, g uint64, ack func(string, multiraft.Result), fail func(error)) {
 	retry := time.NewTicker(time.Millisecond)
 	defer retry.Stop()
 	for i := 0; ctx.Err() == nil; i++ {
@@ -132,11 +154,11 @@ func proposeLoop(ctx context.Context, c *Cluster, g uint64, ack func(string), fa
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := h.Propose(pctx, g, []byte(cmd))
+		res, err := h.Propose(pctx, g, []byte(cmd))
 		cancel()
 		switch {
 		case err == nil:
-			ack(cmd)
+			ack(cmd, res)
 		case errors.Is(err, multiraft.ErrNotLeader), errors.Is(err, multiraft.ErrBusy), errors.Is(err, multiraft.ErrStopped),
 			errors.Is(err, multiraft.ErrAmbiguous), errors.Is(err, multiraft.ErrRejected):
 			select { // not acknowledged: try a new command

@@ -15,6 +15,14 @@ import (
 type LogSM struct {
 	mu  sync.Mutex
 	log [][]byte
+	pos []multiraft.Command // position of each command (data not kept)
+}
+
+// Positions returns the log position of each applied command.
+func (s *LogSM) Positions() []multiraft.Command {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]multiraft.Command(nil), s.pos...)
 }
 
 // Apply implements multiraft.StateMachine.
@@ -24,6 +32,7 @@ func (s *LogSM) Apply(cmds []multiraft.Command) ([][]byte, error) {
 	results := make([][]byte, len(cmds))
 	for i, c := range cmds {
 		s.log = append(s.log, append([]byte(nil), c.Data...))
+		s.pos = append(s.pos, multiraft.Command{Index: c.Index, Slot: c.Slot})
 		results[i] = binary.BigEndian.AppendUint64(nil, uint64(len(s.log)))
 	}
 	return results, nil
@@ -65,6 +74,7 @@ func (s *LogSM) Restore(r io.Reader) error {
 	}
 	s.mu.Lock()
 	s.log = log
+	s.pos = make([]multiraft.Command, len(log)) // positions before a snapshot are not kept
 	s.mu.Unlock()
 	return nil
 }

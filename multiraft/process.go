@@ -77,6 +77,7 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	g.issueReads(reads)
 	g.retryReads()
 	g.startTransfers(transfers)
+	g.retryTransfers()
 	for g.rn.HasReady() && h.Err() == nil && !g.removed {
 		g.handleReady(g.rn.Ready())
 	}

@@ -60,6 +60,24 @@ func (g *group) startTransfers(rs []*transferRequest) {
 	}
 }
 
+// retryTransfers asks raft again for a transfer it gave up on (raft
+// abandons a transfer after an election timeout, for instance while the
+// target was still catching up); the caller's context bounds the wait.
+func (g *group) retryTransfers() {
+	if len(g.transfers) == 0 {
+		return
+	}
+	if !g.serving.Load() {
+		return // leadership is moving: wait to see where it lands
+	}
+	if g.rn.BasicStatus().LeadTransferee != 0 {
+		return // one is under way
+	}
+	if replica := g.replicaOn(g.transfers[0].target); replica != 0 {
+		g.rn.TransferLeader(replica)
+	}
+}
+
 // leaderIs completes the transfers that wanted the new leader.
 func (g *group) leaderIs(node uint64) {
 	kept := g.transfers[:0]
