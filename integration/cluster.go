@@ -13,6 +13,9 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flotilla-io/flotilla/metrics"
 
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
@@ -30,6 +33,7 @@ type Cluster struct {
 	TickInterval time.Duration
 
 	mu    sync.Mutex
+	regs  map[uint64]*prometheus.Registry
 	hosts map[uint64]*multiraft.Host
 	fs    map[uint64]*vfs.MemFS
 	holds map[uint64]*syncHold
@@ -96,7 +100,7 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	c := &Cluster{
 		t: t, Clock: multiraft.NewManualClock(time.Unix(1_700_000_000, 0)), Net: transport.NewNetwork(),
 		TickInterval: 100 * time.Millisecond,
-		hosts:        map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, holds: map[uint64]*syncHold{},
+		hosts:        map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, holds: map[uint64]*syncHold{}, regs: map[uint64]*prometheus.Registry{},
 		sms: map[uint64]map[uint64]*LogSM{}, configure: cfg.Configure,
 	}
 	for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
@@ -109,15 +113,18 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 }
 
 func (c *Cluster) start(node uint64) {
+	reg := prometheus.NewRegistry()
 	c.mu.Lock()
 	c.sms[node] = map[uint64]*LogSM{}
+	c.regs[node] = reg
 	c.mu.Unlock()
 	hc := multiraft.DefaultConfig()
 	hc.ClusterID = 1
 	hc.NodeID = node
 	hc.Dir = "data"
 	hc.FS = errorfs.Wrap(c.fs[node], errorfs.InjectorFunc(c.holds[node].wait))
-	hc.Transport = transport.NewMemory(c.Net, node, transport.MemoryConfig{})
+	hc.Registerer = reg
+	hc.Transport = transport.NewMemory(c.Net, node, transport.MemoryConfig{Metrics: metrics.NewTransport(reg)})
 	hc.Clock = c.Clock
 	hc.TickInterval = c.TickInterval
 	hc.Workers = 2
@@ -168,6 +175,33 @@ func (c *Cluster) Crash(node uint64, rng *rand.Rand) {
 func (c *Cluster) Restart(node uint64) {
 	c.t.Helper()
 	c.start(node)
+}
+
+// Metric returns the sum of a metric's series on a node (its current
+// incarnation), 0 if it has none.
+func (c *Cluster) Metric(node uint64, name string) float64 {
+	c.mu.Lock()
+	reg := c.regs[node]
+	c.mu.Unlock()
+	families, err := reg.Gather()
+	if err != nil {
+		c.t.Fatalf("gather node %d: %v", node, err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // Host returns a node's host, nil while it is crashed.

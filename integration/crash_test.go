@@ -25,7 +25,12 @@ func TestCrashRestart(t *testing.T) {
 
 func testCrashRestart(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
-	c := NewCluster(t, ClusterConfig{Nodes: 3})
+	// Frequent durable snapshots and truncation, so restarts restore state
+	// machines from snapshots and lagging replicas are caught up by them.
+	c := NewCluster(t, ClusterConfig{Nodes: 3, Configure: func(cfg *multiraft.Config) {
+		cfg.SnapshotEntries = 16
+		cfg.LogTailEntries = 4
+	}})
 	const groups = 20
 	var ids []uint64
 	for g := uint64(1); g <= groups; g++ {

@@ -63,12 +63,15 @@ func waitApplied(t *testing.T, c *Cluster, g uint64, nodes []uint64, n int) {
 }
 
 // TestMembership: a fourth replica joins as a learner (caught up by a
-// snapshot: the leader's log starts after its founding snapshot), is
+// snapshot: the leader's log was truncated after a durable snapshot), is
 // promoted, and serves; a replica is removed (its host drops the group and
 // keeps a tombstone) and later comes back on the same node as a new
 // replica with a higher ID, catches up, and leads.
 func TestMembership(t *testing.T) {
-	c := NewCluster(t, ClusterConfig{Nodes: 4})
+	c := NewCluster(t, ClusterConfig{Nodes: 4, Configure: func(cfg *multiraft.Config) {
+		cfg.SnapshotEntries = 4 // the log is truncated before the new replicas join
+		cfg.LogTailEntries = 1
+	}})
 	const g = 3
 	c.CreateGroup(g, 1, 2, 3)
 	c.WaitLeaders([]uint64{g})
@@ -87,6 +90,16 @@ func TestMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitApplied(t, c, g, []uint64{4}, 5)
+	if n := c.Metric(c.Leader(g), "flotilla_store_log_truncations_total"); n == 0 {
+		t.Fatal("the leader never truncated its log")
+	}
+	var sent float64
+	for _, n := range c.Nodes() {
+		sent += c.Metric(n, "flotilla_transport_snapshots_sent_total")
+	}
+	if sent == 0 {
+		t.Fatal("the new replica caught up without a snapshot")
+	}
 	changeWithTime(t, c, c.Leader(g), g, multiraft.Change{Type: multiraft.AddVoter, Node: 4})
 	if _, err := proposeWithTime(c, c.Leader(g), g, []byte("with four")); err != nil {
 		t.Fatal(err)

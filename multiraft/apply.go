@@ -84,6 +84,7 @@ func (g *group) apply(entries []*pb.Entry) {
 	g.h.m.ApplyDuration.Observe(time.Since(start).Seconds())
 	g.releaseAcks()
 	g.releaseReads()
+	g.maybeSnapshot()
 }
 
 // parkedAck is an applied proposal waiting for its entry to be durable on

@@ -78,6 +78,15 @@ type Config struct {
 	// groups. Default 256 MiB.
 	InboxBudgetBytes int64
 
+	// SnapshotEntries is how many entries a group applies between durable
+	// snapshots of its state machine; after each, the log is truncated.
+	// Default 10,000.
+	SnapshotEntries uint64
+	// LogTailEntries is how many entries below a durable snapshot the log
+	// keeps for followers that lag a little (further behind, they get a
+	// snapshot). Default 1,000.
+	LogTailEntries uint64
+
 	// EntryCacheBytes is the store's entry cache budget. Default 64 MiB.
 	EntryCacheBytes int64
 	// MemTableSize is Pebble's memtable size (each WAL is preallocated near
@@ -112,6 +121,8 @@ func DefaultConfig() Config {
 		ProposalBudgetBytes:       256 << 20,
 		MaxGroupInbox:             4096,
 		InboxBudgetBytes:          256 << 20,
+		SnapshotEntries:           10000,
+		LogTailEntries:            1000,
 		EntryCacheBytes:           64 << 20,
 		MemTableSize:              64 << 20,
 		DiskStallThreshold:        20 * time.Second,
@@ -148,6 +159,8 @@ func (c *Config) Validate() error {
 	fill(&c.ProposalBudgetBytes, d.ProposalBudgetBytes)
 	fill(&c.MaxGroupInbox, d.MaxGroupInbox)
 	fill(&c.InboxBudgetBytes, d.InboxBudgetBytes)
+	fill(&c.SnapshotEntries, d.SnapshotEntries)
+	fill(&c.LogTailEntries, d.LogTailEntries)
 	fill(&c.EntryCacheBytes, d.EntryCacheBytes)
 	fill(&c.MemTableSize, d.MemTableSize)
 	fill(&c.DiskStallThreshold, d.DiskStallThreshold)

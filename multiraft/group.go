@@ -53,6 +53,7 @@ type group struct {
 	appliedTerm   uint64
 	confState     *pb.ConfState // as of applied
 	nextReplicaID uint64
+	durable       uint64 // applied index of the last durable snapshot
 	term          uint64
 	leader        uint64 // replica ID of the leader, 0 if none
 	pending       map[uint64]*proposal
@@ -86,6 +87,7 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 		g.replicas = make(map[uint64]uint64)
 	}
 	g.applied, g.appliedTerm = applied.Index, applied.Term
+	g.durable = applied.Index
 	g.confState = applied.ConfState
 	g.nextReplicaID = applied.NextReplicaID
 	data, err := st.LoadStateSnapshot()

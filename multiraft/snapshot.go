@@ -178,6 +178,7 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	}
 	a := staged.applied
 	g.applied, g.appliedTerm, g.confState, g.replicas, g.nextReplicaID = a.Index, a.Term, a.ConfState, a.Replicas, a.NextReplicaID
+	g.durable = a.Index
 	if g.replicas == nil {
 		g.replicas = make(map[uint64]uint64)
 	}

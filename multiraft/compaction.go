@@ -1,0 +1,60 @@
+package multiraft
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// Durable snapshots and log truncation.
+//
+// An in-memory state machine is made durable by snapshots: every
+// SnapshotEntries applied entries, the worker serializes it and commits the
+// serialization together with the applied state it reflects (one apply
+// batch). On restart the state machine is restored from the last one and
+// raft replays the log after it; so the log is never truncated past it.
+// Truncation keeps LogTailEntries below that point for followers that lag
+// a little, and never passes the index of a snapshot still being sent (the
+// follower will need the entries after it).
+
+// maybeSnapshot takes a durable snapshot when enough was applied since
+// the last, then truncates the log.
+func (g *group) maybeSnapshot() {
+	if g.applied < g.durable+g.h.cfg.SnapshotEntries {
+		return
+	}
+	var buf bytes.Buffer
+	if err := g.sm.Snapshot(&buf); err != nil {
+		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, err))
+		return
+	}
+	b := g.st.NewApplyBatch()
+	b.SetStateSnapshot(buf.Bytes())
+	b.SetApplied(g.appliedState())
+	if err := b.Commit(); err != nil {
+		g.h.fail(fmt.Errorf("multiraft: group %d: durable snapshot: %w", g.id, err))
+		return
+	}
+	g.durable = g.applied
+	g.truncate()
+}
+
+// truncate removes the log below the durable snapshot, less the tail.
+func (g *group) truncate() {
+	if g.durable <= g.h.cfg.LogTailEntries {
+		return
+	}
+	index := g.durable - g.h.cfg.LogTailEntries
+	for _, sending := range g.sending {
+		index = min(index, sending)
+	}
+	if last, _ := g.st.LastIndex(); index > last {
+		index = last
+	}
+	if first, _ := g.st.FirstIndex(); index < first {
+		return
+	}
+	if err := g.st.Truncate(index, nil); err != nil {
+		// Busy is fine: the next snapshot truncates further.
+		g.h.log.Debug("truncate", "group", g.id, "index", index, "err", err)
+	}
+}
