@@ -34,6 +34,7 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	regs  map[uint64]*prometheus.Registry
+	dirs  map[uint64]string // real-disk data directories (Disk)
 	hosts map[uint64]*multiraft.Host
 	fs    map[uint64]*vfs.MemFS
 	holds map[uint64]*syncHold
@@ -90,6 +91,9 @@ func (c *Cluster) ReleaseSyncs(node uint64) {
 // ClusterConfig shapes a cluster.
 type ClusterConfig struct {
 	Nodes int
+	// Disk puts each host's data on real disk (a temporary directory)
+	// instead of a crashable in-memory filesystem: for benchmarks.
+	Disk bool
 	// Configure, if set, adjusts each host's config before it starts.
 	Configure func(*multiraft.Config)
 }
@@ -101,9 +105,13 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 		t: t, Clock: multiraft.NewManualClock(time.Unix(1_700_000_000, 0)), Net: transport.NewNetwork(),
 		TickInterval: 100 * time.Millisecond,
 		hosts:        map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, holds: map[uint64]*syncHold{}, regs: map[uint64]*prometheus.Registry{},
-		sms: map[uint64]map[uint64]*LogSM{}, configure: cfg.Configure,
+		dirs: map[uint64]string{},
+		sms:  map[uint64]map[uint64]*LogSM{}, configure: cfg.Configure,
 	}
 	for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
+		if cfg.Disk {
+			c.dirs[id] = t.TempDir()
+		}
 		c.fs[id] = vfs.NewCrashableMem()
 		c.holds[id] = &syncHold{}
 		c.start(id)
@@ -123,6 +131,9 @@ func (c *Cluster) start(node uint64) {
 	hc.NodeID = node
 	hc.Dir = "data"
 	hc.FS = errorfs.Wrap(c.fs[node], errorfs.InjectorFunc(c.holds[node].wait))
+	if dir := c.dirs[node]; dir != "" {
+		hc.Dir, hc.FS = dir, vfs.Default
+	}
 	hc.Registerer = reg
 	hc.Transport = transport.NewMemory(c.Net, node, transport.MemoryConfig{Metrics: metrics.NewTransport(reg)})
 	hc.Clock = c.Clock
