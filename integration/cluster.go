@@ -26,6 +26,7 @@ import (
 // instead of depending on wall-clock ticks on a loaded machine.
 type Cluster struct {
 	t         testing.TB
+	diskSM    bool
 	configure func(*multiraft.Config)
 	Clock     *multiraft.ManualClock
 	Net       *transport.Network
@@ -38,7 +39,7 @@ type Cluster struct {
 	hosts map[uint64]*multiraft.Host
 	fs    map[uint64]*vfs.MemFS
 	holds map[uint64]*syncHold
-	sms   map[uint64]map[uint64]*LogSM // node -> group -> state machine
+	sms   map[uint64]map[uint64]AppliedLog // node -> group -> state machine
 }
 
 // syncHold blocks a node's WAL syncs while held: the node keeps running,
@@ -94,6 +95,9 @@ type ClusterConfig struct {
 	// Disk puts each host's data on real disk (a temporary directory)
 	// instead of a crashable in-memory filesystem: for benchmarks.
 	Disk bool
+	// DiskStateMachine gives the groups on-disk state machines (DiskLogSM)
+	// instead of in-memory ones (LogSM).
+	DiskStateMachine bool
 	// Configure, if set, adjusts each host's config before it starts.
 	Configure func(*multiraft.Config)
 }
@@ -106,7 +110,7 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 		TickInterval: 100 * time.Millisecond,
 		hosts:        map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, holds: map[uint64]*syncHold{}, regs: map[uint64]*prometheus.Registry{},
 		dirs: map[uint64]string{},
-		sms:  map[uint64]map[uint64]*LogSM{}, configure: cfg.Configure,
+		sms:  map[uint64]map[uint64]AppliedLog{}, configure: cfg.Configure, diskSM: cfg.DiskStateMachine,
 	}
 	for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
 		if cfg.Disk {
@@ -123,7 +127,7 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 func (c *Cluster) start(node uint64) {
 	reg := prometheus.NewRegistry()
 	c.mu.Lock()
-	c.sms[node] = map[uint64]*LogSM{}
+	c.sms[node] = map[uint64]AppliedLog{}
 	c.regs[node] = reg
 	c.mu.Unlock()
 	hc := multiraft.DefaultConfig()
@@ -145,12 +149,22 @@ func (c *Cluster) start(node uint64) {
 	if os.Getenv("FLOTILLA_TEST_LOG") != "" { // debug a failing test: FLOTILLA_TEST_LOG=1
 		hc.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	hc.StateMachine = func(groupID uint64) multiraft.StateMachine {
-		sm := &LogSM{}
-		c.mu.Lock()
-		c.sms[node][groupID] = sm
-		c.mu.Unlock()
-		return sm
+	if c.diskSM {
+		hc.DiskStateMachine = func(groupID uint64, r multiraft.Reader) multiraft.DiskStateMachine {
+			sm := &DiskLogSM{r: r}
+			c.mu.Lock()
+			c.sms[node][groupID] = sm
+			c.mu.Unlock()
+			return sm
+		}
+	} else {
+		hc.StateMachine = func(groupID uint64) multiraft.StateMachine {
+			sm := &LogSM{}
+			c.mu.Lock()
+			c.sms[node][groupID] = sm
+			c.mu.Unlock()
+			return sm
+		}
 	}
 	if c.configure != nil {
 		c.configure(&hc)
@@ -233,8 +247,16 @@ func (c *Cluster) Nodes() []uint64 {
 	return ids
 }
 
+// AppliedLog is what the tests read of a replica's state machine: the
+// commands it applied, in order, and their log positions.
+type AppliedLog interface {
+	Log() [][]byte
+	Positions() []multiraft.Command
+	Len() int
+}
+
 // SM returns a node's state machine of a group.
-func (c *Cluster) SM(node, groupID uint64) *LogSM {
+func (c *Cluster) SM(node, groupID uint64) AppliedLog {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sms[node][groupID]

@@ -98,11 +98,27 @@ func TestElectAndReplicate(t *testing.T) {
 	// A follower refuses at once and names the leader.
 	g := ids[0]
 	leader := c.Leader(g)
+	st, err := c.Host(leader).Status(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor("the leader's view of its followers", 30*time.Second, func() bool {
+		st, _ = c.Host(leader).Status(g)
+		for _, pr := range st.Progress {
+			if pr.Match != st.Commit {
+				return false
+			}
+		}
+		return len(st.Progress) == 3
+	})
+	if st.Role != "leader" || st.Leader != leader || len(st.Replicas) != 3 || st.Applied != st.Commit {
+		t.Fatalf("leader status %+v", st)
+	}
 	follower := uint64(1)
 	if leader == 1 {
 		follower = 2
 	}
-	_, err := c.Host(follower).Propose(context.Background(), g, []byte("x"))
+	_, err = c.Host(follower).Propose(context.Background(), g, []byte("x"))
 	var nle *multiraft.NotLeaderError
 	if !errors.As(err, &nle) || nle.Leader != leader {
 		t.Fatalf("proposal to a follower: %v, want NotLeaderError naming node %d", err, leader)

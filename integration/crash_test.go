@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -16,18 +17,30 @@ import (
 
 // TestCrashRestart crashes a follower and then a leader while clients
 // propose to every group, losing a random share of each crashed node's
-// unsynced data, and restarts them. Afterwards every replica of every
+// unsynced data, and restarts them; with in-memory and with on-disk state
+// machines. Afterwards every replica of every
 // group has applied the same commands, each at most once, and every
 // acknowledged command is among them.
 func TestCrashRestart(t *testing.T) {
-	testseed.Run(t, []uint64{1, 2, 3}, testCrashRestart)
+	for _, disk := range []bool{false, true} {
+		t.Run(smKind(disk), func(t *testing.T) {
+			testseed.Run(t, []uint64{1, 2, 3}, func(t *testing.T, seed uint64) { testCrashRestart(t, seed, disk) })
+		})
+	}
 }
 
-func testCrashRestart(t *testing.T, seed uint64) {
+func smKind(disk bool) string {
+	if disk {
+		return "disk"
+	}
+	return "memory"
+}
+
+func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	// Frequent durable snapshots and truncation, so restarts restore state
 	// machines from snapshots and lagging replicas are caught up by them.
-	c := NewCluster(t, ClusterConfig{Nodes: 3, Configure: func(cfg *multiraft.Config) {
+	c := NewCluster(t, ClusterConfig{Nodes: 3, DiskStateMachine: disk, Configure: func(cfg *multiraft.Config) {
 		cfg.SnapshotEntries = 16
 		cfg.LogTailEntries = 4
 	}})
@@ -99,6 +112,11 @@ func testCrashRestart(t *testing.T, seed uint64) {
 			n := c.SM(1, g).Len()
 			for _, node := range []uint64{2, 3} {
 				if c.SM(node, g).Len() != n {
+					if os.Getenv("FLOTILLA_TEST_LOG") != "" {
+						s1, _ := c.Host(1).Status(g)
+						s2, _ := c.Host(node).Status(g)
+						t.Logf("group %d: node 1 has %d, node %d has %d; %+v; %+v", g, n, node, c.SM(node, g).Len(), s1, s2)
+					}
 					return false
 				}
 			}

@@ -68,7 +68,13 @@ func waitApplied(t *testing.T, c *Cluster, g uint64, nodes []uint64, n int) {
 // keeps a tombstone) and later comes back on the same node as a new
 // replica with a higher ID, catches up, and leads.
 func TestMembership(t *testing.T) {
-	c := NewCluster(t, ClusterConfig{Nodes: 4, Configure: func(cfg *multiraft.Config) {
+	for _, disk := range []bool{false, true} {
+		t.Run(smKind(disk), func(t *testing.T) { testMembership(t, disk) })
+	}
+}
+
+func testMembership(t *testing.T, disk bool) {
+	c := NewCluster(t, ClusterConfig{Nodes: 4, DiskStateMachine: disk, Configure: func(cfg *multiraft.Config) {
 		cfg.SnapshotEntries = 4 // the log is truncated before the new replicas join
 		cfg.LogTailEntries = 1
 	}})

@@ -6,37 +6,23 @@ import (
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/flotilla-io/flotilla/store"
 )
 
 // apply runs committed entries through the state machine, in order, on the
 // worker that owns the group, and completes the proposals waiting here.
 // Indexes at or below the applied index are skipped (a snapshot may have
 // moved it).
+//
+// The commands of consecutive normal entries go to the state machine in
+// one call; a membership change ends a call (it changes the applied state
+// the call commits). For an on-disk state machine each call's writes and
+// the applied state after it commit in one batch, so every call reads what
+// the previous ones wrote.
 func (g *group) apply(entries []*pb.Entry) {
 	start := time.Now()
-	var cmds []Command
-	var ids []uint64
-	flush := func() bool {
-		if len(cmds) == 0 {
-			return true
-		}
-		results, err := g.sm.Apply(cmds)
-		if err == nil && len(results) != len(cmds) {
-			err = fmt.Errorf("state machine returned %d results for %d commands", len(results), len(cmds))
-		}
-		if err != nil {
-			g.h.fail(fmt.Errorf("multiraft: group %d: apply: %w", g.id, err))
-			return false
-		}
-		for i, c := range cmds {
-			if p, ok := g.pending[ids[i]]; ok {
-				delete(g.pending, ids[i])
-				g.acks = append(g.acks, parkedAck{p: p, res: Result{Index: c.Index, Slot: c.Slot, Value: results[i]}})
-			}
-		}
-		cmds, ids = cmds[:0], ids[:0]
-		return true
-	}
+	a := applier{g: g}
 	for _, e := range entries {
 		index := e.GetIndex()
 		if index <= g.applied {
@@ -46,8 +32,8 @@ func (g *group) apply(entries []*pb.Entry) {
 		case pb.EntryNormal:
 			if len(e.GetData()) > 0 {
 				err := decodeBatch(e.GetData(), func(slot int, id uint64, data []byte) {
-					cmds = append(cmds, Command{Index: index, Slot: slot, Data: data})
-					ids = append(ids, id)
+					a.cmds = append(a.cmds, Command{Index: index, Slot: slot, Data: data})
+					a.ids = append(a.ids, id)
 				})
 				if err != nil {
 					g.h.fail(fmt.Errorf("multiraft: group %d: entry %d: %w", g.id, index, err))
@@ -55,7 +41,7 @@ func (g *group) apply(entries []*pb.Entry) {
 				}
 			}
 		case pb.EntryConfChange, pb.EntryConfChangeV2:
-			if !flush() {
+			if !a.flush() {
 				return
 			}
 			removedSelf, err := g.applyConfChange(e)
@@ -72,19 +58,73 @@ func (g *group) apply(entries []*pb.Entry) {
 				return
 			}
 		}
-		if !flush() {
-			return
-		}
-		g.rejectOverwritten(index)
 		g.applied, g.appliedTerm = index, e.GetTerm()
-		if e.GetTerm() == g.term && g.rn.BasicStatus().RaftState == raft.StateLeader && !g.serving.Load() {
-			g.startServing()
-		}
+		a.indexes = append(a.indexes, index)
+	}
+	if !a.flush() {
+		return
 	}
 	g.h.m.ApplyDuration.Observe(time.Since(start).Seconds())
 	g.releaseAcks()
 	g.releaseReads()
 	g.maybeSnapshot()
+}
+
+// applier gathers the commands of one state machine call.
+type applier struct {
+	g       *group
+	cmds    []Command
+	ids     []uint64
+	indexes []uint64 // indexes applied since the last flush
+}
+
+// flush hands the gathered commands to the state machine, commits an
+// on-disk machine's batch with the applied state, parks the acks of the
+// proposals that applied, and rejects those whose index went to another
+// entry. It reports false if the host failed.
+func (a *applier) flush() bool {
+	g := a.g
+	if len(a.indexes) == 0 && len(a.cmds) == 0 {
+		return true
+	}
+	var batch *store.ApplyBatch
+	if g.sm.persistsApplied() {
+		batch = g.st.NewApplyBatch()
+		defer batch.Close()
+	}
+	var results [][]byte
+	if len(a.cmds) > 0 {
+		var err error
+		results, err = g.sm.apply(batch, a.cmds)
+		if err == nil && len(results) != len(a.cmds) {
+			err = fmt.Errorf("state machine returned %d results for %d commands", len(results), len(a.cmds))
+		}
+		if err != nil {
+			g.h.fail(fmt.Errorf("multiraft: group %d: apply: %w", g.id, err))
+			return false
+		}
+	}
+	if batch != nil {
+		batch.SetApplied(g.appliedState())
+		if err := batch.Commit(); err != nil {
+			g.h.fail(fmt.Errorf("multiraft: group %d: apply batch: %w", g.id, err))
+			return false
+		}
+	}
+	for i, c := range a.cmds {
+		if p, ok := g.pending[a.ids[i]]; ok {
+			delete(g.pending, a.ids[i])
+			g.acks = append(g.acks, parkedAck{p: p, res: Result{Index: c.Index, Slot: c.Slot, Value: results[i]}})
+		}
+	}
+	for _, index := range a.indexes {
+		g.rejectOverwritten(index)
+	}
+	if g.appliedTerm == g.term && !g.serving.Load() && g.rn.BasicStatus().RaftState == raft.StateLeader {
+		g.startServing()
+	}
+	a.cmds, a.ids, a.indexes = a.cmds[:0], a.ids[:0], a.indexes[:0]
+	return true
 }
 
 // parkedAck is an applied proposal waiting for its entry to be durable on

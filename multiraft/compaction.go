@@ -1,9 +1,6 @@
 package multiraft
 
-import (
-	"bytes"
-	"fmt"
-)
+import "fmt"
 
 // Durable snapshots and log truncation.
 //
@@ -17,22 +14,24 @@ import (
 // follower will need the entries after it).
 
 // maybeSnapshot takes a durable snapshot when enough was applied since
-// the last, then truncates the log.
+// the last (an on-disk state machine is durable at every apply: it only
+// truncates), then truncates the log.
 func (g *group) maybeSnapshot() {
 	if g.applied < g.durable+g.h.cfg.SnapshotEntries {
 		return
 	}
-	var buf bytes.Buffer
-	if err := g.sm.Snapshot(&buf); err != nil {
-		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, err))
-		return
-	}
-	b := g.st.NewApplyBatch()
-	b.SetStateSnapshot(buf.Bytes())
-	b.SetApplied(g.appliedState())
-	if err := b.Commit(); err != nil {
-		g.h.fail(fmt.Errorf("multiraft: group %d: durable snapshot: %w", g.id, err))
-		return
+	if !g.sm.persistsApplied() {
+		b := g.st.NewApplyBatch()
+		if err := g.sm.save(b); err != nil {
+			b.Close()
+			g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, err))
+			return
+		}
+		b.SetApplied(g.appliedState())
+		if err := b.Commit(); err != nil {
+			g.h.fail(fmt.Errorf("multiraft: group %d: durable snapshot: %w", g.id, err))
+			return
+		}
 	}
 	g.durable = g.applied
 	g.truncate()

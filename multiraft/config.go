@@ -38,8 +38,11 @@ type Config struct {
 	FS vfs.FS
 	// Transport carries Raft traffic to peers. Required.
 	Transport transport.Transport
-	// StateMachine makes each group's state machine. Required.
+	// StateMachine makes each group's in-memory state machine. Exactly one
+	// of StateMachine and DiskStateMachine is required.
 	StateMachine StateMachineFactory
+	// DiskStateMachine makes each group's on-disk state machine.
+	DiskStateMachine DiskStateMachineFactory
 
 	// Clock drives ticks and timeouts. Default the wall clock.
 	Clock Clock
@@ -141,8 +144,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: Config.Dir is required", ErrInvalid)
 	case c.Transport == nil:
 		return fmt.Errorf("%w: Config.Transport is required", ErrInvalid)
-	case c.StateMachine == nil:
-		return fmt.Errorf("%w: Config.StateMachine is required", ErrInvalid)
+	case (c.StateMachine == nil) == (c.DiskStateMachine == nil):
+		return fmt.Errorf("%w: exactly one of Config.StateMachine and Config.DiskStateMachine is required", ErrInvalid)
 	}
 	d := DefaultConfig()
 	fill(&c.TickInterval, d.TickInterval)

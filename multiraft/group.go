@@ -1,13 +1,13 @@
 package multiraft
 
 import (
-	"bytes"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 
 	"github.com/flotilla-io/flotilla/store"
 )
@@ -23,7 +23,7 @@ type group struct {
 	h  *Host
 	id uint64
 	st *store.GroupStorage
-	sm StateMachine
+	sm machine
 
 	mu struct {
 		sync.Mutex
@@ -76,10 +76,11 @@ type group struct {
 }
 
 func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
-	g := &group{h: h, id: st.ID(), st: st, sm: h.cfg.StateMachine(st.ID()),
+	g := &group{h: h, id: st.ID(), st: st,
 		pending: make(map[uint64]*proposal), byIndex: make(map[uint64][]*proposal), reads: make(map[string]*readRequest), sending: make(map[uint64]uint64),
 		learned: make(map[uint64]uint64)}
 	g.mu.unreachable = make(map[uint64]struct{})
+	g.sm = h.newMachine(g)
 	applied := st.Applied()
 	g.replicaID = st.ReplicaID()
 	g.replicas = applied.Replicas
@@ -95,7 +96,7 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 		return nil, err
 	}
 	if data != nil {
-		if err := g.sm.Restore(bytes.NewReader(data)); err != nil {
+		if err := g.sm.restore(data); err != nil {
 			return nil, fmt.Errorf("multiraft: group %d: restore state machine: %w", g.id, err)
 		}
 	}
@@ -122,7 +123,7 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 		return nil, fmt.Errorf("multiraft: group %d: %w", g.id, err)
 	}
 	g.rn = rn
-	g.publishStatus()
+	g.publishStatus(false)
 	return g, nil
 }
 
@@ -140,10 +141,32 @@ type Status struct {
 	Replicas map[uint64]uint64
 	// Serving is true on a leader that has applied an entry of its term.
 	Serving bool
+	// Progress describes each follower, as the leader tracks it (leader
+	// only; refreshed once per tick).
+	Progress map[uint64]Progress
 }
 
-func (g *group) publishStatus() {
+// Progress is a leader's view of one replica.
+type Progress struct {
+	Match, Next uint64
+	State       string // "probe", "replicate" or "snapshot"
+	Active      bool   // heard from within the last election timeout
+}
+
+func (g *group) publishStatus(refreshProgress bool) {
 	bs := g.rn.BasicStatus()
+	var progress map[uint64]Progress
+	if bs.RaftState == raft.StateLeader {
+		if prev := g.status.Load(); prev != nil && !refreshProgress {
+			progress = prev.Progress
+		}
+		if progress == nil {
+			progress = make(map[uint64]Progress)
+			g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+				progress[id] = Progress{Match: pr.Match, Next: pr.Next, State: pr.State.String(), Active: pr.RecentActive}
+			})
+		}
+	}
 	replicas := make(map[uint64]uint64, len(g.replicas))
 	for k, v := range g.replicas {
 		replicas[k] = v
@@ -151,7 +174,7 @@ func (g *group) publishStatus() {
 	g.status.Store(&Status{
 		GroupID: g.id, ReplicaID: g.replicaID, Role: roleName(bs.RaftState),
 		Leader: g.replicas[bs.Lead], Term: bs.GetTerm(), Commit: bs.GetCommit(), Applied: g.applied,
-		Replicas: replicas, Serving: g.serving.Load(),
+		Replicas: replicas, Serving: g.serving.Load(), Progress: progress,
 	})
 }
 

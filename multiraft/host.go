@@ -203,6 +203,16 @@ func (h *Host) createReplica(groupID, replicaID uint64, replicas map[uint64]uint
 	return nil
 }
 
+// SetSystemGroup marks a group as a system group (or not): its work is
+// taken before every other group's, from the scheduler's priority lane.
+func (h *Host) SetSystemGroup(groupID uint64, system bool) error {
+	if h.group(groupID) == nil {
+		return fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
+	}
+	h.sched.SetPriority(groupID, system)
+	return nil
+}
+
 // Groups returns the IDs of the hosted groups, in no order.
 func (h *Host) Groups() []uint64 {
 	h.groups.RLock()

@@ -85,7 +85,7 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	if g.removed {
 		return
 	}
-	g.publishStatus()
+	g.publishStatus(w.Flags&scheduler.Tick != 0)
 }
 
 func (g *group) step(m *pb.Message) {

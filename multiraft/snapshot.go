@@ -1,7 +1,6 @@
 package multiraft
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -51,30 +50,38 @@ func (g *group) sendSnapshot(m *pb.Message) {
 		g.rn.ReportSnapshot(to, raft.SnapshotFailure)
 		return
 	}
-	applied := g.appliedState()
-	var buf bytes.Buffer
-	header, err := applied.Marshal()
+	applied, writeData, release, err := g.sm.snapshot(g)
+	var header []byte
 	if err == nil {
-		buf.Write(binary.AppendUvarint(nil, uint64(len(header))))
-		buf.Write(header)
-		err = g.sm.Snapshot(&buf)
+		header, err = applied.Marshal()
 	}
 	if err != nil {
+		if release != nil {
+			release()
+		}
 		g.h.log.Error("snapshot for a follower", "group", g.id, "err", err)
 		g.rn.ReportSnapshot(to, raft.SnapshotFailure)
 		return
 	}
 	m = proto.Clone(m).(*pb.Message)
 	m.Snapshot = &pb.Snapshot{Metadata: &pb.SnapshotMetadata{
-		Index: new(applied.Index), Term: new(applied.Term), ConfState: proto.Clone(applied.ConfState).(*pb.ConfState),
+		Index: new(applied.Index), Term: new(applied.Term), ConfState: proto.Clone(pb.EnsureConfState(applied.ConfState)).(*pb.ConfState),
 	}}
-	data := buf.Bytes()
 	g.sending[to] = applied.Index
 	g.h.trans.SendSnapshot(node, &transport.OutboundSnapshot{
-		GroupID:   g.id,
-		Message:   m,
-		WriteData: func(w io.Writer) error { _, err := w.Write(data); return err },
+		GroupID: g.id,
+		Message: m,
+		WriteData: func(w io.Writer) error {
+			if _, err := w.Write(binary.AppendUvarint(nil, uint64(len(header)))); err != nil {
+				return err
+			}
+			if _, err := w.Write(header); err != nil {
+				return err
+			}
+			return writeData(w)
+		},
 	}, func(err error) {
+		release()
 		g.mu.Lock()
 		g.mu.snapReports = append(g.mu.snapReports, snapReport{replica: to, failed: err != nil})
 		g.mu.Unlock()
@@ -168,12 +175,12 @@ func (g *group) installSnapshot(m *pb.Message) error {
 		hs = &pb.HardState{Term: new(m.GetTerm()), Vote: new(m.GetVote()), Commit: new(m.GetCommit())}
 	}
 	err := g.st.InstallSnapshot(context.Background(), staged.applied, hs, func(w *store.SnapshotWriter) error {
-		return w.SetStateSnapshot(staged.data)
+		return g.sm.install(w, staged.data)
 	})
 	if err != nil {
 		return err
 	}
-	if err := g.sm.Restore(bytes.NewReader(staged.data)); err != nil {
+	if err := g.sm.restore(staged.data); err != nil {
 		return fmt.Errorf("restore state machine: %w", err)
 	}
 	a := staged.applied

@@ -30,3 +30,39 @@ type StateMachine interface {
 
 // StateMachineFactory makes the state machine of a group hosted here.
 type StateMachineFactory func(groupID uint64) StateMachine
+
+// DiskStateMachine is a group's on-disk state machine: its data lives in
+// the host's Pebble, under the group's key span, and each Apply's writes
+// commit in one batch with the group's applied index, so after a crash no
+// entry is applied twice or skipped. It is called like StateMachine: from
+// the worker that owns the group, one call at a time, in log order, and it
+// must be deterministic.
+type DiskStateMachine interface {
+	// Apply applies committed commands, writing through w, and returns one
+	// result per command. Reads through the Reader the factory was given
+	// see the state before this call's writes. An error is fatal to the
+	// host.
+	Apply(w Writer, cmds []Command) ([][]byte, error)
+}
+
+// DiskStateMachineFactory makes the on-disk state machine of a group; r
+// reads the group's data (from any goroutine).
+type DiskStateMachineFactory func(groupID uint64, r Reader) DiskStateMachine
+
+// Writer writes a group's state machine data. Keys are the state
+// machine's own; the host keeps each group's under its own prefix.
+type Writer interface {
+	Set(key, value []byte)
+	Delete(key []byte)
+	DeleteRange(start, end []byte)
+}
+
+// Reader reads a group's state machine data.
+type Reader interface {
+	// Get returns a copy of the value of key; found is false if absent.
+	Get(key []byte) (value []byte, found bool, err error)
+	// Scan calls fn for each key in [start, end) in order (nil end: to
+	// the end) until fn returns false; key and value are valid only
+	// during the call.
+	Scan(start, end []byte, fn func(key, value []byte) bool) error
+}
