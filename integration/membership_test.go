@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	pb "go.etcd.io/raft/v3/raftpb"
+
 	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/transport"
 )
 
 // changeWithTime runs ChangeMembership on a node while moving the clock.
@@ -204,4 +207,41 @@ func TestRemoveGroup(t *testing.T) {
 	if _, err := proposeWithTime(c, c.Leader(2), 2, []byte("z")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestFailedSnapshotIsReported: snapshot sends that fail (the network
+// drops them) are reported to raft as failures, so the follower does not
+// stay in snapshot state forever: once the network lets snapshots through,
+// it catches up (invariant 3).
+func TestFailedSnapshotIsReported(t *testing.T) {
+	c := NewCluster(t, ClusterConfig{Nodes: 4, Configure: func(cfg *multiraft.Config) {
+		cfg.SnapshotEntries = 4
+		cfg.LogTailEntries = 1
+	}})
+	const g = 1
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]uint64{g})
+	for i := 0; i < 6; i++ {
+		if _, err := proposeWithTime(c, c.Leader(g), g, fmt.Appendf(nil, "x%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heal := c.Net.AddFilter(transport.DropType(pb.MsgSnap))
+	replicas := changeWithTime(t, c, c.Leader(g), g, multiraft.Change{Type: multiraft.AddLearner, Node: 4})
+	if err := c.Host(4).JoinGroup(g, replicaOn(replicas, 4)); err != nil {
+		t.Fatal(err)
+	}
+	failed := func() float64 {
+		var n float64
+		for _, node := range c.Nodes() {
+			n += c.Metric(node, "flotilla_transport_snapshots_failed_total")
+		}
+		return n
+	}
+	c.WaitFor("two failed snapshot sends", time.Minute, func() bool { return failed() >= 2 })
+	if c.SM(4, g).Len() != 0 {
+		t.Fatal("the learner caught up although every snapshot was dropped")
+	}
+	heal()
+	waitApplied(t, c, g, []uint64{4}, 6)
 }
