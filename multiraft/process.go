@@ -33,6 +33,12 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	reads, transfers, inboxBytes := g.mu.reads, g.mu.transfers, g.mu.inboxBytes
 	confChanges, snapReports, removals := g.mu.confChanges, g.mu.snapReports, g.mu.remove
 	g.staged = g.mu.staged
+	defer func() { // staged snapshots live for this pass: installed, or refused by raft
+		for _, s := range g.staged {
+			h.releaseStaged(s)
+		}
+		g.staged = nil
+	}()
 	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.inboxBytes = nil, nil, nil, 0
 	g.mu.reads, g.mu.transfers, g.mu.confChanges, g.mu.snapReports, g.mu.staged, g.mu.remove = nil, nil, nil, nil, nil, nil
 	var unreachable []uint64
@@ -47,6 +53,23 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	}
 
 	if g.removed {
+		// Requests that raced with the removal: the group is gone.
+		gone := fmt.Errorf("%w: group %d was removed", ErrGroupNotFound, g.id)
+		for _, p := range proposals {
+			p.finish(Result{}, gone)
+		}
+		for _, r := range confChanges {
+			r.p.finish(Result{}, gone)
+		}
+		for _, r := range reads {
+			r.done <- gone
+		}
+		for _, r := range transfers {
+			r.done <- gone
+		}
+		for _, r := range removals {
+			r <- nil
+		}
 		return
 	}
 	if len(removals) > 0 {
@@ -81,7 +104,6 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	for g.rn.HasReady() && h.Err() == nil && !g.removed {
 		g.handleReady(g.rn.Ready())
 	}
-	g.staged = nil // used by an install, or refused by raft
 	if g.removed {
 		return
 	}

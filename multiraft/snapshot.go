@@ -40,6 +40,13 @@ const maxSnapshotBytes = 1 << 30
 type stagedSnapshot struct {
 	applied store.AppliedState
 	data    []byte // the state machine's snapshot
+	size    int64  // charged to the host's inbox budget
+}
+
+// releaseStaged returns a staged snapshot's bytes to the inbox budget.
+func (h *Host) releaseStaged(s *stagedSnapshot) {
+	h.inboxBytes.Add(-s.size)
+	h.m.InboxBytes.Sub(float64(s.size))
 }
 
 // sendSnapshot serializes the group and streams it to the replica m is for.
@@ -148,13 +155,26 @@ func (h *Host) HandleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 		h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
 		return fmt.Errorf("%w: snapshot for replica %d of group %d, this host has %d", ErrInvalid, m.GetTo(), s.GroupID, g.replicaID)
 	}
+	// Staged snapshots count against the host's inbox budget until the
+	// pass that sees them ends; over it the sender hears a failure and
+	// raft retries later.
+	size := int64(len(b))
+	if h.inboxBytes.Add(size) > h.cfg.InboxBudgetBytes {
+		h.inboxBytes.Add(-size)
+		h.m.InboxDropped.Inc()
+		return fmt.Errorf("%w: inbox budget full, snapshot of group %d refused", ErrBusy, s.GroupID)
+	}
+	h.m.InboxBytes.Add(float64(size))
 	// The data and its message go in together, so the pass that steps the
 	// message has the data; what raft does not take is dropped after it.
 	g.mu.Lock()
+	if old := g.mu.staged[applied.Index]; old != nil {
+		h.releaseStaged(old)
+	}
 	if g.mu.staged == nil {
 		g.mu.staged = make(map[uint64]*stagedSnapshot)
 	}
-	g.mu.staged[applied.Index] = &stagedSnapshot{applied: applied, data: b[k+int(n):]}
+	g.mu.staged[applied.Index] = &stagedSnapshot{applied: applied, data: b[k+int(n):], size: size}
 	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from})
 	g.mu.Unlock()
 	h.sched.Enqueue(s.GroupID, scheduler.Messages)
