@@ -201,8 +201,9 @@ func (g *group) failPending(err error) {
 	clear(g.byIndex)
 }
 
-// failAll fails every proposal of the group, queued or pending. Only for
-// a group no worker will process again (the host is closing).
+// failAll fails every proposal, membership change and transfer of the
+// group, queued or pending. Only for a group no worker will process again
+// (the host is closing, or the group was removed).
 func (g *group) failAll(err error) {
 	g.failPending(err)
 	for _, a := range g.acks {
@@ -210,10 +211,16 @@ func (g *group) failAll(err error) {
 	}
 	g.acks = nil
 	g.mu.Lock()
-	queued := g.mu.proposals
-	g.mu.proposals = nil
+	queued, confChanges, transfers := g.mu.proposals, g.mu.confChanges, g.mu.transfers
+	g.mu.proposals, g.mu.confChanges, g.mu.transfers = nil, nil, nil
 	g.mu.Unlock()
 	for _, p := range queued {
 		p.finish(Result{}, err)
+	}
+	for _, r := range confChanges {
+		r.p.finish(Result{}, err)
+	}
+	for _, r := range transfers {
+		r.done <- err
 	}
 }

@@ -63,6 +63,13 @@ func (h *Host) removeGroup(g *group) error {
 	stopped := fmt.Errorf("%w: group %d was removed", ErrAmbiguous, g.id)
 	g.failAll(stopped)
 	g.failReads(stopped)
+	g.mu.Lock()
+	removals := g.mu.remove
+	g.mu.remove = nil
+	g.mu.Unlock()
+	for _, r := range removals {
+		r <- nil // already being removed
+	}
 	for _, r := range g.transfers {
 		r.done <- stopped
 	}
