@@ -40,7 +40,7 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	// Frequent durable snapshots and truncation, so restarts restore state
 	// machines from snapshots and lagging replicas are caught up by them.
-	c := NewCluster(t, ClusterConfig{Nodes: 3, DiskStateMachine: disk, Configure: func(cfg *multiraft.Config) {
+	c := NewCluster(t, ClusterConfig{Nodes: 4, DiskStateMachine: disk, Configure: func(cfg *multiraft.Config) {
 		cfg.SnapshotEntries = 16
 		cfg.LogTailEntries = 4
 	}})
@@ -78,6 +78,15 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	}
 
 	progress("proposals before any crash", 50)
+	// Membership changes go into the logs that restarts replay: node 4
+	// joins group 1 now and leaves it after the crashes.
+	replicas := changeWithTime(t, c, c.Leader(1), 1, multiraft.Change{Type: multiraft.AddLearner, Node: 4})
+	if err := c.Host(4).JoinGroup(1, replicaOn(replicas, 4)); err != nil {
+		t.Fatal(err)
+	}
+	changeWithTime(t, c, c.Leader(1), 1, multiraft.Change{Type: multiraft.AddVoter, Node: 4})
+	progress("proposals after node 4 joined group 1", 20)
+
 	// A follower of group 1 first, then whoever leads group 1.
 	victim := uint64(1 + rng.IntN(3))
 	if victim == c.Leader(1) {
@@ -87,15 +96,16 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	progress("proposals with a follower down", 30)
 	c.Restart(victim)
 	progress("proposals after the follower's restart", 30)
-	leader := c.Leader(1)
-	for leader == 0 {
-		c.WaitFor("a leader of group 1", 30*time.Second, func() bool { leader = c.Leader(1); return leader != 0 })
-	}
+	var leader uint64
+	c.WaitFor("a leader of group 1", 30*time.Second, func() bool { leader = c.Leader(1); return leader != 0 })
 	c.Crash(leader, rng)
 	c.WaitLeaders(ids[:1])
 	progress("proposals with a leader down", 30)
 	c.Restart(leader)
 	progress("proposals after the leader's restart", 30)
+	c.WaitLeaders(ids[:1])
+	changeWithTime(t, c, c.Leader(1), 1, multiraft.Change{Type: multiraft.RemoveReplica, Node: 4})
+	progress("proposals after node 4 left group 1", 20)
 	stop()
 	wg.Wait()
 
