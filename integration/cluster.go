@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -303,6 +304,29 @@ func (c *Cluster) WaitFor(what string, timeout time.Duration, cond func() bool) 
 			c.Clock.Advance(c.TickInterval)
 		}
 	}
+}
+
+// Do runs fn (with a context of one minute) while moving the clock until
+// it returns, and returns its error: how tests make a host call that
+// needs time to pass (elections, retransmissions) to complete.
+func (c *Cluster) Do(what string, fn func(ctx context.Context) error) error {
+	c.t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		done <- fn(ctx)
+	}()
+	var err error
+	c.WaitFor(what, 2*time.Minute, func() bool {
+		select {
+		case err = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	return err
 }
 
 // WaitLeaders waits until every group has a serving leader.

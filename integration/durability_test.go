@@ -92,26 +92,10 @@ func TestNothingLeavesBeforeFsync(t *testing.T) {
 
 // proposeWithTime proposes while moving the clock, so retransmissions
 // happen if a message is lost.
-func proposeWithTime(c *Cluster, node, g uint64, data []byte) (multiraft.Result, error) {
-	type outcome struct {
-		res multiraft.Result
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		res, err := c.Host(node).Propose(ctx, g, data)
-		done <- outcome{res, err}
-	}()
-	var o outcome
-	c.WaitFor("a proposal", time.Minute, func() bool {
-		select {
-		case o = <-done:
-			return true
-		default:
-			return false
-		}
+func proposeWithTime(c *Cluster, node, g uint64, data []byte) (res multiraft.Result, err error) {
+	err = c.Do("a proposal", func(ctx context.Context) error {
+		res, err = c.Host(node).Propose(ctx, g, data)
+		return err
 	})
-	return o.res, o.err
+	return res, err
 }

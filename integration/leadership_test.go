@@ -90,23 +90,9 @@ func TestReadIndexNoStaleRead(t *testing.T) {
 // readWithTime runs ReadIndex on a node while moving the clock.
 func readWithTime(t *testing.T, c *Cluster, node, g uint64) {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		done <- c.Host(node).ReadIndex(ctx, g)
-	}()
-	c.WaitFor("a read", time.Minute, func() bool {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			return true
-		default:
-			return false
-		}
-	})
+	if err := c.Do("a read", func(ctx context.Context) error { return c.Host(node).ReadIndex(ctx, g) }); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestTransferLeadership: leadership moves to the node asked for, the
@@ -127,23 +113,9 @@ func TestTransferLeadership(t *testing.T) {
 	c.WaitLeaders([]uint64{g})
 	from := c.Leader(g)
 	to := from%3 + 1
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		done <- c.Host(from).TransferLeadership(ctx, g, to)
-	}()
-	c.WaitFor("the transfer", time.Minute, func() bool {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			return true
-		default:
-			return false
-		}
-	})
+	if err := c.Do("the transfer", func(ctx context.Context) error { return c.Host(from).TransferLeadership(ctx, g, to) }); err != nil {
+		t.Fatal(err)
+	}
 	c.WaitFor("the new leader to serve", 30*time.Second, func() bool { return c.Leader(g) == to })
 	if _, err := proposeWithTime(c, to, g, []byte("after transfer")); err != nil {
 		t.Fatal(err)

@@ -17,30 +17,15 @@ import (
 // changeWithTime runs ChangeMembership on a node while moving the clock.
 func changeWithTime(t *testing.T, c *Cluster, node, g uint64, changes ...multiraft.Change) map[uint64]uint64 {
 	t.Helper()
-	type outcome struct {
-		replicas map[uint64]uint64
-		err      error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		r, err := c.Host(node).ChangeMembership(ctx, g, changes...)
-		done <- outcome{r, err}
-	}()
-	var o outcome
-	c.WaitFor(fmt.Sprintf("membership change %v", changes), time.Minute, func() bool {
-		select {
-		case o = <-done:
-			return true
-		default:
-			return false
-		}
+	var replicas map[uint64]uint64
+	err := c.Do(fmt.Sprintf("membership change %v", changes), func(ctx context.Context) (err error) {
+		replicas, err = c.Host(node).ChangeMembership(ctx, g, changes...)
+		return err
 	})
-	if o.err != nil {
-		t.Fatalf("membership change %v: %v", changes, o.err)
+	if err != nil {
+		t.Fatalf("membership change %v: %v", changes, err)
 	}
-	return o.replicas
+	return replicas
 }
 
 func replicaOn(replicas map[uint64]uint64, node uint64) uint64 {
@@ -160,23 +145,9 @@ func testMembership(t *testing.T, disk bool) {
 
 func transferWithTime(t *testing.T, c *Cluster, from, g, to uint64) {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		done <- c.Host(from).TransferLeadership(ctx, g, to)
-	}()
-	c.WaitFor("a leadership transfer", time.Minute, func() bool {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-			return true
-		default:
-			return false
-		}
-	})
+	if err := c.Do("a leadership transfer", func(ctx context.Context) error { return c.Host(from).TransferLeadership(ctx, g, to) }); err != nil {
+		t.Fatal(err)
+	}
 	c.WaitFor("the new leader to serve", time.Minute, func() bool { return c.Leader(g) == to })
 }
 

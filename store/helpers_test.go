@@ -10,6 +10,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/goleak"
+
+	"github.com/flotilla-io/flotilla/internal/await"
 )
 
 func TestMain(m *testing.M) {
@@ -128,14 +130,5 @@ func createGroup(t testing.TB, s *Store, groupID uint64, voters ...uint64) *Grou
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.After(d)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
+	await.Until(t, d, what, cond)
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/goleak"
+
+	"github.com/flotilla-io/flotilla/internal/await"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -71,20 +73,6 @@ func startNodes(t *testing.T, net *Network, cfg MemoryConfig, ids ...NodeID) (ma
 		t.Cleanup(func() { _ = ts[id].Close() })
 	}
 	return ts, rs
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
 }
 
 // TestMemoryOrderAndBatching: messages of many groups to one peer arrive
@@ -215,4 +203,9 @@ func TestMemorySnapshot(t *testing.T) {
 	if f := testutil.ToFloat64(ts[1].m.SnapshotsFailed.WithLabelValues("2")); f != 3 {
 		t.Fatalf("failed snapshots to 2: %v", f)
 	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	await.Until(t, 10*time.Second, what, cond)
 }
