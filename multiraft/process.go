@@ -233,20 +233,39 @@ func (g *group) notePositions(entries []*pb.Entry) {
 // stepped back into the group, the rest go to peers (no vote, no append
 // response leaves before the fsync that covers it).
 func (g *group) appendToLog(m *pb.Message) {
-	if len(g.appendBacklog) > 0 {
-		g.appendBacklog = append(g.appendBacklog, m) // keep FIFO behind a refused append
-		return
+	if len(g.appendBacklog) > 0 || !g.tryAppend(m) {
+		g.backlog(m) // keep FIFO behind a refused append
 	}
-	if !g.tryAppend(m) {
-		g.appendBacklog = append(g.appendBacklog, m)
-	}
+}
+
+// backlog keeps an append the log writer refused. Its bytes are charged to
+// the host's inbox budget until it is written, so while the disk cannot
+// keep up the host drops new inbound messages (raft resends them) instead
+// of growing backlogs without bound.
+func (g *group) backlog(m *pb.Message) {
+	size := appendSize(m)
+	g.h.inboxBytes.Add(size)
+	g.h.m.InboxBytes.Add(float64(size))
+	g.appendBacklog = append(g.appendBacklog, m)
 }
 
 // retryAppends offers refused appends to the log writer again, in order.
 func (g *group) retryAppends() {
 	for len(g.appendBacklog) > 0 && g.tryAppend(g.appendBacklog[0]) {
+		size := appendSize(g.appendBacklog[0])
+		g.h.inboxBytes.Add(-size)
+		g.h.m.InboxBytes.Sub(float64(size))
+		g.appendBacklog[0] = nil
 		g.appendBacklog = g.appendBacklog[1:]
 	}
+}
+
+func appendSize(m *pb.Message) int64 {
+	n := int64(64)
+	for _, e := range m.GetEntries() {
+		n += int64(32 + len(e.GetData()))
+	}
+	return n
 }
 
 // tryAppend reports false if the log writer was busy (retried on the next

@@ -63,6 +63,12 @@ func (h *Host) removeGroup(g *group) error {
 	stopped := fmt.Errorf("%w: group %d was removed", ErrAmbiguous, g.id)
 	g.failAll(stopped)
 	g.failReads(stopped)
+	for _, m := range g.appendBacklog {
+		size := appendSize(m)
+		h.inboxBytes.Add(-size)
+		h.m.InboxBytes.Sub(float64(size))
+	}
+	g.appendBacklog = nil
 	g.mu.Lock()
 	removals := g.mu.remove
 	g.mu.remove = nil

@@ -221,7 +221,7 @@ func (g *group) installSnapshot(m *pb.Message) error {
 		// append (their responses go with them).
 		rest := proto.Clone(m).(*pb.Message)
 		rest.Snapshot, rest.Term, rest.Vote, rest.Commit = nil, nil, nil, nil
-		g.appendBacklog = append(g.appendBacklog, rest)
+		g.backlog(rest)
 		return nil
 	}
 	return err
