@@ -216,3 +216,27 @@ func TestFailedSnapshotIsReported(t *testing.T) {
 	heal()
 	waitApplied(t, c, g, []uint64{4}, 6)
 }
+
+// TestRemovedWhileCutOffIsCollected: a replica removed while it was cut
+// off never applies its removal; once it is heard from again, a member
+// tells it, and its host removes it (and keeps a tombstone).
+func TestRemovedWhileCutOffIsCollected(t *testing.T) {
+	c := NewCluster(t, ClusterConfig{Nodes: 3})
+	const g = 5
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]uint64{g})
+	leader := c.Leader(g)
+	victim := leader%3 + 1
+	heal := c.Net.AddFilter(transport.Isolate(victim))
+	changeWithTime(t, c, leader, g, multiraft.Change{Type: multiraft.RemoveReplica, Node: victim})
+	if !slices.Contains(c.Host(victim).Groups(), g) {
+		t.Fatal("the cut-off replica learned of its removal through a partition")
+	}
+	heal()
+	c.WaitFor("the removed replica to be collected", time.Minute, func() bool {
+		return !slices.Contains(c.Host(victim).Groups(), g)
+	})
+	if _, err := proposeWithTime(c, c.Leader(g), g, []byte("still fine")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -83,6 +83,15 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	}
 	g.releaseAcks()
 	for _, in := range inbox {
+		if isRemovedNotice(in.m) {
+			if g.removedNotice(in.m) {
+				return
+			}
+			continue
+		}
+		if g.fromRemovedReplica(in) {
+			continue
+		}
 		if _, known := g.replicas[in.m.GetFrom()]; !known {
 			g.learned[in.m.GetFrom()] = in.from
 		}
