@@ -31,6 +31,21 @@
 // EventListener.LeaderChanged, only once it has applied an entry of its own
 // term.
 //
+// # Membership, snapshots, reads
+//
+// ChangeMembership proposes ConfChangeV2 entries; replica IDs come from a
+// replicated counter and the node of each new replica travels in the
+// change's context (membership.go), so replica IDs are never reused and a
+// partition can leave a node and come back as a new replica. A replica cut
+// off while it was removed is told by a member once it is heard from again
+// and collected (gc.go). Followers behind the leader's truncated log get a
+// snapshot, streamed through the transport and installed on the append
+// path (snapshot.go); every send's outcome reaches raft. In-memory state
+// machines are made durable by periodic snapshots, after which the log is
+// truncated (compaction.go); on-disk ones commit their writes with the
+// applied state (machine.go). ReadIndex (readindex.go) is a linearizable
+// read barrier on any replica.
+//
 // # Goroutines
 //
 // The host runs none of its own: the scheduler's workers and tick loop, the
@@ -39,8 +54,6 @@
 //
 // # Not yet here
 //
-// Membership changes, snapshots between hosts, ReadIndex, leadership
-// transfer, group removal, on-disk state machines and the host's part of
-// quiescence come in the following steps of the host issue; the host fails
-// (fail-stop) rather than mishandle a conf change or snapshot entry.
+// Quiescence of idle groups, the gRPC transport with coalesced heartbeats,
+// and chunked snapshot streaming come with their own issues.
 package multiraft
