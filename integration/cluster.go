@@ -48,6 +48,7 @@ type Cluster struct {
 type syncHold struct {
 	mu      sync.Mutex
 	held    bool
+	fail    bool
 	release chan struct{}
 }
 
@@ -61,12 +62,24 @@ func (s *syncHold) wait(op errorfs.Op) error {
 		return nil
 	}
 	s.mu.Lock()
-	held, ch := s.held, s.release
+	held, fail, ch := s.held, s.fail, s.release
 	s.mu.Unlock()
+	if fail {
+		return errorfs.ErrInjected
+	}
 	if held {
 		<-ch
 	}
 	return nil
+}
+
+// FailSyncs makes every later WAL sync of a node fail, as a dying disk
+// would.
+func (c *Cluster) FailSyncs(node uint64) {
+	h := c.holds[node]
+	h.mu.Lock()
+	h.fail = true
+	h.mu.Unlock()
 }
 
 // HoldSyncs stops a node's WAL syncs from completing until ReleaseSyncs.

@@ -240,3 +240,43 @@ func TestRemovedWhileCutOffIsCollected(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestJointMembershipChange: several changes at once go through joint
+// consensus, which is left on its own; the group ends with exactly the
+// configuration asked for and keeps serving.
+func TestJointMembershipChange(t *testing.T) {
+	c := NewCluster(t, ClusterConfig{Nodes: 4, Configure: func(cfg *multiraft.Config) {
+		cfg.SnapshotEntries = 4
+		cfg.LogTailEntries = 1
+	}})
+	const g = 9
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]uint64{g})
+	leader := c.Leader(g)
+	out := leader%3 + 1 // a follower among 1..3
+	replicas := changeWithTime(t, c, leader, g, multiraft.Change{Type: multiraft.AddLearner, Node: 4})
+	if err := c.Host(4).JoinGroup(g, replicaOn(replicas, 4)); err != nil {
+		t.Fatal(err)
+	}
+	// Promote 4 and remove another in one joint change.
+	replicas = changeWithTime(t, c, c.Leader(g), g,
+		multiraft.Change{Type: multiraft.AddVoter, Node: 4},
+		multiraft.Change{Type: multiraft.RemoveReplica, Node: out})
+	// The call returns once the joint configuration is entered: both the
+	// incoming and the outgoing replica are members for now.
+	if replicaOn(replicas, out) == 0 || replicaOn(replicas, 4) == 0 {
+		t.Fatalf("in the joint configuration: %v", replicas)
+	}
+	c.WaitFor("the joint configuration to be left", time.Minute, func() bool {
+		l := c.Leader(g)
+		if l == 0 {
+			return false
+		}
+		st, err := c.Host(l).Status(g)
+		return err == nil && len(st.Progress) == 3 && len(st.Replicas) == 3 && replicaOn(st.Replicas, out) == 0
+	})
+	c.WaitFor("the removed replica to go", time.Minute, func() bool { return !slices.Contains(c.Host(out).Groups(), g) })
+	if _, err := proposeWithTime(c, c.Leader(g), g, []byte("after joint")); err != nil {
+		t.Fatal(err)
+	}
+}

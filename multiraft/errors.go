@@ -20,7 +20,9 @@ var (
 	ErrGroupExists = errors.New("multiraft: group already exists")
 	// ErrTooLarge: a proposal exceeds Config.MaxProposalBytes.
 	ErrTooLarge = errors.New("multiraft: proposal too large")
-	// ErrStopped: the host is closed or has failed.
+	// ErrStopped: the host is closed or has failed. A proposal that was
+	// already pending when it stopped may still apply through the other
+	// replicas: treat it like ErrAmbiguous.
 	ErrStopped = errors.New("multiraft: host stopped")
 	// ErrRejected is a definite failure: the proposal will never apply (its
 	// log position was taken by another entry, or raft dropped it).

@@ -134,6 +134,13 @@ func (h *Host) usable() error {
 func (h *Host) fail(err error) {
 	h.failure.once.Do(func() {
 		h.failure.err.Store(&err)
+		// Every group's worker fails what waits on it (the worker owns it).
+		h.groups.RLock()
+		for _, g := range h.groups.m {
+			g.serving.Store(false)
+			h.sched.Enqueue(g.id, scheduler.Requests)
+		}
+		h.groups.RUnlock()
 		h.log.Error("host failed", "err", err)
 		h.cfg.Events.HostFailed(err)
 	})
@@ -230,7 +237,11 @@ func (h *Host) Status(groupID uint64) (Status, error) {
 	if g == nil {
 		return Status{}, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
 	}
-	return *g.status.Load(), nil
+	st := *g.status.Load()
+	if h.usable() != nil {
+		st.Serving = false // a stopped host serves nothing, whatever its last status said
+	}
+	return st, nil
 }
 
 // Propose proposes data to a group and returns once it is committed and
@@ -325,7 +336,13 @@ func (h *Host) Close() error {
 			}
 		}
 		h.groups.RUnlock()
-		if cerr := h.store.Close(); err == nil {
+		cerr := h.store.Close()
+		if h.Err() != nil && cerr != nil {
+			// A failed store may not close cleanly; the failure was reported.
+			h.log.Warn("closing the store after a failure", "err", cerr)
+			cerr = nil
+		}
+		if err == nil {
 			err = cerr
 		}
 	})

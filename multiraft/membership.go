@@ -40,7 +40,9 @@ type confChangeRequest struct {
 // ChangeMembership proposes membership changes on the group's leader and
 // returns, once they are applied here, the group's replicas (replica ID to
 // node ID): a new replica's ID is found there by its node. Several changes
-// at once go through joint consensus, left automatically. The new replica
+// at once go through joint consensus: the call returns once the joint
+// configuration is entered (outgoing replicas still listed), and raft
+// leaves it on its own with the next entry the leader proposes. The new replica
 // is created on its node with JoinGroup and that replica ID; adding it as a
 // learner first, then promoting it, keeps the group's quorum while it
 // catches up.

@@ -21,11 +21,18 @@ const maxTicksPerPass = 2
 // first, then peers' messages), ticks, proposes what is queued, and then
 // handles every Ready raft has.
 func (h *Host) Process(groupID uint64, w scheduler.Work) {
-	if h.Err() != nil || h.closed.Load() {
+	if h.closed.Load() {
 		return
 	}
 	g := h.group(groupID)
 	if g == nil {
+		return
+	}
+	if err := h.Err(); err != nil {
+		// Fail-stop: nothing more is stepped; what waits here learns it.
+		stopped := fmt.Errorf("%w: %w", ErrStopped, err)
+		g.failAll(stopped)
+		g.failReads(stopped)
 		return
 	}
 	g.mu.Lock()
