@@ -120,7 +120,7 @@ func (a *applier) flush() bool {
 	for _, index := range a.indexes {
 		g.rejectOverwritten(index)
 	}
-	if g.appliedTerm == g.term && !g.serving.Load() && g.rn.BasicStatus().RaftState == raft.StateLeader {
+	if g.appliedTerm == g.term && !g.serving.Load() && g.role == raft.StateLeader {
 		g.startServing()
 	}
 	a.cmds, a.ids, a.indexes = a.cmds[:0], a.ids[:0], a.indexes[:0]
@@ -166,13 +166,14 @@ func (g *group) rejectOverwritten(index uint64) {
 // softStateChanged follows leadership. Losing it fails what is pending
 // here as ambiguous: those entries may still commit under the new leader.
 func (g *group) softStateChanged(ss raft.SoftState) {
+	g.role = ss.RaftState
 	if ss.Lead != g.leader {
 		g.leader = ss.Lead
 		g.leaderNode.Store(g.replicas[ss.Lead])
 		g.h.m.LeaderChanges.Inc()
 		g.leaderIs(g.replicas[ss.Lead])
 		if ss.Lead != g.replicaID {
-			g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: g.id, Leader: g.replicas[ss.Lead], Term: g.rn.BasicStatus().GetTerm()})
+			g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: g.id, Leader: g.replicas[ss.Lead], Term: g.term})
 		}
 	}
 	if ss.RaftState != raft.StateLeader && g.serving.Load() {
@@ -201,18 +202,28 @@ func (g *group) failPending(err error) {
 	clear(g.byIndex)
 }
 
-// failAll fails every proposal, membership change and transfer of the
-// group, queued or pending. Only for a group no worker will process again
-// (the host is closing, or the group was removed).
-func (g *group) failAll(err error) {
+// failWaiting fails everything that waits on the group: proposals,
+// membership changes, transfers and reads, queued or handed to raft, and
+// answers removal requests. Only for a group no worker will step again
+// (the host closed or failed, or the group was removed).
+func (g *group) failWaiting(err error) {
 	g.failPending(err)
 	for _, a := range g.acks {
 		a.p.finish(Result{}, err)
 	}
 	g.acks = nil
+	for _, r := range g.transfers {
+		r.done <- err
+	}
+	g.transfers = nil
+	for ctx, r := range g.reads {
+		r.done <- err
+		delete(g.reads, ctx)
+	}
 	g.mu.Lock()
 	queued, confChanges, transfers := g.mu.proposals, g.mu.confChanges, g.mu.transfers
-	g.mu.proposals, g.mu.confChanges, g.mu.transfers = nil, nil, nil
+	reads, removals := g.mu.reads, g.mu.remove
+	g.mu.proposals, g.mu.confChanges, g.mu.transfers, g.mu.reads, g.mu.remove = nil, nil, nil, nil, nil
 	g.mu.Unlock()
 	for _, p := range queued {
 		p.finish(Result{}, err)
@@ -222,5 +233,11 @@ func (g *group) failAll(err error) {
 	}
 	for _, r := range transfers {
 		r.done <- err
+	}
+	for _, r := range reads {
+		r.done <- err
+	}
+	for _, r := range removals {
+		r <- nil // the group is gone either way
 	}
 }

@@ -2,6 +2,7 @@ package multiraft
 
 import (
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 
@@ -55,9 +56,15 @@ type group struct {
 	nextReplicaID uint64
 	durable       uint64 // applied index of the last durable snapshot
 	term          uint64
-	leader        uint64 // replica ID of the leader, 0 if none
-	pending       map[uint64]*proposal
-	byIndex       map[uint64][]*proposal // proposals whose entry is in the log, by index
+	commit        uint64         // as of the last HardState
+	role          raft.StateType // as of the last SoftState
+	// replicasVersion changes with g.replicas, so Status copies the map
+	// only when it changed; published is what the last Status showed.
+	replicasVersion uint64
+	published       statusKey
+	leader          uint64 // replica ID of the leader, 0 if none
+	pending         map[uint64]*proposal
+	byIndex         map[uint64][]*proposal // proposals whose entry is in the log, by index
 	// acks holds applied proposals whose entry is not yet durable here, in
 	// index order: a client ack never leaves before the local fsync.
 	acks          []parkedAck
@@ -123,6 +130,8 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 		return nil, fmt.Errorf("multiraft: group %d: %w", g.id, err)
 	}
 	g.rn = rn
+	bs := rn.BasicStatus()
+	g.role, g.leader, g.term, g.commit = bs.RaftState, bs.Lead, bs.GetTerm(), bs.GetCommit()
 	g.publishStatus(false)
 	return g, nil
 }
@@ -144,6 +153,8 @@ type Status struct {
 	// Progress describes each follower, as the leader tracks it (leader
 	// only; refreshed once per tick).
 	Progress map[uint64]Progress
+
+	replicasVersion uint64 // which replica map this is, to share it when unchanged
 }
 
 // Progress is a leader's view of one replica.
@@ -153,11 +164,29 @@ type Progress struct {
 	Active      bool   // heard from within the last election timeout
 }
 
+// statusKey is what a published Status depends on besides progress.
+type statusKey struct {
+	role                 raft.StateType
+	leader, term, commit uint64
+	applied              uint64
+	serving              bool
+	replicasVersion      uint64
+}
+
+// publishStatus publishes the group's Status for other goroutines. It runs
+// after every pass, so it allocates only when something changed (and the
+// leader's follower progress only once per tick).
 func (g *group) publishStatus(refreshProgress bool) {
-	bs := g.rn.BasicStatus()
+	key := statusKey{role: g.role, leader: g.leader, term: g.term, commit: g.commit, applied: g.applied,
+		serving: g.serving.Load(), replicasVersion: g.replicasVersion}
+	prev := g.status.Load()
+	if prev != nil && key == g.published && !(refreshProgress && g.role == raft.StateLeader) {
+		return
+	}
+	g.published = key
 	var progress map[uint64]Progress
-	if bs.RaftState == raft.StateLeader {
-		if prev := g.status.Load(); prev != nil && !refreshProgress {
+	if g.role == raft.StateLeader {
+		if prev != nil && !refreshProgress {
 			progress = prev.Progress
 		}
 		if progress == nil {
@@ -167,14 +196,14 @@ func (g *group) publishStatus(refreshProgress bool) {
 			})
 		}
 	}
-	replicas := make(map[uint64]uint64, len(g.replicas))
-	for k, v := range g.replicas {
-		replicas[k] = v
+	replicas := maps.Clone(g.replicas)
+	if prev != nil && key.replicasVersion == prev.replicasVersion {
+		replicas = prev.Replicas // immutable once published
 	}
 	g.status.Store(&Status{
-		GroupID: g.id, ReplicaID: g.replicaID, Role: roleName(bs.RaftState),
-		Leader: g.replicas[bs.Lead], Term: bs.GetTerm(), Commit: bs.GetCommit(), Applied: g.applied,
-		Replicas: replicas, Serving: g.serving.Load(), Progress: progress,
+		GroupID: g.id, ReplicaID: g.replicaID, Role: roleName(g.role),
+		Leader: g.replicas[g.leader], Term: g.term, Commit: g.commit, Applied: g.applied,
+		Replicas: replicas, Serving: key.serving, Progress: progress, replicasVersion: key.replicasVersion,
 	})
 }
 
@@ -190,6 +219,19 @@ func roleName(s raft.StateType) string {
 		return "follower"
 	}
 }
+
+// fullLocked returns ErrBusy when one of the group's request queues holds
+// MaxGroupProposals requests already.
+func (g *group) fullLocked(queued int, what string) error {
+	if queued >= g.h.cfg.MaxGroupProposals {
+		return fmt.Errorf("%w: group %d has %d %s queued", ErrBusy, g.id, queued, what)
+	}
+	return nil
+}
+
+// maxLearned bounds the replica-to-node guesses a group keeps from
+// traffic: a group has a handful of replicas, a peer may claim any ID.
+const maxLearned = 16
 
 // inbound is a message from a peer and the node it came from.
 type inbound struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -238,6 +239,8 @@ func (h *Host) Status(groupID uint64) (Status, error) {
 		return Status{}, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
 	}
 	st := *g.status.Load()
+	// Published maps are shared between statuses: the caller gets its own.
+	st.Replicas, st.Progress = maps.Clone(st.Replicas), maps.Clone(st.Progress)
 	if h.usable() != nil {
 		st.Serving = false // a stopped host serves nothing, whatever its last status said
 	}
@@ -282,10 +285,10 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 	}
 	p := &proposal{id: h.nextProposal.Add(1), data: data, start: time.Now(), done: make(chan proposalResult, 1), release: release}
 	g.mu.Lock()
-	if len(g.mu.proposals) >= h.cfg.MaxGroupProposals {
+	if err := g.fullLocked(len(g.mu.proposals), "proposals"); err != nil {
 		g.mu.Unlock()
 		release()
-		return Result{}, fmt.Errorf("%w: group %d has %d proposals queued", ErrBusy, groupID, h.cfg.MaxGroupProposals)
+		return Result{}, err
 	}
 	g.mu.proposals = append(g.mu.proposals, p)
 	g.mu.Unlock()
@@ -329,11 +332,7 @@ func (h *Host) Close() error {
 		err = h.trans.Close()
 		h.groups.RLock()
 		for _, g := range h.groups.m {
-			g.failAll(ErrStopped)
-			g.failReads(ErrStopped)
-			for _, r := range g.transfers {
-				r.done <- ErrStopped
-			}
+			g.failWaiting(ErrStopped)
 		}
 		h.groups.RUnlock()
 		cerr := h.store.Close()

@@ -62,6 +62,10 @@ func (h *Host) ChangeMembership(ctx context.Context, groupID uint64, changes ...
 	}
 	p := &proposal{id: h.nextProposal.Add(1), start: time.Now(), done: make(chan proposalResult, 1), release: func() {}}
 	g.mu.Lock()
+	if err := g.fullLocked(len(g.mu.confChanges), "membership changes"); err != nil {
+		g.mu.Unlock()
+		return nil, err
+	}
 	g.mu.confChanges = append(g.mu.confChanges, &confChangeRequest{changes: changes, p: p})
 	g.mu.Unlock()
 	h.sched.Enqueue(groupID, scheduler.Requests)
@@ -224,6 +228,7 @@ func (g *group) applyConfChange(e *pb.Entry) (removedSelf bool, err error) {
 			delete(g.replicas, r)
 		}
 	}
+	g.replicasVersion++
 	if p, ok := g.pending[id]; ok {
 		delete(g.pending, id)
 		p.replicas = maps.Clone(g.replicas)

@@ -28,11 +28,14 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	if g == nil {
 		return
 	}
-	if err := h.Err(); err != nil {
+	switch err := h.Err(); {
+	case err != nil:
 		// Fail-stop: nothing more is stepped; what waits here learns it.
-		stopped := fmt.Errorf("%w: %w", ErrStopped, err)
-		g.failAll(stopped)
-		g.failReads(stopped)
+		g.failWaiting(fmt.Errorf("%w: %w", ErrStopped, err))
+		return
+	case g.removed:
+		// Requests that raced with the removal: the group is gone.
+		g.failWaiting(fmt.Errorf("%w: group %d was removed", ErrGroupNotFound, g.id))
 		return
 	}
 	g.mu.Lock()
@@ -59,26 +62,6 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 		h.m.InboxBytes.Sub(float64(inboxBytes))
 	}
 
-	if g.removed {
-		// Requests that raced with the removal: the group is gone.
-		gone := fmt.Errorf("%w: group %d was removed", ErrGroupNotFound, g.id)
-		for _, p := range proposals {
-			p.finish(Result{}, gone)
-		}
-		for _, r := range confChanges {
-			r.p.finish(Result{}, gone)
-		}
-		for _, r := range reads {
-			r.done <- gone
-		}
-		for _, r := range transfers {
-			r.done <- gone
-		}
-		for _, r := range removals {
-			r <- nil
-		}
-		return
-	}
 	if len(removals) > 0 {
 		g.removeSelf(removals)
 		return
@@ -99,7 +82,7 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 		if g.fromRemovedReplica(in) {
 			continue
 		}
-		if _, known := g.replicas[in.m.GetFrom()]; !known {
+		if _, known := g.replicas[in.m.GetFrom()]; !known && len(g.learned) < maxLearned {
 			g.learned[in.m.GetFrom()] = in.from
 		}
 		g.step(in.m)
@@ -166,11 +149,11 @@ func (g *group) propose(ps []*proposal) {
 // (sent at once, so followers write in parallel with the leader), the
 // append for the log writer, and the apply, inline.
 func (g *group) handleReady(rd raft.Ready) {
+	if rd.HardState != nil {
+		g.term, g.commit = rd.HardState.GetTerm(), rd.HardState.GetCommit()
+	}
 	if rd.SoftState != nil {
 		g.softStateChanged(*rd.SoftState)
-	}
-	if rd.HardState != nil {
-		g.term = rd.HardState.GetTerm()
 	}
 	if len(rd.ReadStates) > 0 {
 		indexes := make(map[string]uint64, len(rd.ReadStates))

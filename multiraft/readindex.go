@@ -37,9 +37,9 @@ func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 	}
 	r := &readRequest{caller: ctx, done: make(chan error, 1)}
 	g.mu.Lock()
-	if len(g.mu.reads) >= h.cfg.MaxGroupProposals {
+	if err := g.fullLocked(len(g.mu.reads), "reads"); err != nil {
 		g.mu.Unlock()
-		return fmt.Errorf("%w: group %d has %d reads queued", ErrBusy, groupID, h.cfg.MaxGroupProposals)
+		return err
 	}
 	g.mu.reads = append(g.mu.reads, r)
 	g.mu.Unlock()
@@ -107,20 +107,5 @@ func (g *group) releaseReads() {
 			r.done <- nil
 			delete(g.reads, ctx)
 		}
-	}
-}
-
-// failReads fails every read of the group (the host is closing).
-func (g *group) failReads(err error) {
-	for ctx, r := range g.reads {
-		r.done <- err
-		delete(g.reads, ctx)
-	}
-	g.mu.Lock()
-	queued := g.mu.reads
-	g.mu.reads = nil
-	g.mu.Unlock()
-	for _, r := range queued {
-		r.done <- err
 	}
 }

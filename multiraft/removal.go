@@ -60,26 +60,13 @@ func (h *Host) removeGroup(g *group) error {
 		g.serving.Store(false)
 		h.m.Leaders.Dec()
 	}
-	stopped := fmt.Errorf("%w: group %d was removed", ErrAmbiguous, g.id)
-	g.failAll(stopped)
-	g.failReads(stopped)
+	g.failWaiting(fmt.Errorf("%w: group %d was removed", ErrAmbiguous, g.id))
 	for _, m := range g.appendBacklog {
 		size := appendSize(m)
 		h.inboxBytes.Add(-size)
 		h.m.InboxBytes.Sub(float64(size))
 	}
 	g.appendBacklog = nil
-	g.mu.Lock()
-	removals := g.mu.remove
-	g.mu.remove = nil
-	g.mu.Unlock()
-	for _, r := range removals {
-		r <- nil // already being removed
-	}
-	for _, r := range g.transfers {
-		r.done <- stopped
-	}
-	g.transfers = nil
 	if err := h.store.RemoveGroup(g.id, g.replicaID+1); err != nil {
 		return fmt.Errorf("multiraft: remove group %d: %w", g.id, err)
 	}

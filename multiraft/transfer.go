@@ -33,6 +33,10 @@ func (h *Host) TransferLeadership(ctx context.Context, groupID, to uint64) error
 	}
 	r := &transferRequest{target: to, done: make(chan error, 1)}
 	g.mu.Lock()
+	if err := g.fullLocked(len(g.mu.transfers), "transfers"); err != nil {
+		g.mu.Unlock()
+		return err
+	}
 	g.mu.transfers = append(g.mu.transfers, r)
 	g.mu.Unlock()
 	h.sched.Enqueue(groupID, scheduler.Requests)
