@@ -29,7 +29,7 @@ BENCHSTAT_VERSION        := v0.0.0-20260908200009-22c9c6c9d4da
 SOAK_SEEDS  ?= 200
 SOAK_TIME   ?= 60m
 
-.PHONY: all build test test-unit test-race lint fmt-check vet staticcheck bench soak proto tools clean demo
+.PHONY: all build test test-unit test-race lint fmt-check vet staticcheck bench soak proto proto-check tools clean demo
 
 all: build
 
@@ -42,11 +42,13 @@ test: lint test-unit test-race
 
 test-unit:
 	$(GOTEST) -count=1 -timeout 10m $(ALL_PKGS)
+	$(GOTEST) -count=1 -timeout 10m ./integration/ -transport=grpc
 
 test-race:
 	$(GORACE) -count=1 -timeout 10m $(RACE_PKGS)
+	$(GORACE) -count=1 -timeout 10m ./integration/ -transport=grpc
 
-lint: fmt-check vet staticcheck
+lint: fmt-check vet staticcheck proto-check
 
 fmt-check:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.bin/*' -not -name '*.pb.go')); \
@@ -69,7 +71,7 @@ bench:
 # Long randomized runs over many fresh seeds (crash recovery, races,
 # cluster faults); any failure prints the -seed that replays it.
 soak:
-	FLOTILLA_SOAK_SEEDS=$(SOAK_SEEDS) $(GOTEST) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent' ./store/... ./integration/...
+	FLOTILLA_SOAK_SEEDS=$(SOAK_SEEDS) $(GOTEST) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent|IdleHeartbeat' ./store/... ./integration/...
 	FLOTILLA_SOAK_SEEDS=$$(( $(SOAK_SEEDS) / 10 + 1 )) $(GORACE) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent' $(RACE_PKGS)
 
 # The closest thing to a demo until the node exists: the store's log writer
@@ -78,14 +80,24 @@ demo: build
 	$(BIN)/flotilla storebench --groups 1000 --duration 10s
 
 # Regenerates the checked-in protobuf code (protoc from Debian's
-# protobuf-compiler; the Go plugins at pinned versions).
+# protobuf-compiler; the Go plugins at pinned versions). raftpb's messages
+# are imported as the raft module registers them ("raft.proto").
+PROTO_OUT ?= proto
 proto: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 	@command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; }
-	@protos=$$(find proto -name '*.proto'); \
-	if [ -n "$$protos" ]; then \
-		PATH=$(BIN):$$PATH protoc -I proto --go_out=proto --go_opt=paths=source_relative \
-			--go-grpc_out=proto --go-grpc_opt=paths=source_relative $$protos; \
-	else echo "no .proto files yet"; fi
+	$(GO) mod download go.etcd.io/raft/v3
+	PATH=$(BIN):$$PATH protoc -I proto -I "$$($(GO) list -m -f '{{.Dir}}' go.etcd.io/raft/v3)/raftpb" \
+		--go_out=$(PROTO_OUT) --go_opt=paths=source_relative \
+		--go-grpc_out=$(PROTO_OUT) --go-grpc_opt=paths=source_relative \
+		$$(find proto -name '*.proto' | sort)
+
+# Checks that the checked-in generated code is what `make proto` makes.
+proto-check:
+	@tmp=$$(mktemp -d) && trap 'rm -rf '"$$tmp" EXIT && \
+	$(MAKE) --no-print-directory proto PROTO_OUT=$$tmp >/dev/null && \
+	for f in $$(cd $$tmp && find . -name '*.go'); do \
+		cmp -s $$tmp/$$f proto/$$f || { echo "proto/$$f is stale: run make proto"; exit 1; }; \
+	done && echo "generated protobuf code is up to date"
 
 tools: $(BIN)/staticcheck $(BIN)/benchstat $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 

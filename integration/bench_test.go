@@ -17,12 +17,7 @@ func BenchmarkCluster(b *testing.B) {
 	for _, shape := range []struct{ groups, proposers int }{{48, 480}, {1000, 2000}} {
 		b.Run(fmt.Sprintf("groups=%d/proposers=%d", shape.groups, shape.proposers), func(b *testing.B) {
 			c := NewCluster(b, ClusterConfig{Nodes: 3, Disk: true})
-			var ids []uint64
-			for g := uint64(1); g <= uint64(shape.groups); g++ {
-				c.CreateGroup(g, 1, 2, 3)
-				ids = append(ids, g)
-			}
-			c.WaitLeaders(ids)
+			ids := c.CreateGroups(shape.groups)
 			leaders := make([]uint64, len(ids))
 			for i, g := range ids {
 				leaders[i] = c.Leader(g)

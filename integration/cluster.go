@@ -2,11 +2,15 @@ package integration
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,19 +26,36 @@ import (
 	"github.com/flotilla-io/flotilla/transport"
 )
 
+// transportFlag picks the transport of every cluster a test run builds:
+// go test ./integration -transport=grpc runs the suite over real gRPC.
+var transportFlag = flag.String("transport", "memory", "transport of the test clusters: memory or grpc")
+
+// Transport kinds of a cluster.
+const (
+	Memory = "memory"
+	GRPC   = "grpc"
+)
+
 // Cluster is N hosts in one process on in-memory filesystems, wired by the
-// in-memory network and driven by one manual clock, so tests control time
-// instead of depending on wall-clock ticks on a loaded machine.
+// in-memory network or by gRPC on 127.0.0.1, and driven by one manual
+// clock, so tests control time instead of depending on wall-clock ticks on
+// a loaded machine.
 type Cluster struct {
 	t         testing.TB
 	diskSM    bool
 	configure func(*multiraft.Config)
-	Clock     *multiraft.ManualClock
-	Net       *transport.Network
+	kind      string
+	// transportConfig adjusts each host's transport config.
+	transportConfig func(*transport.Config)
+	Clock           *multiraft.ManualClock
+	// Net is the in-memory network; its filters act on either transport.
+	Net *transport.Network
 	// TickInterval is the hosts' tick; Advance moves the clock by it.
 	TickInterval time.Duration
 
 	mu    sync.Mutex
+	addrs map[uint64]string // gRPC listen addresses, kept across restarts
+	lis   map[uint64]net.Listener
 	regs  map[uint64]*prometheus.Registry
 	dirs  map[uint64]string // real-disk data directories (Disk)
 	hosts map[uint64]*multiraft.Host
@@ -114,6 +135,11 @@ type ClusterConfig struct {
 	DiskStateMachine bool
 	// Configure, if set, adjusts each host's config before it starts.
 	Configure func(*multiraft.Config)
+	// Transport is Memory or GRPC; empty: the -transport flag (memory by
+	// default).
+	Transport string
+	// TransportConfig, if set, adjusts each host's transport config.
+	TransportConfig func(*transport.Config)
 }
 
 // NewCluster starts a cluster of cfg.Nodes hosts (node IDs 1..N) and closes
@@ -125,6 +151,20 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 		hosts:        map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, holds: map[uint64]*syncHold{}, regs: map[uint64]*prometheus.Registry{},
 		dirs: map[uint64]string{},
 		sms:  map[uint64]map[uint64]AppliedLog{}, configure: cfg.Configure, diskSM: cfg.DiskStateMachine,
+		kind: cfg.Transport, transportConfig: cfg.TransportConfig, addrs: map[uint64]string{}, lis: map[uint64]net.Listener{},
+	}
+	if c.kind == "" {
+		c.kind = *transportFlag
+	}
+	if c.kind == GRPC {
+		// Every address is known before the first host starts.
+		for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatalf("listen: %v", err)
+			}
+			c.lis[id], c.addrs[id] = lis, lis.Addr().String()
+		}
 	}
 	for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
 		if cfg.Disk {
@@ -153,7 +193,7 @@ func (c *Cluster) start(node uint64) {
 		hc.Dir, hc.FS = dir, vfs.Default
 	}
 	hc.Registerer = reg
-	hc.Transport = transport.NewMemory(c.Net, node, transport.MemoryConfig{Metrics: metrics.NewTransport(reg)})
+	hc.Transport = c.newTransport(node, reg)
 	hc.Clock = c.Clock
 	hc.TickInterval = c.TickInterval
 	hc.Workers = 2
@@ -192,6 +232,33 @@ func (c *Cluster) start(node uint64) {
 	c.mu.Unlock()
 }
 
+// newTransport builds a node's transport of the cluster's kind. Faults
+// injected through Net's filters act on both.
+func (c *Cluster) newTransport(node uint64, reg prometheus.Registerer) transport.Transport {
+	tc := transport.Config{Metrics: metrics.NewTransport(reg), MaxBackoff: 20 * time.Millisecond, Filters: c.Net.Filters}
+	if c.transportConfig != nil {
+		c.transportConfig(&tc)
+	}
+	if c.kind != GRPC {
+		return transport.NewMemory(c.Net, node, tc)
+	}
+	c.mu.Lock()
+	lis := c.lis[node]
+	delete(c.lis, node)
+	c.mu.Unlock()
+	if lis == nil { // a restart: the same address again
+		var err error
+		if lis, err = net.Listen("tcp", c.addrs[node]); err != nil {
+			c.t.Fatalf("node %d: listen again on %s: %v", node, c.addrs[node], err)
+		}
+	}
+	tr, err := transport.NewGRPC(transport.GRPCConfig{Config: tc, ClusterID: 1, NodeID: node, Listener: lis, Peers: c.addrs})
+	if err != nil {
+		c.t.Fatalf("node %d: %v", node, err)
+	}
+	return tr
+}
+
 // Crash stops a node as a power cut would: it is cut off the network
 // first (so nothing it does after the cut reaches anyone), its disk is
 // cloned keeping every synced byte and a random share of the unsynced ones,
@@ -219,6 +286,11 @@ func (c *Cluster) Restart(node uint64) {
 // Metric returns the sum of a metric's series on a node (its current
 // incarnation), 0 if it has none.
 func (c *Cluster) Metric(node uint64, name string) float64 {
+	return c.metrics(node)[name]
+}
+
+// metrics returns the sum of each counter's and gauge's series on a node.
+func (c *Cluster) metrics(node uint64) map[string]float64 {
 	c.mu.Lock()
 	reg := c.regs[node]
 	c.mu.Unlock()
@@ -226,21 +298,18 @@ func (c *Cluster) Metric(node uint64, name string) float64 {
 	if err != nil {
 		c.t.Fatalf("gather node %d: %v", node, err)
 	}
-	var sum float64
+	sums := make(map[string]float64, len(families))
 	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
 		for _, m := range f.GetMetric() {
 			switch {
 			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
+				sums[f.GetName()] += m.GetCounter().GetValue()
 			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
+				sums[f.GetName()] += m.GetGauge().GetValue()
 			}
 		}
 	}
-	return sum
+	return sums
 }
 
 // Host returns a node's host, nil while it is crashed.
@@ -286,6 +355,19 @@ func (c *Cluster) CreateGroup(groupID uint64, nodes ...uint64) {
 	}
 }
 
+// CreateGroups creates groups 1..n on nodes 1, 2 and 3, waits until each
+// has a leader, and returns their IDs.
+func (c *Cluster) CreateGroups(n int) []uint64 {
+	c.t.Helper()
+	ids := make([]uint64, 0, n)
+	for g := uint64(1); g <= uint64(n); g++ {
+		c.CreateGroup(g, 1, 2, 3)
+		ids = append(ids, g)
+	}
+	c.WaitLeaders(ids)
+	return ids
+}
+
 // Leader returns the node that serves as the group's leader, 0 if none.
 func (c *Cluster) Leader(groupID uint64) uint64 {
 	for _, n := range c.Nodes() {
@@ -302,7 +384,7 @@ func (c *Cluster) Leader(groupID uint64) uint64 {
 
 // WaitFor advances the clock one tick at a time until cond holds, failing
 // the test after timeout of real time. Time moves only while the hosts are
-// idle (no group queued, no message or append waiting): a host that is
+// quiet (no group queued, no message or append waiting): a host that is
 // merely slow (the race detector, a loaded machine) never sees its peers'
 // election timers run out on it.
 func (c *Cluster) WaitFor(what string, timeout time.Duration, cond func() bool) {
@@ -316,22 +398,63 @@ func (c *Cluster) WaitFor(what string, timeout time.Duration, cond func() bool) 
 			c.t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		case <-poll.C:
 		}
-		if polls%2 == 0 && c.idle() {
+		if polls%2 == 0 && c.quiet() {
 			c.Clock.Advance(c.TickInterval)
 		}
 	}
 }
 
-// idle reports whether no host has work queued.
-func (c *Cluster) idle() bool {
+// quiet reports whether no host has work queued (a worker may still be
+// busy): WaitFor moves the clock only then, so a slow host does not see
+// its peers' timers run out on it, yet time still moves under a steady load.
+func (c *Cluster) quiet() bool {
 	for _, n := range c.Nodes() {
-		for _, name := range []string{"flotilla_scheduler_queue_depth", "flotilla_transport_queue_messages", "flotilla_store_log_queue_items"} {
-			if c.Metric(n, name) != 0 {
-				return false
-			}
+		if !quietMetrics(c.metrics(n), false) {
+			return false
 		}
 	}
 	return true
+}
+
+// quietMetrics reports whether a host's metrics show nothing queued
+// (nothing waiting to be sent but heartbeats held for the next tick) and,
+// if strict, nothing being processed.
+func quietMetrics(m map[string]float64, strict bool) bool {
+	if m["flotilla_scheduler_queue_depth"] != 0 || m["flotilla_store_log_queue_items"] != 0 {
+		return false
+	}
+	if strict && m["flotilla_scheduler_processing"] != 0 {
+		return false
+	}
+	return m["flotilla_transport_queue_messages"] == m["flotilla_transport_queue_heartbeats"]
+}
+
+// idle reports whether every host is idle: quiet, and no worker busy.
+// Hosts are read one after the other, so one could become busy (a peer
+// sent to it) after it was read: idle reads them all twice and also
+// requires their activity counters not to have moved in between.
+func (c *Cluster) idle() bool {
+	first, ok := c.activity()
+	if !ok {
+		return false
+	}
+	second, ok := c.activity()
+	return ok && slices.Equal(first, second)
+}
+
+// activity reads every host's activity counters, and whether each host
+// looked idle.
+func (c *Cluster) activity() ([]float64, bool) {
+	var counters []float64
+	for _, n := range c.Nodes() {
+		m := c.metrics(n)
+		if !quietMetrics(m, true) {
+			return nil, false
+		}
+		counters = append(counters, float64(n), m["flotilla_scheduler_processed_total"],
+			m["flotilla_transport_frames_sent_total"], m["flotilla_transport_frames_received_total"])
+	}
+	return counters, true
 }
 
 // Do runs fn (with a context of one minute) while moving the clock until
@@ -379,5 +502,50 @@ func (c *Cluster) Close() {
 		if err := c.Host(n).Close(); err != nil {
 			c.t.Errorf("close node %d: %v", n, err)
 		}
+	}
+}
+
+// SpreadLeaders moves leadership so that group ids[i] is led by the
+// (i mod N)-th running host, as benchmarks and traffic counts want.
+func (c *Cluster) SpreadLeaders(ids []uint64) {
+	c.t.Helper()
+	nodes := c.Nodes()
+	slices.Sort(nodes)
+	err := c.Do("spreading leaders", func(ctx context.Context) error {
+		var wg sync.WaitGroup
+		errs := make(chan error, len(ids))
+		for i, g := range ids {
+			want := nodes[i%len(nodes)]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					leader := c.Leader(g)
+					if leader == want {
+						return
+					}
+					if leader == 0 {
+						continue
+					}
+					if err := c.Host(leader).TransferLeadership(ctx, g, want); err != nil && ctx.Err() == nil &&
+						!errors.Is(err, multiraft.ErrNotLeader) {
+						errs <- fmt.Errorf("group %d: transfer to %d: %w", g, want, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		return errors.Join(slices.Collect(func(yield func(error) bool) {
+			for err := range errs {
+				if !yield(err) {
+					return
+				}
+			}
+		})...)
+	})
+	if err != nil {
+		c.t.Fatal(err)
 	}
 }

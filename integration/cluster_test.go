@@ -26,12 +26,7 @@ func TestElectAndReplicate(t *testing.T) {
 		groups = 100 // the race detector makes each host pass ~10x slower
 	}
 	c := NewCluster(t, ClusterConfig{Nodes: 3})
-	var ids []uint64
-	for g := uint64(1); g <= uint64(groups); g++ {
-		c.CreateGroup(g, 1, 2, 3)
-		ids = append(ids, g)
-	}
-	c.WaitLeaders(ids)
+	ids := c.CreateGroups(groups)
 
 	const perGroup = 5
 	var wg sync.WaitGroup

@@ -45,12 +45,7 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 		cfg.LogTailEntries = 4
 	}})
 	const groups = 20
-	var ids []uint64
-	for g := uint64(1); g <= groups; g++ {
-		c.CreateGroup(g, 1, 2, 3)
-		ids = append(ids, g)
-	}
-	c.WaitLeaders(ids)
+	ids := c.CreateGroups(groups)
 
 	var mu sync.Mutex
 	acked := map[string]multiraft.Result{}

@@ -69,12 +69,7 @@ func TestLinearizability(t *testing.T) {
 func testLinearizability(t *testing.T, seed uint64) {
 	c := NewCluster(t, ClusterConfig{Nodes: 3})
 	const groups, clients, ops = 4, 3, 25
-	var ids []uint64
-	for g := uint64(1); g <= groups; g++ {
-		c.CreateGroup(g, 1, 2, 3)
-		ids = append(ids, g)
-	}
-	c.WaitLeaders(ids)
+	ids := c.CreateGroups(groups)
 
 	ctx, stop := context.WithCancel(context.Background())
 	var bg sync.WaitGroup

@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // groups its workers process, and the tick loop.
 type Scheduler struct {
 	QueueDepth      prometheus.Gauge
+	Processing      prometheus.Gauge
 	Processed       prometheus.Counter
 	QueueWait       prometheus.Histogram
 	ProcessDuration prometheus.Histogram
@@ -22,6 +23,8 @@ func NewScheduler(reg prometheus.Registerer) *Scheduler {
 	m := &Scheduler{
 		QueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "queue_depth",
 			Help: "Groups waiting for a worker."}),
+		Processing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "processing",
+			Help: "Groups being processed by a worker."}),
 		Processed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "processed_total",
 			Help: "Times a worker processed a group."}),
 		QueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "queue_wait_seconds",
@@ -36,7 +39,7 @@ func NewScheduler(reg prometheus.Registerer) *Scheduler {
 			Help: "Groups that receive ticks (not quiesced)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.QueueDepth, m.Processed, m.QueueWait, m.ProcessDuration, m.Ticks, m.TicksBehind, m.TickingGroups)
+		reg.MustRegister(m.QueueDepth, m.Processing, m.Processed, m.QueueWait, m.ProcessDuration, m.Ticks, m.TicksBehind, m.TickingGroups)
 	}
 	return m
 }

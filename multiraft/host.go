@@ -77,6 +77,9 @@ func NewHost(cfg Config) (*Host, error) {
 	h.sched, err = scheduler.New(scheduler.Config{
 		Workers: cfg.Workers, TickInterval: cfg.TickInterval, Clock: cfg.Clock,
 		Metrics: metrics.NewScheduler(cfg.Registerer),
+		// Heartbeats wait in the transport for the next tick, when they
+		// go for all groups at once: one frame per peer per tick.
+		OnTick: cfg.Transport.Flush,
 	}, h)
 	if err != nil {
 		_ = st.Close()

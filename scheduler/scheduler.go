@@ -77,6 +77,9 @@ type Config struct {
 	Clock clock.Clock
 	// Metrics receives the scheduler's figures. Default: an unregistered set.
 	Metrics *metrics.Scheduler
+	// OnTick, if set, runs at every tick before any group's flag is
+	// raised (the host flushes the heartbeats of the previous tick).
+	OnTick func()
 }
 
 // DefaultConfig returns the defaults.
@@ -275,6 +278,7 @@ func (s *Scheduler) takeLocked() (uint64, Work) {
 		groupID = s.mu.queue.pop()
 	}
 	s.m.QueueDepth.Dec()
+	s.m.Processing.Inc()
 	e := s.mu.groups[groupID]
 	w := Work{Flags: e.flags, Ticks: e.ticks}
 	s.m.QueueWait.Observe(time.Since(e.queuedAt).Seconds())
@@ -288,6 +292,7 @@ func (s *Scheduler) takeLocked() (uint64, Work) {
 func (s *Scheduler) done(groupID uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.m.Processing.Dec()
 	e := s.mu.groups[groupID]
 	e.processing = false
 	if e.flags == 0 {

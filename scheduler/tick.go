@@ -58,9 +58,13 @@ func (s *Scheduler) tickLoop(t clock.Ticker, last time.Time) {
 	}
 }
 
-// tick raises the Tick flag of every ticking group.
+// tick raises the Tick flag of every ticking group. The tick is counted
+// once every flag is up, so a count that moved means the work is queued.
 func (s *Scheduler) tick() {
-	s.m.Ticks.Inc()
+	defer s.m.Ticks.Inc()
+	if s.cfg.OnTick != nil {
+		s.cfg.OnTick()
+	}
 	var chunk [tickChunk]uint64
 	for start := 0; ; start += tickChunk {
 		s.ticking.Lock()

@@ -3,30 +3,66 @@
 // # The seam
 //
 // Transport is what a host needs: Send hands a batch of messages of many
-// groups to a peer node without ever blocking the caller (a full queue
-// drops and reports the drop through Handler.HandleUnreachable, so raft
-// learns the peer is unreachable); SendSnapshot streams a snapshot's data
-// to a peer and reports the outcome, so the host can call ReportSnapshot
-// with success or failure every time. Inbound traffic reaches the host
-// through its Handler, which must not block either: it queues and returns.
+// groups to a peer node without ever blocking the caller (a full queue, or
+// a peer known to be down, drops and reports the drop through
+// Handler.HandleUnreachable, so raft learns the peer is unreachable);
+// SendSnapshot streams a snapshot's data to a peer and reports the
+// outcome, so the host can call ReportSnapshot with success or failure
+// every time; Admin carries host-to-host control calls; Flush sends the
+// heartbeats held for the tick. Inbound traffic reaches the host through
+// its Handler, which must not block: it queues and returns.
 //
-// Messages of one group to one peer are delivered in the order they were
-// sent. Nothing here knows what a group is beyond its ID: replica IDs,
-// tombstones and unknown groups are the host's business.
+// # The core both transports share (core.go, outbox.go, frame.go)
+//
+// Each peer has one queue, bounded in messages and bytes, and one sender
+// goroutine that drains it into frames (bounded in messages and bytes)
+// carrying the messages of every group for that peer. Messages of one
+// group to one peer stay in order.
+//
+// Heartbeats and heartbeat responses are coalesced: each becomes a small
+// record (group, from, to, term, commit, context) in its frame, and plain
+// ones (without a ReadIndex context) do not wake the sender. They wait for
+// the host's tick, which calls Flush before it ticks any group: each tick
+// sends exactly the heartbeats and responses of the tick before, in one
+// frame per peer, whatever the number of groups. A heartbeat with a
+// ReadIndex context, or any other message, wakes the sender, and whatever
+// heartbeats wait ride along. A heartbeat is never placed in a frame after
+// another message of its group (the receiver delivers a frame's heartbeats
+// first), and two heartbeats of a group are never merged.
+//
+// A failed send reports the frame and everything queued behind it
+// unreachable and marks the peer down: until the next successful dial,
+// after an exponential backoff with jitter capped by Config.MaxBackoff,
+// messages to it are dropped at once and reported.
+//
+// Inbound frames are checked record by record: a message with no group,
+// no sender or receiver, an unknown type, a type raft keeps local, or a
+// MsgSnap outside a snapshot stream is dropped and counted, never stepped.
+// Fault-injection Filters (tests) act on both ends: drops at the sender
+// (so a node cut off sends nothing from that moment, even over TCP) and at
+// the receiver, delays at the receiver.
 //
 // # Implementations
 //
-// Memory (memory.go) connects the hosts of one process through a Network,
-// for tests and simulations: one queue and one sender goroutine per peer,
-// like the gRPC transport, plus a chain of Filters that drop, delay or
-// partition traffic by node, group and message type.
+// Memory (memory.go) connects the hosts of one process through a Network:
+// frames are handed over as Go values, through the same core.
 //
-// The gRPC implementation (one long-lived stream per peer, coalesced
-// heartbeats, mutual TLS) arrives in its own issue behind the same seam.
+// GRPC (grpc.go, grpc_snapshot.go, tls.go) is the production transport:
+// each host opens one long-lived client stream of frames to each peer (so
+// a pair of nodes has one stream per direction, and responses travel on
+// the other node's stream). The first frame's handshake names the cluster
+// and both nodes; a wrong cluster or receiver is refused and counted.
+// Snapshots travel on their own streams in chunks with a CRC-32C,
+// throttled by one rate limiter per host and bounded in concurrent sends
+// and receives; the receiver's reader reaches EOF only once the last chunk
+// checked out, so a broken stream is never taken as a snapshot. Admin
+// calls are unary RPCs on the same connection. With TLSConfig, all peer
+// traffic is mutual TLS, and a peer is accepted only if its certificate
+// names the node it claims as a URI SAN flotilla://<cluster>/node/<node>.
 //
 // # Goroutines
 //
-// Memory runs one sender goroutine per peer it has sent to, and one pair
-// of goroutines per snapshot in flight (at most MaxConcurrentSnapshots);
-// Close stops them all.
+// One sender per peer, one per snapshot in flight (two for Memory), the
+// gRPC server's and connections' own, and one timer per delayed message
+// under a delay filter. Close stops them all.
 package transport

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"sync"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -16,9 +17,74 @@ type Verdict struct {
 var Deliver = Verdict{}
 
 // Filter decides the fate of a message from one node to another. Filters
-// are the fault injection of the in-memory network; they see snapshots
-// (as their MsgSnap) too.
+// are fault injection for tests; they see snapshots (as their MsgSnap) too.
 type Filter func(from, to NodeID, e Envelope) Verdict
+
+// Filters is a chain of filters that one or more transports consult for
+// every message they receive (so a fault acts the same whatever carries
+// the message). A message is dropped if any filter drops it, and delayed
+// by the longest delay any filter asks for.
+type Filters struct {
+	mu struct {
+		sync.RWMutex
+		m      map[int]Filter
+		nextID int
+	}
+}
+
+// NewFilters returns an empty chain.
+func NewFilters() *Filters {
+	f := &Filters{}
+	f.mu.m = make(map[int]Filter)
+	return f
+}
+
+// AddFilter adds a filter to the chain and returns the function that
+// removes it.
+func (fs *Filters) AddFilter(f Filter) (remove func()) {
+	fs.mu.Lock()
+	id := fs.mu.nextID
+	fs.mu.nextID++
+	fs.mu.m[id] = f
+	fs.mu.Unlock()
+	return func() {
+		fs.mu.Lock()
+		delete(fs.mu.m, id)
+		fs.mu.Unlock()
+	}
+}
+
+// ClearFilters removes every filter: the network heals.
+func (fs *Filters) ClearFilters() {
+	fs.mu.Lock()
+	clear(fs.mu.m)
+	fs.mu.Unlock()
+}
+
+// verdict asks every filter; a nil chain delivers everything.
+func (fs *Filters) verdict(from, to NodeID, e Envelope) Verdict {
+	if fs == nil {
+		return Deliver
+	}
+	fs.mu.RLock()
+	defer fs.mu.RUnlock()
+	var v Verdict
+	for _, f := range fs.mu.m {
+		fv := f(from, to, e)
+		v.Drop = v.Drop || fv.Drop
+		v.Delay = max(v.Delay, fv.Delay)
+	}
+	return v
+}
+
+func (fs *Filters) empty() bool {
+	if fs == nil {
+		return true
+	}
+	fs.mu.RLock()
+	defer fs.mu.RUnlock()
+	return len(fs.mu.m) == 0
+}
 
 // DropBetween drops every message between a and b, both ways.
 func DropBetween(a, b NodeID) Filter {

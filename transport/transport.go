@@ -1,10 +1,13 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"io"
 
 	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/flotilla-io/flotilla/proto/peerpb"
 )
 
 // NodeID identifies a host in the cluster.
@@ -44,6 +47,9 @@ type Handler interface {
 	// HandleSnapshot receives a snapshot; it returns once the data is
 	// consumed, with an error if the snapshot was not accepted whole.
 	HandleSnapshot(from NodeID, snap *InboundSnapshot) error
+	// HandleAdmin serves a control call from a peer (create or remove a
+	// replica). Its error goes back to the caller.
+	HandleAdmin(ctx context.Context, from NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error)
 }
 
 // Transport sends a host's Raft traffic to its peers.
@@ -56,16 +62,27 @@ type Transport interface {
 	// SendSnapshot streams a snapshot to a peer in the background and
 	// calls done with the outcome (nil only if the peer accepted it whole).
 	SendSnapshot(to NodeID, snap *OutboundSnapshot, done func(error))
+	// Admin makes a control call on a peer and returns its answer; the
+	// transport fills in the handshake.
+	Admin(ctx context.Context, to NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error)
+	// Flush sends the plain heartbeats (and heartbeat responses) waiting
+	// in the queues: Send holds them back for this, so that many groups'
+	// heartbeats leave together. The host calls it once per tick.
+	Flush()
 	// Close stops every goroutine of the transport.
 	Close() error
 }
 
-// Errors reported to SendSnapshot's done.
+// Errors of the transports. Snapshot and admin failures wrap them.
 var (
 	ErrClosed          = errors.New("transport: closed")
 	ErrUnknownPeer     = errors.New("transport: unknown or unreachable peer")
 	ErrDropped         = errors.New("transport: dropped by filter")
 	ErrTooManySnapshot = errors.New("transport: too many snapshots in flight")
+	ErrMalformed       = errors.New("transport: malformed input")
+	ErrChecksum        = errors.New("transport: snapshot checksum mismatch")
+	ErrRefused         = errors.New("transport: refused by peer")
+	ErrInvalidConfig   = errors.New("transport: invalid config")
 )
 
 // messageSize approximates a message's weight for queue bounds: its

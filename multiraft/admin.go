@@ -1,0 +1,81 @@
+package multiraft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/flotilla-io/flotilla/proto/peerpb"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// Host-to-host control calls.
+//
+// A node that creates a group (a broker's partition) on several nodes asks
+// each of them over the transport's admin call; the *On methods make the
+// call, HandleAdmin serves it. Creating is idempotent: a replica that
+// already exists answers success, so a caller can retry after a timeout.
+
+// HandleAdmin implements transport.Handler.
+func (h *Host) HandleAdmin(ctx context.Context, from transport.NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
+	var err error
+	switch r := req.GetRequest().(type) {
+	case *peerpb.AdminRequest_CreateReplica:
+		c := r.CreateReplica
+		if c.GetReplicaId() != 0 {
+			err = h.JoinGroup(c.GetGroupId(), c.GetReplicaId())
+		} else {
+			err = h.CreateGroup(c.GetGroupId(), c.GetMembers())
+		}
+		if errors.Is(err, ErrGroupExists) {
+			err = nil
+		}
+	case *peerpb.AdminRequest_RemoveReplica:
+		err = h.RemoveGroup(ctx, r.RemoveReplica.GetGroupId())
+		if errors.Is(err, ErrGroupNotFound) {
+			err = nil
+		}
+	default:
+		err = fmt.Errorf("%w: unknown admin request from node %d", ErrInvalid, from)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &peerpb.AdminResponse{}, nil
+}
+
+// CreateGroupOn creates node's founding replica of a group (see
+// CreateGroup), on this host or, through the transport, on a peer.
+func (h *Host) CreateGroupOn(ctx context.Context, node, groupID uint64, members []uint64) error {
+	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_CreateReplica{
+		CreateReplica: &peerpb.CreateReplica{GroupId: groupID, Members: members}}})
+}
+
+// JoinGroupOn creates node's joining replica of a group (see JoinGroup).
+func (h *Host) JoinGroupOn(ctx context.Context, node, groupID, replicaID uint64) error {
+	if replicaID == 0 {
+		return fmt.Errorf("%w: replica ID 0", ErrInvalid)
+	}
+	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_CreateReplica{
+		CreateReplica: &peerpb.CreateReplica{GroupId: groupID, ReplicaId: replicaID}}})
+}
+
+// RemoveGroupOn removes node's replica of a group (see RemoveGroup).
+func (h *Host) RemoveGroupOn(ctx context.Context, node, groupID uint64) error {
+	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_RemoveReplica{
+		RemoveReplica: &peerpb.RemoveReplica{GroupId: groupID}}})
+}
+
+func (h *Host) adminOn(ctx context.Context, node uint64, req *peerpb.AdminRequest) error {
+	if err := h.usable(); err != nil {
+		return err
+	}
+	if node == h.cfg.NodeID {
+		_, err := h.HandleAdmin(ctx, node, req)
+		return err
+	}
+	if _, err := h.trans.Admin(ctx, node, req); err != nil {
+		return fmt.Errorf("multiraft: admin call on node %d: %w", node, err)
+	}
+	return nil
+}

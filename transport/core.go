@@ -1,0 +1,486 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"golang.org/x/time/rate"
+
+	"github.com/flotilla-io/flotilla/metrics"
+	"github.com/flotilla-io/flotilla/proto/peerpb"
+)
+
+// driver is what a transport implementation adds to the core: how frames,
+// snapshots and admin calls reach a peer.
+type driver interface {
+	// dial opens the stream of Raft frames to a peer.
+	dial(ctx context.Context, to NodeID) (link, error)
+	// streamSnapshot sends one snapshot; write produces its data.
+	streamSnapshot(ctx context.Context, to NodeID, snap *OutboundSnapshot, write func(io.Writer) error) error
+	// admin makes a control call on a peer.
+	admin(ctx context.Context, to NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error)
+}
+
+// link is an open stream of frames to one peer, used by its sender only.
+type link interface {
+	// send writes a frame and returns its encoded size.
+	send(frame *peerpb.Frame) (int, error)
+	close()
+}
+
+// core is the part of a transport that does not depend on how bytes move:
+// the per-peer queues and senders, framing and heartbeat coalescing,
+// reconnection, the inbound checks and filters, and the snapshot limits.
+type core struct {
+	self    NodeID
+	cfg     Config
+	m       *metrics.Transport
+	log     *slog.Logger
+	drv     driver
+	limiter *rate.Limiter // snapshot bytes sent; nil: unlimited
+
+	sendSlots, recvSlots chan struct{}
+
+	ctx    context.Context // cancelled by close: stops every goroutine
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		h       Handler
+		peers   map[NodeID]*outbox
+		in      map[NodeID]*inCounters
+		started bool
+		closed  bool
+		delayed map[*time.Timer]struct{}
+	}
+}
+
+// inCounters are a peer's inbound series, resolved once.
+type inCounters struct {
+	label                   string
+	messages, frames, bytes prometheus.Counter
+}
+
+func newCore(self NodeID, cfg Config, drv driver) *core {
+	cfg = cfg.withDefaults()
+	c := &core{self: self, cfg: cfg, m: cfg.Metrics, log: cfg.Logger, drv: drv,
+		sendSlots: make(chan struct{}, cfg.MaxSnapshotSends), recvSlots: make(chan struct{}, cfg.MaxSnapshotRecvs)}
+	if cfg.SnapshotRateBytes > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(cfg.SnapshotRateBytes), cfg.SnapshotChunkBytes)
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.mu.peers = make(map[NodeID]*outbox)
+	c.mu.in = make(map[NodeID]*inCounters)
+	c.mu.delayed = make(map[*time.Timer]struct{})
+	return c
+}
+
+// start sets the handler.
+func (c *core) start(h Handler) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.mu.closed:
+		return ErrClosed
+	case c.mu.started:
+		return fmt.Errorf("transport: node %d started twice", c.self)
+	}
+	c.mu.h, c.mu.started = h, true
+	return nil
+}
+
+// close stops every goroutine; queued and delayed messages are dropped, as
+// a crash would drop them.
+func (c *core) close() {
+	c.mu.Lock()
+	if c.mu.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.closed = true
+	for t := range c.mu.delayed {
+		t.Stop()
+	}
+	clear(c.mu.delayed)
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+}
+
+func (c *core) handler() Handler {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.h
+}
+
+// addPeer creates a peer's queue and sender (once) so its metric series
+// exist from the moment it is known; nil once closed.
+func (c *core) addPeer(to NodeID) *outbox {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.closed {
+		return nil
+	}
+	p, ok := c.mu.peers[to]
+	if !ok {
+		p = newOutbox(to, c.m)
+		c.mu.peers[to] = p
+		c.wg.Add(1)
+		go c.sendLoop(p)
+	}
+	return p
+}
+
+// Send queues a batch for a peer. It never blocks: what does not fit, or
+// is for a peer that is down, is dropped and reported unreachable.
+func (c *core) Send(to NodeID, batch []Envelope) {
+	p := c.addPeer(to)
+	if p == nil {
+		return
+	}
+	if dropped := p.push(batch, &c.cfg); len(dropped) > 0 {
+		c.unreachable(to, dropped)
+	}
+}
+
+func (c *core) unreachable(to NodeID, dropped []Envelope) {
+	if h := c.handler(); h != nil && len(dropped) > 0 {
+		h.HandleUnreachable(to, dropped)
+	}
+}
+
+// Flush releases the plain heartbeats waiting for every peer: each peer's
+// sender sends them, with whatever else is queued, in one frame.
+func (c *core) Flush() {
+	c.mu.Lock()
+	peers := make([]*outbox, 0, len(c.mu.peers))
+	for _, p := range c.mu.peers {
+		peers = append(peers, p)
+	}
+	c.mu.Unlock()
+	for _, p := range peers {
+		if p.flush() {
+			p.signal()
+		}
+	}
+	c.m.Flushes.Inc()
+}
+
+// sendLoop is a peer's sender: it keeps a link open (reconnecting with
+// backoff), drains the queue into frames and sends them. A frame that
+// fails is reported unreachable with everything queued behind it, and the
+// peer is down until the next successful dial.
+func (c *core) sendLoop(p *outbox) {
+	defer c.wg.Done()
+	fr := newFramer(c.cfg)
+	bo := retryBackoff{max: c.cfg.MaxBackoff}
+	var (
+		l      link
+		retry  *time.Timer
+		retryC <-chan time.Time
+		spare  []Envelope
+		wasUp  bool
+	)
+	down := func(err error) {
+		c.log.Debug("peer unreachable", "peer", p.to, "err", err)
+		c.unreachable(p.to, p.setDown(true))
+		retry = time.NewTimer(bo.next())
+		retryC = retry.C
+	}
+	defer func() {
+		if l != nil {
+			l.close()
+		}
+		if retry != nil {
+			retry.Stop()
+		}
+		p.up.Set(0)
+	}()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-p.wake:
+		case <-retryC:
+			retryC = nil
+		}
+		if l == nil {
+			if retryC != nil {
+				continue // backing off; the peer is down and nothing is queued
+			}
+			var err error
+			if l, err = c.drv.dial(c.ctx, p.to); err != nil {
+				l = nil
+				down(err)
+				continue
+			}
+			if wasUp {
+				p.reconnects.Inc()
+				c.log.Info("reconnected to peer", "peer", p.to)
+			}
+			wasUp = true
+			bo.reset()
+			p.setDown(false)
+		}
+		batch := p.take(spare)
+		if !c.cfg.Filters.empty() {
+			batch = c.filterOut(p, batch)
+		}
+		done := 0
+		fr.pack(batch, func(frame *peerpb.Frame, carried []Envelope, heartbeats int) bool {
+			n, err := l.send(frame)
+			if err != nil {
+				p.failures.Inc()
+				l.close()
+				l = nil
+				c.unreachable(p.to, batch[done:])
+				down(err)
+				return false
+			}
+			done += len(carried)
+			p.frames.Inc()
+			p.sent.Add(float64(len(carried)))
+			p.bytes.Add(float64(n))
+			if heartbeats > 0 {
+				p.coalesced.Add(float64(heartbeats))
+			}
+			return true
+		})
+		clear(batch)
+		spare = batch[:0]
+		p.updateGauges()
+	}
+}
+
+func (c *core) inbound(from NodeID) *inCounters {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	in := c.mu.in[from]
+	if in == nil {
+		l := strconv.FormatUint(from, 10)
+		in = &inCounters{label: l, messages: c.m.MessagesReceived.WithLabelValues(l),
+			frames: c.m.FramesReceived.WithLabelValues(l), bytes: c.m.BytesReceived.WithLabelValues(l)}
+		c.mu.in[from] = in
+	}
+	return in
+}
+
+// receiveFrame checks and unpacks a frame from a peer, passes it through
+// the filters and hands it to the host.
+func (c *core) receiveFrame(from NodeID, frame *peerpb.Frame, size int) {
+	h := c.handler()
+	if h == nil {
+		return
+	}
+	in := c.inbound(from)
+	envs := unpack(frame, func(reason string) { c.m.ReceivedDropped.WithLabelValues(in.label, reason).Inc() })
+	in.frames.Inc()
+	in.bytes.Add(float64(size))
+	in.messages.Add(float64(len(envs)))
+	if !c.cfg.Filters.empty() {
+		envs = c.filter(from, envs)
+	}
+	if len(envs) > 0 {
+		h.HandleMessages(from, envs)
+	}
+}
+
+// filterOut drops what the filters drop before it leaves: a node cut off
+// by a filter sends nothing from the moment the filter is in place, even
+// over a real network where a frame sent earlier may arrive later. (Delays
+// act on the receiving side only.)
+func (c *core) filterOut(p *outbox, batch []Envelope) []Envelope {
+	kept := batch[:0]
+	for _, e := range batch {
+		if c.cfg.Filters.verdict(c.self, p.to, e).Drop {
+			c.m.FilterDropped.WithLabelValues(p.label).Inc()
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(batch[len(kept):])
+	return kept
+}
+
+// filter applies the fault-injection filters to inbound messages.
+func (c *core) filter(from NodeID, envs []Envelope) []Envelope {
+	kept := envs[:0]
+	for _, e := range envs {
+		v := c.cfg.Filters.verdict(from, c.self, e)
+		switch {
+		case v.Drop:
+			c.m.FilterDropped.WithLabelValues(strconv.FormatUint(from, 10)).Inc()
+		case v.Delay > 0:
+			c.deliverLater(from, e, v.Delay)
+		default:
+			kept = append(kept, e)
+		}
+	}
+	return kept
+}
+
+func (c *core) deliverLater(from NodeID, e Envelope, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.closed {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		c.mu.Lock()
+		_, live := c.mu.delayed[t]
+		delete(c.mu.delayed, t)
+		h := c.mu.h
+		c.mu.Unlock()
+		if live && h != nil {
+			h.HandleMessages(from, []Envelope{e})
+		}
+	})
+	c.mu.delayed[t] = struct{}{}
+}
+
+// SendSnapshot streams a snapshot to a peer in the background, within the
+// host's limit of concurrent sends and its byte rate, and calls done with
+// the outcome.
+func (c *core) SendSnapshot(to NodeID, snap *OutboundSnapshot, done func(error)) {
+	label := strconv.FormatUint(to, 10)
+	fail := func(err error) {
+		c.m.SnapshotsFailed.WithLabelValues(label).Inc()
+		done(err)
+	}
+	select {
+	case c.sendSlots <- struct{}{}:
+	default:
+		fail(ErrTooManySnapshot)
+		return
+	}
+	c.mu.Lock()
+	if c.mu.closed {
+		c.mu.Unlock()
+		<-c.sendSlots
+		fail(ErrClosed)
+		return
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		defer func() { <-c.sendSlots }()
+		var sent int64
+		write := func(w io.Writer) error {
+			return snap.WriteData(&throttledWriter{ctx: c.ctx, w: w, lim: c.limiter, n: &sent})
+		}
+		err := c.drv.streamSnapshot(c.ctx, to, snap, write)
+		c.m.SnapshotBytesSent.WithLabelValues(label).Add(float64(sent))
+		if err != nil {
+			c.log.Info("snapshot send failed", "peer", to, "group", snap.GroupID, "err", err)
+			fail(err)
+			return
+		}
+		c.m.SnapshotsSent.WithLabelValues(label).Inc()
+		done(nil)
+	}()
+}
+
+// receiveSnapshot admits an inbound snapshot (filters, the limit of
+// concurrent receives) and hands it to the host.
+func (c *core) receiveSnapshot(from NodeID, snap *InboundSnapshot) error {
+	label := strconv.FormatUint(from, 10)
+	m := snap.Message
+	if snap.GroupID == 0 || m.GetType() != pb.MsgSnap || m.GetFrom() == 0 || m.GetTo() == 0 || m.GetSnapshot() == nil {
+		c.m.ReceivedDropped.WithLabelValues(label, "malformed_snapshot").Inc()
+		return fmt.Errorf("%w: snapshot header", ErrMalformed)
+	}
+	if v := c.cfg.Filters.verdict(from, c.self, Envelope{GroupID: snap.GroupID, Message: m}); v.Drop {
+		c.m.FilterDropped.WithLabelValues(label).Inc()
+		return ErrDropped
+	}
+	h := c.handler()
+	if h == nil {
+		return ErrClosed
+	}
+	select {
+	case c.recvSlots <- struct{}{}:
+	default:
+		return ErrTooManySnapshot
+	}
+	defer func() { <-c.recvSlots }()
+	cr := &countingReader{r: snap.Data}
+	in := *snap
+	in.Data = cr
+	err := h.HandleSnapshot(from, &in)
+	c.m.SnapshotBytesRecv.WithLabelValues(label).Add(float64(cr.n))
+	if err == nil {
+		c.m.SnapshotsReceived.WithLabelValues(label).Inc()
+	}
+	return err
+}
+
+// Admin makes a control call on a peer.
+func (c *core) Admin(ctx context.Context, to NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
+	c.mu.Lock()
+	closed := c.mu.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	return c.drv.admin(ctx, to, req)
+}
+
+// receiveAdmin hands a control call to the host.
+func (c *core) receiveAdmin(ctx context.Context, from NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
+	h := c.handler()
+	if h == nil {
+		return nil, ErrClosed
+	}
+	return h.HandleAdmin(ctx, from, req)
+}
+
+// throttledWriter passes snapshot data through the host's rate limiter, in
+// pieces no larger than its burst.
+type throttledWriter struct {
+	ctx context.Context
+	w   io.Writer
+	lim *rate.Limiter
+	n   *int64
+}
+
+func (t *throttledWriter) Write(b []byte) (int, error) {
+	written := 0
+	for len(b) > 0 {
+		piece := b
+		if t.lim != nil {
+			piece = piece[:min(len(piece), t.lim.Burst())]
+			if err := t.lim.WaitN(t.ctx, len(piece)); err != nil {
+				return written, err
+			}
+		}
+		n, err := t.w.Write(piece)
+		written += n
+		*t.n += int64(n)
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}

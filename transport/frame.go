@@ -1,0 +1,158 @@
+package transport
+
+import (
+	"fmt"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/flotilla-io/flotilla/proto/peerpb"
+)
+
+// Frames and coalesced heartbeats.
+//
+// A frame carries the messages of many groups to one peer. Heartbeats and
+// heartbeat responses do not travel as Raft messages: each becomes a small
+// Heartbeat record (group, from, to, term, commit, context) in the frame's
+// coalesced lists, so an idle host sends one frame per peer per flush
+// whatever the number of groups. The receiver delivers a frame's
+// heartbeats before its messages; the packer therefore starts a new frame
+// rather than put a heartbeat after another message of its group, and the
+// order of each group's messages holds. Two heartbeats of a group are two
+// records, never merged.
+//
+// Both transports build and read frames here, so every cluster test runs
+// the coalescing.
+
+// coalescible reports whether m is a heartbeat or heartbeat response
+// carrying only what a Heartbeat record keeps.
+func coalescible(m *pb.Message) bool {
+	switch m.GetType() {
+	case pb.MsgHeartbeat:
+	case pb.MsgHeartbeatResp:
+		if m.Commit != nil {
+			return false
+		}
+	default:
+		return false
+	}
+	return m.LogTerm == nil && m.Index == nil && len(m.Entries) == 0 && m.Vote == nil &&
+		m.Snapshot == nil && m.Reject == nil && m.RejectHint == nil && len(m.Responses) == 0
+}
+
+// plainHeartbeat reports whether m may wait for the next frame or flush:
+// a coalescible heartbeat without a ReadIndex context.
+func plainHeartbeat(m *pb.Message) bool {
+	return len(m.GetContext()) == 0 && coalescible(m)
+}
+
+// framer packs a peer's queued envelopes into frames within the bounds.
+type framer struct {
+	maxMessages, maxBytes int
+	seen                  map[uint64]struct{} // groups with a plain message in the frame
+}
+
+func newFramer(cfg Config) *framer {
+	return &framer{maxMessages: cfg.MaxFrameMessages, maxBytes: cfg.MaxFrameBytes, seen: make(map[uint64]struct{})}
+}
+
+// pack calls emit with each frame and the envelopes it carries (a
+// contiguous run of queue), in order; it stops early if emit returns false.
+func (f *framer) pack(queue []Envelope, emit func(frame *peerpb.Frame, carried []Envelope, heartbeats int) bool) {
+	start := 0
+	for start < len(queue) {
+		frame := &peerpb.Frame{}
+		clear(f.seen)
+		bytes, heartbeats := 0, 0
+		end := start
+		for ; end < len(queue); end++ {
+			e := queue[end]
+			size := messageSize(e.Message)
+			n := end - start
+			hb := coalescible(e.Message)
+			if n > 0 && (n >= f.maxMessages || bytes+size > f.maxBytes) {
+				break
+			}
+			if hb {
+				if _, ok := f.seen[e.GroupID]; ok {
+					break // it would overtake its group's earlier message
+				}
+				m := e.Message
+				rec := &peerpb.Heartbeat{GroupId: e.GroupID, From: m.GetFrom(), To: m.GetTo(), Term: m.GetTerm(),
+					Commit: m.GetCommit(), Context: m.GetContext()}
+				if m.GetType() == pb.MsgHeartbeat {
+					frame.Heartbeats = append(frame.Heartbeats, rec)
+				} else {
+					frame.HeartbeatResponses = append(frame.HeartbeatResponses, rec)
+				}
+				heartbeats++
+			} else {
+				f.seen[e.GroupID] = struct{}{}
+				frame.Messages = append(frame.Messages, &peerpb.GroupMessage{GroupId: e.GroupID, Message: e.Message})
+			}
+			bytes += size
+		}
+		if !emit(frame, queue[start:end], heartbeats) {
+			return
+		}
+		start = end
+	}
+}
+
+// unpack turns a received frame back into envelopes, heartbeats first,
+// and calls bad with a reason for every record it drops as malformed.
+func unpack(frame *peerpb.Frame, bad func(reason string)) []Envelope {
+	envs := make([]Envelope, 0, len(frame.GetHeartbeats())+len(frame.GetHeartbeatResponses())+len(frame.GetMessages()))
+	for _, list := range [...]struct {
+		recs []*peerpb.Heartbeat
+		t    pb.MessageType
+	}{{frame.GetHeartbeats(), pb.MsgHeartbeat}, {frame.GetHeartbeatResponses(), pb.MsgHeartbeatResp}} {
+		for _, h := range list.recs {
+			if h.GetGroupId() == 0 || h.GetFrom() == 0 || h.GetTo() == 0 {
+				bad("malformed_heartbeat")
+				continue
+			}
+			m := &pb.Message{Type: list.t.Enum(), From: new(h.GetFrom()), To: new(h.GetTo()), Term: new(h.GetTerm())}
+			if list.t == pb.MsgHeartbeat {
+				m.Commit = new(h.GetCommit())
+			}
+			if len(h.GetContext()) > 0 {
+				m.Context = h.GetContext()
+			}
+			envs = append(envs, Envelope{GroupID: h.GetGroupId(), Message: m})
+		}
+	}
+	for _, gm := range frame.GetMessages() {
+		if err := checkMessage(gm.GetGroupId(), gm.GetMessage()); err != nil {
+			bad("malformed_message")
+			continue
+		}
+		envs = append(envs, Envelope{GroupID: gm.GetGroupId(), Message: gm.GetMessage()})
+	}
+	return envs
+}
+
+// checkMessage rejects what no peer may send: no group, no addresses, an
+// unknown type, a type raft keeps to one node, or a snapshot outside the
+// snapshot stream. Raft trusts what it is stepped; the network is where
+// trust ends.
+func checkMessage(groupID uint64, m *pb.Message) error {
+	t := m.GetType()
+	switch {
+	case m == nil:
+		return fmt.Errorf("%w: empty message", ErrMalformed)
+	case groupID == 0:
+		return fmt.Errorf("%w: group 0", ErrMalformed)
+	case m.GetFrom() == 0 || m.GetTo() == 0:
+		return fmt.Errorf("%w: %s without from or to", ErrMalformed, t)
+	case pb.MessageType_name[int32(t)] == "":
+		return fmt.Errorf("%w: unknown message type %d", ErrMalformed, t)
+	case t == pb.MsgSnap:
+		return fmt.Errorf("%w: MsgSnap outside a snapshot stream", ErrMalformed)
+	case t == pb.MsgUnreachable:
+		return nil // the hosts' removal notice (a host-level message raft never sees)
+	case raft.IsLocalMsg(t):
+		return fmt.Errorf("%w: local message type %s", ErrMalformed, t)
+	}
+	return nil
+}

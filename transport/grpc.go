@@ -1,0 +1,364 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flotilla-io/flotilla/proto/peerpb"
+)
+
+// GRPCConfig configures the gRPC transport of one node.
+type GRPCConfig struct {
+	Config
+	// ClusterID and NodeID name this node; peers refuse a handshake that
+	// names another cluster or another node.
+	ClusterID uint64
+	NodeID    NodeID
+	// Listener, if set, is served (tests pass one on 127.0.0.1:0);
+	// otherwise ListenAddr is listened on.
+	Listener   net.Listener
+	ListenAddr string
+	// Peers maps the other nodes to their addresses; SetPeer changes it.
+	Peers map[NodeID]string
+	// TLS, if set, secures all peer traffic with mutual TLS.
+	TLS *TLSConfig
+	// MaxRecvMessageBytes bounds one inbound frame or chunk. Default 64 MiB.
+	MaxRecvMessageBytes int
+	// DialTimeout bounds opening a stream to a peer. Default 5 s.
+	DialTimeout time.Duration
+}
+
+// GRPC is the production Transport: one long-lived client stream of
+// frames to each peer (so one stream per direction per pair of nodes),
+// snapshot streams and admin calls on the same connection, optional mutual
+// TLS.
+type GRPC struct {
+	*core
+	cfg        GRPCConfig
+	lis        net.Listener
+	srv        *grpc.Server
+	serveDone  chan struct{}
+	serveStart sync.Once
+
+	mu struct {
+		sync.Mutex
+		peers map[NodeID]string
+		conns map[NodeID]*grpc.ClientConn
+	}
+}
+
+var _ Transport = (*GRPC)(nil)
+
+// NewGRPC listens (so Addr is known at once) and prepares the transport;
+// Start begins serving.
+func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.NodeID == 0:
+		return nil, fmt.Errorf("%w: NodeID is required", ErrInvalidConfig)
+	case cfg.Listener == nil && cfg.ListenAddr == "":
+		return nil, fmt.Errorf("%w: a Listener or ListenAddr is required", ErrInvalidConfig)
+	}
+	cfg.Config = cfg.Config.withDefaults()
+	if cfg.MaxRecvMessageBytes == 0 {
+		cfg.MaxRecvMessageBytes = 64 << 20
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	t := &GRPC{cfg: cfg, serveDone: make(chan struct{})}
+	t.core = newCore(cfg.NodeID, cfg.Config, t)
+	t.mu.peers = make(map[NodeID]string)
+	t.mu.conns = make(map[NodeID]*grpc.ClientConn)
+	for id, addr := range cfg.Peers {
+		if id != cfg.NodeID {
+			t.mu.peers[id] = addr
+			t.addPeer(id)
+		}
+	}
+	t.lis = cfg.Listener
+	if t.lis == nil {
+		lis, err := net.Listen("tcp", cfg.ListenAddr)
+		if err != nil {
+			t.core.close()
+			return nil, fmt.Errorf("transport: listen on %s: %w", cfg.ListenAddr, err)
+		}
+		t.lis = lis
+	}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMessageBytes),
+		grpc.WaitForHandlers(true),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(countingCreds{TransportCredentials: cfg.TLS.serverCreds(), fail: func(err error) {
+			t.m.HandshakesRefused.WithLabelValues("tls").Inc()
+			t.log.Warn("refused a peer connection at the TLS handshake", "err", err)
+		}}))
+	}
+	t.srv = grpc.NewServer(opts...)
+	peerpb.RegisterPeerServer(t.srv, &peerServer{t: t})
+	return t, nil
+}
+
+// Addr returns the address the transport listens on.
+func (t *GRPC) Addr() string { return t.lis.Addr().String() }
+
+// SetPeer sets (or changes) a peer's address.
+func (t *GRPC) SetPeer(id NodeID, addr string) {
+	if id == t.cfg.NodeID {
+		return
+	}
+	t.mu.Lock()
+	old, had := t.mu.peers[id]
+	t.mu.peers[id] = addr
+	var stale *grpc.ClientConn
+	if had && old != addr {
+		stale = t.mu.conns[id]
+		delete(t.mu.conns, id)
+	}
+	t.mu.Unlock()
+	if stale != nil {
+		_ = stale.Close() // its streams fail; the sender reconnects to the new address
+	}
+	t.addPeer(id)
+}
+
+// Start begins serving peers and delivering to h.
+func (t *GRPC) Start(h Handler) error {
+	if err := t.core.start(h); err != nil {
+		return err
+	}
+	t.serveStart.Do(func() {
+		go func() {
+			defer close(t.serveDone)
+			_ = t.srv.Serve(t.lis) // returns when Stop closes the listener
+		}()
+	})
+	return nil
+}
+
+// Close stops serving, closes every stream and connection and waits for
+// every goroutine.
+func (t *GRPC) Close() error {
+	t.serveStart.Do(func() { close(t.serveDone); _ = t.lis.Close() }) // never served
+	t.core.close()
+	t.srv.Stop()
+	<-t.serveDone
+	t.mu.Lock()
+	conns := t.mu.conns
+	t.mu.conns = map[NodeID]*grpc.ClientConn{}
+	t.mu.Unlock()
+	for _, cc := range conns {
+		_ = cc.Close()
+	}
+	return nil
+}
+
+// conn returns the client connection to a peer, creating it on first use.
+func (t *GRPC) conn(to NodeID) (*grpc.ClientConn, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cc := t.mu.conns[to]; cc != nil {
+		return cc, nil
+	}
+	addr, ok := t.mu.peers[to]
+	if !ok {
+		return nil, fmt.Errorf("%w: node %d has no address", ErrUnknownPeer, to)
+	}
+	creds := insecure.NewCredentials()
+	if t.cfg.TLS != nil {
+		creds = t.cfg.TLS.clientCreds(t.cfg.ClusterID, to)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: minBackoff, Multiplier: 2, Jitter: 0.25, MaxDelay: t.cfg.MaxBackoff},
+			MinConnectTimeout: t.cfg.DialTimeout,
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		// The receiver bounds what it takes (and counts what it refuses).
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(t.cfg.MaxRecvMessageBytes)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("transport: connection to node %d at %s: %w", to, addr, err)
+	}
+	t.mu.conns[to] = cc
+	return cc, nil
+}
+
+func (t *GRPC) handshake(to NodeID) *peerpb.Handshake {
+	return &peerpb.Handshake{ClusterId: t.cfg.ClusterID, FromNode: t.cfg.NodeID, ToNode: to}
+}
+
+// dial opens the Raft stream to a peer and sends the handshake.
+func (t *GRPC) dial(ctx context.Context, to NodeID) (link, error) {
+	cc, err := t.conn(to)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	// Opening waits for the connection; the wait is bounded, the stream
+	// is not.
+	timer := time.AfterFunc(t.cfg.DialTimeout, cancel)
+	stream, err := peerpb.NewPeerClient(cc).Raft(sctx)
+	if err == nil {
+		err = stream.Send(&peerpb.Frame{Handshake: t.handshake(to)})
+	}
+	if !timer.Stop() && err == nil {
+		err = context.DeadlineExceeded
+	}
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("transport: open stream to node %d: %w", to, err)
+	}
+	return &grpcLink{stream: stream, cancel: cancel}, nil
+}
+
+type grpcLink struct {
+	stream peerpb.Peer_RaftClient
+	cancel context.CancelFunc
+}
+
+func (l *grpcLink) send(frame *peerpb.Frame) (int, error) {
+	n := proto.Size(frame)
+	err := l.stream.Send(frame)
+	if errors.Is(err, io.EOF) {
+		// The peer ended the stream; its status says why.
+		_, err = l.stream.CloseAndRecv()
+		if err == nil {
+			err = io.EOF
+		}
+	}
+	return n, err
+}
+
+func (l *grpcLink) close() {
+	_ = l.stream.CloseSend()
+	l.cancel()
+}
+
+// admin makes a control call on a peer.
+func (t *GRPC) admin(ctx context.Context, to NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
+	cc, err := t.conn(to)
+	if err != nil {
+		return nil, err
+	}
+	req.Handshake = t.handshake(to)
+	resp, err := peerpb.NewPeerClient(cc).Admin(ctx, req)
+	if err != nil {
+		return nil, remoteError(to, err)
+	}
+	return resp, nil
+}
+
+// remoteError turns a call's status into an error that says whether the
+// peer could be reached.
+func remoteError(to NodeID, err error) error {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return fmt.Errorf("%w: node %d: %s", ErrUnknownPeer, to, st.Message())
+	default:
+		return fmt.Errorf("%w: node %d: %s", ErrRefused, to, st.Message())
+	}
+}
+
+// peerServer serves the Peer service for a GRPC transport.
+type peerServer struct {
+	peerpb.UnimplementedPeerServer
+	t *GRPC
+}
+
+// accept checks a call's handshake (and, with TLS, that the caller's
+// certificate names the node it claims to be) and returns the caller.
+func (t *GRPC) accept(ctx context.Context, hs *peerpb.Handshake) (NodeID, error) {
+	refuse := func(reason, format string, args ...any) (NodeID, error) {
+		t.m.HandshakesRefused.WithLabelValues(reason).Inc()
+		msg := fmt.Sprintf(format, args...)
+		t.log.Warn("refused a peer call", "reason", reason, "detail", msg)
+		return 0, status.Error(codes.PermissionDenied, msg)
+	}
+	switch {
+	case hs == nil:
+		return refuse("no_handshake", "no handshake")
+	case hs.GetClusterId() != t.cfg.ClusterID:
+		return refuse("cluster_id", "cluster %d, this is cluster %d", hs.GetClusterId(), t.cfg.ClusterID)
+	case hs.GetToNode() != t.cfg.NodeID:
+		return refuse("wrong_node", "call for node %d reached node %d", hs.GetToNode(), t.cfg.NodeID)
+	case hs.GetFromNode() == 0 || hs.GetFromNode() == t.cfg.NodeID:
+		return refuse("bad_sender", "sender node %d", hs.GetFromNode())
+	}
+	if t.cfg.TLS != nil {
+		p, _ := peer.FromContext(ctx)
+		info, ok := p.AuthInfo.(credentials.TLSInfo)
+		if !ok || len(info.State.PeerCertificates) == 0 {
+			return refuse("tls_identity", "no client certificate")
+		}
+		if err := hasURI(info.State.PeerCertificates[0], NodeURI(t.cfg.ClusterID, hs.GetFromNode())); err != nil {
+			return refuse("tls_identity", "node %d: %v", hs.GetFromNode(), err)
+		}
+	}
+	return hs.GetFromNode(), nil
+}
+
+// Raft receives a peer's frames until the stream ends.
+func (s *peerServer) Raft(stream peerpb.Peer_RaftServer) error {
+	t := s.t
+	frame, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	from, err := t.accept(stream.Context(), frame.GetHandshake())
+	if err != nil {
+		return err
+	}
+	if len(frame.GetMessages())+len(frame.GetHeartbeats())+len(frame.GetHeartbeatResponses()) == 0 {
+		frame = nil // only the handshake
+	}
+	for {
+		if frame != nil {
+			t.receiveFrame(from, frame, proto.Size(frame))
+		}
+		if frame, err = stream.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return stream.SendAndClose(&peerpb.RaftClosed{})
+			}
+			if status.Code(err) == codes.ResourceExhausted {
+				t.m.ReceivedDropped.WithLabelValues(strconv.FormatUint(from, 10), "oversized_frame").Inc()
+			}
+			return err
+		}
+	}
+}
+
+// Admin serves a peer's control call.
+func (s *peerServer) Admin(ctx context.Context, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
+	from, err := s.t.accept(ctx, req.GetHandshake())
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.t.receiveAdmin(ctx, from, req)
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return resp, nil
+}

@@ -1,0 +1,494 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flotilla-io/flotilla/internal/await"
+	"github.com/flotilla-io/flotilla/metrics"
+	"github.com/flotilla-io/flotilla/proto/peerpb"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// recorder is a Handler that keeps what it receives. While gate is set,
+// HandleMessages blocks on it: a slow peer.
+type recorder struct {
+	mu          sync.Mutex
+	got         []Envelope
+	unreachable []Envelope
+	snapshots   [][]byte
+	snapErr     error
+	gate        chan struct{}
+	onSnapRead  func(n int) // called as snapshot data is read
+}
+
+func (r *recorder) HandleMessages(_ NodeID, batch []Envelope) {
+	r.mu.Lock()
+	gate := r.gate
+	r.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	r.mu.Lock()
+	r.got = append(r.got, batch...)
+	r.mu.Unlock()
+}
+
+func (r *recorder) HandleUnreachable(_ NodeID, dropped []Envelope) {
+	r.mu.Lock()
+	r.unreachable = append(r.unreachable, dropped...)
+	r.mu.Unlock()
+}
+
+func (r *recorder) HandleSnapshot(_ NodeID, s *InboundSnapshot) error {
+	var buf bytes.Buffer
+	chunk := make([]byte, 32<<10)
+	for {
+		n, err := s.Data.Read(chunk)
+		buf.Write(chunk[:n])
+		if r.onSnapRead != nil && n > 0 {
+			r.onSnapRead(buf.Len())
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.snapErr != nil {
+		return r.snapErr
+	}
+	r.snapshots = append(r.snapshots, buf.Bytes())
+	return nil
+}
+
+func (r *recorder) HandleAdmin(_ context.Context, _ NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
+	if req.GetRemoveReplica().GetGroupId() == 13 {
+		return nil, fmt.Errorf("group 13 is unlucky")
+	}
+	return &peerpb.AdminResponse{}, nil
+}
+
+func (r *recorder) count() (got, unreachable int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got), len(r.unreachable)
+}
+
+func (r *recorder) received() []Envelope {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Envelope(nil), r.got...)
+}
+
+func msg(group uint64, index uint64, t pb.MessageType) Envelope {
+	return Envelope{GroupID: group, Message: &pb.Message{Type: t.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(1)), Index: new(index)}}
+}
+
+func heartbeat(group, commit uint64, ctx []byte) Envelope {
+	return Envelope{GroupID: group, Message: &pb.Message{Type: pb.MsgHeartbeat.Enum(), From: new(uint64(1)), To: new(uint64(2)),
+		Term: new(uint64(4)), Commit: new(commit), Context: ctx}}
+}
+
+// node is one transport under test with its recorder and metrics.
+type node struct {
+	Transport
+	r    *recorder
+	m    *metrics.Transport
+	addr string
+}
+
+const (
+	kindMemory = "memory"
+	kindGRPC   = "grpc"
+)
+
+var kinds = []string{kindMemory, kindGRPC}
+
+// testNet builds transports of one kind that can reach each other.
+type testNet struct {
+	t       *testing.T
+	kind    string
+	mem     *Network
+	filters *Filters
+	addrs   map[NodeID]string
+}
+
+func newTestNet(t *testing.T, kind string) *testNet {
+	n := &testNet{t: t, kind: kind, mem: NewNetwork(), addrs: map[NodeID]string{}}
+	n.filters = n.mem.Filters
+	return n
+}
+
+// listen reserves an address for each node, so every peer map is complete.
+func (n *testNet) listen(ids ...NodeID) map[NodeID]net.Listener {
+	ls := map[NodeID]net.Listener{}
+	for _, id := range ids {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		ls[id], n.addrs[id] = l, l.Addr().String()
+	}
+	return ls
+}
+
+// start starts nodes with cfg (grpcCfg adjusts the gRPC config).
+func (n *testNet) start(cfg Config, grpcCfg func(*GRPCConfig), ids ...NodeID) map[NodeID]*node {
+	ls := map[NodeID]net.Listener{}
+	if n.kind == kindGRPC {
+		ls = n.listen(ids...)
+	}
+	nodes := map[NodeID]*node{}
+	for _, id := range ids {
+		nodes[id] = n.startOne(id, cfg, grpcCfg, ls[id])
+	}
+	return nodes
+}
+
+func (n *testNet) startOne(id NodeID, cfg Config, grpcCfg func(*GRPCConfig), l net.Listener) *node {
+	n.t.Helper()
+	cfg.Metrics = metrics.NewTransport(nil)
+	cfg.Filters = n.filters
+	nd := &node{r: &recorder{}, m: cfg.Metrics}
+	switch n.kind {
+	case kindMemory:
+		nd.Transport = NewMemory(n.mem, id, cfg)
+	case kindGRPC:
+		gc := GRPCConfig{Config: cfg, ClusterID: 7, NodeID: id, Listener: l, Peers: n.addrs}
+		if l == nil {
+			gc.ListenAddr = n.addrs[id]
+		}
+		if grpcCfg != nil {
+			grpcCfg(&gc)
+		}
+		g, err := NewGRPC(gc)
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		nd.Transport, nd.addr = g, g.Addr()
+	}
+	if err := nd.Start(nd.r); err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { _ = nd.Close() })
+	return nd
+}
+
+func forEachKind(t *testing.T, f func(t *testing.T, n *testNet)) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) { f(t, newTestNet(t, kind)) })
+	}
+}
+
+// TestOrderAndBatching: messages of many groups to one peer arrive in the
+// order sent, in far fewer frames than messages.
+func TestOrderAndBatching(t *testing.T) {
+	forEachKind(t, func(t *testing.T, n *testNet) {
+		ns := n.start(Config{}, nil, 1, 2)
+		const groups, per = 100, 50
+		for i := uint64(0); i < per; i++ {
+			var batch []Envelope
+			for g := uint64(1); g <= groups; g++ {
+				batch = append(batch, msg(g, i, pb.MsgApp))
+			}
+			ns[1].Send(2, batch)
+		}
+		waitUntil(t, "every message", func() bool { got, _ := ns[2].r.count(); return got == groups*per })
+		next := map[uint64]uint64{}
+		for _, e := range ns[2].r.received() {
+			if e.Message.GetIndex() != next[e.GroupID] {
+				t.Fatalf("group %d: got index %d, want %d", e.GroupID, e.Message.GetIndex(), next[e.GroupID])
+			}
+			next[e.GroupID]++
+		}
+		frames := testutil.ToFloat64(ns[1].m.FramesSent.WithLabelValues("2"))
+		if frames > per {
+			t.Fatalf("%v frames for %d sends of %d groups' messages", frames, per, groups)
+		}
+		if got := testutil.ToFloat64(ns[2].m.FramesReceived.WithLabelValues("1")); got != frames {
+			t.Fatalf("%v frames received, %v sent", got, frames)
+		}
+		t.Logf("%d messages in %v frames", groups*per, frames)
+	})
+}
+
+// TestHeartbeatCoalescing: plain heartbeats wait for the flush (the host's
+// tick) and go as
+// one frame for all groups, unchanged; a heartbeat with a ReadIndex
+// context goes at once; a group's heartbeat never overtakes its earlier
+// message; two heartbeats of a group are both delivered.
+func TestHeartbeatCoalescing(t *testing.T) {
+	forEachKind(t, func(t *testing.T, n *testNet) {
+		ns := n.start(Config{}, nil, 1, 2)
+		var sent []Envelope
+		for g := uint64(1); g <= 1000; g++ {
+			sent = append(sent, heartbeat(g, g, nil))
+		}
+		for i := 0; i < len(sent); i += 100 {
+			ns[1].Send(2, sent[i:i+100])
+		}
+		// Nothing woke the sender: the heartbeats wait in the queue.
+		if q := testutil.ToFloat64(ns[1].m.QueueHeartbeats.WithLabelValues("2")); q != 1000 {
+			t.Fatalf("%v heartbeats waiting, want 1000", q)
+		}
+		if f := testutil.ToFloat64(ns[1].m.FramesSent.WithLabelValues("2")); f != 0 {
+			t.Fatalf("%v frames sent before the flush", f)
+		}
+		ns[1].Flush()
+		waitUntil(t, "the flushed heartbeats", func() bool { got, _ := ns[2].r.count(); return got == 1000 })
+		if f := testutil.ToFloat64(ns[1].m.FramesSent.WithLabelValues("2")); f != 1 {
+			t.Fatalf("1,000 heartbeats took %v frames, want 1", f)
+		}
+		if c := testutil.ToFloat64(ns[1].m.HeartbeatsCoalesced.WithLabelValues("2")); c != 1000 {
+			t.Fatalf("%v heartbeats coalesced, want 1000", c)
+		}
+		for i, e := range ns[2].r.received() {
+			if e.GroupID != sent[i].GroupID || !proto.Equal(e.Message, sent[i].Message) {
+				t.Fatalf("heartbeat %d changed on the way: sent %v, got %v", i, sent[i].Message, e.Message)
+			}
+		}
+
+		// A ReadIndex heartbeat goes with the next batch, not the next flush.
+		read := heartbeat(5, 9, []byte("read-1"))
+		ns[1].Send(2, []Envelope{read})
+		waitUntil(t, "the ReadIndex heartbeat", func() bool { got, _ := ns[2].r.count(); return got == 1001 })
+		if got := ns[2].r.received()[1000]; !proto.Equal(got.Message, read.Message) {
+			t.Fatalf("ReadIndex heartbeat arrived as %v", got.Message)
+		}
+
+		// Order within a group, and no merging.
+		resp := Envelope{GroupID: 8, Message: &pb.Message{Type: pb.MsgHeartbeatResp.Enum(), From: new(uint64(2)), To: new(uint64(1)),
+			Term: new(uint64(4)), Context: []byte("read-2")}}
+		batch := []Envelope{
+			heartbeat(7, 1, nil), msg(7, 1, pb.MsgApp), // heartbeat first: one frame
+			msg(6, 1, pb.MsgApp), heartbeat(6, 2, []byte("r")), // heartbeat after: a new frame
+			heartbeat(9, 3, nil), heartbeat(9, 4, nil), resp,
+		}
+		ns[1].Send(2, batch)
+		waitUntil(t, "the mixed batch", func() bool { got, _ := ns[2].r.count(); return got == 1001+len(batch) })
+		pos := map[string]int{}
+		for i, e := range ns[2].r.received()[1001:] {
+			pos[fmt.Sprintf("%d/%s/%d/%d", e.GroupID, e.Message.GetType(), e.Message.GetIndex(), e.Message.GetCommit())] = i
+		}
+		order := func(a, b string) {
+			ia, oka := pos[a]
+			ib, okb := pos[b]
+			if !oka || !okb || ia > ib {
+				t.Fatalf("want %s before %s, got positions %v", a, b, pos)
+			}
+		}
+		order("7/MsgHeartbeat/0/1", "7/MsgApp/1/0")
+		order("6/MsgApp/1/0", "6/MsgHeartbeat/0/2")
+		order("9/MsgHeartbeat/0/3", "9/MsgHeartbeat/0/4")
+		if _, ok := pos["8/MsgHeartbeatResp/0/0"]; !ok {
+			t.Fatalf("heartbeat response lost: %v", pos)
+		}
+	})
+}
+
+// TestSlowPeerDrops: a peer that stops reading fills the send queue; what
+// does not fit is dropped, counted and reported unreachable, and Send
+// never blocks. Everything else arrives once the peer reads again.
+func TestSlowPeerDrops(t *testing.T) {
+	forEachKind(t, func(t *testing.T, n *testNet) {
+		ns := n.start(Config{MaxQueueBytes: 1 << 20, MaxFrameBytes: 256 << 10}, nil, 1, 2)
+		gate := make(chan struct{})
+		ns[2].r.mu.Lock()
+		ns[2].r.gate = gate
+		ns[2].r.mu.Unlock()
+		payload := bytes.Repeat([]byte("x"), 64<<10)
+		sent := 0
+		waitUntil(t, "drops at the full queue", func() bool {
+			e := msg(1, uint64(sent), pb.MsgApp)
+			e.Message.Entries = []*pb.Entry{{Data: payload}}
+			ns[1].Send(2, []Envelope{e}) // returns even though the peer reads nothing
+			sent++
+			return testutil.ToFloat64(ns[1].m.QueueDropped.WithLabelValues("2")) >= 10
+		})
+		close(gate)
+		dropped := int(testutil.ToFloat64(ns[1].m.QueueDropped.WithLabelValues("2")))
+		waitUntil(t, "every queued message", func() bool {
+			got, unreachable := ns[2].r.count()
+			_, reported := ns[1].r.count()
+			return unreachable == 0 && reported == dropped && got+reported == sent
+		})
+		t.Logf("%d sent, %d dropped at the queue", sent, dropped)
+	})
+}
+
+// TestFilters: partitions, group and type filters drop at the sender;
+// removing a filter heals; delays deliver late; a message to a node that
+// is not there is reported unreachable.
+func TestFilters(t *testing.T) {
+	forEachKind(t, func(t *testing.T, n *testNet) {
+		ns := n.start(Config{}, nil, 1, 2, 3)
+		heal := n.filters.AddFilter(DropBetween(1, 2))
+		n.filters.AddFilter(DropGroup(7))
+		n.filters.AddFilter(DropType(pb.MsgTimeoutNow))
+		ns[1].Send(2, []Envelope{msg(1, 1, pb.MsgApp)})
+		ns[1].Send(3, []Envelope{msg(1, 1, pb.MsgApp), msg(7, 1, pb.MsgApp), msg(1, 2, pb.MsgTimeoutNow)})
+		waitUntil(t, "delivery to 3", func() bool { got, _ := ns[3].r.count(); return got == 1 })
+		// Drops happen (and count) at the sender, before the wire.
+		waitUntil(t, "filter drops to 3", func() bool { return testutil.ToFloat64(ns[1].m.FilterDropped.WithLabelValues("3")) == 2 })
+		waitUntil(t, "filter drop to 2", func() bool { return testutil.ToFloat64(ns[1].m.FilterDropped.WithLabelValues("2")) == 1 })
+		heal()
+		ns[1].Send(2, []Envelope{msg(1, 2, pb.MsgApp)})
+		waitUntil(t, "delivery to 2 after healing", func() bool { got, _ := ns[2].r.count(); return got == 1 })
+		if got := ns[2].r.received()[0].Message.GetIndex(); got != 2 {
+			t.Fatalf("2 got index %d: the partitioned message leaked", got)
+		}
+		n.filters.ClearFilters()
+		remove := n.filters.AddFilter(DelayAll(20 * time.Millisecond))
+		ns[1].Send(2, []Envelope{msg(1, 3, pb.MsgApp)})
+		waitUntil(t, "the delayed message", func() bool { got, _ := ns[2].r.count(); return got == 2 })
+		n.filters.AddFilter(DelayAll(time.Hour)) // Close drops it without leaking its timer
+		remove()
+		ns[1].Send(2, []Envelope{msg(1, 4, pb.MsgApp)})
+		ns[1].Send(9, []Envelope{msg(1, 1, pb.MsgApp)})
+		waitUntil(t, "unreachable report", func() bool { _, u := ns[1].r.count(); return u == 1 })
+	})
+}
+
+// TestQueueBound: one batch larger than the queue: the excess is dropped
+// at once, counted, and reported unreachable.
+func TestQueueBound(t *testing.T) {
+	forEachKind(t, func(t *testing.T, n *testNet) {
+		ns := n.start(Config{MaxQueueMessages: 10}, nil, 1)
+		var batch []Envelope
+		for i := uint64(0); i < 25; i++ {
+			batch = append(batch, msg(1, i, pb.MsgApp))
+		}
+		ns[1].Send(2, batch)
+		if _, u := ns[1].r.count(); u < 15 {
+			t.Fatalf("%d reported unreachable at once, want at least 15", u)
+		}
+		if d := testutil.ToFloat64(ns[1].m.QueueDropped.WithLabelValues("2")); d < 15 {
+			t.Fatalf("queue drops %v, want at least 15", d)
+		}
+	})
+}
+
+func snapMsg() *pb.Message {
+	return &pb.Message{Type: pb.MsgSnap.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(3)),
+		Snapshot: &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(uint64(100)), Term: new(uint64(3))}}}
+}
+
+func sendSnapshot(t *testing.T, from Transport, to NodeID, write func(io.Writer) error) error {
+	t.Helper()
+	res := make(chan error, 1)
+	from.SendSnapshot(to, &OutboundSnapshot{GroupID: 5, Message: snapMsg(), WriteData: write}, func(err error) { res <- err })
+	select {
+	case err := <-res:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("snapshot send never finished")
+		return nil
+	}
+}
+
+// TestSnapshot: a snapshot's data streams whole to the peer; a receiver's
+// refusal, a writer's error, a filter and an unknown peer all reach done
+// as failures.
+func TestSnapshot(t *testing.T) {
+	forEachKind(t, func(t *testing.T, n *testNet) {
+		ns := n.start(Config{SnapshotChunkBytes: 64 << 10}, nil, 1, 2)
+		data := bytes.Repeat([]byte("snapshot"), 1<<16)
+		writeAll := func(w io.Writer) error { _, err := w.Write(data); return err }
+		if err := sendSnapshot(t, ns[1], 2, writeAll); err != nil {
+			t.Fatal(err)
+		}
+		if len(ns[2].r.snapshots) != 1 || !bytes.Equal(ns[2].r.snapshots[0], data) {
+			t.Fatal("snapshot data did not arrive whole")
+		}
+		if got := testutil.ToFloat64(ns[2].m.SnapshotBytesRecv.WithLabelValues("1")); got != float64(len(data)) {
+			t.Fatalf("%v snapshot bytes received, want %d", got, len(data))
+		}
+		boom := errors.New("boom")
+		if err := sendSnapshot(t, ns[1], 2, func(w io.Writer) error { _, _ = w.Write(data[:100]); return boom }); err == nil {
+			t.Fatal("a writer's failure reported success")
+		}
+		ns[2].r.mu.Lock()
+		ns[2].r.snapErr = fmt.Errorf("refused")
+		ns[2].r.mu.Unlock()
+		if err := sendSnapshot(t, ns[1], 2, writeAll); err == nil {
+			t.Fatal("a refused snapshot reported success")
+		}
+		if err := sendSnapshot(t, ns[1], 9, writeAll); !errors.Is(err, ErrUnknownPeer) {
+			t.Fatalf("unknown peer: %v", err)
+		}
+		n.filters.AddFilter(DropType(pb.MsgSnap))
+		if err := sendSnapshot(t, ns[1], 2, writeAll); err == nil {
+			t.Fatal("a filtered snapshot reported success")
+		}
+		if f := testutil.ToFloat64(ns[1].m.SnapshotsFailed.WithLabelValues("2")); f != 3 {
+			t.Fatalf("failed snapshots to 2: %v", f)
+		}
+		if len(ns[2].r.snapshots) != 1 {
+			t.Fatalf("%d snapshots taken, want 1", len(ns[2].r.snapshots))
+		}
+	})
+}
+
+// TestAdmin: control calls reach the peer's handler; its error comes back
+// as a refusal; an unknown peer is unreachable.
+func TestAdmin(t *testing.T) {
+	forEachKind(t, func(t *testing.T, n *testNet) {
+		ns := n.start(Config{}, nil, 1, 2)
+		ctx := context.Background()
+		create := &peerpb.AdminRequest{Request: &peerpb.AdminRequest_CreateReplica{CreateReplica: &peerpb.CreateReplica{GroupId: 4, Members: []uint64{1, 2}}}}
+		if _, err := ns[1].Admin(ctx, 2, create); err != nil {
+			t.Fatal(err)
+		}
+		unlucky := &peerpb.AdminRequest{Request: &peerpb.AdminRequest_RemoveReplica{RemoveReplica: &peerpb.RemoveReplica{GroupId: 13}}}
+		if _, err := ns[1].Admin(ctx, 2, unlucky); err == nil || (n.kind == kindGRPC && !errors.Is(err, ErrRefused)) {
+			t.Fatalf("refused admin call: %v", err)
+		}
+		if _, err := ns[1].Admin(ctx, 9, create); !errors.Is(err, ErrUnknownPeer) {
+			t.Fatalf("admin call to an unknown peer: %v", err)
+		}
+	})
+}
+
+// TestMalformedFrames: records no peer may send are dropped and counted.
+func TestMalformedFrames(t *testing.T) {
+	bad := 0
+	frame := &peerpb.Frame{
+		Messages: []*peerpb.GroupMessage{
+			{GroupId: 0, Message: msg(1, 1, pb.MsgApp).Message},
+			{GroupId: 1},
+			{GroupId: 1, Message: &pb.Message{Type: pb.MsgHup.Enum(), From: new(uint64(1)), To: new(uint64(2))}},
+			{GroupId: 1, Message: &pb.Message{Type: pb.MsgStorageAppend.Enum(), From: new(uint64(1)), To: new(uint64(2))}},
+			{GroupId: 1, Message: snapMsg()},
+			{GroupId: 1, Message: &pb.Message{Type: pb.MessageType(99).Enum(), From: new(uint64(1)), To: new(uint64(2))}},
+			{GroupId: 1, Message: &pb.Message{Type: pb.MsgApp.Enum(), To: new(uint64(2))}},
+			{GroupId: 3, Message: msg(3, 1, pb.MsgApp).Message},
+		},
+		Heartbeats: []*peerpb.Heartbeat{{GroupId: 0, From: 1, To: 2}, {GroupId: 2, From: 1, To: 2, Term: 1}},
+	}
+	envs := unpack(frame, func(string) { bad++ })
+	if bad != 8 || len(envs) != 2 {
+		t.Fatalf("%d dropped, %d kept; want 8 and 2", bad, len(envs))
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	await.Until(t, 20*time.Second, what, cond)
+}
