@@ -9,6 +9,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"hash/crc32"
 	"io"
 	"math/big"
 	"net"
@@ -368,4 +370,47 @@ func (ca *testCA) leaf(t *testing.T, cluster uint64, node NodeID) tls.Certificat
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// chunkStream replays chunks as a snapshot stream's receiving end.
+type chunkStream struct {
+	peerpb.Peer_SnapshotServer
+	chunks []*peerpb.SnapshotChunk
+}
+
+func (s *chunkStream) Recv() (*peerpb.SnapshotChunk, error) {
+	if len(s.chunks) == 0 {
+		return nil, io.EOF
+	}
+	c := s.chunks[0]
+	s.chunks = s.chunks[1:]
+	return c, nil
+}
+
+// TestChunkReader: the reader reaches EOF only after a last chunk whose
+// length and CRC match; a corrupted chunk, a wrong length or a stream that
+// ends early is an error, never a short snapshot.
+func TestChunkReader(t *testing.T) {
+	data := []byte("the state machine's data, in two chunks")
+	crc := crc32.Checksum(data, castagnoli)
+	read := func(chunks ...*peerpb.SnapshotChunk) ([]byte, error) {
+		r := &chunkReader{stream: &chunkStream{chunks: chunks}}
+		return io.ReadAll(r)
+	}
+	a, b := data[:10], data[10:]
+	got, err := read(&peerpb.SnapshotChunk{Data: a}, &peerpb.SnapshotChunk{Data: b}, &peerpb.SnapshotChunk{Last: true, TotalBytes: uint64(len(data)), Crc32C: crc})
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("whole snapshot: %q, %v", got, err)
+	}
+	corrupt := append([]byte(nil), b...)
+	corrupt[3] ^= 1
+	if _, err := read(&peerpb.SnapshotChunk{Data: a}, &peerpb.SnapshotChunk{Data: corrupt}, &peerpb.SnapshotChunk{Last: true, TotalBytes: uint64(len(data)), Crc32C: crc}); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("corrupted chunk: %v", err)
+	}
+	if _, err := read(&peerpb.SnapshotChunk{Data: a}, &peerpb.SnapshotChunk{Last: true, TotalBytes: uint64(len(data)), Crc32C: crc}); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("missing chunk: %v", err)
+	}
+	if _, err := read(&peerpb.SnapshotChunk{Data: a}, &peerpb.SnapshotChunk{Data: b}); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("stream ended before the last chunk: %v", err)
+	}
 }
