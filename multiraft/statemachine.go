@@ -65,4 +65,6 @@ type Reader interface {
 	// the end) until fn returns false; key and value are valid only
 	// during the call.
 	Scan(start, end []byte, fn func(key, value []byte) bool) error
+	// ScanReverse is Scan in descending key order.
+	ScanReverse(start, end []byte, fn func(key, value []byte) bool) error
 }

@@ -162,6 +162,35 @@ func (g *GroupStorage) Scan(start, end []byte, fn func(key, value []byte) bool) 
 	return scanData(g.s.db, lower, upper, fn)
 }
 
+// ScanReverse is Scan from the last key of [start, end) down to the
+// first: how a state machine finds the greatest key at or below a bound.
+func (g *GroupStorage) ScanReverse(start, end []byte, fn func(key, value []byte) bool) (err error) {
+	defer g.s.recoverFatal(&err)
+	if g.s.closed.Load() {
+		return ErrClosed
+	}
+	lower := appendDataKey(nil, g.id, start)
+	upper := appendDataKey(nil, g.id, end)
+	if end == nil {
+		_, upper = dataSpan(g.id)
+	}
+	it, err := g.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for valid := it.Last(); valid; valid = it.Prev() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if !fn(it.Key()[dataPrefixLen:], v) {
+			break
+		}
+	}
+	return it.Error()
+}
+
 // LoadStateSnapshot returns the durable snapshot of an in-memory state
 // machine, or nil if there is none.
 func (g *GroupStorage) LoadStateSnapshot() (data []byte, err error) {

@@ -185,6 +185,27 @@ func runStorageCmd(t *testing.T, d *datadriven.TestData, g *GroupStorage) string
 			return "error: " + err.Error()
 		}
 		return b.String()
+	case "scan-reverse":
+		// scan-reverse [start=K] [end=K]: keys in [start, end), last first.
+		var start, end []byte
+		if d.HasArg("start") {
+			var k string
+			d.ScanArgs(t, "start", &k)
+			start = []byte(k)
+		}
+		if d.HasArg("end") {
+			var k string
+			d.ScanArgs(t, "end", &k)
+			end = []byte(k)
+		}
+		var b strings.Builder
+		if err := g.ScanReverse(start, end, func(k, v []byte) bool {
+			fmt.Fprintf(&b, "%s=%s\n", k, v)
+			return true
+		}); err != nil {
+			return "error: " + err.Error()
+		}
+		return b.String()
 	case "set":
 		var kvs []string
 		d.ScanArgs(t, "kv", &kvs)

@@ -1,0 +1,323 @@
+package partition
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/flotilla-io/flotilla/internal/testseed"
+	"github.com/flotilla-io/flotilla/multiraft"
+)
+
+// memKV is a sorted in-memory key space: the Reader a Log reads, and the
+// Writer whose writes land only when an Apply call ends, as the host's do.
+type memKV struct {
+	m       map[string][]byte
+	pending []func()
+}
+
+func newMemKV() *memKV { return &memKV{m: map[string][]byte{}} }
+
+func (kv *memKV) Get(key []byte) ([]byte, bool, error) {
+	v, ok := kv.m[string(key)]
+	return slices.Clone(v), ok, nil
+}
+
+func (kv *memKV) keys(start, end []byte) []string {
+	var ks []string
+	for k := range kv.m {
+		if k >= string(start) && (end == nil || k < string(end)) {
+			ks = append(ks, k)
+		}
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func (kv *memKV) Scan(start, end []byte, fn func(k, v []byte) bool) error {
+	for _, k := range kv.keys(start, end) {
+		if !fn([]byte(k), kv.m[k]) {
+			break
+		}
+	}
+	return nil
+}
+
+func (kv *memKV) ScanReverse(start, end []byte, fn func(k, v []byte) bool) error {
+	ks := kv.keys(start, end)
+	for i := len(ks) - 1; i >= 0; i-- {
+		if !fn([]byte(ks[i]), kv.m[ks[i]]) {
+			break
+		}
+	}
+	return nil
+}
+
+func (kv *memKV) Set(k, v []byte) {
+	k, v = slices.Clone(k), slices.Clone(v)
+	kv.pending = append(kv.pending, func() { kv.m[string(k)] = v })
+}
+
+func (kv *memKV) Delete(k []byte) {
+	k = slices.Clone(k)
+	kv.pending = append(kv.pending, func() { delete(kv.m, string(k)) })
+}
+
+func (kv *memKV) DeleteRange(start, end []byte) {
+	for _, k := range kv.keys(start, end) {
+		kv.Delete([]byte(k))
+	}
+}
+
+func (kv *memKV) commit() {
+	for _, f := range kv.pending {
+		f()
+	}
+	kv.pending = nil
+}
+
+// harness applies produce requests to one log, one entry per call unless
+// told otherwise.
+type harness struct {
+	t     *testing.T
+	kv    *memKV
+	log   *Log
+	index uint64
+}
+
+func newHarness(t *testing.T, cfg Config) *harness {
+	kv := newMemKV()
+	return &harness{t: t, kv: kv, log: New(cfg, kv)}
+}
+
+// apply applies entries (each a list of requests) in one call.
+func (h *harness) apply(entries ...[]*Produce) []Result {
+	h.t.Helper()
+	var cmds []multiraft.Command
+	for _, e := range entries {
+		h.index++
+		for slot, p := range e {
+			cmds = append(cmds, multiraft.Command{Index: h.index, Slot: slot, Data: p.Marshal()})
+		}
+	}
+	raw, err := h.log.Apply(h.kv, cmds)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.kv.commit()
+	out := make([]Result, len(raw))
+	for i, r := range raw {
+		if out[i], err = DecodeResult(r); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func recs(prefix string, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = fmt.Appendf(nil, "%s-%d", prefix, i)
+	}
+	return out
+}
+
+// TestProduceFetch: offsets are dense across requests and entries; Fetch
+// reads from any offset, within its record and byte bounds, up to the
+// high watermark; beyond it is an error.
+func TestProduceFetch(t *testing.T) {
+	h := newHarness(t, DefaultConfig())
+	res := h.apply(
+		[]*Produce{{Records: recs("a", 3)}, {Records: recs("b", 2)}}, // one entry, two requests
+		[]*Produce{{Records: recs("c", 4)}},
+	)
+	want := [][2]uint64{{0, 3}, {3, 2}, {5, 4}}
+	for i, r := range res {
+		if r.Err != nil || r.BaseOffset != want[i][0] || r.Count != want[i][1] {
+			t.Fatalf("request %d: %+v, want base %d count %d", i, r, want[i][0], want[i][1])
+		}
+	}
+	if n := len(h.kv.keys([]byte{batchPrefix}, []byte{batchPrefix + 1})); n != 2 {
+		t.Fatalf("%d batch keys for 2 entries", n)
+	}
+	all := slices.Concat(recs("a", 3), recs("b", 2), recs("c", 4))
+	for off := 0; off <= len(all); off++ {
+		got, hw, err := h.log.Fetch(uint64(off), 100, 1<<20)
+		if err != nil || hw != 9 || !slices.EqualFunc(got, all[off:], bytes.Equal) {
+			t.Fatalf("fetch %d: %q hw %d err %v", off, got, hw, err)
+		}
+	}
+	if got, _, _ := h.log.Fetch(1, 3, 1<<20); !slices.EqualFunc(got, all[1:4], bytes.Equal) {
+		t.Fatalf("fetch 3 from 1: %q", got)
+	}
+	if got, _, _ := h.log.Fetch(4, 100, 5); len(got) != 1 {
+		t.Fatalf("fetch with a 5-byte bound returned %d records, want the one that does not fit alone", len(got))
+	}
+	if _, _, err := h.log.Fetch(10, 1, 100); !errors.Is(err, ErrOffsetOutOfRange) {
+		t.Fatalf("fetch beyond the high watermark: %v", err)
+	}
+	if res := h.apply([]*Produce{{}}); !errors.Is(res[0].Err, ErrMalformed) {
+		t.Fatalf("empty request: %+v", res[0])
+	}
+	raw, err := h.log.Apply(h.kv, []multiraft.Command{{Index: 99, Data: []byte{1, 0xff}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := DecodeResult(raw[0]); !errors.Is(r.Err, ErrMalformed) {
+		t.Fatalf("garbage request: %+v", r)
+	}
+}
+
+// TestIdempotentProducer: a retry of a producer's last batch is answered
+// with its original offsets and appends nothing; a batch that does not
+// follow is refused with the sequence expected; producers are independent.
+func TestIdempotentProducer(t *testing.T) {
+	h := newHarness(t, DefaultConfig())
+	p1 := &Produce{ProducerID: 7, Sequence: 0, TimestampMs: 1000, Records: recs("x", 3)}
+	first := h.apply([]*Produce{p1})[0]
+	retry := h.apply([]*Produce{p1}, []*Produce{{ProducerID: 8, Sequence: 40, TimestampMs: 1001, Records: recs("y", 1)}})
+	if !retry[0].Duplicate || retry[0].BaseOffset != first.BaseOffset || retry[0].Count != 3 {
+		t.Fatalf("retry: %+v, first %+v", retry[0], first)
+	}
+	if retry[1].Err != nil || retry[1].BaseOffset != 3 {
+		t.Fatalf("another producer: %+v", retry[1])
+	}
+	gap := h.apply([]*Produce{{ProducerID: 7, Sequence: 5, TimestampMs: 1002, Records: recs("z", 1)}})[0]
+	if !errors.Is(gap.Err, ErrOutOfOrder) || !bytes.Contains([]byte(gap.Err.Error()), []byte("expected sequence 3")) {
+		t.Fatalf("gap: %+v", gap)
+	}
+	next := h.apply([]*Produce{{ProducerID: 7, Sequence: 3, TimestampMs: 1003, Records: recs("w", 2)}})[0]
+	if next.Err != nil || next.BaseOffset != 4 {
+		t.Fatalf("next batch: %+v", next)
+	}
+	// A batch and its retry in one entry: the retry is a duplicate.
+	p := &Produce{ProducerID: 7, Sequence: 5, TimestampMs: 1004, Records: recs("v", 1)}
+	both := h.apply([]*Produce{p, p})
+	if both[0].Err != nil || !both[1].Duplicate || both[1].BaseOffset != both[0].BaseOffset {
+		t.Fatalf("batch and retry in one entry: %+v", both)
+	}
+	if _, hw, _ := h.log.Fetch(0, 0, 0); hw != 7 {
+		t.Fatalf("high watermark %d, want 7: a duplicate appended", hw)
+	}
+}
+
+// TestProducerExpiry: a producer idle for the TTL, in the leaders' time,
+// is forgotten; the number of producers is bounded and frees up as they
+// expire.
+func TestProducerExpiry(t *testing.T) {
+	h := newHarness(t, Config{ProducerTTL: time.Second, MaxProducers: 2})
+	at := func(id, seq, ms uint64) *Produce {
+		return &Produce{ProducerID: id, Sequence: seq, TimestampMs: ms, Records: recs("r", 1)}
+	}
+	h.apply([]*Produce{at(1, 0, 10_000)}, []*Produce{at(2, 0, 10_100)})
+	if r := h.apply([]*Produce{at(3, 0, 10_200)})[0]; !errors.Is(r.Err, ErrTooManyProducers) {
+		t.Fatalf("third producer: %+v", r)
+	}
+	// Producer 1 stays busy; 2 goes idle past the TTL and is swept.
+	h.apply([]*Produce{at(1, 1, 10_600)})
+	h.apply([]*Produce{at(1, 2, 11_200)})
+	if r := h.apply([]*Produce{at(3, 0, 11_300)})[0]; r.Err != nil {
+		t.Fatalf("third producer after the second expired: %+v", r)
+	}
+	if n := len(h.kv.keys([]byte{producerPrefix}, []byte{producerPrefix + 1})); n != 2 {
+		t.Fatalf("%d producers stored, want 2", n)
+	}
+	if n := len(h.kv.keys([]byte{expiryPrefix}, []byte{expiryPrefix + 1})); n != 2 {
+		t.Fatalf("%d expiry index keys, want 2", n)
+	}
+}
+
+// TestApplyIsDeterministic: the same commands applied in one call or split
+// into calls at random points leave the same state and return the same
+// results: replicas batch their applies differently.
+func TestApplyIsDeterministic(t *testing.T) {
+	testseed.Run(t, testseed.Range(1, 21), func(t *testing.T, seed uint64) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		cfg := Config{ProducerTTL: 50 * time.Millisecond, MaxProducers: 3}
+		var cmds []multiraft.Command
+		seqs := map[uint64]uint64{}
+		var ms uint64 = 1000
+		for index := uint64(1); index <= 200; index++ {
+			for slot := range 1 + rng.IntN(3) {
+				id := rng.Uint64N(6)
+				ms += rng.Uint64N(15)
+				p := &Produce{ProducerID: id, Sequence: seqs[id], TimestampMs: ms, Records: recs("r", 1+rng.IntN(3))}
+				switch rng.IntN(10) {
+				case 0:
+					p.Sequence += 2 // out of order
+				case 1:
+					if seqs[id] >= 1 {
+						p.Sequence-- // a retry or a stale batch
+					}
+				default:
+					seqs[id] += uint64(len(p.Records))
+				}
+				data := p.Marshal()
+				if rng.IntN(50) == 0 {
+					data = data[:len(data)/2]
+				}
+				cmds = append(cmds, multiraft.Command{Index: index, Slot: slot, Data: data})
+			}
+		}
+		run := func(split bool) (map[string][]byte, [][]byte) {
+			kv := newMemKV()
+			l := New(cfg, kv)
+			var results [][]byte
+			for start := 0; start < len(cmds); {
+				end := len(cmds)
+				if split {
+					end = min(len(cmds), start+1+rng.IntN(20))
+					for end < len(cmds) && cmds[end].Index == cmds[end-1].Index {
+						end++ // a call holds whole entries
+					}
+				}
+				r, err := l.Apply(kv, cmds[start:end])
+				if err != nil {
+					t.Fatal(err)
+				}
+				kv.commit()
+				results = append(results, r...)
+				start = end
+			}
+			return kv.m, results
+		}
+		whole, wholeRes := run(false)
+		for range 3 {
+			split, splitRes := run(true)
+			if !slices.EqualFunc(wholeRes, splitRes, bytes.Equal) {
+				t.Fatal("results differ with the calls split differently")
+			}
+			if len(whole) != len(split) {
+				t.Fatalf("%d keys vs %d with the calls split differently", len(whole), len(split))
+			}
+			for k, v := range whole {
+				if !bytes.Equal(split[k], v) {
+					t.Fatalf("key %q differs with the calls split differently", k)
+				}
+			}
+		}
+	})
+}
+
+// FuzzUnmarshalProduce: no input makes decoding panic, and what decodes
+// survives an encode and decode unchanged.
+func FuzzUnmarshalProduce(f *testing.F) {
+	f.Add((&Produce{ProducerID: 1, Sequence: 2, TimestampMs: 3, Records: recs("a", 2)}).Marshal())
+	f.Add([]byte{1, 0, 0, 0, 200})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := UnmarshalProduce(data)
+		if err != nil {
+			return
+		}
+		q, err := UnmarshalProduce(p.Marshal())
+		if err != nil || q.ProducerID != p.ProducerID || q.Sequence != p.Sequence || q.TimestampMs != p.TimestampMs ||
+			!slices.EqualFunc(q.Records, p.Records, bytes.Equal) {
+			t.Fatalf("round trip of %x: %+v became %+v (%v)", data, p, q, err)
+		}
+	})
+}
