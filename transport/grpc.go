@@ -119,6 +119,13 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 	return t, nil
 }
 
+// RegisterService serves another gRPC service on the transport's server
+// (the reference node's client API shares the peer port). Call it before
+// Start.
+func (t *GRPC) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	t.srv.RegisterService(desc, impl)
+}
+
 // Addr returns the address the transport listens on.
 func (t *GRPC) Addr() string { return t.lis.Addr().String() }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -68,21 +69,54 @@ func (c *TLSConfig) clientCreds(clusterID uint64, to NodeID) credentials.Transpo
 		// not how nodes are known.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("transport: peer sent no certificate")
-			}
-			inter := x509.NewCertPool()
-			for _, ic := range cs.PeerCertificates[1:] {
-				inter.AddCert(ic)
-			}
-			leaf := cs.PeerCertificates[0]
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.CA, Intermediates: inter,
-				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-				return fmt.Errorf("transport: peer certificate: %w", err)
+			leaf, err := c.verifyChain(cs, x509.ExtKeyUsageServerAuth)
+			if err != nil {
+				return err
 			}
 			return hasURI(leaf, want)
 		},
 	})
+}
+
+// ClientCredentials are the credentials of a client of the cluster's
+// nodes (the reference node's client API shares the peer port): it
+// presents its certificate and accepts any node of the cluster whose
+// certificate the CA signed.
+func (c *TLSConfig) ClientCredentials(clusterID uint64) credentials.TransportCredentials {
+	prefix := fmt.Sprintf("flotilla://%d/node/", clusterID)
+	return credentials.NewTLS(&tls.Config{
+		Certificates:       []tls.Certificate{c.Certificate},
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // the chain and the URI are checked below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			leaf, err := c.verifyChain(cs, x509.ExtKeyUsageServerAuth)
+			if err != nil {
+				return err
+			}
+			for _, u := range leaf.URIs {
+				if strings.HasPrefix(u.String(), prefix) {
+					return nil
+				}
+			}
+			return fmt.Errorf("transport: certificate names no node of cluster %d", clusterID)
+		},
+	})
+}
+
+// verifyChain checks the peer's certificate chain against the CA.
+func (c *TLSConfig) verifyChain(cs tls.ConnectionState, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return nil, errors.New("transport: peer sent no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range cs.PeerCertificates[1:] {
+		inter.AddCert(ic)
+	}
+	leaf := cs.PeerCertificates[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.CA, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		return nil, fmt.Errorf("transport: peer certificate: %w", err)
+	}
+	return leaf, nil
 }
 
 // hasURI checks that a certificate names uri among its URI SANs.

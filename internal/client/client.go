@@ -1,0 +1,238 @@
+// Package client is the Go client of the reference node's API: it keeps a
+// connection per node it talks to and follows not-leader answers to the
+// partition's leader, so callers name a partition, not a node.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-io/flotilla/proto/clientpb"
+)
+
+// maxHops bounds how many not-leader answers one call follows.
+const maxHops = 5
+
+// Client talks to a cluster's nodes.
+type Client struct {
+	endpoints []string
+	creds     credentials.TransportCredentials
+
+	mu struct {
+		sync.Mutex
+		conns   map[string]*grpc.ClientConn
+		leaders map[uint64]string // partition -> leader address, as last heard
+		next    int               // round robin over endpoints
+	}
+}
+
+// New returns a client of the nodes at endpoints (any subset of the
+// cluster). creds nil: plaintext.
+func New(endpoints []string, creds credentials.TransportCredentials) (*Client, error) {
+	if len(endpoints) == 0 {
+		return nil, errors.New("client: no endpoints")
+	}
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	c := &Client{endpoints: endpoints, creds: creds}
+	c.mu.conns = map[string]*grpc.ClientConn{}
+	c.mu.leaders = map[uint64]string{}
+	return c, nil
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cc := range c.mu.conns {
+		_ = cc.Close()
+	}
+	clear(c.mu.conns)
+	return nil
+}
+
+func (c *Client) conn(addr string) (clientpb.PartitionsClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cc := c.mu.conns[addr]
+	if cc == nil {
+		var err error
+		if cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(c.creds)); err != nil {
+			return nil, fmt.Errorf("client: %s: %w", addr, err)
+		}
+		c.mu.conns[addr] = cc
+	}
+	return clientpb.NewPartitionsClient(cc), nil
+}
+
+// pick returns where to send a call about a partition: its last known
+// leader, else the next endpoint.
+func (c *Client) pick(partition uint64) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if addr, ok := c.mu.leaders[partition]; ok && partition != 0 {
+		return addr
+	}
+	addr := c.endpoints[c.mu.next%len(c.endpoints)]
+	c.mu.next++
+	return addr
+}
+
+func (c *Client) setLeader(partition uint64, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if addr == "" {
+		delete(c.mu.leaders, partition)
+	} else {
+		c.mu.leaders[partition] = addr
+	}
+}
+
+// NotLeader returns the detail of a not-leader answer, nil if err is not
+// one.
+func NotLeader(err error) *clientpb.NotLeader {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.FailedPrecondition {
+		return nil
+	}
+	for _, d := range st.Details() {
+		if nl, ok := d.(*clientpb.NotLeader); ok {
+			return nl
+		}
+	}
+	return nil
+}
+
+// call runs fn against the node that should answer for the partition,
+// following not-leader answers and moving on from unreachable nodes.
+func (c *Client) call(ctx context.Context, partition uint64, fn func(clientpb.PartitionsClient) error) error {
+	var err error
+	addr := c.pick(partition)
+	for hop := 0; hop < maxHops+len(c.endpoints); hop++ {
+		var pc clientpb.PartitionsClient
+		if pc, err = c.conn(addr); err != nil {
+			return err
+		}
+		err = fn(pc)
+		nl := NotLeader(err)
+		switch {
+		case err == nil:
+			c.setLeader(partition, addr)
+			return nil
+		case nl != nil && nl.GetLeaderAddress() != "" && nl.GetLeaderAddress() != addr:
+			addr = nl.GetLeaderAddress()
+			continue
+		case nl != nil, status.Code(err) == codes.Unavailable:
+			// No leader known yet, or the node is down: try elsewhere
+			// after a short pause.
+			c.setLeader(partition, "")
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(hop+1) * 20 * time.Millisecond):
+			}
+			addr = c.pick(partition)
+			continue
+		default:
+			return err
+		}
+	}
+	return err
+}
+
+// CreatePartition creates a partition on the given nodes.
+func (c *Client) CreatePartition(ctx context.Context, id uint64, nodes []uint64) error {
+	return c.call(ctx, 0, func(pc clientpb.PartitionsClient) error {
+		_, err := pc.CreatePartition(ctx, &clientpb.CreatePartitionRequest{PartitionId: id, ReplicaNodeIds: nodes})
+		return err
+	})
+}
+
+// DeletePartition deletes a partition everywhere.
+func (c *Client) DeletePartition(ctx context.Context, id uint64) error {
+	return c.call(ctx, 0, func(pc clientpb.PartitionsClient) error {
+		_, err := pc.DeletePartition(ctx, &clientpb.DeletePartitionRequest{PartitionId: id})
+		return err
+	})
+}
+
+// Describe returns the partition as its leader sees it (or, without a
+// leader, as some replica does).
+func (c *Client) Describe(ctx context.Context, id uint64) (*clientpb.PartitionInfo, error) {
+	var info *clientpb.PartitionInfo
+	err := c.call(ctx, id, func(pc clientpb.PartitionsClient) error {
+		var err error
+		info, err = pc.DescribePartition(ctx, &clientpb.DescribePartitionRequest{PartitionId: id})
+		return err
+	})
+	return info, err
+}
+
+// List returns the partitions of one node (the first endpoint that
+// answers).
+func (c *Client) List(ctx context.Context) ([]*clientpb.PartitionInfo, error) {
+	var resp *clientpb.ListPartitionsResponse
+	err := c.call(ctx, 0, func(pc clientpb.PartitionsClient) error {
+		var err error
+		resp, err = pc.ListPartitions(ctx, &clientpb.ListPartitionsRequest{})
+		return err
+	})
+	return resp.GetPartitions(), err
+}
+
+// Produce appends records to a partition through its leader.
+func (c *Client) Produce(ctx context.Context, req *clientpb.ProduceRequest) (*clientpb.ProduceResponse, error) {
+	var resp *clientpb.ProduceResponse
+	err := c.call(ctx, req.GetPartitionId(), func(pc clientpb.PartitionsClient) error {
+		var err error
+		resp, err = pc.Produce(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// Fetch reads records from a partition (from its leader, as last known).
+func (c *Client) Fetch(ctx context.Context, req *clientpb.FetchRequest) (*clientpb.FetchResponse, error) {
+	var resp *clientpb.FetchResponse
+	err := c.call(ctx, req.GetPartitionId(), func(pc clientpb.PartitionsClient) error {
+		var err error
+		resp, err = pc.Fetch(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// FetchFrom reads records from one node's replica.
+func (c *Client) FetchFrom(ctx context.Context, addr string, req *clientpb.FetchRequest) (*clientpb.FetchResponse, error) {
+	pc, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return pc.Fetch(ctx, req)
+}
+
+// TransferLeadership moves a partition's leadership to a node.
+func (c *Client) TransferLeadership(ctx context.Context, id, to uint64) error {
+	return c.call(ctx, id, func(pc clientpb.PartitionsClient) error {
+		_, err := pc.TransferLeadership(ctx, &clientpb.TransferLeadershipRequest{PartitionId: id, ToNodeId: to})
+		return err
+	})
+}
+
+// ChangeReplicas adds and removes a partition's replica nodes.
+func (c *Client) ChangeReplicas(ctx context.Context, id uint64, add, remove []uint64) error {
+	return c.call(ctx, id, func(pc clientpb.PartitionsClient) error {
+		_, err := pc.ChangeReplicas(ctx, &clientpb.ChangeReplicasRequest{PartitionId: id, AddNodeIds: add, RemoveNodeIds: remove})
+		return err
+	})
+}

@@ -1,0 +1,242 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flotilla-io/flotilla/metrics"
+	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/partition"
+	"github.com/flotilla-io/flotilla/proto/clientpb"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// Config configures a node.
+type Config struct {
+	ClusterID, NodeID uint64
+	// ListenAddr is the gRPC address (peers and clients); ":0" picks a
+	// port, which Addr reports. Listener, if set, is used instead.
+	ListenAddr string
+	Listener   net.Listener
+	// Peers maps every node (this one may be included) to its address.
+	Peers map[uint64]string
+	// DataDir holds the node's Pebble store.
+	DataDir string
+	// MetricsAddr serves /metrics over HTTP; empty: not served.
+	MetricsAddr string
+	// TLS secures peer and client traffic; nil: plaintext.
+	TLS *transport.TLSConfig
+	// Host adjusts the host's config (tests, the demo).
+	Host func(*multiraft.Config)
+	// Partition bounds each partition's producer state.
+	Partition partition.Config
+	// MaxRecordBytes bounds one record. Default 1 MiB.
+	MaxRecordBytes int
+	Logger         *slog.Logger
+}
+
+// Node is a running reference node.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	trans   *transport.GRPC
+	host    *multiraft.Host
+	metrics *http.Server
+	mlis    net.Listener
+	m       *nodeMetrics
+	wg      sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		logs map[uint64]*partition.Log
+	}
+}
+
+// Start opens the store, starts the host, and serves peers, clients and
+// metrics.
+func Start(cfg Config) (*Node, error) {
+	if cfg.NodeID == 0 || cfg.ClusterID == 0 {
+		return nil, errors.New("node: cluster ID and node ID must be set (and non-zero)")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: a data directory is required")
+	}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), reg: prometheus.NewRegistry()}
+	n.mu.logs = make(map[uint64]*partition.Log)
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.m = newNodeMetrics(n.reg)
+
+	tc := transport.GRPCConfig{
+		Config:     transport.Config{Metrics: metrics.NewTransport(n.reg), Logger: n.log},
+		ClusterID:  cfg.ClusterID,
+		NodeID:     cfg.NodeID,
+		Listener:   cfg.Listener,
+		ListenAddr: cfg.ListenAddr,
+		Peers:      cfg.Peers,
+		TLS:        cfg.TLS,
+	}
+	trans, err := transport.NewGRPC(tc)
+	if err != nil {
+		return nil, err
+	}
+	n.trans = trans
+	trans.RegisterService(&clientpb.Partitions_ServiceDesc, &service{n: n})
+
+	hc := multiraft.DefaultConfig()
+	hc.ClusterID, hc.NodeID = cfg.ClusterID, cfg.NodeID
+	hc.Dir = filepath.Join(cfg.DataDir, "store")
+	hc.Transport = trans
+	hc.Registerer = n.reg
+	hc.Logger = n.log
+	hc.DiskStateMachine = func(groupID uint64, r multiraft.Reader) multiraft.DiskStateMachine {
+		l := partition.New(cfg.Partition, r)
+		n.mu.Lock()
+		n.mu.logs[groupID] = l
+		n.mu.Unlock()
+		return l
+	}
+	if cfg.Host != nil {
+		cfg.Host(&hc)
+	}
+	host, err := multiraft.NewHost(hc)
+	if err != nil {
+		_ = trans.Close()
+		return nil, err
+	}
+	n.host = host
+
+	if cfg.MetricsAddr != "" {
+		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			_ = host.Close()
+			return nil, fmt.Errorf("node: metrics listener: %w", err)
+		}
+		n.mlis = mlis
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+		n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			_ = n.metrics.Serve(mlis)
+		}()
+	}
+	n.log.Info("node started", "addr", n.Addr(), "metrics", n.MetricsAddr())
+	return n, nil
+}
+
+// Addr is the node's gRPC address (peers and clients).
+func (n *Node) Addr() string { return n.trans.Addr() }
+
+// MetricsAddr is the address /metrics is served on, "" if none.
+func (n *Node) MetricsAddr() string {
+	if n.mlis == nil {
+		return ""
+	}
+	return n.mlis.Addr().String()
+}
+
+// Host is the node's multiraft host.
+func (n *Node) Host() *multiraft.Host { return n.host }
+
+// Registry is the node's metric registry.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// partitionLog returns the log of a partition hosted here.
+func (n *Node) partitionLog(id uint64) *partition.Log {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.logs[id]
+}
+
+// peerAddr returns a node's address, "" if unknown.
+func (n *Node) peerAddr(id uint64) string {
+	if id == n.cfg.NodeID {
+		return n.Addr()
+	}
+	return n.cfg.Peers[id]
+}
+
+// nodes returns every node of the cluster, in order.
+func (n *Node) nodes() []uint64 {
+	ids := []uint64{n.cfg.NodeID}
+	for id := range n.cfg.Peers {
+		if id != n.cfg.NodeID {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// Drain hands the leadership of every partition this node leads to
+// another replica, so that stopping it costs clients no election timeout.
+// It returns when no partition is led here or ctx ends.
+func (n *Node) Drain(ctx context.Context) error {
+	for ctx.Err() == nil {
+		led := 0
+		var wg sync.WaitGroup
+		for _, id := range n.host.Groups() {
+			st, err := n.host.Status(id)
+			if err != nil || st.Role != "leader" {
+				continue
+			}
+			var to uint64
+			for _, node := range st.Replicas {
+				if node != n.cfg.NodeID && (to == 0 || node < to) {
+					to = node
+				}
+			}
+			if to == 0 {
+				continue // the only replica: nowhere to go
+			}
+			led++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				_ = n.host.TransferLeadership(tctx, id, to)
+			}()
+		}
+		wg.Wait()
+		if led == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return ctx.Err()
+}
+
+// Close stops serving and closes the host (and with it the transport and
+// the store).
+func (n *Node) Close() error {
+	if n.metrics != nil {
+		_ = n.metrics.Close()
+	}
+	n.wg.Wait()
+	return n.host.Close()
+}

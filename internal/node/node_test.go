@@ -1,0 +1,165 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-io/flotilla/internal/await"
+	"github.com/flotilla-io/flotilla/internal/client"
+	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/proto/clientpb"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fastTicks makes elections take a fraction of a second.
+func fastTicks(cfg *Config) {
+	cfg.Host = func(hc *multiraft.Config) {
+		hc.TickInterval = 20 * time.Millisecond
+		hc.Workers = 2
+		hc.MemTableSize = 4 << 20
+	}
+}
+
+func startCluster(t *testing.T) ([]*Node, *client.Client) {
+	t.Helper()
+	nodes, err := LocalCluster(3, t.TempDir(), fastTicks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			if err := n.Close(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	c, err := client.New([]string{nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return nodes, c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestPartitionLifecycle: create, produce through any node (the client
+// follows the leader), fetch from every replica, idempotent retries,
+// describe and list, transfer, delete; bad requests get clear statuses.
+func TestPartitionLifecycle(t *testing.T) {
+	nodes, c := startCluster(t)
+	ctx := ctxT(t)
+	if err := c.CreatePartition(ctx, 7, []uint64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	var records [][]byte
+	for i := range 20 {
+		rec := fmt.Appendf(nil, "record-%d", i)
+		resp, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7, Records: [][]byte{rec}, ProducerId: 42, Sequence: uint64(i)})
+		if err != nil {
+			t.Fatalf("produce %d: %v", i, err)
+		}
+		if resp.GetBaseOffset() != uint64(i) {
+			t.Fatalf("record %d at offset %d", i, resp.GetBaseOffset())
+		}
+		records = append(records, rec)
+	}
+	// A retry of the last batch gets its original offset.
+	resp, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7, Records: records[19:], ProducerId: 42, Sequence: 19})
+	if err != nil || !resp.GetDuplicate() || resp.GetBaseOffset() != 19 {
+		t.Fatalf("retry: %v, %v", resp, err)
+	}
+	if _, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7, Records: records[:1], ProducerId: 42, Sequence: 30}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("out-of-order sequence: %v", err)
+	}
+	// Every replica serves what it applied; a linearizable fetch sees all.
+	for _, n := range nodes {
+		await.Until(t, 10*time.Second, "replica caught up", func() bool {
+			r, err := c.FetchFrom(ctx, n.Addr(), &clientpb.FetchRequest{PartitionId: 7})
+			return err == nil && len(r.GetRecords()) == 20
+		})
+		r, err := c.FetchFrom(ctx, n.Addr(), &clientpb.FetchRequest{PartitionId: 7, Offset: 5, MaxRecords: 3, Linearizable: true})
+		if err != nil || len(r.GetRecords()) != 3 || !bytes.Equal(r.GetRecords()[0], records[5]) || r.GetHighWatermark() != 20 {
+			t.Fatalf("node %d fetch: %v %v", n.cfg.NodeID, r, err)
+		}
+	}
+	// A follower answers a produce with the leader's identity.
+	info, err := c.Describe(ctx, 7)
+	if err != nil || info.GetRole() != "leader" || len(info.GetReplicaNodeIds()) != 3 || info.GetHighWatermark() != 20 {
+		t.Fatalf("describe: %v %v", info, err)
+	}
+	leader := info.GetLeaderNodeId()
+	follower := nodes[leader%3]
+	_, err = direct(t, follower.Addr()).Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7, Records: records[:1]})
+	nl := client.NotLeader(err)
+	if nl == nil || nl.GetLeaderNodeId() != leader || nl.GetLeaderAddress() != nodes[leader-1].Addr() {
+		t.Fatalf("produce on a follower: %v (detail %v)", err, nl)
+	}
+	// Bad requests.
+	for name, tc := range map[string]struct {
+		err  error
+		code codes.Code
+	}{
+		"unknown partition": {func() error {
+			_, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 99, Records: records[:1]})
+			return err
+		}(), codes.NotFound},
+		"empty batch": {func() error { _, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7}); return err }(), codes.InvalidArgument},
+		"oversized record": {func() error {
+			_, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7, Records: [][]byte{make([]byte, 2<<20)}})
+			return err
+		}(), codes.InvalidArgument},
+		"bad offset":  {func() error { _, err := c.Fetch(ctx, &clientpb.FetchRequest{PartitionId: 7, Offset: 21}); return err }(), codes.OutOfRange},
+		"bad replica": {c.CreatePartition(ctx, 8, []uint64{1, 9}), codes.InvalidArgument},
+	} {
+		if status.Code(tc.err) != tc.code {
+			t.Errorf("%s: %v, want %s", name, tc.err, tc.code)
+		}
+	}
+	// Transfer, then list on every node.
+	to := leader%3 + 1
+	if err := c.TransferLeadership(ctx, 7, to); err != nil {
+		t.Fatal(err)
+	}
+	await.Until(t, 10*time.Second, "the new leader", func() bool {
+		info, err := c.Describe(ctx, 7)
+		return err == nil && info.GetLeaderNodeId() == to
+	})
+	// Delete: gone everywhere, and the ID cannot come back.
+	if err := c.DeletePartition(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if len(n.Host().Groups()) != 0 {
+			t.Fatalf("node %d still hosts %v", n.cfg.NodeID, n.Host().Groups())
+		}
+	}
+	if err := c.CreatePartition(ctx, 7, []uint64{1, 2, 3}); err == nil {
+		t.Fatal("a deleted partition's ID was used again")
+	}
+}
+
+// direct is a client of one node, which follows no leader.
+func direct(t *testing.T, addr string) clientpb.PartitionsClient {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return clientpb.NewPartitionsClient(cc)
+}

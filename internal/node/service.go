@@ -1,0 +1,271 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/partition"
+	"github.com/flotilla-io/flotilla/proto/clientpb"
+)
+
+// Fetch bounds when the request leaves them at 0.
+const (
+	defaultFetchRecords = 1000
+	defaultFetchBytes   = 4 << 20
+	maxFetchRecords     = 100000
+	maxFetchBytes       = 64 << 20
+)
+
+// nodeMetrics are the client API's figures.
+type nodeMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newNodeMetrics(reg prometheus.Registerer) *nodeMetrics {
+	m := &nodeMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "flotilla", Subsystem: "client",
+			Name: "requests_total", Help: "Client API calls by method and gRPC status code."}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "flotilla", Subsystem: "client",
+			Name: "request_duration_seconds", Help: "Client API call latency by method.",
+			Buckets: prometheus.ExponentialBuckets(100e-6, 2, 16)}, []string{"method"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+// observe counts a call when it returns (err points at its result).
+func (m *nodeMetrics) observe(method string, start time.Time, err *error) {
+	m.requests.WithLabelValues(method, status.Code(*err).String()).Inc()
+	m.duration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+}
+
+// service implements the client API on a node.
+type service struct {
+	clientpb.UnimplementedPartitionsServer
+	n *Node
+}
+
+// statusOf maps a host or partition error to a gRPC status; a not-leader
+// error carries the leader and its address.
+func (s *service) statusOf(partitionID uint64, err error) error {
+	var nl *multiraft.NotLeaderError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &nl):
+		return s.notLeader(partitionID, nl.Leader)
+	case errors.Is(err, multiraft.ErrGroupNotFound):
+		return status.Errorf(codes.NotFound, "partition %d is not hosted on node %d", partitionID, s.n.cfg.NodeID)
+	case errors.Is(err, multiraft.ErrGroupExists):
+		return status.Errorf(codes.AlreadyExists, "partition %d: %v", partitionID, err)
+	case errors.Is(err, multiraft.ErrBusy), errors.Is(err, partition.ErrTooManyProducers):
+		return status.Errorf(codes.ResourceExhausted, "%v", err)
+	case errors.Is(err, multiraft.ErrTooLarge), errors.Is(err, multiraft.ErrInvalid), errors.Is(err, partition.ErrMalformed),
+		errors.Is(err, partition.ErrEmpty):
+		return status.Errorf(codes.InvalidArgument, "%v", err)
+	case errors.Is(err, partition.ErrOutOfOrder):
+		return status.Errorf(codes.FailedPrecondition, "%v", err)
+	case errors.Is(err, partition.ErrOffsetOutOfRange):
+		return status.Errorf(codes.OutOfRange, "%v", err)
+	case errors.Is(err, multiraft.ErrAmbiguous):
+		return status.Errorf(codes.Unavailable, "outcome unknown (retry with the same producer ID and sequence to apply it once): %v", err)
+	case errors.Is(err, multiraft.ErrStopped), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return status.Errorf(codes.Unavailable, "%v", err)
+	case errors.Is(err, multiraft.ErrRejected):
+		return status.Errorf(codes.Aborted, "%v", err)
+	default:
+		return status.Errorf(codes.Internal, "%v", err)
+	}
+}
+
+func (s *service) notLeader(partitionID, leader uint64) error {
+	st := status.Newf(codes.FailedPrecondition, "node %d does not lead partition %d (leader: node %d)", s.n.cfg.NodeID, partitionID, leader)
+	st, err := st.WithDetails(&clientpb.NotLeader{PartitionId: partitionID, LeaderNodeId: leader, LeaderAddress: s.n.peerAddr(leader)})
+	if err != nil {
+		return status.Errorf(codes.FailedPrecondition, "node %d does not lead partition %d", s.n.cfg.NodeID, partitionID)
+	}
+	return st.Err()
+}
+
+func (s *service) CreatePartition(ctx context.Context, req *clientpb.CreatePartitionRequest) (_ *clientpb.CreatePartitionResponse, err error) {
+	defer s.n.m.observe("CreatePartition", time.Now(), &err)
+	id, replicas := req.GetPartitionId(), slices.Clone(req.GetReplicaNodeIds())
+	slices.Sort(replicas)
+	replicas = slices.Compact(replicas)
+	if id == 0 || len(replicas) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "a partition needs a non-zero ID and at least one replica node")
+	}
+	for _, node := range replicas {
+		if s.n.peerAddr(node) == "" {
+			return nil, status.Errorf(codes.InvalidArgument, "node %d is not in the cluster", node)
+		}
+	}
+	for _, node := range replicas {
+		if err := s.n.host.CreateGroupOn(ctx, node, id, replicas); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "creating partition %d on node %d: %v", id, node, err)
+		}
+	}
+	return &clientpb.CreatePartitionResponse{}, nil
+}
+
+func (s *service) DeletePartition(ctx context.Context, req *clientpb.DeletePartitionRequest) (_ *clientpb.DeletePartitionResponse, err error) {
+	defer s.n.m.observe("DeletePartition", time.Now(), &err)
+	id := req.GetPartitionId()
+	if id == 0 {
+		return nil, status.Error(codes.InvalidArgument, "partition 0 does not exist")
+	}
+	for _, node := range s.n.nodes() {
+		if err := s.n.host.RemoveGroupOn(ctx, node, id); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "deleting partition %d on node %d: %v", id, node, err)
+		}
+	}
+	return &clientpb.DeletePartitionResponse{}, nil
+}
+
+func (s *service) info(id uint64) (*clientpb.PartitionInfo, error) {
+	st, err := s.n.host.Status(id)
+	if err != nil {
+		return nil, s.statusOf(id, err)
+	}
+	info := &clientpb.PartitionInfo{PartitionId: id, NodeId: s.n.cfg.NodeID, Role: st.Role, LeaderNodeId: st.Leader,
+		Term: st.Term, CommitIndex: st.Commit, AppliedIndex: st.Applied}
+	for _, node := range st.Replicas {
+		info.ReplicaNodeIds = append(info.ReplicaNodeIds, node)
+	}
+	slices.Sort(info.ReplicaNodeIds)
+	if l := s.n.partitionLog(id); l != nil {
+		info.HighWatermark, _ = l.HighWatermark()
+	}
+	var last uint64
+	for _, p := range st.Progress {
+		last = max(last, p.Match)
+	}
+	for replica, p := range st.Progress {
+		if node := st.Replicas[replica]; node != s.n.cfg.NodeID {
+			info.Followers = append(info.Followers, &clientpb.FollowerLag{NodeId: node, MatchIndex: p.Match, LagEntries: last - p.Match})
+		}
+	}
+	slices.SortFunc(info.Followers, func(a, b *clientpb.FollowerLag) int { return int(a.NodeId) - int(b.NodeId) })
+	return info, nil
+}
+
+func (s *service) DescribePartition(_ context.Context, req *clientpb.DescribePartitionRequest) (_ *clientpb.PartitionInfo, err error) {
+	defer s.n.m.observe("DescribePartition", time.Now(), &err)
+	return s.info(req.GetPartitionId())
+}
+
+func (s *service) ListPartitions(context.Context, *clientpb.ListPartitionsRequest) (_ *clientpb.ListPartitionsResponse, err error) {
+	defer s.n.m.observe("ListPartitions", time.Now(), &err)
+	ids := s.n.host.Groups()
+	slices.Sort(ids)
+	resp := &clientpb.ListPartitionsResponse{}
+	for _, id := range ids {
+		if info, err := s.info(id); err == nil {
+			resp.Partitions = append(resp.Partitions, info)
+		}
+	}
+	return resp, nil
+}
+
+func (s *service) Produce(ctx context.Context, req *clientpb.ProduceRequest) (_ *clientpb.ProduceResponse, err error) {
+	defer s.n.m.observe("Produce", time.Now(), &err)
+	id := req.GetPartitionId()
+	if len(req.GetRecords()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "produce: no records")
+	}
+	for i, r := range req.GetRecords() {
+		if len(r) > s.n.cfg.MaxRecordBytes {
+			return nil, status.Errorf(codes.InvalidArgument, "produce: record %d is %d bytes, limit %d", i, len(r), s.n.cfg.MaxRecordBytes)
+		}
+	}
+	p := &partition.Produce{ProducerID: req.GetProducerId(), Sequence: req.GetSequence(),
+		TimestampMs: uint64(time.Now().UnixMilli()), Records: req.GetRecords()}
+	res, err := s.n.host.Propose(ctx, id, p.Marshal())
+	if err != nil {
+		return nil, s.statusOf(id, err)
+	}
+	r, err := partition.DecodeResult(res.Value)
+	if err == nil {
+		err = r.Err
+	}
+	if err != nil {
+		return nil, s.statusOf(id, err)
+	}
+	return &clientpb.ProduceResponse{BaseOffset: r.BaseOffset, Count: r.Count, Duplicate: r.Duplicate}, nil
+}
+
+func (s *service) Fetch(ctx context.Context, req *clientpb.FetchRequest) (_ *clientpb.FetchResponse, err error) {
+	defer s.n.m.observe("Fetch", time.Now(), &err)
+	id := req.GetPartitionId()
+	l := s.n.partitionLog(id)
+	if l == nil {
+		return nil, s.statusOf(id, fmt.Errorf("%w: %d", multiraft.ErrGroupNotFound, id))
+	}
+	if req.GetLinearizable() {
+		if err := s.n.host.ReadIndex(ctx, id); err != nil {
+			return nil, s.statusOf(id, err)
+		}
+	}
+	maxRecords, maxBytes := int(req.GetMaxRecords()), int(req.GetMaxBytes())
+	if maxRecords == 0 {
+		maxRecords = defaultFetchRecords
+	}
+	if maxBytes == 0 {
+		maxBytes = defaultFetchBytes
+	}
+	records, hw, err := l.Fetch(req.GetOffset(), min(maxRecords, maxFetchRecords), min(maxBytes, maxFetchBytes))
+	if err != nil {
+		return nil, s.statusOf(id, err)
+	}
+	return &clientpb.FetchResponse{Records: records, BaseOffset: req.GetOffset(), HighWatermark: hw}, nil
+}
+
+func (s *service) TransferLeadership(ctx context.Context, req *clientpb.TransferLeadershipRequest) (_ *clientpb.TransferLeadershipResponse, err error) {
+	defer s.n.m.observe("TransferLeadership", time.Now(), &err)
+	if err := s.n.host.TransferLeadership(ctx, req.GetPartitionId(), req.GetToNodeId()); err != nil {
+		return nil, s.statusOf(req.GetPartitionId(), err)
+	}
+	return &clientpb.TransferLeadershipResponse{}, nil
+}
+
+func (s *service) ChangeReplicas(ctx context.Context, req *clientpb.ChangeReplicasRequest) (_ *clientpb.ChangeReplicasResponse, err error) {
+	defer s.n.m.observe("ChangeReplicas", time.Now(), &err)
+	id := req.GetPartitionId()
+	for _, node := range req.GetAddNodeIds() {
+		if s.n.peerAddr(node) == "" {
+			return nil, status.Errorf(codes.InvalidArgument, "node %d is not in the cluster", node)
+		}
+		// A learner first: it catches up before it counts in the quorum.
+		replicas, err := s.n.host.ChangeMembership(ctx, id, multiraft.Change{Type: multiraft.AddLearner, Node: node})
+		if err != nil {
+			return nil, s.statusOf(id, err)
+		}
+		var replicaID uint64
+		for r, n := range replicas {
+			if n == node {
+				replicaID = max(replicaID, r)
+			}
+		}
+		if err := s.n.host.JoinGroupOn(ctx, node, id, replicaID); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "creating the replica of partition %d on node %d: %v", id, node, err)
+		}
+		if _, err := s.n.host.ChangeMembership(ctx, id, multiraft.Change{Type: multiraft.AddVoter, Node: node}); err != nil {
+			return nil, s.statusOf(id, err)
+		}
+	}
+	for _, node := range req.GetRemoveNodeIds() {
+		if _, err := s.n.host.ChangeMembership(ctx, id, multiraft.Change{Type: multiraft.RemoveReplica, Node: node}); err != nil {
+			return nil, s.statusOf(id, err)
+		}
+	}
+	return &clientpb.ChangeReplicasResponse{}, nil
+}
