@@ -74,10 +74,11 @@ soak:
 	FLOTILLA_SOAK_SEEDS=$(SOAK_SEEDS) $(GOTEST) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent|IdleHeartbeat' ./store/... ./integration/...
 	FLOTILLA_SOAK_SEEDS=$$(( $(SOAK_SEEDS) / 10 + 1 )) $(GORACE) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent' $(RACE_PKGS)
 
-# The closest thing to a demo until the node exists: the store's log writer
-# committing many groups' appends on real disk, one fsync per batch.
+# A 3-node cluster in one process with 1,000 partitions under load, then
+# serving its client API and /metrics until Ctrl-C (DEMO_ARGS to change it).
+DEMO_ARGS ?=
 demo: build
-	$(BIN)/flotilla storebench --groups 1000 --duration 10s
+	$(BIN)/flotilla demo $(DEMO_ARGS)
 
 # Regenerates the checked-in protobuf code (protoc from Debian's
 # protobuf-compiler; the Go plugins at pinned versions). raftpb's messages

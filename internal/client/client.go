@@ -113,14 +113,16 @@ func NotLeader(err error) *clientpb.NotLeader {
 	return nil
 }
 
-// call runs fn against the node that should answer for the partition,
-// following not-leader answers and moving on from unreachable nodes.
+// call runs fn against the node that should answer for the partition:
+// it follows not-leader answers (at most maxHops redirects in a row), and
+// while no leader is known or a node is down it tries the endpoints in
+// turn, pausing a little longer each time, until ctx ends.
 func (c *Client) call(ctx context.Context, partition uint64, fn func(clientpb.PartitionsClient) error) error {
-	var err error
 	addr := c.pick(partition)
-	for hop := 0; hop < maxHops+len(c.endpoints); hop++ {
-		var pc clientpb.PartitionsClient
-		if pc, err = c.conn(addr); err != nil {
+	redirects, pause := 0, 10*time.Millisecond
+	for {
+		pc, err := c.conn(addr)
+		if err != nil {
 			return err
 		}
 		err = fn(pc)
@@ -129,25 +131,23 @@ func (c *Client) call(ctx context.Context, partition uint64, fn func(clientpb.Pa
 		case err == nil:
 			c.setLeader(partition, addr)
 			return nil
-		case nl != nil && nl.GetLeaderAddress() != "" && nl.GetLeaderAddress() != addr:
+		case nl != nil && nl.GetLeaderAddress() != "" && nl.GetLeaderAddress() != addr && redirects < maxHops:
+			redirects++
 			addr = nl.GetLeaderAddress()
 			continue
 		case nl != nil, status.Code(err) == codes.Unavailable:
-			// No leader known yet, or the node is down: try elsewhere
-			// after a short pause.
 			c.setLeader(partition, "")
-			select {
-			case <-ctx.Done():
-				return err
-			case <-time.After(time.Duration(hop+1) * 20 * time.Millisecond):
-			}
-			addr = c.pick(partition)
-			continue
 		default:
 			return err
 		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		redirects, pause = 0, min(2*pause, 200*time.Millisecond)
+		addr = c.pick(partition)
 	}
-	return err
 }
 
 // CreatePartition creates a partition on the given nodes.
@@ -167,15 +167,27 @@ func (c *Client) DeletePartition(ctx context.Context, id uint64) error {
 }
 
 // Describe returns the partition as its leader sees it (or, without a
-// leader, as some replica does).
+// known leader, as some replica does).
 func (c *Client) Describe(ctx context.Context, id uint64) (*clientpb.PartitionInfo, error) {
+	req := &clientpb.DescribePartitionRequest{PartitionId: id}
 	var info *clientpb.PartitionInfo
 	err := c.call(ctx, id, func(pc clientpb.PartitionsClient) error {
 		var err error
-		info, err = pc.DescribePartition(ctx, &clientpb.DescribePartitionRequest{PartitionId: id})
+		info, err = pc.DescribePartition(ctx, req)
 		return err
 	})
-	return info, err
+	if err != nil || info.GetRole() == "leader" || info.GetLeaderAddress() == "" {
+		return info, err
+	}
+	pc, err := c.conn(info.GetLeaderAddress())
+	if err != nil {
+		return info, nil
+	}
+	if li, err := pc.DescribePartition(ctx, req); err == nil {
+		c.setLeader(id, info.GetLeaderAddress())
+		return li, nil
+	}
+	return info, nil
 }
 
 // List returns the partitions of one node (the first endpoint that

@@ -201,14 +201,9 @@ func (n *Node) Drain(ctx context.Context) error {
 			if err != nil || st.Role != "leader" {
 				continue
 			}
-			var to uint64
-			for _, node := range st.Replicas {
-				if node != n.cfg.NodeID && (to == 0 || node < to) {
-					to = node
-				}
-			}
+			to := transferTarget(st, n.cfg.NodeID)
 			if to == 0 {
-				continue // the only replica: nowhere to go
+				continue // no other live replica: nowhere to go
 			}
 			led++
 			wg.Add(1)
@@ -229,6 +224,21 @@ func (n *Node) Drain(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// transferTarget picks the live follower with the longest log, 0 if none.
+func transferTarget(st multiraft.Status, self uint64) uint64 {
+	var to, best uint64
+	for replica, p := range st.Progress {
+		node := st.Replicas[replica]
+		if node == self || node == 0 || !p.Active {
+			continue
+		}
+		if to == 0 || p.Match > best || (p.Match == best && node < to) {
+			to, best = node, p.Match
+		}
+	}
+	return to
 }
 
 // Close stops serving and closes the host (and with it the transport and

@@ -148,8 +148,8 @@ func TestPartitionLifecycle(t *testing.T) {
 			t.Fatalf("node %d still hosts %v", n.cfg.NodeID, n.Host().Groups())
 		}
 	}
-	if err := c.CreatePartition(ctx, 7, []uint64{1, 2, 3}); err == nil {
-		t.Fatal("a deleted partition's ID was used again")
+	if err := c.CreatePartition(ctx, 7, []uint64{1, 2, 3}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a deleted partition's ID used again: %v", err)
 	}
 }
 

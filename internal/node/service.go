@@ -14,6 +14,7 @@ import (
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/partition"
 	"github.com/flotilla-io/flotilla/proto/clientpb"
+	"github.com/flotilla-io/flotilla/transport"
 )
 
 // Fetch bounds when the request leaves them at 0.
@@ -87,6 +88,16 @@ func (s *service) statusOf(partitionID uint64, err error) error {
 	}
 }
 
+// adminCode is the status of a failed admin call: unavailable if the node
+// could not be reached (worth a retry), a refusal otherwise (a deleted
+// partition's ID, a node that is not a member).
+func adminCode(err error) codes.Code {
+	if errors.Is(err, transport.ErrUnknownPeer) || errors.Is(err, multiraft.ErrStopped) {
+		return codes.Unavailable
+	}
+	return codes.FailedPrecondition
+}
+
 func (s *service) notLeader(partitionID, leader uint64) error {
 	st := status.Newf(codes.FailedPrecondition, "node %d does not lead partition %d (leader: node %d)", s.n.cfg.NodeID, partitionID, leader)
 	st, err := st.WithDetails(&clientpb.NotLeader{PartitionId: partitionID, LeaderNodeId: leader, LeaderAddress: s.n.peerAddr(leader)})
@@ -111,7 +122,7 @@ func (s *service) CreatePartition(ctx context.Context, req *clientpb.CreateParti
 	}
 	for _, node := range replicas {
 		if err := s.n.host.CreateGroupOn(ctx, node, id, replicas); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "creating partition %d on node %d: %v", id, node, err)
+			return nil, status.Errorf(adminCode(err), "creating partition %d on node %d: %v", id, node, err)
 		}
 	}
 	return &clientpb.CreatePartitionResponse{}, nil
@@ -125,7 +136,7 @@ func (s *service) DeletePartition(ctx context.Context, req *clientpb.DeleteParti
 	}
 	for _, node := range s.n.nodes() {
 		if err := s.n.host.RemoveGroupOn(ctx, node, id); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "deleting partition %d on node %d: %v", id, node, err)
+			return nil, status.Errorf(adminCode(err), "deleting partition %d on node %d: %v", id, node, err)
 		}
 	}
 	return &clientpb.DeletePartitionResponse{}, nil
@@ -138,6 +149,9 @@ func (s *service) info(id uint64) (*clientpb.PartitionInfo, error) {
 	}
 	info := &clientpb.PartitionInfo{PartitionId: id, NodeId: s.n.cfg.NodeID, Role: st.Role, LeaderNodeId: st.Leader,
 		Term: st.Term, CommitIndex: st.Commit, AppliedIndex: st.Applied}
+	if st.Leader != 0 {
+		info.LeaderAddress = s.n.peerAddr(st.Leader)
+	}
 	for _, node := range st.Replicas {
 		info.ReplicaNodeIds = append(info.ReplicaNodeIds, node)
 	}
@@ -256,7 +270,7 @@ func (s *service) ChangeReplicas(ctx context.Context, req *clientpb.ChangeReplic
 			}
 		}
 		if err := s.n.host.JoinGroupOn(ctx, node, id, replicaID); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "creating the replica of partition %d on node %d: %v", id, node, err)
+			return nil, status.Errorf(adminCode(err), "creating the replica of partition %d on node %d: %v", id, node, err)
 		}
 		if _, err := s.n.host.ChangeMembership(ctx, id, multiraft.Change{Type: multiraft.AddVoter, Node: node}); err != nil {
 			return nil, s.statusOf(id, err)

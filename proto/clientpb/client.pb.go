@@ -310,6 +310,7 @@ type PartitionInfo struct {
 	ReplicaNodeIds []uint64               `protobuf:"varint,8,rep,packed,name=replica_node_ids,json=replicaNodeIds,proto3" json:"replica_node_ids,omitempty"`
 	HighWatermark  uint64                 `protobuf:"varint,9,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"` // one past the last offset applied here
 	Followers      []*FollowerLag         `protobuf:"bytes,10,rep,name=followers,proto3" json:"followers,omitempty"`                              // on the leader only
+	LeaderAddress  string                 `protobuf:"bytes,11,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"` // "" if unknown
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -412,6 +413,13 @@ func (x *PartitionInfo) GetFollowers() []*FollowerLag {
 		return x.Followers
 	}
 	return nil
+}
+
+func (x *PartitionInfo) GetLeaderAddress() string {
+	if x != nil {
+		return x.LeaderAddress
+	}
+	return ""
 }
 
 // FollowerLag is how far a follower's log is behind the leader's.
@@ -1023,7 +1031,7 @@ const file_clientpb_client_proto_rawDesc = "" +
 	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\"\x19\n" +
 	"\x17DeletePartitionResponse\"=\n" +
 	"\x18DescribePartitionRequest\x12!\n" +
-	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\"\xf1\x02\n" +
+	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\"\x98\x03\n" +
 	"\rPartitionInfo\x12!\n" +
 	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12\x12\n" +
@@ -1035,7 +1043,8 @@ const file_clientpb_client_proto_rawDesc = "" +
 	"\x10replica_node_ids\x18\b \x03(\x04R\x0ereplicaNodeIds\x12%\n" +
 	"\x0ehigh_watermark\x18\t \x01(\x04R\rhighWatermark\x12=\n" +
 	"\tfollowers\x18\n" +
-	" \x03(\v2\x1f.flotilla.client.v1.FollowerLagR\tfollowers\"h\n" +
+	" \x03(\v2\x1f.flotilla.client.v1.FollowerLagR\tfollowers\x12%\n" +
+	"\x0eleader_address\x18\v \x01(\tR\rleaderAddress\"h\n" +
 	"\vFollowerLag\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1f\n" +
 	"\vmatch_index\x18\x02 \x01(\x04R\n" +
