@@ -289,7 +289,8 @@ func (c *Cluster) Metric(node uint64, name string) float64 {
 	return c.metrics(node)[name]
 }
 
-// metrics returns the sum of each counter's and gauge's series on a node.
+// metrics returns the sum of each counter's and gauge's series on a node
+// (for a histogram, its sample count).
 func (c *Cluster) metrics(node uint64) map[string]float64 {
 	c.mu.Lock()
 	reg := c.regs[node]
@@ -306,6 +307,8 @@ func (c *Cluster) metrics(node uint64) map[string]float64 {
 				sums[f.GetName()] += m.GetCounter().GetValue()
 			case m.GetGauge() != nil:
 				sums[f.GetName()] += m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				sums[f.GetName()] += float64(m.GetHistogram().GetSampleCount())
 			}
 		}
 	}

@@ -4,16 +4,19 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Host holds the collectors of the multiraft host.
 type Host struct {
-	Groups          prometheus.Gauge
-	Leaders         prometheus.Gauge
-	LeaderChanges   prometheus.Counter
-	Proposals       *prometheus.CounterVec // label result: ok, rejected, ambiguous, busy, not_leader
-	ProposeDuration prometheus.Histogram
-	ApplyDuration   prometheus.Histogram
-	ProposalBytes   prometheus.Gauge
-	InboxBytes      prometheus.Gauge
-	InboxDropped    prometheus.Counter
-	MessagesDropped *prometheus.CounterVec // label reason: unknown_group, stale_replica
+	Groups            prometheus.Gauge
+	Leaders           prometheus.Gauge
+	LeaderChanges     prometheus.Counter
+	GroupsByRole      *prometheus.GaugeVec // label role: leader, follower, candidate, pre-candidate
+	Elections         prometheus.Counter
+	ReadIndexDuration prometheus.Histogram
+	Proposals         *prometheus.CounterVec // label result: ok, rejected, ambiguous, busy, not_leader
+	ProposeDuration   prometheus.Histogram
+	ApplyDuration     prometheus.Histogram
+	ProposalBytes     prometheus.Gauge
+	InboxBytes        prometheus.Gauge
+	InboxDropped      prometheus.Counter
+	MessagesDropped   *prometheus.CounterVec // label reason: unknown_group, stale_replica
 }
 
 // NewHost creates the host's collectors and registers them on reg (nil:
@@ -25,6 +28,12 @@ func NewHost(reg prometheus.Registerer) *Host {
 		Groups:        prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "groups", Help: "Groups hosted."}),
 		Leaders:       prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "leaders", Help: "Groups led by this host and serving."}),
 		LeaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "leader_changes_total", Help: "Leader changes seen by this host's groups."}),
+		GroupsByRole: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "groups_by_role",
+			Help: "Groups hosted, by the role of their replica here."}, []string{"role"}),
+		Elections: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "elections_total",
+			Help: "Elections (pre-votes included) started by this host's replicas."}),
+		ReadIndexDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "read_index_duration_seconds",
+			Help: "Time from ReadIndex to the local state reflecting the read index.", Buckets: latency}),
 		Proposals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "proposals_total",
 			Help: "Proposals by result."}, []string{"result"}),
 		ProposeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "propose_duration_seconds",
@@ -41,8 +50,15 @@ func NewHost(reg prometheus.Registerer) *Host {
 			Help: "Inbound messages dropped by reason."}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Groups, m.Leaders, m.LeaderChanges, m.Proposals, m.ProposeDuration, m.ApplyDuration,
+		reg.MustRegister(m.Groups, m.Leaders, m.LeaderChanges, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
+			m.Proposals, m.ProposeDuration, m.ApplyDuration,
 			m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped)
+	}
+	for _, role := range []string{"leader", "follower", "candidate", "pre-candidate"} {
+		m.GroupsByRole.WithLabelValues(role)
+	}
+	for _, result := range []string{"ok", "rejected", "ambiguous", "busy", "not_leader", "error"} {
+		m.Proposals.WithLabelValues(result)
 	}
 	return m
 }

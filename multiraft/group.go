@@ -184,6 +184,16 @@ func (g *group) publishStatus(refreshProgress bool) {
 		return
 	}
 	g.published = key
+	if role := roleName(g.role); prev == nil || prev.Role != role {
+		if prev != nil {
+			g.h.m.GroupsByRole.WithLabelValues(prev.Role).Dec()
+		}
+		g.h.m.GroupsByRole.WithLabelValues(role).Inc()
+		campaigning := func(r string) bool { return r == "candidate" || r == "pre-candidate" }
+		if campaigning(role) && (prev == nil || !campaigning(prev.Role)) {
+			g.h.m.Elections.Inc()
+		}
+	}
 	var progress map[uint64]Progress
 	if g.role == raft.StateLeader {
 		if prev != nil && !refreshProgress {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/flotilla-io/flotilla/scheduler"
 )
@@ -44,8 +45,12 @@ func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 	g.mu.reads = append(g.mu.reads, r)
 	g.mu.Unlock()
 	h.sched.Enqueue(groupID, scheduler.Requests)
+	start := time.Now()
 	select {
 	case err := <-r.done:
+		if err == nil {
+			h.m.ReadIndexDuration.Observe(time.Since(start).Seconds())
+		}
 		return err
 	case <-ctx.Done():
 		return ctx.Err()

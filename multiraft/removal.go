@@ -54,6 +54,9 @@ func (h *Host) removeGroup(g *group) error {
 	if h.groups.m[g.id] == g {
 		delete(h.groups.m, g.id)
 		h.m.Groups.Dec()
+		if st := g.status.Load(); st != nil {
+			h.m.GroupsByRole.WithLabelValues(st.Role).Dec()
+		}
 	}
 	h.groups.Unlock()
 	if g.serving.Load() {

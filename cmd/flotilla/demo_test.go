@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -17,7 +18,10 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	text := out.String()
-	for _, want := range []string{"30 partitions created and led", "SUMMARY", "records/s", "errors  ", "flotilla fetch --endpoints", "stopping"} {
+	if !regexp.MustCompile(`errors\s+none`).MatchString(text) {
+		t.Fatalf("the demo saw errors:\n%s", text)
+	}
+	for _, want := range []string{"30 partitions created and led", "SUMMARY", "records/s", "flotilla fetch --endpoints", "stopping"} {
 		if !strings.Contains(text, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, text)
 		}

@@ -3,7 +3,11 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,4 +166,64 @@ func direct(t *testing.T, addr string) clientpb.PartitionsClient {
 	}
 	t.Cleanup(func() { _ = cc.Close() })
 	return clientpb.NewPartitionsClient(cc)
+}
+
+// TestDashboardMetricsExist: every metric the Grafana dashboard queries is
+// exported by a running node that has done some work.
+func TestDashboardMetricsExist(t *testing.T) {
+	nodes, c := startCluster(t)
+	ctx := ctxT(t)
+	if err := c.CreatePartition(ctx, 1, []uint64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 1, Records: [][]byte{[]byte("r")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Fetch(ctx, &clientpb.FetchRequest{PartitionId: 1, Linearizable: true}); err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, n := range nodes {
+		families, err := n.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			exported[f.GetName()] = true
+		}
+	}
+	raw, err := os.ReadFile("../../deploy/grafana/flotilla.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	names := regexp.MustCompile(`flotilla_[a-z0-9_]+`)
+	queried := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, name := range names.FindAllString(tg.Expr, -1) {
+				queried++
+				base := name
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					if b, ok := strings.CutSuffix(name, suffix); ok && exported[b] {
+						base = b
+					}
+				}
+				if !exported[base] {
+					t.Errorf("panel %q queries %s, which no node exports", p.Title, name)
+				}
+			}
+		}
+	}
+	if queried < 20 {
+		t.Fatalf("the dashboard queries only %d metrics", queried)
+	}
 }

@@ -62,6 +62,10 @@ func (s *service) statusOf(partitionID uint64, err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Errorf(codes.DeadlineExceeded, "outcome unknown (retry with the same producer ID and sequence to apply it once): %v", err)
+	case errors.Is(err, context.Canceled):
+		return status.Errorf(codes.Canceled, "%v", err)
 	case errors.As(err, &nl):
 		return s.notLeader(partitionID, nl.Leader)
 	case errors.Is(err, multiraft.ErrGroupNotFound):
@@ -79,7 +83,7 @@ func (s *service) statusOf(partitionID uint64, err error) error {
 		return status.Errorf(codes.OutOfRange, "%v", err)
 	case errors.Is(err, multiraft.ErrAmbiguous):
 		return status.Errorf(codes.Unavailable, "outcome unknown (retry with the same producer ID and sequence to apply it once): %v", err)
-	case errors.Is(err, multiraft.ErrStopped), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, multiraft.ErrStopped):
 		return status.Errorf(codes.Unavailable, "%v", err)
 	case errors.Is(err, multiraft.ErrRejected):
 		return status.Errorf(codes.Aborted, "%v", err)
