@@ -119,7 +119,7 @@ func NotLeader(err error) *clientpb.NotLeader {
 // turn, pausing a little longer each time, until ctx ends.
 func (c *Client) call(ctx context.Context, partition uint64, fn func(clientpb.PartitionsClient) error) error {
 	addr := c.pick(partition)
-	redirects, pause := 0, 10*time.Millisecond
+	redirects, pause, notFound := 0, 10*time.Millisecond, 0
 	for {
 		pc, err := c.conn(addr)
 		if err != nil {
@@ -134,6 +134,13 @@ func (c *Client) call(ctx context.Context, partition uint64, fn func(clientpb.Pa
 		case nl != nil && nl.GetLeaderAddress() != "" && nl.GetLeaderAddress() != addr && redirects < maxHops:
 			redirects++
 			addr = nl.GetLeaderAddress()
+			continue
+		case status.Code(err) == codes.NotFound && partition != 0 && notFound < len(c.endpoints):
+			// The node we thought led it no longer hosts it (a replica
+			// moved): ask the others before believing it.
+			notFound++
+			c.setLeader(partition, "")
+			addr = c.pick(partition)
 			continue
 		case nl != nil, status.Code(err) == codes.Unavailable:
 			c.setLeader(partition, "")

@@ -227,3 +227,42 @@ func TestDashboardMetricsExist(t *testing.T) {
 		t.Fatalf("the dashboard queries only %d metrics", queried)
 	}
 }
+
+// TestChangeReplicas: a partition moves from nodes 1-3 to 2-4 through the
+// client API; the new replica serves every record.
+func TestChangeReplicas(t *testing.T) {
+	nodes, err := LocalCluster(4, t.TempDir(), fastTicks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			_ = n.Close()
+		}
+	})
+	c, err := client.New([]string{nodes[0].Addr(), nodes[1].Addr()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := ctxT(t)
+	if err := c.CreatePartition(ctx, 3, []uint64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 3, Records: [][]byte{fmt.Appendf(nil, "r%d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.ChangeReplicas(ctx, 3, []uint64{4}, []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	await.Until(t, 20*time.Second, "the new replica set", func() bool {
+		info, err := c.Describe(ctx, 3)
+		return err == nil && fmt.Sprint(info.GetReplicaNodeIds()) == "[2 3 4]"
+	})
+	await.Until(t, 20*time.Second, "node 4 serving every record", func() bool {
+		r, err := c.FetchFrom(ctx, nodes[3].Addr(), &clientpb.FetchRequest{PartitionId: 3})
+		return err == nil && len(r.GetRecords()) == 10
+	})
+}
