@@ -29,7 +29,7 @@ BENCHSTAT_VERSION        := v0.0.0-20260908200009-22c9c6c9d4da
 SOAK_SEEDS  ?= 200
 SOAK_TIME   ?= 60m
 
-.PHONY: all build test test-unit test-race lint fmt-check vet staticcheck bench soak proto proto-check tools clean demo
+.PHONY: all build test test-unit test-race lint fmt-check vet staticcheck bench bench-workloads soak proto proto-check tools clean demo
 
 all: build
 
@@ -67,6 +67,11 @@ BENCH_COUNT ?= 1
 BENCH_TIME  ?= 1s
 bench:
 	$(GOTEST) -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) -benchtime $(BENCH_TIME) $(ALL_PKGS)
+
+# BENCH.md's workloads, scaled down (see the table's footnote); the full
+# runs: .bin/flotilla bench --workload all --json results.json
+bench-workloads: build
+	$(BIN)/flotilla bench --workload all --quick
 
 # Long randomized runs over many fresh seeds (crash recovery, races,
 # cluster faults); any failure prints the -seed that replays it.

@@ -87,13 +87,11 @@ func testMembership(t *testing.T, disk bool) {
 	if n := c.Metric(c.Leader(g), "flotilla_store_log_truncations_total"); n == 0 {
 		t.Fatal("the leader never truncated its log")
 	}
-	var sent float64
-	for _, n := range c.Nodes() {
-		sent += c.Metric(n, "flotilla_transport_snapshots_sent_total")
-	}
-	if sent == 0 {
-		t.Fatal("the new replica caught up without a snapshot")
-	}
+	// The sender counts the send once the receiver's acceptance is back,
+	// which may be after the receiver applied it.
+	c.WaitFor("the leader to count a snapshot sent", 10*time.Second, func() bool {
+		return c.sum("flotilla_transport_snapshots_sent_total") > 0
+	})
 	changeWithTime(t, c, c.Leader(g), g, multiraft.Change{Type: multiraft.AddVoter, Node: 4})
 	if _, err := proposeWithTime(c, c.Leader(g), g, []byte("with four")); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,671 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/partition"
+)
+
+// Config is one run.
+type Config struct {
+	Workload  string
+	Groups    int
+	Payload   int
+	Proposers int
+	// Entries is how many entries each group gets before restart-10k's
+	// restart.
+	Entries  int
+	Warmup   time.Duration
+	Duration time.Duration
+	// Dir is where the run's temporary root goes ("": the system's).
+	Dir string
+	// Progress receives a line per second.
+	Progress io.Writer
+	// Quick scales a workload down for `make bench-workloads`: a tenth of
+	// the idle and restart groups and of the entries, at most 2,000
+	// proposers, 5 s windows after 2 s of warm-up (unless set).
+	Quick bool
+}
+
+// Workloads are BENCH.md's, with their shapes.
+var Workloads = map[string]Config{
+	"write-48":     {Groups: 48, Payload: 16, Proposers: 10000},
+	"write-48-128": {Groups: 48, Payload: 128, Proposers: 10000},
+	"write-1k":     {Groups: 1000, Payload: 128, Proposers: 10000},
+	"latency-48":   {Groups: 48, Payload: 16, Proposers: 48},
+	"idle-10k":     {Groups: 10000},
+	"idle-100k":    {Groups: 100000},
+	"restart-10k":  {Groups: 10000, Payload: 16, Proposers: 1000, Entries: 1000},
+	"failover-1k":  {Groups: 1000, Payload: 128, Proposers: 10000},
+}
+
+// Names lists the workloads in BENCH.md's order.
+var Names = []string{"write-48", "write-48-128", "write-1k", "latency-48", "idle-10k", "idle-100k", "restart-10k", "failover-1k"}
+
+// Report is what a run measured. Rates are over the measured window.
+type Report struct {
+	Workload         string            `json:"workload"`
+	Quick            bool              `json:"scaled_down,omitempty"`
+	Groups           int               `json:"groups"`
+	Payload          int               `json:"payload_bytes"`
+	Proposers        int               `json:"proposers"`
+	Seconds          float64           `json:"window_seconds"`
+	Proposals        uint64            `json:"proposals"`
+	ProposalsPerSec  float64           `json:"proposals_per_sec"`
+	P50Ms            float64           `json:"p50_ms"`
+	P99Ms            float64           `json:"p99_ms"`
+	P999Ms           float64           `json:"p999_ms"`
+	FsyncsPerSecHost float64           `json:"fsyncs_per_sec_per_host"`
+	ProposalsPerSync float64           `json:"proposals_per_fsync"`
+	FramesPerSec     float64           `json:"peer_frames_per_sec"`
+	MsgsPerFrame     float64           `json:"messages_per_frame"`
+	HeartbeatsPerSec float64           `json:"heartbeat_messages_per_sec"`
+	CPUCores         float64           `json:"cpu_seconds_per_sec"`
+	PeakRSS          int64             `json:"peak_rss_bytes"`
+	Elections        float64           `json:"elections"`
+	Errors           map[string]uint64 `json:"errors"`
+	ElectSeconds     float64           `json:"elect_all_seconds,omitempty"` // -1: not all within 2 minutes
+	LedGroups        int               `json:"led_groups,omitempty"`
+	RSSPerReplica    float64           `json:"rss_per_replica_bytes,omitempty"`
+	RestartSeconds   float64           `json:"restart_serving_seconds,omitempty"`
+	FailoverTimeouts float64           `json:"failover_election_timeouts,omitempty"`
+	RecoverySeconds  float64           `json:"recovery_seconds,omitempty"`
+}
+
+// Run runs one workload; cfg's zero fields take the workload's shape.
+// Everything it writes lives under one temporary root, removed when it
+// returns (also when ctx is cancelled or the run fails).
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	shape, ok := Workloads[cfg.Workload]
+	if !ok {
+		return nil, fmt.Errorf("bench: unknown workload %q (have %v)", cfg.Workload, Names)
+	}
+	fill := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	fill(&cfg.Groups, shape.Groups)
+	fill(&cfg.Payload, shape.Payload)
+	fill(&cfg.Proposers, shape.Proposers)
+	fill(&cfg.Entries, shape.Entries)
+	if cfg.Quick {
+		if cfg.Groups == shape.Groups && shape.Groups >= 10000 {
+			cfg.Groups /= 10
+		}
+		if cfg.Entries == shape.Entries {
+			cfg.Entries /= 10
+		}
+		cfg.Proposers = min(cfg.Proposers, 2000)
+		if cfg.Duration == 0 {
+			cfg.Duration = 5 * time.Second
+		}
+		if cfg.Warmup == 0 {
+			cfg.Warmup = 2 * time.Second
+		}
+	}
+	if cfg.Duration == 0 {
+		cfg.Duration = 60 * time.Second
+	}
+	if cfg.Warmup == 0 {
+		cfg.Warmup = 10 * time.Second
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	root, err := os.MkdirTemp(cfg.Dir, "flotilla-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(root)
+	c, err := startCluster(root)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	r := &Report{Workload: cfg.Workload, Quick: cfg.Quick, Groups: cfg.Groups, Payload: cfg.Payload, Proposers: cfg.Proposers, Errors: map[string]uint64{}}
+	switch cfg.Workload {
+	case "idle-10k", "idle-100k":
+		r.Proposers = 0
+		err = runIdle(ctx, c, cfg, r)
+	case "restart-10k":
+		err = runRestart(ctx, c, cfg, r)
+	case "failover-1k":
+		err = runWrite(ctx, c, cfg, r, true)
+	default:
+		err = runWrite(ctx, c, cfg, r, false)
+	}
+	r.PeakRSS = peakRSS()
+	return r, err
+}
+
+// window samples the hosts' counters and the process at its start and
+// fills the rates of a report at its end. Counters are taken per node and
+// only nodes running at both ends count (failover stops one).
+type window struct {
+	c     *cluster
+	start time.Time
+	cpu   time.Duration
+	at    [][5]float64 // per node: syncs, frames, messages, heartbeats, elections
+}
+
+var windowMetrics = [5]string{"flotilla_store_log_batches_total", "flotilla_transport_frames_sent_total",
+	"flotilla_transport_messages_sent_total", "flotilla_transport_heartbeats_coalesced_total", "flotilla_host_elections_total"}
+
+func openWindow(c *cluster) *window {
+	return &window{c: c, start: time.Now(), cpu: cpuTime(), at: c.samples()}
+}
+
+// samples reads the window's counters of each node (NaN-free zero for a
+// stopped node, marked by a negative first value).
+func (c *cluster) samples() [][5]float64 {
+	out := make([][5]float64, len(c.nodes))
+	for i, n := range c.nodes {
+		if n == nil {
+			out[i][0] = -1
+			continue
+		}
+		for j, name := range windowMetrics {
+			out[i][j] = nodeMetric(n.Registry(), name)
+		}
+	}
+	return out
+}
+
+func (w *window) close(r *Report, proposals uint64) {
+	secs := time.Since(w.start).Seconds()
+	end := w.c.samples()
+	var d [5]float64
+	hosts := 0
+	for i := range end {
+		if end[i][0] < 0 || w.at[i][0] < 0 {
+			continue // not running at both ends
+		}
+		hosts++
+		for j := range d {
+			d[j] += end[i][j] - w.at[i][j]
+		}
+	}
+	syncs, frames, msgs, heartbeats, elections := d[0], d[1], d[2], d[3], d[4]
+	r.Seconds = secs
+	r.Proposals = proposals
+	r.ProposalsPerSec = float64(proposals) / secs
+	if hosts > 0 {
+		r.FsyncsPerSecHost = syncs / secs / float64(hosts)
+		if syncs > 0 {
+			r.ProposalsPerSync = float64(proposals) / (syncs / float64(hosts))
+		}
+	}
+	r.FramesPerSec = frames / secs
+	if frames > 0 {
+		r.MsgsPerFrame = msgs / frames
+	}
+	r.HeartbeatsPerSec = heartbeats / secs
+	r.CPUCores = (cpuTime() - w.cpu).Seconds() / secs
+	r.Elections = elections
+}
+
+// load is a set of closed-loop proposers, each on one group, proposing to
+// the group's leader as last heard.
+type load struct {
+	c       *cluster
+	groups  int
+	data    []byte
+	leaders []atomic.Uint64
+	measure atomic.Bool
+	acked   atomic.Uint64
+	second  atomic.Uint64 // acknowledged since the last progress line
+	mu      sync.Mutex
+	h       hist
+	errors  map[string]uint64
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+}
+
+func startLoad(ctx context.Context, c *cluster, groups, proposers, payload int) *load {
+	l := &load{c: c, groups: groups, leaders: make([]atomic.Uint64, groups+1), errors: map[string]uint64{}}
+	l.data = (&partition.Produce{Records: [][]byte{make([]byte, payload)}}).Marshal()
+	leaders, _ := c.leaders(groups)
+	for g, n := range leaders {
+		l.leaders[g].Store(n)
+	}
+	ctx, l.cancel = context.WithCancel(ctx)
+	for p := range proposers {
+		l.wg.Add(1)
+		go l.propose(ctx, uint64(p%groups+1))
+	}
+	return l
+}
+
+func (l *load) propose(ctx context.Context, g uint64) {
+	defer l.wg.Done()
+	var h hist
+	errs := map[string]uint64{}
+	defer func() {
+		l.mu.Lock()
+		l.h.merge(&h)
+		for k, v := range errs {
+			l.errors[k] += v
+		}
+		l.mu.Unlock()
+	}()
+	for ctx.Err() == nil {
+		host := l.c.host(l.leaders[g].Load())
+		if host == nil {
+			l.relearn(ctx, g)
+			continue
+		}
+		start := time.Now()
+		_, err := host.Propose(ctx, g, l.data)
+		var nl *multiraft.NotLeaderError
+		switch {
+		case err == nil:
+			if l.measure.Load() {
+				h.add(time.Since(start))
+				l.acked.Add(1)
+			}
+			l.second.Add(1)
+		case ctx.Err() != nil:
+		case errors.As(err, &nl):
+			if nl.Leader != 0 && nl.Leader != host.NodeID() && l.c.host(nl.Leader) != nil {
+				l.leaders[g].Store(nl.Leader)
+			} else {
+				l.relearn(ctx, g) // no usable hint: an election is under way
+			}
+			if l.measure.Load() {
+				errs["not_leader"]++
+			}
+		default:
+			if l.measure.Load() {
+				errs[errorKind(err)]++
+			}
+			l.relearn(ctx, g)
+		}
+	}
+}
+
+// relearn waits a little and asks the hosts who leads a group.
+func (l *load) relearn(ctx context.Context, g uint64) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(10 * time.Millisecond):
+	}
+	for _, n := range l.c.nodes {
+		if n == nil {
+			continue
+		}
+		if st, err := n.Host().Status(g); err == nil && st.Leader != 0 {
+			l.leaders[g].Store(st.Leader)
+			return
+		}
+	}
+}
+
+func errorKind(err error) string {
+	for _, k := range []struct {
+		err  error
+		name string
+	}{{multiraft.ErrBusy, "busy"}, {multiraft.ErrAmbiguous, "ambiguous"}, {multiraft.ErrRejected, "rejected"},
+		{multiraft.ErrStopped, "stopped"}, {multiraft.ErrGroupNotFound, "not_found"}} {
+		if errors.Is(err, k.err) {
+			return k.name
+		}
+	}
+	return "other"
+}
+
+func (l *load) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+// startProgress prints a progress line per second until the returned
+// function is called (which waits for the printer to finish).
+func startProgress(ctx context.Context, out io.Writer, what string, line func() string) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		progress(ctx, out, what, line)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// progress prints a line per second until ctx ends.
+func progress(ctx context.Context, out io.Writer, what string, line func() string) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	start := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(out)
+			return
+		case <-t.C:
+			fmt.Fprintf(out, "\r%s [%3.0fs] %s   ", what, time.Since(start).Seconds(), line())
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func runWrite(ctx context.Context, c *cluster, cfg Config, r *Report, failover bool) error {
+	if err := c.createGroups(ctx, cfg.Groups); err != nil {
+		return err
+	}
+	if err := c.waitLed(ctx, cfg.Groups); err != nil {
+		return err
+	}
+	if err := c.spread(ctx, cfg.Groups); err != nil {
+		return err
+	}
+	l := startLoad(ctx, c, cfg.Groups, cfg.Proposers, cfg.Payload)
+	defer l.stop()
+	stopProgress := startProgress(ctx, cfg.Progress, cfg.Workload, func() string {
+		return fmt.Sprintf("%8d proposals/s", l.second.Swap(0))
+	})
+	defer stopProgress()
+	if err := sleepCtx(ctx, cfg.Warmup); err != nil {
+		return err
+	}
+	w := openWindow(c)
+	l.measure.Store(true)
+	if failover {
+		if err := failoverPhase(ctx, c, cfg, r, l); err != nil {
+			return err
+		}
+	} else if err := sleepCtx(ctx, cfg.Duration); err != nil {
+		return err
+	}
+	l.measure.Store(false)
+	w.close(r, l.acked.Load())
+	l.stop()
+	r.P50Ms, r.P99Ms, r.P999Ms = ms(l.h.quantile(0.5)), ms(l.h.quantile(0.99)), ms(l.h.quantile(0.999))
+	r.Errors = l.errors
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// failoverPhase runs half the window, stops node 3, and measures how long
+// its groups go without a leader and how long throughput takes to come
+// back to 60% of what two hosts sustain.
+func failoverPhase(ctx context.Context, c *cluster, cfg Config, r *Report, l *load) error {
+	if err := sleepCtx(ctx, cfg.Duration/2); err != nil {
+		return err
+	}
+	leaders, _ := c.leaders(cfg.Groups)
+	var orphans []int
+	for g := 1; g <= cfg.Groups; g++ {
+		if leaders[g] == 3 {
+			orphans = append(orphans, g)
+		}
+	}
+	var buckets []uint64 // acknowledged per 100 ms after the kill
+	before := l.acked.Load()
+	killed := time.Now()
+	if err := c.stop(2); err != nil {
+		return err
+	}
+	elected := time.Duration(0)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(killed) < cfg.Duration/2 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		now := l.acked.Load()
+		buckets = append(buckets, now-before)
+		before = now
+		if elected == 0 {
+			leaders, _ := c.leaders(cfg.Groups)
+			all := true
+			for _, g := range orphans {
+				if leaders[g] == 0 || leaders[g] == 3 {
+					all = false
+					break
+				}
+			}
+			if all {
+				elected = time.Since(killed)
+			}
+		}
+	}
+	electionTimeout := time.Duration(c.elect) * c.tick
+	r.FailoverTimeouts = -1 // not within the window
+	if elected > 0 {
+		r.FailoverTimeouts = elected.Seconds() / electionTimeout.Seconds()
+	}
+	// Two-host steady state: the last 30% of the window after the kill.
+	tail := buckets[len(buckets)*7/10:]
+	var steady float64
+	for _, b := range tail {
+		steady += float64(b)
+	}
+	steady /= float64(max(len(tail), 1))
+	r.RecoverySeconds = -1
+	for i := 10; i <= len(buckets); i++ { // a 1 s moving average
+		var sum float64
+		for _, b := range buckets[i-10 : i] {
+			sum += float64(b)
+		}
+		if sum/10 >= 0.6*steady {
+			r.RecoverySeconds = float64(i) / 10
+			break
+		}
+	}
+	return nil
+}
+
+func runIdle(ctx context.Context, c *cluster, cfg Config, r *Report) error {
+	debug.FreeOSMemory() // what earlier runs in this process left goes back first
+	base := currentRSS()
+	start := time.Now()
+	if err := c.createGroups(ctx, cfg.Groups); err != nil {
+		return err
+	}
+	stopProgress := startProgress(ctx, cfg.Progress, cfg.Workload, func() string {
+		_, led := c.leaders(cfg.Groups)
+		return fmt.Sprintf("%d/%d groups led", led, cfg.Groups)
+	})
+	// Without quiescence a large idle cluster may never have every group
+	// led at once (ticks and heartbeats saturate the cores and elections
+	// churn): after two minutes the run goes on and reports how many were.
+	ectx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err := c.waitLed(ectx, cfg.Groups)
+	cancel()
+	stopProgress()
+	_, r.LedGroups = c.leaders(cfg.Groups)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err == nil:
+		r.ElectSeconds = time.Since(start).Seconds()
+	default:
+		r.ElectSeconds = -1
+	}
+	if err := sleepCtx(ctx, cfg.Warmup); err != nil {
+		return err
+	}
+	w := openWindow(c)
+	if err := sleepCtx(ctx, cfg.Duration); err != nil {
+		return err
+	}
+	w.close(r, 0)
+	debug.FreeOSMemory()
+	r.RSSPerReplica = float64(currentRSS()-base) / float64(3*cfg.Groups)
+	return nil
+}
+
+func runRestart(ctx context.Context, c *cluster, cfg Config, r *Report) error {
+	if err := c.createGroups(ctx, cfg.Groups); err != nil {
+		return err
+	}
+	if err := c.waitLed(ctx, cfg.Groups); err != nil {
+		return err
+	}
+	// Fill: each group gets cfg.Entries entries (one proposal at a time
+	// per group, so one entry each).
+	data := (&partition.Produce{Records: [][]byte{make([]byte, cfg.Payload)}}).Marshal()
+	var filled atomic.Uint64
+	stopProgress := startProgress(ctx, cfg.Progress, cfg.Workload, func() string {
+		return fmt.Sprintf("filling: %d/%d entries", filled.Load(), cfg.Groups*cfg.Entries)
+	})
+	sem := make(chan struct{}, cfg.Proposers)
+	var wg sync.WaitGroup
+	var fillErr atomic.Value
+	for g := 1; g <= cfg.Groups; g++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := proposeN(ctx, c, uint64(g), cfg.Entries, data, &filled); err != nil {
+				fillErr.Store(err)
+			}
+		}()
+	}
+	wg.Wait()
+	stopProgress()
+	if err, _ := fillErr.Load().(error); err != nil {
+		return err
+	}
+	if err := c.stop(2); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := c.restart(2); err != nil {
+		return err
+	}
+	// Served again: every group takes a proposal.
+	var served atomic.Uint64
+	for g := 1; g <= cfg.Groups; g++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := proposeN(ctx, c, uint64(g), 1, data, &served); err != nil {
+				fillErr.Store(err)
+			}
+		}()
+	}
+	wg.Wait()
+	r.RestartSeconds = time.Since(start).Seconds()
+	r.Proposals = uint64(cfg.Groups * cfg.Entries)
+	if err, _ := fillErr.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// proposeN makes n proposals to a group, one after the other, through
+// whoever leads it.
+func proposeN(ctx context.Context, c *cluster, g uint64, n int, data []byte, done *atomic.Uint64) error {
+	var leader uint64
+	for i := 0; i < n; {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		h := c.host(leader)
+		if h == nil {
+			leader = 0
+			for _, nd := range c.nodes {
+				if nd != nil {
+					if st, err := nd.Host().Status(g); err == nil && st.Leader != 0 {
+						leader = st.Leader
+					}
+				}
+			}
+			if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+				return err
+			}
+			continue
+		}
+		_, err := h.Propose(ctx, g, data)
+		var nl *multiraft.NotLeaderError
+		switch {
+		case err == nil:
+			i++
+			done.Add(1)
+		case errors.As(err, &nl):
+			leader = nl.Leader
+		case errors.Is(err, multiraft.ErrBusy), errors.Is(err, multiraft.ErrAmbiguous), errors.Is(err, multiraft.ErrStopped):
+			leader = 0
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+// Table renders reports as a text table.
+func Table(w io.Writer, reports []*Report) {
+	TableHeader(w)
+	for _, r := range reports {
+		TableRow(w, r)
+	}
+}
+
+// TableHeader writes the table's header line.
+func TableHeader(w io.Writer) {
+	fmt.Fprintf(w, "%-13s %7s %8s %11s %8s %8s %8s %10s %9s %9s %9s %9s %6s %9s %s\n",
+		"workload", "groups", "props", "proposals/s", "p50 ms", "p99 ms", "p99.9 ms", "fsync/s/h", "prop/sync",
+		"frames/s", "msg/frame", "hb msg/s", "cpu", "peak RSS", "other")
+}
+
+// TableRow writes one report's line.
+func TableRow(w io.Writer, r *Report) {
+	{
+		other := ""
+		switch {
+		case r.ElectSeconds > 0:
+			other = fmt.Sprintf("elected in %.1fs, %.0f B RSS/replica", r.ElectSeconds, r.RSSPerReplica)
+		case r.ElectSeconds < 0:
+			other = fmt.Sprintf("only %d of %d groups led at once after 2 min; %.0f B RSS/replica", r.LedGroups, r.Groups, r.RSSPerReplica)
+		case r.RestartSeconds > 0:
+			other = fmt.Sprintf("served again %.2fs after start", r.RestartSeconds)
+		case r.Workload == "failover-1k":
+			other = fmt.Sprintf("new leaders in %.2f election timeouts, 60%% throughput after %.1fs", r.FailoverTimeouts, r.RecoverySeconds)
+		}
+		if len(r.Errors) > 0 {
+			keys := make([]string, 0, len(r.Errors))
+			for k := range r.Errors {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				other += fmt.Sprintf(" %s=%d", k, r.Errors[k])
+			}
+		}
+		name := r.Workload
+		if r.Quick {
+			name += "*"
+		}
+		fmt.Fprintf(w, "%-13s %7d %8d %11.0f %8.2f %8.2f %8.2f %10.0f %9.1f %9.0f %9.1f %9.0f %6.2f %8.0fM %s\n",
+			name, r.Groups, r.Proposers, r.ProposalsPerSec, r.P50Ms, r.P99Ms, r.P999Ms, r.FsyncsPerSecHost,
+			r.ProposalsPerSync, r.FramesPerSec, r.MsgsPerFrame, r.HeartbeatsPerSec, r.CPUCores, float64(r.PeakRSS)/(1<<20), other)
+	}
+}
