@@ -17,7 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -249,31 +248,13 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// sumMetric adds up a metric's series on a registry.
-func sumMetric(reg prometheus.Gatherer, name string) float64 {
-	families, err := reg.Gather()
-	if err != nil {
-		return 0
-	}
-	var sum float64
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
-}
-
 func (s *demoStats) print(out io.Writer, nodes []*node.Node, cfg demoConfig) {
 	var fsyncs, entries, frames, heartbeats float64
 	for _, n := range nodes {
-		fsyncs += sumMetric(n.Registry(), "flotilla_store_log_batches_total")
-		entries += sumMetric(n.Registry(), "flotilla_store_log_entries_total")
-		frames += sumMetric(n.Registry(), "flotilla_transport_frames_sent_total")
-		heartbeats += sumMetric(n.Registry(), "flotilla_transport_heartbeats_coalesced_total")
+		fsyncs += n.Metric("flotilla_store_log_batches_total")
+		entries += n.Metric("flotilla_store_log_entries_total")
+		frames += n.Metric("flotilla_transport_frames_sent_total")
+		heartbeats += n.Metric("flotilla_transport_heartbeats_coalesced_total")
 	}
 	secs := s.elapsed.Seconds()
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)

@@ -176,7 +176,7 @@ func (c *cluster) samples() [][5]float64 {
 			continue
 		}
 		for j, name := range windowMetrics {
-			out[i][j] = nodeMetric(n.Registry(), name)
+			out[i][j] = n.Metric(name)
 		}
 	}
 	return out
@@ -533,23 +533,9 @@ func runRestart(ctx context.Context, c *cluster, cfg Config, r *Report) error {
 	stopProgress := startProgress(ctx, cfg.Progress, cfg.Workload, func() string {
 		return fmt.Sprintf("filling: %d/%d entries", filled.Load(), cfg.Groups*cfg.Entries)
 	})
-	sem := make(chan struct{}, cfg.Proposers)
-	var wg sync.WaitGroup
-	var fillErr atomic.Value
-	for g := 1; g <= cfg.Groups; g++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := proposeN(ctx, c, uint64(g), cfg.Entries, data, &filled); err != nil {
-				fillErr.Store(err)
-			}
-		}()
-	}
-	wg.Wait()
+	err := proposeAll(ctx, c, cfg.Groups, cfg.Proposers, cfg.Entries, data, &filled)
 	stopProgress()
-	if err, _ := fillErr.Load().(error); err != nil {
+	if err != nil {
 		return err
 	}
 	if err := c.stop(2); err != nil {
@@ -561,24 +547,32 @@ func runRestart(ctx context.Context, c *cluster, cfg Config, r *Report) error {
 	}
 	// Served again: every group takes a proposal.
 	var served atomic.Uint64
-	for g := 1; g <= cfg.Groups; g++ {
+	err = proposeAll(ctx, c, cfg.Groups, cfg.Proposers, 1, data, &served)
+	r.RestartSeconds = time.Since(start).Seconds()
+	r.Proposals = uint64(cfg.Groups * cfg.Entries)
+	return err
+}
+
+// proposeAll makes n proposals to each of groups 1..groups, at most
+// concurrency groups at a time.
+func proposeAll(ctx context.Context, c *cluster, groups, concurrency, n int, data []byte, done *atomic.Uint64) error {
+	sem := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for g := 1; g <= groups; g++ {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := proposeN(ctx, c, uint64(g), 1, data, &served); err != nil {
-				fillErr.Store(err)
+			if err := proposeN(ctx, c, uint64(g), n, data, done); err != nil {
+				firstErr.CompareAndSwap(nil, err)
 			}
 		}()
 	}
 	wg.Wait()
-	r.RestartSeconds = time.Since(start).Seconds()
-	r.Proposals = uint64(cfg.Groups * cfg.Entries)
-	if err, _ := fillErr.Load().(error); err != nil {
-		return err
-	}
-	return nil
+	err, _ := firstErr.Load().(error)
+	return err
 }
 
 // proposeN makes n proposals to a group, one after the other, through

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/flotilla-io/flotilla/internal/node"
 	"github.com/flotilla-io/flotilla/multiraft"
 )
@@ -98,24 +96,6 @@ func (c *cluster) host(nodeID uint64) *multiraft.Host {
 		return nil
 	}
 	return c.nodes[nodeID-1].Host()
-}
-
-// nodeMetric sums a metric's series on one node's registry.
-func nodeMetric(reg prometheus.Gatherer, name string) float64 {
-	families, err := reg.Gather()
-	if err != nil {
-		return 0
-	}
-	var s float64
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			s += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return s
 }
 
 // createGroups creates groups 1..n on every node, in parallel.

@@ -162,6 +162,25 @@ func (n *Node) Host() *multiraft.Host { return n.host }
 // Registry is the node's metric registry.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
+// Metric returns the sum of a metric's series on this node (for a
+// histogram, nothing: use the registry).
+func (n *Node) Metric(name string) float64 {
+	families, err := n.reg.Gather()
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
 // partitionLog returns the log of a partition hosted here.
 func (n *Node) partitionLog(id uint64) *partition.Log {
 	n.mu.Lock()
