@@ -169,8 +169,9 @@ func openWindow(c *cluster) *window {
 // samples reads the window's counters of each node (NaN-free zero for a
 // stopped node, marked by a negative first value).
 func (c *cluster) samples() [][5]float64 {
-	out := make([][5]float64, len(c.nodes))
-	for i, n := range c.nodes {
+	nodes := c.running()
+	out := make([][5]float64, len(nodes))
+	for i, n := range nodes {
 		if n == nil {
 			out[i][0] = -1
 			continue
@@ -301,7 +302,7 @@ func (l *load) relearn(ctx context.Context, g uint64) {
 		return
 	case <-time.After(10 * time.Millisecond):
 	}
-	for _, n := range l.c.nodes {
+	for _, n := range l.c.running() {
 		if n == nil {
 			continue
 		}
@@ -427,7 +428,27 @@ func failoverPhase(ctx context.Context, c *cluster, cfg Config, r *Report, l *lo
 	if err := c.stop(2); err != nil {
 		return err
 	}
-	elected := time.Duration(0)
+	// How long until every group node 3 led has a new serving leader:
+	// watched apart from the throughput, for up to 30 s.
+	electedCh := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(killed) < 30*time.Second && ctx.Err() == nil {
+			leaders, _ := c.leaders(cfg.Groups)
+			all := true
+			for _, g := range orphans {
+				if leaders[g] == 0 {
+					all = false
+					break
+				}
+			}
+			if all {
+				electedCh <- time.Since(killed)
+				return
+			}
+			_ = sleepCtx(ctx, 20*time.Millisecond)
+		}
+		electedCh <- 0
+	}()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for time.Since(killed) < cfg.Duration/2 {
@@ -439,20 +460,8 @@ func failoverPhase(ctx context.Context, c *cluster, cfg Config, r *Report, l *lo
 		now := l.acked.Load()
 		buckets = append(buckets, now-before)
 		before = now
-		if elected == 0 {
-			leaders, _ := c.leaders(cfg.Groups)
-			all := true
-			for _, g := range orphans {
-				if leaders[g] == 0 || leaders[g] == 3 {
-					all = false
-					break
-				}
-			}
-			if all {
-				elected = time.Since(killed)
-			}
-		}
 	}
+	elected := <-electedCh
 	electionTimeout := time.Duration(c.elect) * c.tick
 	r.FailoverTimeouts = -1 // not within the window
 	if elected > 0 {
@@ -547,7 +556,12 @@ func runRestart(ctx context.Context, c *cluster, cfg Config, r *Report) error {
 	}
 	// Served again: every group takes a proposal.
 	var served atomic.Uint64
+	stopProgress = startProgress(ctx, cfg.Progress, cfg.Workload, func() string {
+		_, led := c.leaders(cfg.Groups)
+		return fmt.Sprintf("after restart: %d/%d groups led, %d served", led, cfg.Groups, served.Load())
+	})
 	err = proposeAll(ctx, c, cfg.Groups, cfg.Proposers, 1, data, &served)
+	stopProgress()
 	r.RestartSeconds = time.Since(start).Seconds()
 	r.Proposals = uint64(cfg.Groups * cfg.Entries)
 	return err
@@ -586,7 +600,7 @@ func proposeN(ctx context.Context, c *cluster, g uint64, n int, data []byte, don
 		h := c.host(leader)
 		if h == nil {
 			leader = 0
-			for _, nd := range c.nodes {
+			for _, nd := range c.running() {
 				if nd != nil {
 					if st, err := nd.Host().Status(g); err == nil && st.Leader != 0 {
 						leader = st.Leader
@@ -605,6 +619,13 @@ func proposeN(ctx context.Context, c *cluster, g uint64, n int, data []byte, don
 			i++
 			done.Add(1)
 		case errors.As(err, &nl):
+			if nl.Leader == h.NodeID() || c.host(nl.Leader) == nil {
+				// No usable hint: an election is under way. Wait, rather
+				// than spin against the hosts.
+				if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+					return err
+				}
+			}
 			leader = nl.Leader
 		case errors.Is(err, multiraft.ErrBusy), errors.Is(err, multiraft.ErrAmbiguous), errors.Is(err, multiraft.ErrStopped):
 			leader = 0

@@ -19,9 +19,18 @@ import (
 type cluster struct {
 	dir   string
 	cfgs  []node.Config
-	nodes []*node.Node // nil while stopped
 	tick  time.Duration
 	elect int
+
+	mu    sync.RWMutex
+	nodes []*node.Node // nil while stopped; proposers read it as nodes stop
+}
+
+// running returns a copy of the node list (nil entries: stopped).
+func (c *cluster) running() []*node.Node {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return append([]*node.Node(nil), c.nodes...)
 }
 
 func startCluster(dir string) (*cluster, error) {
@@ -52,15 +61,19 @@ func startCluster(dir string) (*cluster, error) {
 			_ = c.close()
 			return nil, err
 		}
+		c.mu.Lock()
 		c.nodes = append(c.nodes, n)
+		c.mu.Unlock()
 	}
 	return c, nil
 }
 
 // stop closes node i (0-based) as a crash would, bar the disk.
 func (c *cluster) stop(i int) error {
+	c.mu.Lock()
 	n := c.nodes[i]
 	c.nodes[i] = nil
+	c.mu.Unlock()
 	return n.Close()
 }
 
@@ -76,22 +89,29 @@ func (c *cluster) restart(i int) error {
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
 	c.nodes[i] = n
+	c.mu.Unlock()
 	return nil
 }
 
 func (c *cluster) close() error {
+	c.mu.Lock()
+	nodes := c.nodes
+	c.nodes = make([]*node.Node, len(nodes))
+	c.mu.Unlock()
 	var err error
-	for i, n := range c.nodes {
+	for _, n := range nodes {
 		if n != nil {
 			err = errors.Join(err, n.Close())
-			c.nodes[i] = nil
 		}
 	}
 	return err
 }
 
 func (c *cluster) host(nodeID uint64) *multiraft.Host {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	if nodeID == 0 || int(nodeID) > len(c.nodes) || c.nodes[nodeID-1] == nil {
 		return nil
 	}
@@ -101,8 +121,9 @@ func (c *cluster) host(nodeID uint64) *multiraft.Host {
 // createGroups creates groups 1..n on every node, in parallel.
 func (c *cluster) createGroups(ctx context.Context, n int) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, len(c.nodes))
-	for _, nd := range c.nodes {
+	nodes := c.running()
+	errs := make(chan error, len(nodes))
+	for _, nd := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -127,7 +148,7 @@ func (c *cluster) createGroups(ctx context.Context, n int) error {
 func (c *cluster) leaders(n int) ([]uint64, int) {
 	out := make([]uint64, n+1)
 	led := 0
-	for _, nd := range c.nodes {
+	for _, nd := range c.running() {
 		if nd == nil {
 			continue
 		}
