@@ -154,12 +154,19 @@ func (g *GroupStorage) Scan(start, end []byte, fn func(key, value []byte) bool) 
 	if g.s.closed.Load() {
 		return ErrClosed
 	}
-	lower := appendDataKey(nil, g.id, start)
-	upper := appendDataKey(nil, g.id, end)
+	lower, upper := g.dataBounds(start, end)
+	return scanData(g.s.db, lower, upper, fn)
+}
+
+// dataBounds returns the Pebble bounds of state machine keys [start, end)
+// (nil end: to the end of the group's data).
+func (g *GroupStorage) dataBounds(start, end []byte) (lower, upper []byte) {
+	lower = appendDataKey(nil, g.id, start)
 	if end == nil {
 		_, upper = dataSpan(g.id)
+		return lower, upper
 	}
-	return scanData(g.s.db, lower, upper, fn)
+	return lower, appendDataKey(nil, g.id, end)
 }
 
 // ScanReverse is Scan from the last key of [start, end) down to the
@@ -169,11 +176,7 @@ func (g *GroupStorage) ScanReverse(start, end []byte, fn func(key, value []byte)
 	if g.s.closed.Load() {
 		return ErrClosed
 	}
-	lower := appendDataKey(nil, g.id, start)
-	upper := appendDataKey(nil, g.id, end)
-	if end == nil {
-		_, upper = dataSpan(g.id)
-	}
+	lower, upper := g.dataBounds(start, end)
 	it, err := g.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return err

@@ -57,13 +57,13 @@ func NewMemory(net *Network, id NodeID, cfg Config) *Memory {
 
 // Start registers the node on the network; from now on it receives.
 func (t *Memory) Start(h Handler) error {
-	if err := t.core.start(h); err != nil {
-		return err
-	}
 	t.net.mu.Lock()
 	defer t.net.mu.Unlock()
 	if _, ok := t.net.mu.nodes[t.self]; ok {
 		return fmt.Errorf("transport: node %d already on the network", t.self)
+	}
+	if err := t.core.start(h); err != nil {
+		return err
 	}
 	t.net.mu.nodes[t.self] = t
 	return nil

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-io/flotilla/internal/bench"
 	"github.com/flotilla-io/flotilla/internal/client"
 	"github.com/flotilla-io/flotilla/internal/node"
 	"github.com/flotilla-io/flotilla/proto/clientpb"
@@ -174,13 +174,14 @@ func waitLeaders(ctx context.Context, nodes []*node.Node, n int) error {
 	}
 }
 
-// demoStats collects the workload's outcome.
+// demoStats collects the workload's outcome in fixed-size histograms,
+// however long it runs.
 type demoStats struct {
-	mu        sync.Mutex
-	latencies []time.Duration // every acknowledged produce
-	window    []time.Duration // since the last progress line
-	errors    map[string]int
-	elapsed   time.Duration
+	mu      sync.Mutex
+	all     bench.Histogram // every acknowledged produce
+	window  bench.Histogram // since the last progress line
+	errors  map[string]int
+	elapsed time.Duration
 }
 
 func runWorkload(ctx context.Context, out io.Writer, c *client.Client, nodes []*node.Node, cfg demoConfig) *demoStats {
@@ -205,8 +206,8 @@ func runWorkload(ctx context.Context, out io.Writer, c *client.Client, nodes []*
 				d := time.Since(t0)
 				s.mu.Lock()
 				if err == nil {
-					s.latencies = append(s.latencies, d)
-					s.window = append(s.window, d)
+					s.all.Add(d)
+					s.window.Add(d)
 				} else if code := status.Code(err); code != codes.DeadlineExceeded && code != codes.Canceled {
 					s.errors[code.String()]++ // not the workload's end cutting a call short
 				}
@@ -224,10 +225,10 @@ func runWorkload(ctx context.Context, out io.Writer, c *client.Client, nodes []*
 		case now := <-tick.C:
 			s.mu.Lock()
 			w := s.window
-			s.window = nil
+			s.window = bench.Histogram{}
 			s.mu.Unlock()
 			fmt.Fprintf(out, "\r[%3.0fs] %8.0f records/s  p99 %7.2f ms  leaders per node %v   ",
-				now.Sub(start).Seconds(), float64(len(w))/now.Sub(last).Seconds(), ms(percentile(w, 0.99)), leadersPerNode(nodes))
+				now.Sub(start).Seconds(), float64(w.Count())/now.Sub(last).Seconds(), ms(w.Quantile(0.99)), leadersPerNode(nodes))
 			last = now
 		}
 	}
@@ -235,15 +236,6 @@ func runWorkload(ctx context.Context, out io.Writer, c *client.Client, nodes []*
 	s.elapsed = time.Since(start)
 	fmt.Fprintln(out)
 	return s
-}
-
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	ds = slices.Clone(ds)
-	slices.Sort(ds)
-	return ds[min(len(ds)-1, int(float64(len(ds))*p))]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -262,10 +254,10 @@ func (s *demoStats) print(out io.Writer, nodes []*node.Node, cfg demoConfig) {
 	fmt.Fprintf(tw, "partitions\t%d (3 replicas each)\n", cfg.partitions)
 	fmt.Fprintf(tw, "producers\t%d closed-loop, %d-byte records\n", cfg.producers, cfg.payload)
 	fmt.Fprintf(tw, "workload\t%s\n", s.elapsed.Round(time.Millisecond))
-	fmt.Fprintf(tw, "records acknowledged\t%d\n", len(s.latencies))
-	fmt.Fprintf(tw, "records/s\t%.0f\n", float64(len(s.latencies))/secs)
-	fmt.Fprintf(tw, "latency p50 / p99 / p99.9\t%.2f / %.2f / %.2f ms\n", ms(percentile(s.latencies, 0.5)),
-		ms(percentile(s.latencies, 0.99)), ms(percentile(s.latencies, 0.999)))
+	fmt.Fprintf(tw, "records acknowledged\t%d\n", s.all.Count())
+	fmt.Fprintf(tw, "records/s\t%.0f\n", float64(s.all.Count())/secs)
+	fmt.Fprintf(tw, "latency p50 / p99 / p99.9\t%.2f / %.2f / %.2f ms\n", ms(s.all.Quantile(0.5)),
+		ms(s.all.Quantile(0.99)), ms(s.all.Quantile(0.999)))
 	fmt.Fprintf(tw, "fsyncs/s (all nodes)\t%.0f\n", fsyncs/secs)
 	if fsyncs > 0 {
 		fmt.Fprintf(tw, "log entries per fsync\t%.1f\n", entries/fsyncs)

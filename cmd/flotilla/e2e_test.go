@@ -116,9 +116,6 @@ func run(t *testing.T, bin string, args ...string) string {
 // SIGKILL while producing continues and restarted; afterwards every
 // acknowledged record is on every replica exactly once, at its offset.
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	bin := buildBinary(t)
 	var procs []*proc
 	var peers []string

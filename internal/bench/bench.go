@@ -227,7 +227,7 @@ type load struct {
 	acked   atomic.Uint64
 	second  atomic.Uint64 // acknowledged since the last progress line
 	mu      sync.Mutex
-	h       hist
+	h       Histogram
 	errors  map[string]uint64
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
@@ -250,11 +250,11 @@ func startLoad(ctx context.Context, c *cluster, groups, proposers, payload int) 
 
 func (l *load) propose(ctx context.Context, g uint64) {
 	defer l.wg.Done()
-	var h hist
+	var h Histogram
 	errs := map[string]uint64{}
 	defer func() {
 		l.mu.Lock()
-		l.h.merge(&h)
+		l.h.Merge(&h)
 		for k, v := range errs {
 			l.errors[k] += v
 		}
@@ -272,7 +272,7 @@ func (l *load) propose(ctx context.Context, g uint64) {
 		switch {
 		case err == nil:
 			if l.measure.Load() {
-				h.add(time.Since(start))
+				h.Add(time.Since(start))
 				l.acked.Add(1)
 			}
 			l.second.Add(1)
@@ -401,7 +401,7 @@ func runWrite(ctx context.Context, c *cluster, cfg Config, r *Report, failover b
 	l.measure.Store(false)
 	w.close(r, l.acked.Load())
 	l.stop()
-	r.P50Ms, r.P99Ms, r.P999Ms = ms(l.h.quantile(0.5)), ms(l.h.quantile(0.99)), ms(l.h.quantile(0.999))
+	r.P50Ms, r.P99Ms, r.P999Ms = ms(l.h.Quantile(0.5)), ms(l.h.Quantile(0.99)), ms(l.h.Quantile(0.999))
 	r.Errors = l.errors
 	return nil
 }

@@ -5,10 +5,10 @@ import (
 	"time"
 )
 
-// hist is a log-linear latency histogram (microseconds, 1/32 of a power
+// Histogram is a log-linear latency histogram (microseconds, 1/32 of a power
 // of two per bucket: about 3% resolution), cheap enough for every
 // proposer to keep its own and merge at the end.
-type hist struct {
+type Histogram struct {
 	counts [64 * 32]uint64
 	n      uint64
 }
@@ -31,21 +31,24 @@ func lowerOf(b int) uint64 {
 	return (1 << exp) | sub<<(exp-5)
 }
 
-func (h *hist) add(d time.Duration) {
+func (h *Histogram) Add(d time.Duration) {
 	us := uint64(max(d.Microseconds(), 0))
 	h.counts[bucketOf(us)]++
 	h.n++
 }
 
-func (h *hist) merge(o *hist) {
+func (h *Histogram) Merge(o *Histogram) {
 	for i, c := range o.counts {
 		h.counts[i] += c
 	}
 	h.n += o.n
 }
 
-// quantile returns the latency below which a fraction q of samples fall.
-func (h *hist) quantile(q float64) time.Duration {
+// Count returns how many samples were added.
+func (h *Histogram) Count() uint64 { return h.n }
+
+// Quantile returns the latency below which a fraction q of samples fall.
+func (h *Histogram) Quantile(q float64) time.Duration {
 	if h.n == 0 {
 		return 0
 	}

@@ -7,15 +7,15 @@ import (
 
 // TestHist: quantiles come back within the histogram's resolution.
 func TestHist(t *testing.T) {
-	var h hist
+	var h Histogram
 	for i := 1; i <= 10000; i++ {
-		h.add(time.Duration(i) * time.Microsecond)
+		h.Add(time.Duration(i) * time.Microsecond)
 	}
 	for _, c := range []struct {
 		q    float64
 		want time.Duration
 	}{{0.5, 5 * time.Millisecond}, {0.99, 9900 * time.Microsecond}, {0.999, 9990 * time.Microsecond}} {
-		got := h.quantile(c.q)
+		got := h.Quantile(c.q)
 		if got < c.want*96/100 || got > c.want*104/100 {
 			t.Errorf("q%v = %s, want about %s", c.q, got, c.want)
 		}

@@ -115,6 +115,13 @@ func Start(cfg Config) (*Node, error) {
 		n.mu.Unlock()
 		return l
 	}
+	// A removed partition's log goes with it: the map holds only hosted
+	// partitions, and a fetch of a deleted one is NotFound.
+	hc.Events.GroupRemoved = func(groupID uint64) {
+		n.mu.Lock()
+		delete(n.mu.logs, groupID)
+		n.mu.Unlock()
+	}
 	if cfg.Host != nil {
 		cfg.Host(&hc)
 	}

@@ -148,9 +148,12 @@ func TestPartitionLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range nodes {
-		if len(n.Host().Groups()) != 0 {
-			t.Fatalf("node %d still hosts %v", n.cfg.NodeID, n.Host().Groups())
+		if len(n.Host().Groups()) != 0 || n.partitionLog(7) != nil {
+			t.Fatalf("node %d still hosts %v (or keeps partition 7's log)", n.cfg.NodeID, n.Host().Groups())
 		}
+	}
+	if _, err := c.Fetch(ctx, &clientpb.FetchRequest{PartitionId: 7}); status.Code(err) != codes.NotFound {
+		t.Fatalf("fetch of a deleted partition: %v", err)
 	}
 	if err := c.CreatePartition(ctx, 7, []uint64{1, 2, 3}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("a deleted partition's ID used again: %v", err)
