@@ -252,6 +252,8 @@ type inbound struct {
 // deliver queues an inbound message, dropping it if the group's inbox or
 // the host's inbox budget is full (raft retransmits) or if it is addressed
 // to another replica ID (a stale or future incarnation of this replica).
+// It reports whether the message found the inbox empty: only then must the
+// caller raise the group's flag (a worker drains the whole inbox).
 func (g *group) deliver(from uint64, m *pb.Message) bool {
 	if m.GetTo() != g.replicaID {
 		g.h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
@@ -273,9 +275,10 @@ func (g *group) deliver(from uint64, m *pb.Message) bool {
 		g.h.m.InboxDropped.Inc()
 		return false
 	}
+	first := len(g.mu.inbox) == 0
 	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from})
 	g.mu.inboxBytes += size
 	g.mu.Unlock()
 	g.h.m.InboxBytes.Add(float64(size))
-	return true
+	return first
 }

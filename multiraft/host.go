@@ -301,9 +301,15 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 		release()
 		return Result{}, err
 	}
+	// Only the proposal that finds the queue empty raises the group's flag:
+	// a worker always drains the whole queue, and the flag stays up until
+	// it does, so the others would only contend on the scheduler's lock.
+	first := len(g.mu.proposals) == 0
 	g.mu.proposals = append(g.mu.proposals, p)
 	g.mu.Unlock()
-	h.sched.Enqueue(groupID, scheduler.Requests)
+	if first {
+		h.sched.Enqueue(groupID, scheduler.Requests)
+	}
 	select {
 	case r := <-p.done:
 		if r.err == nil {

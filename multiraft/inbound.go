@@ -15,18 +15,18 @@ func (h *Host) HandleMessages(from transport.NodeID, batch []transport.Envelope)
 	if h.usable() != nil {
 		return
 	}
-	var last uint64
+	var wake []uint64
 	for _, e := range batch {
 		g := h.group(e.GroupID)
 		if g == nil {
 			h.m.MessagesDropped.WithLabelValues("unknown_group").Inc()
 			continue
 		}
-		if g.deliver(from, e.Message) && e.GroupID != last {
-			h.sched.Enqueue(e.GroupID, scheduler.Messages)
-			last = e.GroupID
+		if g.deliver(from, e.Message) {
+			wake = append(wake, e.GroupID)
 		}
 	}
+	h.sched.EnqueueMany(wake, scheduler.Messages)
 }
 
 // HandleUnreachable implements transport.Handler: raft hears that the

@@ -330,8 +330,11 @@ func (g *group) release(r responses) {
 	g.send(r.remote)
 	if len(r.local) > 0 {
 		g.mu.Lock()
+		first := len(g.mu.storage) == 0
 		g.mu.storage = append(g.mu.storage, r.local...)
 		g.mu.Unlock()
-		g.h.sched.Enqueue(g.id, scheduler.Storage)
+		if first { // see Host.propose
+			g.h.sched.Enqueue(g.id, scheduler.Storage)
+		}
 	}
 }

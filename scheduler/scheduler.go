@@ -202,8 +202,12 @@ func (s *Scheduler) Enqueue(groupID uint64, f Flags) bool {
 	return true
 }
 
-// enqueueMany raises f for every group in ids under one lock.
-func (s *Scheduler) enqueueMany(ids []uint64, f Flags) {
+// EnqueueMany raises f for every group in ids under one lock: a frame of
+// many groups' messages, or a tick, takes the lock once.
+func (s *Scheduler) EnqueueMany(ids []uint64, f Flags) {
+	if len(ids) == 0 {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.stopped {

@@ -73,6 +73,6 @@ func (s *Scheduler) tick() {
 		if n == 0 {
 			return
 		}
-		s.enqueueMany(chunk[:n], Tick)
+		s.EnqueueMany(chunk[:n], Tick)
 	}
 }

@@ -30,8 +30,8 @@ type driver interface {
 
 // link is an open stream of frames to one peer, used by its sender only.
 type link interface {
-	// send writes a frame and returns its encoded size.
-	send(frame *peerpb.Frame) (int, error)
+	// send writes an encoded frame and takes ownership of its buffer.
+	send(frame *[]byte) error
 	close()
 }
 
@@ -235,9 +235,9 @@ func (c *core) sendLoop(p *outbox) {
 			batch = c.filterOut(p, batch)
 		}
 		done := 0
-		fr.pack(batch, func(frame *peerpb.Frame, carried []Envelope, heartbeats int) bool {
-			n, err := l.send(frame)
-			if err != nil {
+		fr.pack(batch, func(frame *[]byte, carried []Envelope, heartbeats int) bool {
+			n := len(*frame)
+			if err := l.send(frame); err != nil {
 				p.failures.Inc()
 				l.close()
 				l = nil
@@ -273,17 +273,26 @@ func (c *core) inbound(from NodeID) *inCounters {
 	return in
 }
 
-// receiveFrame checks and unpacks a frame from a peer, passes it through
-// the filters and hands it to the host.
-func (c *core) receiveFrame(from NodeID, frame *peerpb.Frame, size int) {
+// receiveFrame counts a decoded frame from a peer (its records were
+// checked as it was decoded), passes it through the filters and hands it
+// to the host.
+func (c *core) receiveFrame(from NodeID, f *inFrame) {
 	h := c.handler()
 	if h == nil {
 		return
 	}
 	in := c.inbound(from)
-	envs := unpack(frame, func(reason string) { c.m.ReceivedDropped.WithLabelValues(in.label, reason).Inc() })
+	for _, bad := range [...]struct {
+		n      int
+		reason string
+	}{{f.badHB, "malformed_heartbeat"}, {f.badMsg, "malformed_message"}} {
+		if bad.n > 0 {
+			c.m.ReceivedDropped.WithLabelValues(in.label, bad.reason).Add(float64(bad.n))
+		}
+	}
+	envs := f.envs
 	in.frames.Inc()
-	in.bytes.Add(float64(size))
+	in.bytes.Add(float64(f.size))
 	in.messages.Add(float64(len(envs)))
 	if !c.cfg.Filters.empty() {
 		envs = c.filter(from, envs)

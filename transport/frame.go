@@ -5,6 +5,8 @@ import (
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-io/flotilla/proto/peerpb"
 )
@@ -46,70 +48,83 @@ func plainHeartbeat(m *pb.Message) bool {
 	return len(m.GetContext()) == 0 && coalescible(m)
 }
 
-// framer packs a peer's queued envelopes into frames within the bounds.
+// framer packs a peer's queued envelopes into encoded frames within the
+// bounds (exact: every record is sized before the frame is cut).
 type framer struct {
 	maxMessages, maxBytes int
 	seen                  map[uint64]struct{} // groups with a plain message in the frame
+	sizes                 []int               // per envelope of the frame: its message's body size
+	pool                  mem.BufferPool
 }
 
 func newFramer(cfg Config) *framer {
-	return &framer{maxMessages: cfg.MaxFrameMessages, maxBytes: cfg.MaxFrameBytes, seen: make(map[uint64]struct{})}
+	return &framer{maxMessages: cfg.MaxFrameMessages, maxBytes: cfg.MaxFrameBytes,
+		seen: make(map[uint64]struct{}), pool: mem.DefaultBufferPool()}
 }
 
-// pack calls emit with each frame and the envelopes it carries (a
-// contiguous run of queue), in order; it stops early if emit returns false.
-func (f *framer) pack(queue []Envelope, emit func(frame *peerpb.Frame, carried []Envelope, heartbeats int) bool) {
+// pack calls emit with each frame, encoded in a buffer from the pool, and
+// the envelopes it carries (a contiguous run of queue), in order; it stops
+// early if emit returns false. emit owns the buffer.
+func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envelope, heartbeats int) bool) {
 	start := 0
 	for start < len(queue) {
-		frame := &peerpb.Frame{}
 		clear(f.seen)
+		f.sizes = f.sizes[:0]
 		bytes, heartbeats := 0, 0
 		end := start
 		for ; end < len(queue); end++ {
 			e := queue[end]
-			size := messageSize(e.Message)
-			n := end - start
+			var size, body int
 			hb := coalescible(e.Message)
-			if n > 0 && (n >= f.maxMessages || bytes+size > f.maxBytes) {
-				break
-			}
 			if hb {
 				if _, ok := f.seen[e.GroupID]; ok {
 					break // it would overtake its group's earlier message
 				}
-				m := e.Message
-				rec := &peerpb.Heartbeat{GroupId: e.GroupID, From: m.GetFrom(), To: m.GetTo(), Term: m.GetTerm(),
-					Commit: m.GetCommit(), Context: m.GetContext()}
-				if m.GetType() == pb.MsgHeartbeat {
-					frame.Heartbeats = append(frame.Heartbeats, rec)
-				} else {
-					frame.HeartbeatResponses = append(frame.HeartbeatResponses, rec)
-				}
+				size = sizeHeartbeat(e.GroupID, e.Message)
+			} else {
+				body = sizeMessage(e.Message)
+				size = sizeGroupMessage(e.GroupID, body)
+			}
+			if n := end - start; n > 0 && (n >= f.maxMessages || bytes+size > f.maxBytes) {
+				break
+			}
+			if hb {
 				heartbeats++
 			} else {
 				f.seen[e.GroupID] = struct{}{}
-				frame.Messages = append(frame.Messages, &peerpb.GroupMessage{GroupId: e.GroupID, Message: e.Message})
 			}
+			f.sizes = append(f.sizes, body)
 			bytes += size
 		}
-		if !emit(frame, queue[start:end], heartbeats) {
+		buf := f.pool.Get(bytes)
+		b := (*buf)[:0]
+		for i, e := range queue[start:end] {
+			if coalescible(e.Message) {
+				b = appendHeartbeat(b, e.GroupID, e.Message)
+			} else {
+				b = appendGroupMessage(b, e.GroupID, e.Message, f.sizes[i])
+			}
+		}
+		*buf = b
+		if !emit(buf, queue[start:end], heartbeats) {
 			return
 		}
 		start = end
 	}
 }
 
-// unpack turns a received frame back into envelopes, heartbeats first,
-// and calls bad with a reason for every record it drops as malformed.
-func unpack(frame *peerpb.Frame, bad func(reason string)) []Envelope {
-	envs := make([]Envelope, 0, len(frame.GetHeartbeats())+len(frame.GetHeartbeatResponses())+len(frame.GetMessages()))
+// unpack turns a frame decoded by gRPC's standard protobuf codec into
+// envelopes, heartbeats first, counting what it drops as malformed.
+func unpack(frame *peerpb.Frame, in *inFrame) {
+	in.handshake, in.size = frame.GetHandshake(), proto.Size(frame)
+	in.envs = make([]Envelope, 0, len(frame.GetHeartbeats())+len(frame.GetHeartbeatResponses())+len(frame.GetMessages()))
 	for _, list := range [...]struct {
 		recs []*peerpb.Heartbeat
 		t    pb.MessageType
 	}{{frame.GetHeartbeats(), pb.MsgHeartbeat}, {frame.GetHeartbeatResponses(), pb.MsgHeartbeatResp}} {
 		for _, h := range list.recs {
 			if h.GetGroupId() == 0 || h.GetFrom() == 0 || h.GetTo() == 0 {
-				bad("malformed_heartbeat")
+				in.badHB++
 				continue
 			}
 			m := &pb.Message{Type: list.t.Enum(), From: new(h.GetFrom()), To: new(h.GetTo()), Term: new(h.GetTerm())}
@@ -119,17 +134,16 @@ func unpack(frame *peerpb.Frame, bad func(reason string)) []Envelope {
 			if len(h.GetContext()) > 0 {
 				m.Context = h.GetContext()
 			}
-			envs = append(envs, Envelope{GroupID: h.GetGroupId(), Message: m})
+			in.envs = append(in.envs, Envelope{GroupID: h.GetGroupId(), Message: m})
 		}
 	}
 	for _, gm := range frame.GetMessages() {
-		if err := checkMessage(gm.GetGroupId(), gm.GetMessage()); err != nil {
-			bad("malformed_message")
+		if checkMessage(gm.GetGroupId(), gm.GetMessage()) != nil {
+			in.badMsg++
 			continue
 		}
-		envs = append(envs, Envelope{GroupID: gm.GetGroupId(), Message: gm.GetMessage()})
+		in.envs = append(in.envs, Envelope{GroupID: gm.GetGroupId(), Message: gm.GetMessage()})
 	}
-	return envs
 }
 
 // checkMessage rejects what no peer may send: no group, no addresses, an
@@ -145,7 +159,7 @@ func checkMessage(groupID uint64, m *pb.Message) error {
 		return fmt.Errorf("%w: group 0", ErrMalformed)
 	case m.GetFrom() == 0 || m.GetTo() == 0:
 		return fmt.Errorf("%w: %s without from or to", ErrMalformed, t)
-	case pb.MessageType_name[int32(t)] == "":
+	case !knownMessageType(uint64(t)):
 		return fmt.Errorf("%w: unknown message type %d", ErrMalformed, t)
 	case t == pb.MsgSnap:
 		return fmt.Errorf("%w: MsgSnap outside a snapshot stream", ErrMalformed)

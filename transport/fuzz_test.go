@@ -54,12 +54,19 @@ func FuzzFrameDecode(f *testing.F) {
 	}
 	f.Cleanup(c.close)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var fr peerpb.Frame
-		if proto.Unmarshal(data, &fr) != nil {
-			return
-		}
 		h.t = t
-		c.receiveFrame(1, &fr, len(data))
+		// Both decoders: this package's, and gRPC's standard codec's
+		// followed by unpack (a peer may use either).
+		var in inFrame
+		if decodeFrame(data, &in) == nil {
+			c.receiveFrame(1, &in)
+		}
+		var fr peerpb.Frame
+		if proto.Unmarshal(data, &fr) == nil {
+			var std inFrame
+			unpack(&fr, &std)
+			c.receiveFrame(1, &std)
+		}
 	})
 }
 

@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-io/flotilla/proto/peerpb"
 )
@@ -226,7 +225,7 @@ func (t *GRPC) dial(ctx context.Context, to NodeID) (link, error) {
 	// Opening waits for the connection; the wait is bounded, the stream
 	// is not.
 	timer := time.AfterFunc(t.cfg.DialTimeout, cancel)
-	stream, err := peerpb.NewPeerClient(cc).Raft(sctx)
+	stream, err := peerpb.NewPeerClient(cc).Raft(sctx, grpc.CallContentSubtype(codecName))
 	if err == nil {
 		err = stream.Send(&peerpb.Frame{Handshake: t.handshake(to)})
 	}
@@ -245,9 +244,8 @@ type grpcLink struct {
 	cancel context.CancelFunc
 }
 
-func (l *grpcLink) send(frame *peerpb.Frame) (int, error) {
-	n := proto.Size(frame)
-	err := l.stream.Send(frame)
+func (l *grpcLink) send(frame *[]byte) error {
+	err := l.stream.SendMsg(&outFrame{buf: frame})
 	if errors.Is(err, io.EOF) {
 		// The peer ended the stream; its status says why.
 		_, err = l.stream.CloseAndRecv()
@@ -255,7 +253,7 @@ func (l *grpcLink) send(frame *peerpb.Frame) (int, error) {
 			err = io.EOF
 		}
 	}
-	return n, err
+	return err
 }
 
 func (l *grpcLink) close() {
@@ -330,22 +328,22 @@ func (t *GRPC) accept(ctx context.Context, hs *peerpb.Handshake) (NodeID, error)
 // Raft receives a peer's frames until the stream ends.
 func (s *peerServer) Raft(stream peerpb.Peer_RaftServer) error {
 	t := s.t
-	frame, err := stream.Recv()
+	frame, err := recvFrame(stream)
 	if err != nil {
 		return err
 	}
-	from, err := t.accept(stream.Context(), frame.GetHandshake())
+	from, err := t.accept(stream.Context(), frame.handshake)
 	if err != nil {
 		return err
 	}
-	if len(frame.GetMessages())+len(frame.GetHeartbeats())+len(frame.GetHeartbeatResponses()) == 0 {
+	if len(frame.envs)+frame.badHB+frame.badMsg == 0 {
 		frame = nil // only the handshake
 	}
 	for {
 		if frame != nil {
-			t.receiveFrame(from, frame, proto.Size(frame))
+			t.receiveFrame(from, frame)
 		}
-		if frame, err = stream.Recv(); err != nil {
+		if frame, err = recvFrame(stream); err != nil {
 			if errors.Is(err, io.EOF) {
 				return stream.SendAndClose(&peerpb.RaftClosed{})
 			}
@@ -355,6 +353,19 @@ func (s *peerServer) Raft(stream peerpb.Peer_RaftServer) error {
 			return err
 		}
 	}
+}
+
+// recvFrame receives and decodes the next frame of a Raft stream.
+func recvFrame(stream peerpb.Peer_RaftServer) (*inFrame, error) {
+	f := &inFrame{Frame: &peerpb.Frame{}}
+	if err := stream.RecvMsg(f); err != nil {
+		return nil, err
+	}
+	if !f.decoded { // the peer used the standard protobuf codec
+		unpack(f.Frame, f)
+	}
+	f.Frame = nil
+	return f, nil
 }
 
 // Admin serves a peer's control call.

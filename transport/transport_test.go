@@ -473,7 +473,6 @@ func TestAdmin(t *testing.T) {
 
 // TestMalformedFrames: records no peer may send are dropped and counted.
 func TestMalformedFrames(t *testing.T) {
-	bad := 0
 	frame := &peerpb.Frame{
 		Messages: []*peerpb.GroupMessage{
 			{GroupId: 0, Message: msg(1, 1, pb.MsgApp).Message},
@@ -487,9 +486,20 @@ func TestMalformedFrames(t *testing.T) {
 		},
 		Heartbeats: []*peerpb.Heartbeat{{GroupId: 0, From: 1, To: 2}, {GroupId: 2, From: 1, To: 2, Term: 1}},
 	}
-	envs := unpack(frame, func(string) { bad++ })
-	if bad != 8 || len(envs) != 2 {
-		t.Fatalf("%d dropped, %d kept; want 8 and 2", bad, len(envs))
+	var std inFrame
+	unpack(frame, &std)
+	b, err := proto.Marshal(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var own inFrame
+	if err := decodeFrame(b, &own); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []*inFrame{&std, &own} {
+		if bad := in.badHB + in.badMsg; bad != 8 || len(in.envs) != 2 {
+			t.Fatalf("%d dropped, %d kept; want 8 and 2", bad, len(in.envs))
+		}
 	}
 }
 

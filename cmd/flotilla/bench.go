@@ -20,6 +20,7 @@ func benchCmd() *cobra.Command {
 	var (
 		cfg                     bench.Config
 		jsonFile, cpuProf, heap string
+		nRuns                   int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -34,7 +35,8 @@ proposals per fsync, peer frames/s and messages per frame, heartbeat
 messages/s, CPU seconds per second, peak RSS, elections and errors. The
 flags override the workload's shape.`,
 		Example: `  flotilla bench --workload write-48
-  flotilla bench --workload all --duration 10s --json results.json`,
+  flotilla bench --workload all --duration 10s --json results.json
+  flotilla bench --workload write-48 --runs 3`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -65,9 +67,20 @@ flags override the workload's shape.`,
 			for _, name := range names {
 				c := cfg
 				c.Workload = name
-				r, err := bench.Run(ctx, c)
-				if err != nil {
-					return fmt.Errorf("%s: %w", name, err)
+				var runs []*bench.Report
+				for i := range max(nRuns, 1) {
+					if nRuns > 1 {
+						fmt.Fprintf(cmd.ErrOrStderr(), "%s: run %d of %d\n", name, i+1, nRuns)
+					}
+					r, err := bench.Run(ctx, c)
+					if err != nil {
+						return fmt.Errorf("%s: %w", name, err)
+					}
+					runs = append(runs, r)
+				}
+				r := runs[0]
+				if len(runs) > 1 {
+					r = bench.Median(runs)
 				}
 				reports = append(reports, r)
 				bench.TableRow(&table, r)
@@ -95,6 +108,7 @@ flags override the workload's shape.`,
 	f.IntVar(&cfg.Payload, "payload", 0, "bytes per proposal (0: the workload's)")
 	f.IntVar(&cfg.Proposers, "proposers", 0, "closed-loop proposers (0: the workload's)")
 	f.IntVar(&cfg.Entries, "entries", 0, "entries per group before restart-10k's restart (0: the workload's)")
+	f.IntVar(&nRuns, "runs", 1, "run each workload this many times and report the median of every figure")
 	f.StringVar(&cfg.Dir, "dir", "", "where the temporary data root goes (default: the system's temporary directory)")
 	f.StringVar(&jsonFile, "json", "", "also write every figure to this JSON file")
 	f.StringVar(&cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")

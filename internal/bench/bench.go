@@ -56,6 +56,8 @@ var Names = []string{"write-48", "write-48-128", "write-1k", "latency-48", "idle
 type Report struct {
 	Workload         string            `json:"workload"`
 	Quick            bool              `json:"scaled_down,omitempty"`
+	Runs             int               `json:"runs,omitempty"`     // > 1: every figure is the median over this many runs
+	Each             []*Report         `json:"each_run,omitempty"` // the runs behind a median
 	Groups           int               `json:"groups"`
 	Payload          int               `json:"payload_bytes"`
 	Proposers        int               `json:"proposers"`
@@ -128,6 +130,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(root)
+	// What earlier runs in this process left goes back first, and the peak
+	// RSS is this run's.
+	debug.FreeOSMemory()
+	resetPeakRSS()
 	c, err := startCluster(root)
 	if err != nil {
 		return nil, err
@@ -653,34 +659,35 @@ func TableHeader(w io.Writer) {
 
 // TableRow writes one report's line.
 func TableRow(w io.Writer, r *Report) {
-	{
-		other := ""
-		switch {
-		case r.ElectSeconds > 0:
-			other = fmt.Sprintf("elected in %.1fs, %.0f B RSS/replica", r.ElectSeconds, r.RSSPerReplica)
-		case r.ElectSeconds < 0:
-			other = fmt.Sprintf("only %d of %d groups led at once after 2 min; %.0f B RSS/replica", r.LedGroups, r.Groups, r.RSSPerReplica)
-		case r.RestartSeconds > 0:
-			other = fmt.Sprintf("served again %.2fs after start", r.RestartSeconds)
-		case r.Workload == "failover-1k":
-			other = fmt.Sprintf("new leaders in %.2f election timeouts, 60%% throughput after %.1fs", r.FailoverTimeouts, r.RecoverySeconds)
-		}
-		if len(r.Errors) > 0 {
-			keys := make([]string, 0, len(r.Errors))
-			for k := range r.Errors {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				other += fmt.Sprintf(" %s=%d", k, r.Errors[k])
-			}
-		}
-		name := r.Workload
-		if r.Quick {
-			name += "*"
-		}
-		fmt.Fprintf(w, "%-13s %7d %8d %11.0f %8.2f %8.2f %8.2f %10.0f %9.1f %9.0f %9.1f %9.0f %6.2f %8.0fM %s\n",
-			name, r.Groups, r.Proposers, r.ProposalsPerSec, r.P50Ms, r.P99Ms, r.P999Ms, r.FsyncsPerSecHost,
-			r.ProposalsPerSync, r.FramesPerSec, r.MsgsPerFrame, r.HeartbeatsPerSec, r.CPUCores, float64(r.PeakRSS)/(1<<20), other)
+	other := ""
+	switch {
+	case r.ElectSeconds > 0:
+		other = fmt.Sprintf("elected in %.1fs, %.0f B RSS/replica", r.ElectSeconds, r.RSSPerReplica)
+	case r.ElectSeconds < 0:
+		other = fmt.Sprintf("only %d of %d groups led at once after 2 min; %.0f B RSS/replica", r.LedGroups, r.Groups, r.RSSPerReplica)
+	case r.RestartSeconds > 0:
+		other = fmt.Sprintf("served again %.2fs after start", r.RestartSeconds)
+	case r.Workload == "failover-1k":
+		other = fmt.Sprintf("new leaders in %.2f election timeouts, 60%% throughput after %.1fs", r.FailoverTimeouts, r.RecoverySeconds)
 	}
+	if len(r.Errors) > 0 {
+		keys := make([]string, 0, len(r.Errors))
+		for k := range r.Errors {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			other += fmt.Sprintf(" %s=%d", k, r.Errors[k])
+		}
+	}
+	name := r.Workload
+	if r.Quick {
+		name += "*"
+	}
+	if r.Runs > 1 {
+		other = fmt.Sprintf("median of %d;%s", r.Runs, other)
+	}
+	fmt.Fprintf(w, "%-13s %7d %8d %11.0f %8.2f %8.2f %8.2f %10.0f %9.1f %9.0f %9.1f %9.0f %6.2f %8.0fM %s\n",
+		name, r.Groups, r.Proposers, r.ProposalsPerSec, r.P50Ms, r.P99Ms, r.P999Ms, r.FsyncsPerSecHost,
+		r.ProposalsPerSync, r.FramesPerSec, r.MsgsPerFrame, r.HeartbeatsPerSec, r.CPUCores, float64(r.PeakRSS)/(1<<20), other)
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -57,4 +58,46 @@ func TestWorkloadsRun(t *testing.T) {
 	if _, err := Run(context.Background(), Config{Workload: "nope"}); err == nil {
 		t.Fatal("an unknown workload ran")
 	}
+}
+
+// TestMedian: every figure of a median report is the median of that
+// figure over the runs, error counts included; the runs stay attached.
+func TestMedian(t *testing.T) {
+	runs := []*Report{
+		{Workload: "write-48", Groups: 48, ProposalsPerSec: 30, P99Ms: 9, Proposals: 7, PeakRSS: 300, Errors: map[string]uint64{"busy": 4}},
+		{Workload: "write-48", Groups: 48, ProposalsPerSec: 10, P99Ms: 1, Proposals: 9, PeakRSS: 100, Errors: map[string]uint64{}},
+		{Workload: "write-48", Groups: 48, ProposalsPerSec: 20, P99Ms: 5, Proposals: 8, PeakRSS: 200, Errors: map[string]uint64{"busy": 2, "other": 1}},
+	}
+	m := Median(runs)
+	if m.ProposalsPerSec != 20 || m.P99Ms != 5 || m.Proposals != 8 || m.PeakRSS != 200 || m.Groups != 48 {
+		t.Fatalf("medians: %+v", m)
+	}
+	if m.Errors["busy"] != 2 || len(m.Errors) != 1 {
+		t.Fatalf("error medians: %v (other was in one run of three: median 0)", m.Errors)
+	}
+	if m.Runs != 3 || len(m.Each) != 3 || m.Workload != "write-48" {
+		t.Fatalf("runs %d, each %d, workload %q", m.Runs, len(m.Each), m.Workload)
+	}
+	if even := Median(runs[:2]); even.ProposalsPerSec != 20 {
+		t.Fatalf("median of two: %v, want their mean", even.ProposalsPerSec)
+	}
+}
+
+// TestPeakRSSReset: a run's peak RSS is its own: after a reset the peak
+// is back near the current RSS, below what a large allocation raised it to.
+func TestPeakRSSReset(t *testing.T) {
+	big := make([]byte, 256<<20)
+	for i := range big {
+		big[i] = 1
+	}
+	high := peakRSS()
+	big = nil
+	debug.FreeOSMemory()
+	if !resetPeakRSS() {
+		t.Fatal("cannot reset the peak RSS (no /proc/self/clear_refs): bench figures would carry earlier runs' peaks")
+	}
+	if after := peakRSS(); after >= high || after < currentRSS()/2 {
+		t.Fatalf("peak %d MiB before the reset, %d MiB after, current %d MiB", high>>20, after>>20, currentRSS()>>20)
+	}
+	_ = big
 }

@@ -17,8 +17,28 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// peakRSS returns the process's peak resident set size in bytes.
+// resetPeakRSS starts a new peak resident set size measurement, so that
+// a run does not report what an earlier run in this process peaked at
+// (Linux: writing 5 to clear_refs resets VmHWM). It reports whether it
+// could.
+func resetPeakRSS() bool {
+	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+}
+
+// peakRSS returns the process's peak resident set size in bytes since the
+// last resetPeakRSS (since start where that is not possible).
 func peakRSS() int64 {
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				if f := strings.Fields(rest); len(f) > 0 {
+					if kib, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+						return kib << 10
+					}
+				}
+			}
+		}
+	}
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
