@@ -290,15 +290,11 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 	h.m.ProposalBytes.Add(float64(size))
 	// The bytes stay charged until the proposal is finished, even if the
 	// caller stops waiting first.
-	release := func() {
-		h.proposalBytes.Add(-size)
-		h.m.ProposalBytes.Sub(float64(size))
-	}
-	p := &proposal{id: h.nextProposal.Add(1), data: data, start: time.Now(), done: make(chan proposalResult, 1), release: release}
+	p := &proposal{id: h.nextProposal.Add(1), data: data, start: time.Now(), done: make(chan proposalResult, 1), h: h, charged: size}
 	g.mu.Lock()
 	if err := g.fullLocked(len(g.mu.proposals), "proposals"); err != nil {
 		g.mu.Unlock()
-		release()
+		p.release()
 		return Result{}, err
 	}
 	// Only the proposal that finds the queue empty raises the group's flag:

@@ -60,7 +60,7 @@ func (h *Host) ChangeMembership(ctx context.Context, groupID uint64, changes ...
 	if !g.serving.Load() {
 		return nil, &NotLeaderError{GroupID: groupID, Leader: g.leaderNode.Load()}
 	}
-	p := &proposal{id: h.nextProposal.Add(1), start: time.Now(), done: make(chan proposalResult, 1), release: func() {}}
+	p := &proposal{id: h.nextProposal.Add(1), start: time.Now(), done: make(chan proposalResult, 1)}
 	g.mu.Lock()
 	if err := g.fullLocked(len(g.mu.confChanges), "membership changes"); err != nil {
 		g.mu.Unlock()

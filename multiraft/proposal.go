@@ -17,11 +17,14 @@ import (
 // from a random base per host incarnation so an entry proposed before a
 // restart never matches a proposal made after it.
 type proposal struct {
-	id      uint64
-	data    []byte
-	start   time.Time
-	done    chan proposalResult // capacity 1: completion never blocks a worker
-	release func()              // returns the proposal's bytes to the host budget
+	id    uint64
+	data  []byte
+	start time.Time
+	done  chan proposalResult // capacity 1: completion never blocks a worker
+	// h and charged: the bytes of the host's proposal budget the proposal
+	// holds until it is finished (none if h is nil).
+	h       *Host
+	charged int64
 
 	// Set by the worker that owns the group once the entry is in the log.
 	index uint64
@@ -44,6 +47,14 @@ type Result struct {
 }
 
 const entryBatchMagic byte = 0x01
+
+// release returns the proposal's bytes to the host's budget.
+func (p *proposal) release() {
+	if p.h != nil {
+		p.h.proposalBytes.Add(-p.charged)
+		p.h.m.ProposalBytes.Sub(float64(p.charged))
+	}
+}
 
 // finish completes the proposal once; later calls do nothing.
 func (p *proposal) finish(r Result, err error) {

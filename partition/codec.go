@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Errors.
@@ -56,17 +57,28 @@ func (p *Produce) Marshal() []byte {
 
 // UnmarshalProduce decodes proposal data. Records alias data.
 func UnmarshalProduce(data []byte) (*Produce, error) {
+	p := &Produce{}
+	if err := p.Unmarshal(data); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Unmarshal decodes a produce request into p, reusing p.Records' array
+// (apply decodes each command into one Produce). Records alias data.
+func (p *Produce) Unmarshal(data []byte) error {
 	if len(data) == 0 || data[0] != produceVersion {
-		return nil, fmt.Errorf("%w: produce request version", ErrMalformed)
+		return fmt.Errorf("%w: produce request version", ErrMalformed)
 	}
 	d := decoder{b: data[1:]}
-	p := &Produce{ProducerID: d.uvarint(), Sequence: d.uvarint(), TimestampMs: d.uvarint()}
+	p.ProducerID, p.Sequence, p.TimestampMs = d.uvarint(), d.uvarint(), d.uvarint()
 	n := d.uvarint()
 	if d.err == nil && n > uint64(len(d.b)) { // each record takes at least a byte
 		d.err = fmt.Errorf("%w: %d records in %d bytes", ErrMalformed, n, len(d.b))
 	}
+	p.Records = p.Records[:0]
 	if d.err == nil {
-		p.Records = make([][]byte, 0, n)
+		p.Records = slices.Grow(p.Records, int(n))
 		for i := uint64(0); i < n && d.err == nil; i++ {
 			p.Records = append(p.Records, d.bytes())
 		}
@@ -74,10 +86,7 @@ func UnmarshalProduce(data []byte) (*Produce, error) {
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b))
 	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	return p, nil
+	return d.err
 }
 
 // Result codes of a produce request, as applied.

@@ -197,6 +197,7 @@ func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 	s := &applyState{l: l, w: w, m: m, ttlMs: ttl, producers: map[uint64]*producer{}}
 	results := make([][]byte, len(cmds))
 	var batch []byte // the records of the current entry
+	var req Produce  // each command decodes into it
 	var batchBase, batchCount uint64
 	flush := func() {
 		if batchCount > 0 {
@@ -208,8 +209,7 @@ func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 		if i > 0 && c.Index != cmds[i-1].Index {
 			flush()
 		}
-		req, err := UnmarshalProduce(c.Data)
-		if err != nil || len(req.Records) == 0 {
+		if err := req.Unmarshal(c.Data); err != nil || len(req.Records) == 0 {
 			results[i] = encodeResult(codeMalformed, 0, 0, 0)
 			continue
 		}

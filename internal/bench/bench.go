@@ -266,6 +266,7 @@ func (l *load) propose(ctx context.Context, g uint64) {
 		}
 		l.mu.Unlock()
 	}()
+	var nl *multiraft.NotLeaderError // out of the loop: errors.As would allocate it every proposal
 	for ctx.Err() == nil {
 		host := l.c.host(l.leaders[g].Load())
 		if host == nil {
@@ -274,7 +275,6 @@ func (l *load) propose(ctx context.Context, g uint64) {
 		}
 		start := time.Now()
 		_, err := host.Propose(ctx, g, l.data)
-		var nl *multiraft.NotLeaderError
 		switch {
 		case err == nil:
 			if l.measure.Load() {
