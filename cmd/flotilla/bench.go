@@ -27,8 +27,10 @@ func benchCmd() *cobra.Command {
 		Short: "Run BENCH.md's workloads on a 3-node cluster in this process (real disk, fsync on, gRPC on 127.0.0.1)",
 		Long: `Runs one workload of BENCH.md, or all of them (--workload all): write-48,
 write-48-128, write-1k, latency-48, idle-10k, idle-100k, restart-10k,
-failover-1k. Each starts three nodes in this process, each with its own
-Pebble under one temporary root (removed at the end, also on Ctrl-C),
+failover-1k. Each starts three nodes, in this process (proposers call the
+hosts directly) or with --procs as three node processes (proposers call
+the client API over gRPC; CPU and RSS are then the nodes' own), each with
+its own Pebble under one temporary root (removed at the end, also on Ctrl-C),
 creates the groups, spreads their leaders, warms up, and measures: committed
 proposals/s, latency p50/p99/p99.9 (client side), fsyncs/s per host,
 proposals per fsync, peer frames/s and messages per frame, heartbeat
@@ -103,6 +105,7 @@ flags override the workload's shape.`,
 	f.StringVar(&cfg.Workload, "workload", "write-48", "workload name, or all")
 	f.DurationVar(&cfg.Duration, "duration", 0, "measured window (default 60s; 5s with --quick)")
 	f.DurationVar(&cfg.Warmup, "warmup", 0, "warm-up before the window (default 10s; 2s with --quick)")
+	f.BoolVar(&cfg.Procs, "procs", false, "run the three nodes as processes of this binary, driven through the client API (default: in this process, hosts called directly)")
 	f.BoolVar(&cfg.Quick, "quick", false, "scale the workload down (what make bench-workloads runs)")
 	f.IntVar(&cfg.Groups, "groups", 0, "groups (0: the workload's)")
 	f.IntVar(&cfg.Payload, "payload", 0, "bytes per proposal (0: the workload's)")

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flotilla-io/flotilla/internal/node"
+	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
 )
 
@@ -23,8 +24,9 @@ func nodeCmd() *cobra.Command {
 		clusterID, id                    uint64
 		listen, peers, dataDir, metrics  string
 		tlsCert, tlsKey, tlsCA, logLevel string
-		drainTimeout                     time.Duration
-		listenFD                         int
+		drainTimeout, tick               time.Duration
+		listenFD, electionTicks          int
+		memTableSize                     uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -51,7 +53,10 @@ Example (three nodes on one machine):
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			cfg := node.Config{ClusterID: clusterID, NodeID: id, ListenAddr: listen, Peers: peerMap, DataDir: dataDir,
-				MetricsAddr: metrics, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))}
+				MetricsAddr: metrics, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+				Host: func(hc *multiraft.Config) {
+					hc.TickInterval, hc.ElectionTicks, hc.MemTableSize = tick, electionTicks, memTableSize
+				}}
 			if cfg.TLS, err = loadTLS(tlsCert, tlsKey, tlsCA); err != nil {
 				return err
 			}
@@ -94,6 +99,10 @@ Example (three nodes on one machine):
 	f.StringVar(&tlsCA, "tls-ca", "", "PEM certificate of the cluster's CA")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for leadership to move away")
+	d := multiraft.DefaultConfig()
+	f.DurationVar(&tick, "tick", d.TickInterval, "Raft tick interval (the same on every node)")
+	f.IntVar(&electionTicks, "election-ticks", d.ElectionTicks, "ticks without a leader before an election (the same on every node)")
+	f.Uint64Var(&memTableSize, "memtable-size", d.MemTableSize, "Pebble memtable size in bytes (each WAL is preallocated near it: it bounds disk use too)")
 	f.IntVar(&listenFD, "listen-fd", 0, "serve on this inherited listening socket instead of --listen (systemd-style socket passing)")
 	_ = cmd.MarkFlagRequired("cluster-id")
 	_ = cmd.MarkFlagRequired("id")

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/flotilla-io/flotilla/multiraft"
-	"github.com/flotilla-io/flotilla/partition"
 )
 
 // Config is one run.
@@ -31,6 +30,10 @@ type Config struct {
 	Dir string
 	// Progress receives a line per second.
 	Progress io.Writer
+	// Procs runs the nodes as three `flotilla node` processes of Binary
+	// (default: this executable), driven through the client API.
+	Procs  bool
+	Binary string
 	// Quick scales a workload down for `make bench-workloads`: a tenth of
 	// the idle and restart groups and of the entries, at most 2,000
 	// proposers, 5 s windows after 2 s of warm-up (unless set).
@@ -130,15 +133,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(root)
-	// What earlier runs in this process left goes back first, and the peak
-	// RSS is this run's.
+	// What earlier runs in this process left goes back first.
 	debug.FreeOSMemory()
-	resetPeakRSS()
-	c, err := startCluster(root)
+	var c cluster
+	if cfg.Procs {
+		c, err = startProcs(ctx, root, cfg.Binary)
+	} else {
+		c, err = startLocal(root)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer c.close()
+	c.resetPeak() // the peak RSS is this run's
 	r := &Report{Workload: cfg.Workload, Quick: cfg.Quick, Groups: cfg.Groups, Payload: cfg.Payload, Proposers: cfg.Proposers, Errors: map[string]uint64{}}
 	switch cfg.Workload {
 	case "idle-10k", "idle-100k":
@@ -151,7 +158,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	default:
 		err = runWrite(ctx, c, cfg, r, false)
 	}
-	r.PeakRSS = peakRSS()
+	r.PeakRSS = c.peakRSS()
 	return r, err
 }
 
@@ -159,7 +166,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // fills the rates of a report at its end. Counters are taken per node and
 // only nodes running at both ends count (failover stops one).
 type window struct {
-	c     *cluster
+	c     cluster
 	start time.Time
 	cpu   time.Duration
 	at    [][5]float64 // per node: syncs, frames, messages, heartbeats, elections
@@ -168,30 +175,28 @@ type window struct {
 var windowMetrics = [5]string{"flotilla_store_log_batches_total", "flotilla_transport_frames_sent_total",
 	"flotilla_transport_messages_sent_total", "flotilla_transport_heartbeats_coalesced_total", "flotilla_host_elections_total"}
 
-func openWindow(c *cluster) *window {
-	return &window{c: c, start: time.Now(), cpu: cpuTime(), at: c.samples()}
+func openWindow(c cluster) *window {
+	return &window{c: c, start: time.Now(), cpu: c.cpu(), at: samples(c)}
 }
 
 // samples reads the window's counters of each node (NaN-free zero for a
 // stopped node, marked by a negative first value).
-func (c *cluster) samples() [][5]float64 {
-	nodes := c.running()
-	out := make([][5]float64, len(nodes))
-	for i, n := range nodes {
-		if n == nil {
+func samples(c cluster) [][5]float64 {
+	out := make([][5]float64, 3)
+	for i := range out {
+		v, ok := c.metrics(i, windowMetrics[:])
+		if !ok {
 			out[i][0] = -1
 			continue
 		}
-		for j, name := range windowMetrics {
-			out[i][j] = n.Metric(name)
-		}
+		copy(out[i][:], v)
 	}
 	return out
 }
 
 func (w *window) close(r *Report, proposals uint64) {
 	secs := time.Since(w.start).Seconds()
-	end := w.c.samples()
+	end := samples(w.c)
 	var d [5]float64
 	hosts := 0
 	for i := range end {
@@ -218,16 +223,16 @@ func (w *window) close(r *Report, proposals uint64) {
 		r.MsgsPerFrame = msgs / frames
 	}
 	r.HeartbeatsPerSec = heartbeats / secs
-	r.CPUCores = (cpuTime() - w.cpu).Seconds() / secs
+	r.CPUCores = (w.c.cpu() - w.cpu).Seconds() / secs
 	r.Elections = elections
 }
 
 // load is a set of closed-loop proposers, each on one group, proposing to
 // the group's leader as last heard.
 type load struct {
-	c       *cluster
+	c       cluster
 	groups  int
-	data    []byte
+	data    *payload
 	leaders []atomic.Uint64
 	measure atomic.Bool
 	acked   atomic.Uint64
@@ -239,9 +244,9 @@ type load struct {
 	cancel  context.CancelFunc
 }
 
-func startLoad(ctx context.Context, c *cluster, groups, proposers, payload int) *load {
+func startLoad(ctx context.Context, c cluster, groups, proposers, size int) *load {
 	l := &load{c: c, groups: groups, leaders: make([]atomic.Uint64, groups+1), errors: map[string]uint64{}}
-	l.data = (&partition.Produce{Records: [][]byte{make([]byte, payload)}}).Marshal()
+	l.data = newPayload(size)
 	leaders, _ := c.leaders(groups)
 	for g, n := range leaders {
 		l.leaders[g].Store(n)
@@ -268,13 +273,13 @@ func (l *load) propose(ctx context.Context, g uint64) {
 	}()
 	var nl *multiraft.NotLeaderError // out of the loop: errors.As would allocate it every proposal
 	for ctx.Err() == nil {
-		host := l.c.host(l.leaders[g].Load())
-		if host == nil {
+		leader := l.leaders[g].Load()
+		if !l.c.up(leader) {
 			l.relearn(ctx, g)
 			continue
 		}
 		start := time.Now()
-		_, err := host.Propose(ctx, g, l.data)
+		err := l.c.propose(ctx, leader, g, l.data)
 		switch {
 		case err == nil:
 			if l.measure.Load() {
@@ -284,7 +289,7 @@ func (l *load) propose(ctx context.Context, g uint64) {
 			l.second.Add(1)
 		case ctx.Err() != nil:
 		case errors.As(err, &nl):
-			if nl.Leader != 0 && nl.Leader != host.NodeID() && l.c.host(nl.Leader) != nil {
+			if nl.Leader != 0 && nl.Leader != leader && l.c.up(nl.Leader) {
 				l.leaders[g].Store(nl.Leader)
 			} else {
 				l.relearn(ctx, g) // no usable hint: an election is under way
@@ -308,14 +313,8 @@ func (l *load) relearn(ctx context.Context, g uint64) {
 		return
 	case <-time.After(10 * time.Millisecond):
 	}
-	for _, n := range l.c.running() {
-		if n == nil {
-			continue
-		}
-		if st, err := n.Host().Status(g); err == nil && st.Leader != 0 {
-			l.leaders[g].Store(st.Leader)
-			return
-		}
+	if leader := l.c.knownLeader(g); leader != 0 {
+		l.leaders[g].Store(leader)
 	}
 }
 
@@ -376,14 +375,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func runWrite(ctx context.Context, c *cluster, cfg Config, r *Report, failover bool) error {
+func runWrite(ctx context.Context, c cluster, cfg Config, r *Report, failover bool) error {
 	if err := c.createGroups(ctx, cfg.Groups); err != nil {
 		return err
 	}
-	if err := c.waitLed(ctx, cfg.Groups); err != nil {
+	if err := waitLed(ctx, c, cfg.Groups); err != nil {
 		return err
 	}
-	if err := c.spread(ctx, cfg.Groups); err != nil {
+	if err := spread(ctx, c, cfg.Groups); err != nil {
 		return err
 	}
 	l := startLoad(ctx, c, cfg.Groups, cfg.Proposers, cfg.Payload)
@@ -417,7 +416,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // failoverPhase runs half the window, stops node 3, and measures how long
 // its groups go without a leader and how long throughput takes to come
 // back to 60% of what two hosts sustain.
-func failoverPhase(ctx context.Context, c *cluster, cfg Config, r *Report, l *load) error {
+func failoverPhase(ctx context.Context, c cluster, cfg Config, r *Report, l *load) error {
 	if err := sleepCtx(ctx, cfg.Duration/2); err != nil {
 		return err
 	}
@@ -468,7 +467,7 @@ func failoverPhase(ctx context.Context, c *cluster, cfg Config, r *Report, l *lo
 		before = now
 	}
 	elected := <-electedCh
-	electionTimeout := time.Duration(c.elect) * c.tick
+	electionTimeout := c.electionTimeout()
 	r.FailoverTimeouts = -1 // not within the window
 	if elected > 0 {
 		r.FailoverTimeouts = elected.Seconds() / electionTimeout.Seconds()
@@ -494,9 +493,9 @@ func failoverPhase(ctx context.Context, c *cluster, cfg Config, r *Report, l *lo
 	return nil
 }
 
-func runIdle(ctx context.Context, c *cluster, cfg Config, r *Report) error {
-	debug.FreeOSMemory() // what earlier runs in this process left goes back first
-	base := currentRSS()
+func runIdle(ctx context.Context, c cluster, cfg Config, r *Report) error {
+	debug.FreeOSMemory()
+	base := c.rss()
 	start := time.Now()
 	if err := c.createGroups(ctx, cfg.Groups); err != nil {
 		return err
@@ -509,7 +508,7 @@ func runIdle(ctx context.Context, c *cluster, cfg Config, r *Report) error {
 	// led at once (ticks and heartbeats saturate the cores and elections
 	// churn): after two minutes the run goes on and reports how many were.
 	ectx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	err := c.waitLed(ectx, cfg.Groups)
+	err := waitLed(ectx, c, cfg.Groups)
 	cancel()
 	stopProgress()
 	_, r.LedGroups = c.leaders(cfg.Groups)
@@ -530,20 +529,20 @@ func runIdle(ctx context.Context, c *cluster, cfg Config, r *Report) error {
 	}
 	w.close(r, 0)
 	debug.FreeOSMemory()
-	r.RSSPerReplica = float64(currentRSS()-base) / float64(3*cfg.Groups)
+	r.RSSPerReplica = float64(c.rss()-base) / float64(3*cfg.Groups)
 	return nil
 }
 
-func runRestart(ctx context.Context, c *cluster, cfg Config, r *Report) error {
+func runRestart(ctx context.Context, c cluster, cfg Config, r *Report) error {
 	if err := c.createGroups(ctx, cfg.Groups); err != nil {
 		return err
 	}
-	if err := c.waitLed(ctx, cfg.Groups); err != nil {
+	if err := waitLed(ctx, c, cfg.Groups); err != nil {
 		return err
 	}
 	// Fill: each group gets cfg.Entries entries (one proposal at a time
 	// per group, so one entry each).
-	data := (&partition.Produce{Records: [][]byte{make([]byte, cfg.Payload)}}).Marshal()
+	data := newPayload(cfg.Payload)
 	var filled atomic.Uint64
 	stopProgress := startProgress(ctx, cfg.Progress, cfg.Workload, func() string {
 		return fmt.Sprintf("filling: %d/%d entries", filled.Load(), cfg.Groups*cfg.Entries)
@@ -575,7 +574,7 @@ func runRestart(ctx context.Context, c *cluster, cfg Config, r *Report) error {
 
 // proposeAll makes n proposals to each of groups 1..groups, at most
 // concurrency groups at a time.
-func proposeAll(ctx context.Context, c *cluster, groups, concurrency, n int, data []byte, done *atomic.Uint64) error {
+func proposeAll(ctx context.Context, c cluster, groups, concurrency, n int, data *payload, done *atomic.Uint64) error {
 	sem := make(chan struct{}, concurrency)
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
@@ -597,35 +596,27 @@ func proposeAll(ctx context.Context, c *cluster, groups, concurrency, n int, dat
 
 // proposeN makes n proposals to a group, one after the other, through
 // whoever leads it.
-func proposeN(ctx context.Context, c *cluster, g uint64, n int, data []byte, done *atomic.Uint64) error {
+func proposeN(ctx context.Context, c cluster, g uint64, n int, data *payload, done *atomic.Uint64) error {
 	var leader uint64
+	var nl *multiraft.NotLeaderError
 	for i := 0; i < n; {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		h := c.host(leader)
-		if h == nil {
-			leader = 0
-			for _, nd := range c.running() {
-				if nd != nil {
-					if st, err := nd.Host().Status(g); err == nil && st.Leader != 0 {
-						leader = st.Leader
-					}
-				}
-			}
+		if !c.up(leader) {
+			leader = c.knownLeader(g)
 			if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
 				return err
 			}
 			continue
 		}
-		_, err := h.Propose(ctx, g, data)
-		var nl *multiraft.NotLeaderError
+		err := c.propose(ctx, leader, g, data)
 		switch {
 		case err == nil:
 			i++
 			done.Add(1)
 		case errors.As(err, &nl):
-			if nl.Leader == h.NodeID() || c.host(nl.Leader) == nil {
+			if nl.Leader == leader || !c.up(nl.Leader) {
 				// No usable hint: an election is under way. Wait, rather
 				// than spin against the hosts.
 				if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {

@@ -13,28 +13,78 @@ import (
 
 	"github.com/flotilla-io/flotilla/internal/node"
 	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/partition"
 )
 
-// cluster is three reference nodes in this process on real disk.
-type cluster struct {
-	dir   string
-	cfgs  []node.Config
-	tick  time.Duration
-	elect int
+// cluster is the three nodes (IDs 1 to 3) a workload runs on: in this
+// process (localCluster, the default) or as three `flotilla node`
+// processes (procCluster, --procs). Errors of propose are the host's:
+// *multiraft.NotLeaderError with the leader's hint, or its sentinels.
+type cluster interface {
+	// createGroups creates groups 1..n replicated on every node.
+	createGroups(ctx context.Context, n int) error
+	// leaders returns each group's leader (0: none) and how many groups
+	// have one.
+	leaders(n int) ([]uint64, int)
+	// knownLeader is the leader of a group as some running node knows it.
+	knownLeader(g uint64) uint64
+	propose(ctx context.Context, node, g uint64, p *payload) error
+	transfer(ctx context.Context, g, from, to uint64) error
+	up(node uint64) bool
+	// stop stops node i (0-based) as a crash would, bar the disk; restart
+	// starts it again on its directory and address.
+	stop(i int) error
+	restart(i int) error
+	// metrics reads metrics of node i (each the sum of its series); ok is
+	// false if the node is not running.
+	metrics(i int, names []string) (values []float64, ok bool)
+	// cpu is the CPU time the nodes used (with --procs, the node
+	// processes only; in process, the whole process, proposers included).
+	cpu() time.Duration
+	// rss and peakRSS are the nodes' resident set size now and at its
+	// peak since resetPeak.
+	rss() int64
+	peakRSS() int64
+	resetPeak()
+	electionTimeout() time.Duration
+	close() error
+}
+
+// payload is one proposal's data: a record, and the partition log's
+// produce command holding it (what a node makes of a client's record).
+type payload struct{ record, command []byte }
+
+func newPayload(size int) *payload {
+	rec := make([]byte, size)
+	return &payload{record: rec, command: (&partition.Produce{Records: [][]byte{rec}}).Marshal()}
+}
+
+// Every run uses these timings and memtable size (bounded disk: each WAL is
+// preallocated near the memtable size).
+const (
+	benchTick         = 100 * time.Millisecond
+	benchElectTicks   = 10
+	benchMemTableSize = 16 << 20
+)
+
+// localCluster is three reference nodes in this process on real disk.
+type localCluster struct {
+	dir  string
+	cfgs []node.Config
 
 	mu    sync.RWMutex
 	nodes []*node.Node // nil while stopped; proposers read it as nodes stop
 }
 
 // running returns a copy of the node list (nil entries: stopped).
-func (c *cluster) running() []*node.Node {
+func (c *localCluster) running() []*node.Node {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return append([]*node.Node(nil), c.nodes...)
 }
 
-func startCluster(dir string) (*cluster, error) {
-	c := &cluster{dir: dir, tick: 100 * time.Millisecond, elect: 10}
+func startLocal(dir string) (*localCluster, error) {
+	c := &localCluster{dir: dir}
 	peers := map[uint64]string{}
 	var listeners []net.Listener
 	for i := 1; i <= 3; i++ {
@@ -52,8 +102,8 @@ func startCluster(dir string) (*cluster, error) {
 			Host: func(hc *multiraft.Config) {
 				// Bounded disk: one Pebble per host, small memtables (each
 				// WAL is preallocated near its size).
-				hc.MemTableSize = 16 << 20
-				hc.TickInterval, hc.ElectionTicks = c.tick, c.elect
+				hc.MemTableSize = benchMemTableSize
+				hc.TickInterval, hc.ElectionTicks = benchTick, benchElectTicks
 			}}
 		c.cfgs = append(c.cfgs, cfg)
 		n, err := node.Start(cfg)
@@ -69,7 +119,7 @@ func startCluster(dir string) (*cluster, error) {
 }
 
 // stop closes node i (0-based) as a crash would, bar the disk.
-func (c *cluster) stop(i int) error {
+func (c *localCluster) stop(i int) error {
 	c.mu.Lock()
 	n := c.nodes[i]
 	c.nodes[i] = nil
@@ -78,7 +128,7 @@ func (c *cluster) stop(i int) error {
 }
 
 // restart starts node i again on its directory and address.
-func (c *cluster) restart(i int) error {
+func (c *localCluster) restart(i int) error {
 	cfg := c.cfgs[i]
 	l, err := net.Listen("tcp", cfg.Peers[cfg.NodeID])
 	if err != nil {
@@ -95,7 +145,7 @@ func (c *cluster) restart(i int) error {
 	return nil
 }
 
-func (c *cluster) close() error {
+func (c *localCluster) close() error {
 	c.mu.Lock()
 	nodes := c.nodes
 	c.nodes = make([]*node.Node, len(nodes))
@@ -109,7 +159,7 @@ func (c *cluster) close() error {
 	return err
 }
 
-func (c *cluster) host(nodeID uint64) *multiraft.Host {
+func (c *localCluster) host(nodeID uint64) *multiraft.Host {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if nodeID == 0 || int(nodeID) > len(c.nodes) || c.nodes[nodeID-1] == nil {
@@ -119,7 +169,7 @@ func (c *cluster) host(nodeID uint64) *multiraft.Host {
 }
 
 // createGroups creates groups 1..n on every node, in parallel.
-func (c *cluster) createGroups(ctx context.Context, n int) error {
+func (c *localCluster) createGroups(ctx context.Context, n int) error {
 	var wg sync.WaitGroup
 	nodes := c.running()
 	errs := make(chan error, len(nodes))
@@ -145,7 +195,7 @@ func (c *cluster) createGroups(ctx context.Context, n int) error {
 
 // leaders returns each group's serving leader (0: none), and how many
 // groups have one.
-func (c *cluster) leaders(n int) ([]uint64, int) {
+func (c *localCluster) leaders(n int) ([]uint64, int) {
 	out := make([]uint64, n+1)
 	led := 0
 	for _, nd := range c.running() {
@@ -162,8 +212,58 @@ func (c *cluster) leaders(n int) ([]uint64, int) {
 	return out, led
 }
 
-// waitLed waits until n groups have serving leaders.
-func (c *cluster) waitLed(ctx context.Context, n int) error {
+func (c *localCluster) knownLeader(g uint64) uint64 {
+	for _, n := range c.running() {
+		if n == nil {
+			continue
+		}
+		if st, err := n.Host().Status(g); err == nil && st.Leader != 0 {
+			return st.Leader
+		}
+	}
+	return 0
+}
+
+func (c *localCluster) propose(ctx context.Context, node, g uint64, p *payload) error {
+	h := c.host(node)
+	if h == nil {
+		return fmt.Errorf("%w: node %d is down", multiraft.ErrStopped, node)
+	}
+	_, err := h.Propose(ctx, g, p.command)
+	return err
+}
+
+func (c *localCluster) transfer(ctx context.Context, g, from, to uint64) error {
+	h := c.host(from)
+	if h == nil {
+		return fmt.Errorf("%w: node %d is down", multiraft.ErrStopped, from)
+	}
+	return h.TransferLeadership(ctx, g, to)
+}
+
+func (c *localCluster) up(node uint64) bool { return c.host(node) != nil }
+
+func (c *localCluster) metrics(i int, names []string) ([]float64, bool) {
+	n := c.running()[i]
+	if n == nil {
+		return nil, false
+	}
+	out := make([]float64, len(names))
+	for j, name := range names {
+		out[j] = n.Metric(name)
+	}
+	return out, true
+}
+
+func (c *localCluster) cpu() time.Duration { return cpuTime() }
+func (c *localCluster) rss() int64         { return currentRSS() }
+func (c *localCluster) peakRSS() int64     { return peakRSS() }
+func (c *localCluster) resetPeak()         { resetPeakRSS() }
+
+func (c *localCluster) electionTimeout() time.Duration { return benchElectTicks * benchTick }
+
+// waitLed waits until n groups have leaders.
+func waitLed(ctx context.Context, c cluster, n int) error {
 	for {
 		if _, led := c.leaders(n); led >= n {
 			return nil
@@ -177,7 +277,7 @@ func (c *cluster) waitLed(ctx context.Context, n int) error {
 }
 
 // spread moves leadership so that group g is led by node (g mod 3)+1.
-func (c *cluster) spread(ctx context.Context, n int) error {
+func spread(ctx context.Context, c cluster, n int) error {
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
 	for pass := 0; pass < 5; pass++ {
@@ -185,7 +285,7 @@ func (c *cluster) spread(ctx context.Context, n int) error {
 		moved := 0
 		for g := 1; g <= n; g++ {
 			want := uint64(g%3 + 1)
-			if leaders[g] == want || c.host(leaders[g]) == nil {
+			if leaders[g] == want || !c.up(leaders[g]) {
 				continue
 			}
 			moved++
@@ -196,7 +296,7 @@ func (c *cluster) spread(ctx context.Context, n int) error {
 				defer func() { <-sem }()
 				tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				defer cancel()
-				_ = c.host(leaders[g]).TransferLeadership(tctx, uint64(g), want)
+				_ = c.transfer(tctx, uint64(g), leaders[g], want)
 			}()
 		}
 		wg.Wait()
@@ -204,5 +304,5 @@ func (c *cluster) spread(ctx context.Context, n int) error {
 			break
 		}
 	}
-	return c.waitLed(ctx, n)
+	return waitLed(ctx, c, n)
 }

@@ -29,14 +29,8 @@ func resetPeakRSS() bool {
 // last resetPeakRSS (since start where that is not possible).
 func peakRSS() int64 {
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-				if f := strings.Fields(rest); len(f) > 0 {
-					if kib, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-						return kib << 10
-					}
-				}
-			}
+		if hwm := statusField(b, "VmHWM:"); hwm > 0 {
+			return hwm
 		}
 	}
 	var ru syscall.Rusage
