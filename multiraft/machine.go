@@ -131,7 +131,14 @@ func (m diskMachine) install(w *store.SnapshotWriter, data []byte) error {
 	return nil
 }
 
-func (diskMachine) restore([]byte) error { return nil } // the data is in the store already
+// restore tells the state machine, if it caches what it reads, that a
+// snapshot replaced its data (the data is in the store already).
+func (m diskMachine) restore([]byte) error {
+	if r, ok := m.sm.(DiskRestorer); ok {
+		r.Restored()
+	}
+	return nil
+}
 
 // cutUvarintBytes splits a length-prefixed byte string off b.
 func cutUvarintBytes(b []byte) (s, rest []byte, ok bool) {

@@ -45,6 +45,14 @@ type DiskStateMachine interface {
 	Apply(w Writer, cmds []Command) ([][]byte, error)
 }
 
+// DiskRestorer is implemented by an on-disk state machine that keeps what
+// it read in memory between Apply calls (Apply is the only writer of its
+// data, so such a cache stays true): Restored is called, on the group's
+// worker and before the next Apply, once a snapshot replaced the data.
+type DiskRestorer interface {
+	Restored()
+}
+
 // DiskStateMachineFactory makes the on-disk state machine of a group; r
 // reads the group's data (from any goroutine).
 type DiskStateMachineFactory func(groupID uint64, r Reader) DiskStateMachine

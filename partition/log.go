@@ -69,9 +69,19 @@ func (p producer) marshal() []byte {
 type Log struct {
 	cfg Config
 	r   multiraft.Reader
+	// head is the meta the last Apply wrote (nil: read it), kept because
+	// Apply is the only writer; used by Apply only, on the group's worker.
+	// Readers on other goroutines (Fetch) read what is committed.
+	head *meta
 }
 
-var _ multiraft.DiskStateMachine = (*Log)(nil)
+var (
+	_ multiraft.DiskStateMachine = (*Log)(nil)
+	_ multiraft.DiskRestorer     = (*Log)(nil)
+)
+
+// Restored forgets the cached head: a snapshot replaced the log.
+func (l *Log) Restored() { l.head = nil }
 
 // New returns the log of a partition over the group's reader.
 func New(cfg Config, r multiraft.Reader) *Log {
@@ -189,10 +199,15 @@ func (s *applyState) sweep() error {
 // Apply implements multiraft.DiskStateMachine: it appends the records of
 // each produce request it accepts, one batch key per Raft entry.
 func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, error) {
-	m, err := l.meta()
-	if err != nil {
-		return nil, fmt.Errorf("partition: reading the log head: %w", err)
+	if l.head == nil {
+		m, err := l.meta()
+		if err != nil {
+			return nil, fmt.Errorf("partition: reading the log head: %w", err)
+		}
+		l.head = &m
 	}
+	m := *l.head
+	var err error
 	ttl := uint64(l.cfg.ProducerTTL / time.Millisecond)
 	s := &applyState{l: l, w: w, m: m, ttlMs: ttl, producers: map[uint64]*producer{}}
 	results := make([][]byte, len(cmds))
@@ -256,6 +271,9 @@ func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 	}
 	flush()
 	w.Set(metaKey, s.m.marshal())
+	// A failed commit of these writes stops the host, so the cache never
+	// runs ahead of the data.
+	*l.head = s.m
 	return results, nil
 }
 

@@ -321,3 +321,19 @@ func FuzzUnmarshalProduce(f *testing.F) {
 		}
 	})
 }
+
+// TestRestoredForgetsHead: Apply keeps the log's head in memory between
+// calls; once a snapshot replaced the data (Restored), the next Apply
+// continues from the snapshot's head, not from the cached one.
+func TestRestoredForgetsHead(t *testing.T) {
+	h := newHarness(t, DefaultConfig())
+	h.apply([]*Produce{{Records: recs("a", 5)}})
+	// A snapshot from a replica that is further ahead: 100 records.
+	other := newHarness(t, DefaultConfig())
+	other.apply([]*Produce{{Records: recs("b", 100)}})
+	h.kv.m = other.kv.m
+	h.log.Restored()
+	if res := h.apply([]*Produce{{Records: recs("c", 1)}}); res[0].BaseOffset != 100 {
+		t.Fatalf("after a restore the next record went to offset %d, want 100", res[0].BaseOffset)
+	}
+}
