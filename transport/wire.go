@@ -20,9 +20,11 @@ import (
 // are proto2 with a pointer per field, so the reflective decoder makes one
 // allocation per field and the encoder sizes every frame twice. Here a
 // frame is sized once, exactly, encoded once into a buffer of that size,
-// and decoded with one allocation per message (its fields share it), one
-// per message's entries, and one for all of a frame's heartbeats.
-// Decoded entries' data alias the frame's buffer, which the receiver owns.
+// and decoded with one allocation per message (its fields share it), two
+// per message's entries (their fields; their data, copied out of the
+// frame so that a cached entry holds only its message's data), and one
+// for all of a frame's heartbeats. Other decoded bytes (contexts) alias
+// the frame's buffer, which the receiver owns.
 //
 // A message with a snapshot or responses (neither ever travels in a
 // frame: snapshots have their own stream and responses are local) takes
@@ -548,7 +550,30 @@ func decodeMessage(b []byte) (*pb.Message, error) {
 	if err != nil {
 		return nil, err
 	}
+	ownEntryData(m)
 	return m, nil
+}
+
+// ownEntryData moves a decoded message's entry data out of the frame's
+// buffer into one buffer of the message's own: entries live on in the
+// entry cache, and one small cached entry must not keep a whole frame of
+// other groups' traffic alive beyond the cache's byte budget.
+func ownEntryData(m *pb.Message) {
+	n := 0
+	for _, e := range m.Entries {
+		n += len(e.Data)
+	}
+	if n == 0 {
+		return
+	}
+	buf := make([]byte, 0, n)
+	for _, e := range m.Entries {
+		if len(e.Data) > 0 {
+			start := len(buf)
+			buf = append(buf, e.Data...)
+			e.Data = buf[start:len(buf):len(buf)]
+		}
+	}
 }
 
 func decodeEntry(b []byte, s *entrySlab) error {

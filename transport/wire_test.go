@@ -229,3 +229,22 @@ func TestWireMalformed(t *testing.T) {
 		t.Fatalf("bad record: %v, %d bad, %d envelopes", err, in.badMsg, len(in.envs))
 	}
 }
+
+// TestWireEntriesOwnTheirData: decoded entries do not alias the frame's
+// buffer (they live on in the entry cache, which must not keep whole
+// frames alive): scribbling over the buffer leaves them intact.
+func TestWireEntriesOwnTheirData(t *testing.T) {
+	e := msg(3, 7, pb.MsgApp)
+	e.Message.Entries = []*pb.Entry{{Index: new(uint64(8)), Term: new(uint64(1)), Data: []byte("first")},
+		{Index: new(uint64(9)), Term: new(uint64(1)), Data: []byte("second")}}
+	buf := *packOne(newFramer(DefaultConfig()), []Envelope{e})
+	var in inFrame
+	if err := decodeFrame(buf, &in); err != nil || len(in.envs) != 1 {
+		t.Fatalf("decode: %v, %d envelopes", err, len(in.envs))
+	}
+	clear(buf)
+	got := in.envs[0].Message.GetEntries()
+	if string(got[0].GetData()) != "first" || string(got[1].GetData()) != "second" {
+		t.Fatalf("entries changed with the frame's buffer: %q %q", got[0].GetData(), got[1].GetData())
+	}
+}
