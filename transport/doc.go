@@ -14,7 +14,10 @@
 //
 // # The core both transports share (core.go, outbox.go, frame.go, wire.go)
 //
-// Each peer has one queue, bounded in messages and bytes, and one sender
+// Each peer has one queue, bounded in messages and bytes (heartbeats and
+// responses apart, under their own bound, so that an overloaded queue
+// drops appends, which raft resends, and never the heartbeats whose loss
+// would end in elections), and one sender
 // goroutine that drains it into frames (bounded in messages and bytes)
 // carrying the messages of every group for that peer. Messages of one
 // group to one peer stay in order.

@@ -26,7 +26,8 @@ type outbox struct {
 	mu struct {
 		sync.Mutex
 		queue []Envelope
-		bytes int
+		bytes int // of the messages that are not heartbeats
+		hbs   int // heartbeats and responses in the queue (their own bound)
 		// due is how many messages at the head of the queue the sender
 		// must send at its next turn; the rest are plain heartbeats that
 		// came after the last flush and wait for the next one.
@@ -54,13 +55,22 @@ func (p *outbox) push(batch []Envelope, cfg *Config) (dropped []Envelope) {
 	urgent := false
 	p.mu.Lock()
 	for _, e := range batch {
+		hb := coalescible(e.Message)
 		size := messageSize(e.Message)
-		if p.mu.down || len(p.mu.queue) >= cfg.MaxQueueMessages || p.mu.bytes+size > cfg.MaxQueueBytes {
+		full := len(p.mu.queue)-p.mu.hbs >= cfg.MaxQueueMessages || p.mu.bytes+size > cfg.MaxQueueBytes
+		if hb {
+			full = p.mu.hbs >= cfg.MaxQueueHeartbeats
+		}
+		if p.mu.down || full {
 			dropped = append(dropped, e)
 			continue
 		}
 		p.mu.queue = append(p.mu.queue, e)
-		p.mu.bytes += size
+		if hb {
+			p.mu.hbs++
+		} else {
+			p.mu.bytes += size
+		}
 		if !plainHeartbeat(e.Message) {
 			urgent = true
 			p.mu.due = len(p.mu.queue) // what waited rides along
@@ -121,16 +131,20 @@ func (p *outbox) take(spare []Envelope) []Envelope {
 	p.mu.due = 0
 	if n == len(p.mu.queue) {
 		q := p.mu.queue
-		p.mu.queue, p.mu.bytes = spare[:0], 0
+		p.mu.queue, p.mu.bytes, p.mu.hbs = spare[:0], 0, 0
 		return q
 	}
 	out := append(spare[:0], p.mu.queue[:n]...)
 	rest := copy(p.mu.queue, p.mu.queue[n:])
 	clear(p.mu.queue[rest:])
 	p.mu.queue = p.mu.queue[:rest]
-	p.mu.bytes = 0
+	p.mu.bytes, p.mu.hbs = 0, 0
 	for _, e := range p.mu.queue {
-		p.mu.bytes += messageSize(e.Message)
+		if coalescible(e.Message) {
+			p.mu.hbs++
+		} else {
+			p.mu.bytes += messageSize(e.Message)
+		}
 	}
 	return out
 }
@@ -145,7 +159,7 @@ func (p *outbox) setDown(down bool) []Envelope {
 	var q []Envelope
 	if down {
 		q = p.mu.queue
-		p.mu.queue, p.mu.bytes, p.mu.due = nil, 0, 0
+		p.mu.queue, p.mu.bytes, p.mu.due, p.mu.hbs = nil, 0, 0, 0
 		p.up.Set(0)
 	} else {
 		p.up.Set(1)

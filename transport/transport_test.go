@@ -507,3 +507,39 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	await.Until(t, 20*time.Second, what, cond)
 }
+
+// TestQueueBoundSparesHeartbeats: a send queue full of other messages
+// still takes heartbeats and responses, up to their own bound: under
+// overload appends are dropped (raft resends them), heartbeats are not
+// (their loss ends in elections).
+func TestQueueBoundSparesHeartbeats(t *testing.T) {
+	cfg := Config{MaxQueueMessages: 10, MaxQueueHeartbeats: 5}.withDefaults()
+	p := newOutbox(2, cfg.Metrics)
+	var batch []Envelope
+	for i := uint64(0); i < 25; i++ {
+		batch = append(batch, msg(1, i, pb.MsgApp))
+	}
+	for g := uint64(1); g <= 8; g++ {
+		batch = append(batch, heartbeat(g, 1, nil))
+	}
+	dropped := p.push(batch, &cfg)
+	var apps, hbs int
+	for _, e := range dropped {
+		if coalescible(e.Message) {
+			hbs++
+		} else {
+			apps++
+		}
+	}
+	if apps != 15 || hbs != 3 {
+		t.Fatalf("dropped %d appends and %d heartbeats; want 15 (over 10) and 3 (over 5)", apps, hbs)
+	}
+	// What the sender takes leaves room for more of both.
+	p.flush()
+	if got := len(p.take(nil)); got != 15 {
+		t.Fatalf("took %d, want the 10 appends and 5 heartbeats", got)
+	}
+	if dropped := p.push(batch[:1], &cfg); len(dropped) != 0 {
+		t.Fatalf("an append after the queue drained was dropped")
+	}
+}
