@@ -42,18 +42,12 @@ func coalescible(m *pb.Message) bool {
 		m.Snapshot == nil && m.Reject == nil && m.RejectHint == nil && len(m.Responses) == 0
 }
 
-// plainHeartbeat reports whether m may wait for the next frame or flush:
-// a coalescible heartbeat without a ReadIndex context.
-func plainHeartbeat(m *pb.Message) bool {
-	return len(m.GetContext()) == 0 && coalescible(m)
-}
-
 // framer packs a peer's queued envelopes into encoded frames within the
 // bounds (exact: every record is sized before the frame is cut).
 type framer struct {
 	maxMessages, maxBytes int
 	seen                  map[uint64]struct{} // groups with a plain message in the frame
-	sizes                 []int               // per envelope of the frame: its message's body size
+	sizes                 []int               // per envelope of the frame: its message's body size, -1 for a heartbeat
 	pool                  mem.BufferPool
 }
 
@@ -74,7 +68,7 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 		end := start
 		for ; end < len(queue); end++ {
 			e := queue[end]
-			var size, body int
+			size, body := 0, -1 // body: -1 for a heartbeat record
 			hb := coalescible(e.Message)
 			if hb {
 				if _, ok := f.seen[e.GroupID]; ok {
@@ -99,7 +93,7 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 		buf := f.pool.Get(bytes)
 		b := (*buf)[:0]
 		for i, e := range queue[start:end] {
-			if coalescible(e.Message) {
+			if f.sizes[i] < 0 {
 				b = appendHeartbeat(b, e.GroupID, e.Message)
 			} else {
 				b = appendGroupMessage(b, e.GroupID, e.Message, f.sizes[i])

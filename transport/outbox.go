@@ -56,10 +56,10 @@ func (p *outbox) push(batch []Envelope, cfg *Config) (dropped []Envelope) {
 	p.mu.Lock()
 	for _, e := range batch {
 		hb := coalescible(e.Message)
-		size := messageSize(e.Message)
-		full := len(p.mu.queue)-p.mu.hbs >= cfg.MaxQueueMessages || p.mu.bytes+size > cfg.MaxQueueBytes
-		if hb {
-			full = p.mu.hbs >= cfg.MaxQueueHeartbeats
+		size, full := 0, p.mu.hbs >= cfg.MaxQueueHeartbeats
+		if !hb {
+			size = messageSize(e.Message)
+			full = len(p.mu.queue)-p.mu.hbs >= cfg.MaxQueueMessages || p.mu.bytes+size > cfg.MaxQueueBytes
 		}
 		if p.mu.down || full {
 			dropped = append(dropped, e)
@@ -71,7 +71,9 @@ func (p *outbox) push(batch []Envelope, cfg *Config) (dropped []Envelope) {
 		} else {
 			p.mu.bytes += size
 		}
-		if !plainHeartbeat(e.Message) {
+		// Only a plain heartbeat (no ReadIndex context) may wait for the
+		// next frame or flush.
+		if !hb || len(e.Message.GetContext()) > 0 {
 			urgent = true
 			p.mu.due = len(p.mu.queue) // what waited rides along
 		}
