@@ -20,6 +20,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flotilla-io/flotilla/internal/await"
 	"github.com/flotilla-io/flotilla/metrics"
 
 	"github.com/flotilla-io/flotilla/multiraft"
@@ -407,6 +408,24 @@ func (c *Cluster) WaitFor(what string, timeout time.Duration, cond func() bool) 
 	}
 }
 
+// TickUntil moves the clock a tick about every 10 ms, whether the hosts
+// are quiet or not, until cond holds, failing the test after timeout of
+// real time: for waits while a node's syncs are held or its log writer is
+// full (WaitFor moves time only while every host is quiet).
+func (c *Cluster) TickUntil(what string, timeout time.Duration, cond func() bool) {
+	c.t.Helper()
+	polls := 0
+	await.Until(c.t, timeout, what, func() bool {
+		if cond() {
+			return true
+		}
+		if polls++; polls%10 == 0 {
+			c.Clock.Advance(c.TickInterval)
+		}
+		return false
+	})
+}
+
 // quiet reports whether no host has work queued (a worker may still be
 // busy): WaitFor moves the clock only then, so a slow host does not see
 // its peers' timers run out on it, yet time still moves under a steady load.
@@ -481,6 +500,22 @@ func (c *Cluster) Do(what string, fn func(ctx context.Context) error) error {
 		}
 	})
 	return err
+}
+
+// WaitGroup waits for wg while moving the clock, failing the test after
+// timeout of real time: for calls made on many goroutines at once.
+func (c *Cluster) WaitGroup(what string, timeout time.Duration, wg *sync.WaitGroup) {
+	c.t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	c.WaitFor(what, timeout, func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
 }
 
 // WaitLeaders waits until every group has a serving leader.

@@ -53,16 +53,7 @@ func TestElectAndReplicate(t *testing.T) {
 	}
 	// Proposals commit without ticks, but a lost message is only resent on
 	// a heartbeat: keep time moving while they run.
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	c.WaitFor("every proposal", 60*time.Second, func() bool {
-		select {
-		case <-done:
-			return true
-		default:
-			return false
-		}
-	})
+	c.WaitGroup("every proposal", 60*time.Second, &wg)
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)

@@ -16,7 +16,9 @@ type Host struct {
 	ProposalBytes     prometheus.Gauge
 	InboxBytes        prometheus.Gauge
 	InboxDropped      prometheus.Counter
-	MessagesDropped   *prometheus.CounterVec // label reason: unknown_group, stale_replica
+	MessagesDropped   *prometheus.CounterVec // label reason: unknown_group, stale_replica, removed_replica, closed_group
+	RequestsRefused   *prometheus.CounterVec // label request: read, transfer, membership
+	GroupsFailed      prometheus.Gauge
 }
 
 // NewHost creates the host's collectors and registers them on reg (nil:
@@ -48,14 +50,21 @@ func NewHost(reg prometheus.Registerer) *Host {
 			Help: "Inbound messages dropped because a group's inbox or the host's inbox budget was full."}),
 		MessagesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",
 			Help: "Inbound messages dropped by reason."}, []string{"reason"}),
+		RequestsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "requests_refused_total",
+			Help: "Reads, leadership transfers and membership changes refused (ErrBusy) because their group had as many waiting as it may."}, []string{"request"}),
+		GroupsFailed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "groups_failed",
+			Help: "Groups whose replica here failed alone (a panic while stepping or applying) and is no longer processed."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Groups, m.Leaders, m.LeaderChanges, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
 			m.Proposals, m.ProposeDuration, m.ApplyDuration,
-			m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped)
+			m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.GroupsFailed)
 	}
 	for _, role := range []string{"leader", "follower", "candidate", "pre-candidate"} {
 		m.GroupsByRole.WithLabelValues(role)
+	}
+	for _, request := range []string{"read", "transfer", "membership"} {
+		m.RequestsRefused.WithLabelValues(request)
 	}
 	for _, result := range []string{"ok", "rejected", "ambiguous", "busy", "not_leader", "error"} {
 		m.Proposals.WithLabelValues(result)

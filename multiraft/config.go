@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
+	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/flotilla-io/flotilla/internal/clock"
 	"github.com/flotilla-io/flotilla/transport"
@@ -92,6 +93,12 @@ type Config struct {
 
 	// EntryCacheBytes is the store's entry cache budget. Default 64 MiB.
 	EntryCacheBytes int64
+	// LogQueueBytes bounds the bytes of appends waiting for the log writer,
+	// all groups together. Beyond it a group's appends wait in its own
+	// backlog (charged to InboxBudgetBytes) and are offered again on its
+	// next pass: a disk that cannot keep up delays the groups, never fails
+	// the host. Default 64 MiB.
+	LogQueueBytes int64
 	// MemTableSize is Pebble's memtable size (each WAL is preallocated near
 	// it). Default 64 MiB.
 	MemTableSize uint64
@@ -105,6 +112,17 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Events receives leadership and lifecycle events.
 	Events EventListener
+
+	// testing holds hooks only tests set (export_test.go).
+	testing testHooks
+}
+
+// testHooks let tests inject faults where no input can reach.
+type testHooks struct {
+	// beforeStep, if set, runs before a group steps an inbound message.
+	beforeStep func(groupID uint64, m *pb.Message)
+	// logQueueItems, if set, bounds the log writer's queue in items.
+	logQueueItems int
 }
 
 // DefaultConfig returns the defaults; the caller sets the required fields.
@@ -127,6 +145,7 @@ func DefaultConfig() Config {
 		SnapshotEntries:           10000,
 		LogTailEntries:            1000,
 		EntryCacheBytes:           64 << 20,
+		LogQueueBytes:             64 << 20,
 		MemTableSize:              64 << 20,
 		DiskStallThreshold:        20 * time.Second,
 	}
@@ -165,6 +184,7 @@ func (c *Config) Validate() error {
 	fill(&c.SnapshotEntries, d.SnapshotEntries)
 	fill(&c.LogTailEntries, d.LogTailEntries)
 	fill(&c.EntryCacheBytes, d.EntryCacheBytes)
+	fill(&c.LogQueueBytes, d.LogQueueBytes)
 	fill(&c.MemTableSize, d.MemTableSize)
 	fill(&c.DiskStallThreshold, d.DiskStallThreshold)
 	if c.FS == nil {

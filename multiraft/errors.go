@@ -31,6 +31,12 @@ var (
 	// apply (the caller's context ended while it was pending, or
 	// leadership was lost). Retry only if the command is idempotent.
 	ErrAmbiguous = errors.New("multiraft: outcome unknown")
+	// ErrGroupFailed: the group's replica on this host failed (a panic
+	// while stepping or applying it, or a log it cannot go on from) and is
+	// no longer processed here; the host and its other groups go on, and
+	// so does the group on its other replicas. Remove the replica (and
+	// add a new one) or restart the host.
+	ErrGroupFailed = errors.New("multiraft: group failed on this host")
 	// ErrInvalid: bad arguments.
 	ErrInvalid = errors.New("multiraft: invalid argument")
 )

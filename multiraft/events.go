@@ -15,6 +15,9 @@ type EventListener struct {
 	// HostFailed is called once when the host stops on a fatal error
 	// (a failed write or sync, a stalled disk, a state machine error).
 	HostFailed func(err error)
+	// GroupFailed is called once when a group's replica on this host
+	// fails alone (see ErrGroupFailed); err says why.
+	GroupFailed func(groupID uint64, err error)
 }
 
 // LeaderInfo describes a group's leadership.
@@ -39,5 +42,8 @@ func (l *EventListener) fill() {
 	}
 	if l.HostFailed == nil {
 		l.HostFailed = func(error) {}
+	}
+	if l.GroupFailed == nil {
+		l.GroupFailed = func(uint64, error) {}
 	}
 }

@@ -43,18 +43,14 @@ func (g *group) fromRemovedReplica(in inbound) bool {
 	return true
 }
 
-// removedNotice handles a member's word that this replica was removed,
-// and reports whether the group is gone.
+// removedNotice reports whether a member's notice proves this replica
+// was removed.
 func (g *group) removedNotice(m *pb.Message) bool {
 	if m.GetTo() != g.replicaID || m.GetIndex() <= g.replicaID {
 		return false // not about this replica, or not proof of its removal
 	}
 	if _, stillMember := g.replicas[m.GetFrom()]; !stillMember && len(g.replicas) > 0 {
 		return false // only trust replicas of the configuration we know
-	}
-	g.h.log.Info("replica was removed from its group while cut off; collecting it", "group", g.id, "replica", g.replicaID)
-	if err := g.h.removeGroup(g); err != nil {
-		g.h.fail(err)
 	}
 	return true
 }

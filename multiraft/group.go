@@ -39,6 +39,15 @@ type group struct {
 		snapReports []snapReport
 		staged      map[uint64]*stagedSnapshot // received snapshots by index, waiting for raft
 		remove      []chan error               // RemoveGroup requests
+		// readCount and transferCount count the reads and transfers not
+		// yet answered, queued here or handed to the worker: both are
+		// bounded like the queues.
+		readCount, transferCount int
+		// refuse, once set, refuses new requests and inbound traffic: no
+		// worker will step the group again (it failed, was removed, or the
+		// host stopped). refuseRemoval refuses removals too (a failed
+		// group can still be removed).
+		refuse, refuseRemoval error
 	}
 
 	// Published by the worker for other goroutines.
@@ -78,14 +87,19 @@ type group struct {
 	// replica must answer its leader before its snapshot tells it who is
 	// who.
 	learned map[uint64]uint64
-	staged  map[uint64]*stagedSnapshot // taken from mu.staged for this pass
-	removed bool                       // removed from the host; nothing more to do
+	// staged holds received snapshots until raft takes them (the append
+	// carrying one is installed, at once or from the backlog) or a pass
+	// ends without raft taking them.
+	staged  map[uint64]*stagedSnapshot
+	removed bool    // removed from the host; nothing more to do
+	failed  error   // the group failed alone (a panic); nothing more to do
+	pass    *intake // what the pass in progress took, for recoverGroup
 }
 
 func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 	g := &group{h: h, id: st.ID(), st: st,
 		pending: make(map[uint64]*proposal), byIndex: make(map[uint64][]*proposal), reads: make(map[string]*readRequest), sending: make(map[uint64]uint64),
-		learned: make(map[uint64]uint64)}
+		learned: make(map[uint64]uint64), staged: make(map[uint64]*stagedSnapshot)}
 	g.mu.unreachable = make(map[uint64]struct{})
 	g.sm = h.newMachine(g)
 	applied := st.Applied()
@@ -230,11 +244,25 @@ func roleName(s raft.StateType) string {
 	}
 }
 
-// fullLocked returns ErrBusy when one of the group's request queues holds
-// MaxGroupProposals requests already.
-func (g *group) fullLocked(queued int, what string) error {
-	if queued >= g.h.cfg.MaxGroupProposals {
-		return fmt.Errorf("%w: group %d has %d %s queued", ErrBusy, g.id, queued, what)
+// closed returns why the group takes no new requests, nil if it does.
+func (g *group) closed() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.mu.refuse
+}
+
+// admitLocked returns why the group takes no new request of a kind: it is
+// closed, or it holds MaxGroupProposals requests of the kind already
+// (ErrBusy; refusals are counted by kind, proposals by Propose's result).
+func (g *group) admitLocked(outstanding int, kind string) error {
+	if g.mu.refuse != nil {
+		return g.mu.refuse
+	}
+	if outstanding >= g.h.cfg.MaxGroupProposals {
+		if kind != "proposal" {
+			g.h.m.RequestsRefused.WithLabelValues(kind).Inc()
+		}
+		return fmt.Errorf("%w: group %d has %d %ss waiting", ErrBusy, g.id, outstanding, kind)
 	}
 	return nil
 }
@@ -269,10 +297,15 @@ func (g *group) deliver(from uint64, m *pb.Message) bool {
 		return false
 	}
 	g.mu.Lock()
-	if len(g.mu.inbox) >= g.h.cfg.MaxGroupInbox {
+	if g.mu.refuse != nil || len(g.mu.inbox) >= g.h.cfg.MaxGroupInbox {
+		closed := g.mu.refuse != nil
 		g.mu.Unlock()
 		g.h.inboxBytes.Add(-size)
-		g.h.m.InboxDropped.Inc()
+		if closed {
+			g.h.m.MessagesDropped.WithLabelValues("closed_group").Inc()
+		} else {
+			g.h.m.InboxDropped.Inc()
+		}
 		return false
 	}
 	first := len(g.mu.inbox) == 0

@@ -71,9 +71,17 @@ func NewHost(cfg Config) (*Host, error) {
 
 	sc := store.DefaultConfig(cfg.Dir)
 	sc.FS = cfg.FS
+	sc.ClusterID, sc.NodeID = cfg.ClusterID, cfg.NodeID
 	sc.Logger = cfg.Logger
 	sc.Metrics = metrics.NewStore(cfg.Registerer)
 	sc.EntryCacheBytes = cfg.EntryCacheBytes
+	sc.MaxQueueBytes = cfg.LogQueueBytes
+	// An item larger than a batch gets a batch of its own: a batch never
+	// needs to be larger than the queue.
+	sc.MaxBatchBytes = int(min(int64(sc.MaxBatchBytes), cfg.LogQueueBytes))
+	if n := cfg.testing.logQueueItems; n > 0 {
+		sc.MaxQueueItems, sc.MaxBatchItems = n, min(sc.MaxBatchItems, n)
+	}
 	sc.MemTableSize = cfg.MemTableSize
 	sc.DiskStallThreshold = cfg.DiskStallThreshold
 	sc.OnFailure = func(err error) { h.fail(err) }
@@ -280,6 +288,9 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 		return Result{}, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
 	}
 	if !g.serving.Load() {
+		if err := g.closed(); err != nil {
+			return Result{}, err
+		}
 		return Result{}, &NotLeaderError{GroupID: groupID, Leader: g.leaderNode.Load()}
 	}
 	size := int64(len(data) + 64)
@@ -292,7 +303,7 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 	// caller stops waiting first.
 	p := &proposal{id: h.nextProposal.Add(1), data: data, start: time.Now(), done: make(chan proposalResult, 1), h: h, charged: size}
 	g.mu.Lock()
-	if err := g.fullLocked(len(g.mu.proposals), "proposals"); err != nil {
+	if err := g.admitLocked(len(g.mu.proposals), "proposal"); err != nil {
 		g.mu.Unlock()
 		p.release()
 		return Result{}, err
@@ -345,7 +356,7 @@ func (h *Host) Close() error {
 		err = h.trans.Close()
 		h.groups.RLock()
 		for _, g := range h.groups.m {
-			g.failWaiting(ErrStopped)
+			g.stop(ErrStopped)
 		}
 		h.groups.RUnlock()
 		cerr := h.store.Close()

@@ -58,11 +58,14 @@ func (h *Host) ChangeMembership(ctx context.Context, groupID uint64, changes ...
 		return nil, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
 	}
 	if !g.serving.Load() {
+		if err := g.closed(); err != nil {
+			return nil, err
+		}
 		return nil, &NotLeaderError{GroupID: groupID, Leader: g.leaderNode.Load()}
 	}
 	p := &proposal{id: h.nextProposal.Add(1), start: time.Now(), done: make(chan proposalResult, 1)}
 	g.mu.Lock()
-	if err := g.fullLocked(len(g.mu.confChanges), "membership changes"); err != nil {
+	if err := g.admitLocked(len(g.mu.confChanges), "membership"); err != nil {
 		g.mu.Unlock()
 		return nil, err
 	}
@@ -77,11 +80,13 @@ func (h *Host) ChangeMembership(ctx context.Context, groupID uint64, changes ...
 	}
 }
 
-// proposeConfChanges turns requests into ConfChangeV2 entries. Replica IDs
-// for new replicas come from the group's replicated next replica ID; raft
-// takes one membership change at a time, so a second one proposed before
-// the first applies becomes an empty entry and fails as rejected.
-func (g *group) proposeConfChanges(reqs []*confChangeRequest) {
+// proposeConfChanges turns requests into ConfChangeV2 entries, and
+// returns the proposals raft took. Replica IDs for new replicas come from
+// the group's replicated next replica ID. Raft takes one membership change
+// at a time: a second one proposed before the first applies is appended
+// as an empty entry instead, which rejectRefusedConfChanges finds.
+func (g *group) proposeConfChanges(reqs []*confChangeRequest) []*proposal {
+	var proposed []*proposal
 	for _, r := range reqs {
 		if !g.serving.Load() {
 			r.p.finish(Result{}, &NotLeaderError{GroupID: g.id, Leader: g.leaderNode.Load()})
@@ -97,6 +102,23 @@ func (g *group) proposeConfChanges(reqs []*confChangeRequest) {
 			continue
 		}
 		g.pending[r.p.id] = r.p
+		proposed = append(proposed, r.p)
+	}
+	return proposed
+}
+
+// rejectRefusedConfChanges fails, definitely, the membership changes of
+// this pass that raft replaced with an empty entry. Raft appends what it
+// takes to its log at once, and the pass handles every Ready, so by now
+// each accepted change has been seen in the new entries (notePositions
+// set its index); one that was not is not in the log.
+func (g *group) rejectRefusedConfChanges(proposed []*proposal) {
+	for _, p := range proposed {
+		if _, waiting := g.pending[p.id]; !waiting || p.index != 0 {
+			continue
+		}
+		delete(g.pending, p.id)
+		p.finish(Result{}, fmt.Errorf("%w: group %d: another membership change is still pending (or a joint configuration is being left); retry once it applies", ErrRejected, g.id))
 	}
 }
 

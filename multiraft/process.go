@@ -17,9 +17,10 @@ import (
 const maxTicksPerPass = 2
 
 // Process implements scheduler.Processor: one pass over a group on the
-// worker that owns it. It steps what arrived (durable-append responses
-// first, then peers' messages), ticks, proposes what is queued, and then
-// handles every Ready raft has.
+// worker that owns it. It takes everything queued for the group, steps
+// what arrived (durable-append responses first, then peers' messages),
+// ticks, hands the queued requests to raft, and then handles every Ready
+// raft has. A panic in the pass fails the group alone (fail.go).
 func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	if h.closed.Load() {
 		return
@@ -28,85 +29,144 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 	if g == nil {
 		return
 	}
-	switch err := h.Err(); {
-	case err != nil:
+	defer h.recoverGroup(g)
+	if err := h.Err(); err != nil {
 		// Fail-stop: nothing more is stepped; what waits here learns it.
-		g.failWaiting(fmt.Errorf("%w: %w", ErrStopped, err))
-		return
-	case g.removed:
-		// Requests that raced with the removal: the group is gone.
-		g.failWaiting(fmt.Errorf("%w: group %d was removed", ErrGroupNotFound, g.id))
+		g.stop(fmt.Errorf("%w: %w", ErrStopped, err))
 		return
 	}
-	g.mu.Lock()
-	storageResps, inbox, proposals := g.mu.storage, g.mu.inbox, g.mu.proposals
-	reads, transfers, inboxBytes := g.mu.reads, g.mu.transfers, g.mu.inboxBytes
-	confChanges, snapReports, removals := g.mu.confChanges, g.mu.snapReports, g.mu.remove
-	g.staged = g.mu.staged
-	defer func() { // staged snapshots live for this pass: installed, or refused by raft
-		for _, s := range g.staged {
-			h.releaseStaged(s)
-		}
-		g.staged = nil
-	}()
-	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.inboxBytes = nil, nil, nil, 0
-	g.mu.reads, g.mu.transfers, g.mu.confChanges, g.mu.snapReports, g.mu.staged, g.mu.remove = nil, nil, nil, nil, nil, nil
-	var unreachable []uint64
-	for id := range g.mu.unreachable {
-		unreachable = append(unreachable, id)
+	if g.failed != nil {
+		g.processFailed()
+		return
 	}
-	clear(g.mu.unreachable)
-	g.mu.Unlock()
-	if inboxBytes > 0 {
-		h.inboxBytes.Add(-inboxBytes)
-		h.m.InboxBytes.Sub(float64(inboxBytes))
-	}
-
-	if len(removals) > 0 {
-		g.removeSelf(removals)
+	in := g.take()
+	g.pass = &in // for recoverGroup
+	g.stage(in.staged)
+	defer g.releaseUntaken()
+	if g.removing(&in) {
 		return
 	}
 	g.retryAppends()
-	g.reportSnapshots(snapReports)
-	for _, m := range storageResps {
+	g.reportSnapshots(in.snapReports)
+	for _, m := range in.storage {
 		g.step(m)
 	}
 	g.releaseAcks()
-	for _, in := range inbox {
-		if isRemovedNotice(in.m) {
-			if g.removedNotice(in.m) {
-				return
-			}
+	for _, m := range in.inbox {
+		if isRemovedNotice(m.m) || g.fromRemovedReplica(m) {
 			continue
 		}
-		if g.fromRemovedReplica(in) {
-			continue
+		if _, known := g.replicas[m.m.GetFrom()]; !known && len(g.learned) < maxLearned {
+			g.learned[m.m.GetFrom()] = m.from
 		}
-		if _, known := g.replicas[in.m.GetFrom()]; !known && len(g.learned) < maxLearned {
-			g.learned[in.m.GetFrom()] = in.from
+		if hook := h.cfg.testing.beforeStep; hook != nil {
+			hook(g.id, m.m)
 		}
-		g.step(in.m)
+		g.step(m.m)
 	}
-	for _, id := range unreachable {
+	for _, id := range in.unreachable {
 		g.rn.ReportUnreachable(id)
 	}
 	for i := 0; i < min(w.Ticks, maxTicksPerPass); i++ {
 		g.rn.Tick()
 		g.ticks++
 	}
-	g.propose(proposals)
-	g.proposeConfChanges(confChanges)
-	g.issueReads(reads)
+	// Before any proposal: raft drops proposals while it transfers
+	// leadership, and an abandoned transfer must not cost one.
+	g.dropAbandonedTransfers()
+	g.propose(in.proposals)
+	confChanges := g.proposeConfChanges(in.confChanges)
+	g.issueReads(in.reads)
 	g.retryReads()
-	g.startTransfers(transfers)
+	g.startTransfers(in.transfers)
 	g.retryTransfers()
 	for g.rn.HasReady() && h.Err() == nil && !g.removed {
 		g.handleReady(g.rn.Ready())
 	}
-	if g.removed {
+	if g.removed || h.Err() != nil {
 		return
 	}
+	g.rejectRefusedConfChanges(confChanges)
 	g.publishStatus(w.Flags&scheduler.Tick != 0)
+}
+
+// intake is what a pass takes from the group's queues.
+type intake struct {
+	storage     []*pb.Message
+	inbox       []inbound
+	proposals   []*proposal
+	reads       []*readRequest
+	transfers   []*transferRequest
+	confChanges []*confChangeRequest
+	snapReports []snapReport
+	staged      map[uint64]*stagedSnapshot
+	unreachable []uint64
+}
+
+// take empties the group's queues into an intake (removal requests stay
+// queued for removing), and gives back the inbox's budget.
+func (g *group) take() intake {
+	g.mu.Lock()
+	in := intake{storage: g.mu.storage, inbox: g.mu.inbox, proposals: g.mu.proposals, reads: g.mu.reads,
+		transfers: g.mu.transfers, confChanges: g.mu.confChanges, snapReports: g.mu.snapReports, staged: g.mu.staged}
+	inboxBytes := g.mu.inboxBytes
+	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.reads, g.mu.inboxBytes = nil, nil, nil, nil, 0
+	g.mu.transfers, g.mu.confChanges, g.mu.snapReports, g.mu.staged = nil, nil, nil, nil
+	for id := range g.mu.unreachable {
+		in.unreachable = append(in.unreachable, id)
+	}
+	clear(g.mu.unreachable)
+	g.mu.Unlock()
+	g.h.releaseInbox(inboxBytes)
+	return in
+}
+
+// fail answers every request of an intake the pass did not hand on
+// (finishing a request twice is harmless).
+func (in *intake) fail(g *group, err error) {
+	for _, p := range in.proposals {
+		p.finish(Result{}, err)
+	}
+	for _, r := range in.confChanges {
+		r.p.finish(Result{}, err)
+	}
+	for _, r := range in.reads {
+		g.finishRead(r, err)
+	}
+	for _, r := range in.transfers {
+		g.finishTransfer(r, err)
+	}
+	*in = intake{}
+}
+
+// removing removes the group, before anything of the pass is stepped, if
+// a removal was asked for or a member's notice says this replica was
+// removed while it was cut off; it answers the whole intake then, and
+// reports whether the group is gone.
+func (g *group) removing(in *intake) bool {
+	g.mu.Lock()
+	asked := len(g.mu.remove) > 0
+	g.mu.Unlock()
+	noticed := false
+	if !asked {
+		for _, m := range in.inbox {
+			if isRemovedNotice(m.m) && g.removedNotice(m.m) {
+				noticed = true
+				break
+			}
+		}
+	}
+	if !asked && !noticed {
+		return false
+	}
+	if noticed {
+		g.h.log.Info("replica was removed from its group while cut off; collecting it", "group", g.id, "replica", g.replicaID)
+	}
+	if err := g.h.removeGroup(g); err != nil && noticed {
+		g.h.fail(err)
+	}
+	in.fail(g, fmt.Errorf("%w: group %d was removed", ErrGroupNotFound, g.id))
+	return true
 }
 
 func (g *group) step(m *pb.Message) {
@@ -251,9 +311,7 @@ func (g *group) backlog(m *pb.Message) {
 // retryAppends offers refused appends to the log writer again, in order.
 func (g *group) retryAppends() {
 	for len(g.appendBacklog) > 0 && g.tryAppend(g.appendBacklog[0]) {
-		size := appendSize(g.appendBacklog[0])
-		g.h.inboxBytes.Add(-size)
-		g.h.m.InboxBytes.Sub(float64(size))
+		g.h.releaseInbox(appendSize(g.appendBacklog[0]))
 		g.appendBacklog[0] = nil
 		g.appendBacklog = g.appendBacklog[1:]
 	}
@@ -271,10 +329,15 @@ func appendSize(m *pb.Message) int64 {
 // pass; ticks guarantee there is one).
 func (g *group) tryAppend(m *pb.Message) bool {
 	if m.GetSnapshot() != nil && !raft.IsEmptySnap(m.GetSnapshot()) {
-		if err := g.installSnapshot(m); err != nil {
+		switch err := g.installSnapshot(m); {
+		case err == nil:
+			return true
+		case errors.Is(err, store.ErrBusy):
+			return false // backpressure: the snapshot waits with its data
+		default:
 			g.h.fail(fmt.Errorf("multiraft: group %d: install snapshot: %w", g.id, err))
+			return true
 		}
-		return true
 	}
 	var hs *pb.HardState
 	if m.Term != nil || m.Vote != nil || m.Commit != nil {

@@ -23,11 +23,14 @@ type readRequest struct {
 	done   chan error
 	index  uint64 // the read index, once known
 	issued uint64 // group tick count when the context was issued
+	// finished is set once the read is answered (by the group's owner).
+	finished bool
 }
 
 // ReadIndex returns once this host's state machine of the group reflects
 // every write acknowledged before the call began. It works on followers
-// too (raft forwards the request to the leader).
+// too (raft forwards the request to the leader). A group has at most
+// MaxGroupProposals reads waiting; beyond them ReadIndex is ErrBusy.
 func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 	if err := h.usable(); err != nil {
 		return err
@@ -38,11 +41,12 @@ func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 	}
 	r := &readRequest{caller: ctx, done: make(chan error, 1)}
 	g.mu.Lock()
-	if err := g.fullLocked(len(g.mu.reads), "reads"); err != nil {
+	if err := g.admitLocked(g.mu.readCount, "read"); err != nil {
 		g.mu.Unlock()
 		return err
 	}
 	g.mu.reads = append(g.mu.reads, r)
+	g.mu.readCount++
 	g.mu.Unlock()
 	h.sched.Enqueue(groupID, scheduler.Requests)
 	start := time.Now()
@@ -53,8 +57,23 @@ func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 		}
 		return err
 	case <-ctx.Done():
+		// The worker forgets the read on its next pass: let it be soon, so
+		// the read stops counting against the group's bound.
+		h.sched.Enqueue(groupID, scheduler.Requests)
 		return ctx.Err()
 	}
+}
+
+// finishRead answers a read once; later calls do nothing.
+func (g *group) finishRead(r *readRequest, err error) {
+	if r.finished {
+		return
+	}
+	r.finished = true
+	r.done <- err
+	g.mu.Lock()
+	g.mu.readCount--
+	g.mu.Unlock()
 }
 
 // newReadContext returns a context unique to this host incarnation.
@@ -68,6 +87,10 @@ func (h *Host) newReadContext() string {
 // issueReads hands new reads to raft.
 func (g *group) issueReads(rs []*readRequest) {
 	for _, r := range rs {
+		if err := r.caller.Err(); err != nil {
+			g.finishRead(r, err)
+			continue
+		}
 		g.issueRead(r)
 	}
 }
@@ -89,6 +112,7 @@ func (g *group) retryReads() {
 		switch {
 		case r.caller.Err() != nil:
 			delete(g.reads, ctx)
+			g.finishRead(r, r.caller.Err())
 		case r.index == 0 && g.ticks-r.issued >= uint64(g.h.cfg.ElectionTicks):
 			g.issueRead(r)
 		}
@@ -109,8 +133,8 @@ func (g *group) readStates(indexes map[string]uint64) {
 func (g *group) releaseReads() {
 	for ctx, r := range g.reads {
 		if r.index != 0 && r.index <= g.applied {
-			r.done <- nil
 			delete(g.reads, ctx)
+			g.finishRead(r, nil)
 		}
 	}
 }

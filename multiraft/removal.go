@@ -22,6 +22,10 @@ func (h *Host) RemoveGroup(ctx context.Context, groupID uint64) error {
 	}
 	done := make(chan error, 1)
 	g.mu.Lock()
+	if err := g.mu.refuseRemoval; err != nil {
+		g.mu.Unlock()
+		return err
+	}
 	g.mu.remove = append(g.mu.remove, done)
 	g.mu.Unlock()
 	h.sched.Enqueue(groupID, scheduler.Requests)
@@ -33,17 +37,11 @@ func (h *Host) RemoveGroup(ctx context.Context, groupID uint64) error {
 	}
 }
 
-// removeSelf removes the group on its worker and answers the requests.
-func (g *group) removeSelf(reqs []chan error) {
-	err := g.h.removeGroup(g)
-	for _, r := range reqs {
-		r <- err
-	}
-}
-
 // removeGroup takes a group off the host and out of the store, on the
 // worker that owns it (or while no worker can). A replica removed by a
 // membership change comes here too, once it applies its own removal.
+// Proposals handed to raft fail as ambiguous (they may apply on the other
+// replicas); every other request fails as ErrGroupNotFound.
 func (h *Host) removeGroup(g *group) error {
 	if g.removed {
 		return nil
@@ -63,16 +61,19 @@ func (h *Host) removeGroup(g *group) error {
 		g.serving.Store(false)
 		h.m.Leaders.Dec()
 	}
-	g.failWaiting(fmt.Errorf("%w: group %d was removed", ErrAmbiguous, g.id))
-	for _, m := range g.appendBacklog {
-		size := appendSize(m)
-		h.inboxBytes.Add(-size)
-		h.m.InboxBytes.Sub(float64(size))
+	if g.failed != nil {
+		g.failed = nil
+		h.m.GroupsFailed.Dec()
 	}
-	g.appendBacklog = nil
-	if err := h.store.RemoveGroup(g.id, g.replicaID+1); err != nil {
-		return fmt.Errorf("multiraft: remove group %d: %w", g.id, err)
+	gone := fmt.Errorf("%w: group %d was removed", ErrGroupNotFound, g.id)
+	g.failWaiting(fmt.Errorf("%w: group %d was removed", ErrAmbiguous, g.id), gone)
+	err := h.store.RemoveGroup(g.id, g.replicaID+1)
+	if err != nil {
+		err = fmt.Errorf("multiraft: remove group %d: %w", g.id, err)
 	}
-	h.cfg.Events.GroupRemoved(g.id)
-	return nil
+	g.answerRemovals(err, gone)
+	if err == nil {
+		h.cfg.Events.GroupRemoved(g.id)
+	}
+	return err
 }

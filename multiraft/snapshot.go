@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -31,6 +32,17 @@ import (
 // replica span (after the group's queued appends are durable), the state
 // machine is restored from it, and only then are the append's responses
 // released. Apply skips every index at or below the installed one.
+//
+// Staged data lives until the append that carries it is installed, which
+// a busy log writer may delay by many passes (the append waits in the
+// group's backlog like any refused append), or until a pass ends in which
+// raft did not take its MsgSnap. Its bytes count against the host's inbox
+// budget all that time.
+//
+// The ingest records the snapshot's index as the commit index: the log
+// ends there until the entries that follow the snapshot in the same
+// append are written, with the append's real hard state, in a later synced
+// batch. A crash in between must not leave a commit index beyond the log.
 //
 // Stream format: len:uvarint applied-state state-machine-bytes...
 
@@ -155,9 +167,9 @@ func (h *Host) HandleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 		h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
 		return fmt.Errorf("%w: snapshot for replica %d of group %d, this host has %d", ErrInvalid, m.GetTo(), s.GroupID, g.replicaID)
 	}
-	// Staged snapshots count against the host's inbox budget until the
-	// pass that sees them ends; over it the sender hears a failure and
-	// raft retries later.
+	// Staged snapshots count against the host's inbox budget until they
+	// are installed or refused by raft; over it the sender hears a
+	// failure and raft retries later.
 	size := int64(len(b))
 	if h.inboxBytes.Add(size) > h.cfg.InboxBudgetBytes {
 		h.inboxBytes.Add(-size)
@@ -168,6 +180,12 @@ func (h *Host) HandleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 	// The data and its message go in together, so the pass that steps the
 	// message has the data; what raft does not take is dropped after it.
 	g.mu.Lock()
+	if err := g.mu.refuse; err != nil {
+		g.mu.Unlock()
+		h.releaseStaged(&stagedSnapshot{size: size})
+		h.m.MessagesDropped.WithLabelValues("closed_group").Inc()
+		return err
+	}
 	if old := g.mu.staged[applied.Index]; old != nil {
 		h.releaseStaged(old)
 	}
@@ -181,25 +199,64 @@ func (h *Host) HandleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 	return nil
 }
 
+// stage keeps the snapshots received since the last pass, the newest one
+// for each index.
+func (g *group) stage(received map[uint64]*stagedSnapshot) {
+	for index, s := range received {
+		if old := g.staged[index]; old != nil {
+			g.h.releaseStaged(old)
+		}
+		g.staged[index] = s
+	}
+}
+
+// releaseUntaken drops, at the end of a pass, the staged snapshots raft
+// did not take: those no append waiting in the backlog carries.
+func (g *group) releaseUntaken() {
+	for index, s := range g.staged {
+		if !slices.ContainsFunc(g.appendBacklog, func(m *pb.Message) bool { return m.GetSnapshot().GetMetadata().GetIndex() == index }) {
+			g.h.releaseStaged(s)
+			delete(g.staged, index)
+		}
+	}
+}
+
+// releaseStagedAll drops every staged snapshot.
+func (g *group) releaseStagedAll() {
+	for index, s := range g.staged {
+		g.h.releaseStaged(s)
+		delete(g.staged, index)
+	}
+}
+
 // installSnapshot installs the snapshot of a MsgStorageAppend from the
 // staged data, then appends the entries that follow it, and releases the
-// append's responses once all of it is durable.
+// append's responses once all of it is durable. It returns store.ErrBusy
+// when the log writer cannot take the group's barrier or its entries now:
+// the caller keeps the append for a later pass, stripped of its snapshot
+// if that was installed.
 func (g *group) installSnapshot(m *pb.Message) error {
 	index := m.GetSnapshot().GetMetadata().GetIndex()
 	staged := g.staged[index]
 	if staged == nil {
-		return fmt.Errorf("multiraft: group %d: snapshot at %d without its data", g.id, index)
+		// Raft took a MsgSnap whose data was never staged with it: the
+		// group cannot go on (and the host need not stop for it).
+		panic(fmt.Sprintf("multiraft: group %d: snapshot at %d without its data", g.id, index))
 	}
 	var hs *pb.HardState
 	if m.Term != nil || m.Vote != nil || m.Commit != nil {
 		hs = &pb.HardState{Term: new(m.GetTerm()), Vote: new(m.GetVote()), Commit: new(m.GetCommit())}
 	}
+	// The ingest writes the snapshot's index as the commit index; hs goes
+	// with the entries below.
 	err := g.st.InstallSnapshot(context.Background(), staged.applied, hs, func(w *store.SnapshotWriter) error {
 		return g.sm.install(w, staged.data)
 	})
 	if err != nil {
 		return err
 	}
+	delete(g.staged, index)
+	g.h.releaseStaged(staged)
 	if err := g.sm.restore(staged.data); err != nil {
 		return fmt.Errorf("restore state machine: %w", err)
 	}
@@ -213,18 +270,16 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	clear(g.learned) // the snapshot says who is who
 	g.failPending(fmt.Errorf("%w: group %d: replaced by a snapshot", ErrAmbiguous, g.id))
 	resps := g.sortResponses(m.GetResponses()) // with the snapshot's replicas
-	if len(m.GetEntries()) == 0 {
+	if len(m.GetEntries()) == 0 && hs.GetCommit() <= index {
 		g.release(resps)
 		return nil
 	}
-	err = g.st.Append(m.GetEntries(), nil, func() { g.release(resps) })
+	err = g.st.Append(m.GetEntries(), hs, func() { g.release(resps) })
 	if errors.Is(err, store.ErrBusy) {
-		// The snapshot is in; queue the entries behind it like any refused
-		// append (their responses go with them).
-		rest := proto.Clone(m).(*pb.Message)
-		rest.Snapshot, rest.Term, rest.Vote, rest.Commit = nil, nil, nil, nil
-		g.backlog(rest)
-		return nil
+		// The snapshot is in; what remains of the append (the entries and
+		// the hard state, with the responses) waits like any refused
+		// append, where the whole append was.
+		m.Snapshot = nil
 	}
 	return err
 }

@@ -22,6 +22,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives the store's figures. Default: a private, unregistered set.
 	Metrics *metrics.Store
+	// ClusterID and NodeID are the identity recorded in the data directory
+	// at its first open and checked at every later one (ErrIdentity on a
+	// mismatch). Both 0: none is recorded or checked.
+	ClusterID, NodeID uint64
 	// OnFailure, if set, is called once, from the goroutine that saw it,
 	// when the store fails (fail-stop). It must not block or call the store.
 	OnFailure func(error)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/flotilla-io/flotilla/internal/testseed"
@@ -341,5 +342,44 @@ func TestStaleSnapshotTableRemoved(t *testing.T) {
 	openTest(t, testConfig(fs))
 	if _, err := fs.Stat(stale); err == nil {
 		t.Fatal("stale snapshot table survived the open")
+	}
+}
+
+// TestCrashBetweenSnapshotAndEntries: raft hands a snapshot and the
+// entries after it (with a commit index among them) in one append; the
+// snapshot is ingested durably first, the entries follow in a later synced
+// batch. A power cut between the two must leave a commit index the log
+// covers, or raft refuses to start ("state.commit is out of range").
+func TestCrashBetweenSnapshotAndEntries(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	s := openTest(t, testConfig(fs))
+	g, err := s.CreateGroup(1, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := AppliedState{Index: 40, Term: 7, ConfState: &pb.ConfState{Voters: []uint64{1, 2}, Learners: []uint64{3}},
+		Replicas: map[uint64]uint64{1: 1, 2: 2, 3: 3}, NextReplicaID: 4}
+	// The append's hard state commits entries after the snapshot.
+	if err := g.InstallSnapshot(t.Context(), applied, hardState(7, 0, 45), func(*SnapshotWriter) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openTest(t, testConfig(fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})))
+	g2, ok := s2.Group(1)
+	if !ok {
+		t.Fatal("group lost")
+	}
+	last, _ := g2.LastIndex()
+	if hs := g2.HardState(); hs.GetCommit() > last || hs.GetCommit() < applied.Index {
+		t.Fatalf("after a crash between a snapshot and its entries: commit %d, log ends at %d, snapshot at %d",
+			hs.GetCommit(), last, applied.Index)
+	}
+	rn, err := raft.NewRawNode(&raft.Config{ID: 3, ElectionTick: 10, HeartbeatTick: 1, Storage: g2, Applied: applied.Index,
+		MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 16, AsyncStorageWrites: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := rn.BasicStatus(); st.GetCommit() != applied.Index {
+		t.Fatalf("raft restarted with commit %d, want the snapshot's %d", st.GetCommit(), applied.Index)
 	}
 }

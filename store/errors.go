@@ -34,6 +34,12 @@ var (
 	ErrInvalid = errors.New("store: invalid argument")
 	// ErrCorrupt is returned when stored data cannot be decoded.
 	ErrCorrupt = errors.New("store: corrupt data")
+	// ErrLocked is returned by Open when another store holds the data
+	// directory: another process, or another host of this one.
+	ErrLocked = errors.New("store: data directory in use")
+	// ErrIdentity is returned by Open when the data directory belongs to
+	// another node or another cluster than the one asked for.
+	ErrIdentity = errors.New("store: data directory of another node")
 )
 
 func errMissing(groupID, index uint64) error {

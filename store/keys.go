@@ -7,7 +7,7 @@ import (
 
 // Key layout. Every key Flotilla writes starts with one of two prefix bytes:
 //
-//	0x01 host keys:   0x01 <name>                         (store format version)
+//	0x01 host keys:   0x01 <name>                         (store format version, identity)
 //	0x02 group keys:  0x02 <groupID:8 BE> <span:1> <suffix>
 //
 // A group's keys sort together, and inside the group they fall into two
@@ -53,6 +53,10 @@ const (
 
 // hostFormatKey holds the store's on-disk format version.
 var hostFormatKey = []byte{prefixHost, 'f', 'o', 'r', 'm', 'a', 't'}
+
+// hostIdentityKey holds the cluster ID and node ID (8 bytes BE each) the
+// store was first opened for.
+var hostIdentityKey = []byte{prefixHost, 'i', 'd'}
 
 func appendGroupPrefix(dst []byte, groupID uint64) []byte {
 	dst = append(dst, prefixGroup)

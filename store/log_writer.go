@@ -82,7 +82,10 @@ func newLogWriter(s *Store) *logWriter {
 }
 
 // enqueue queues an item, or refuses it with ErrBusy when the queue is over
-// its bounds (an item alone in the queue is always taken).
+// its bounds (an item alone in the queue is always taken). Removals are
+// never refused: there is at most one per group, they free space rather
+// than take it, and a replica that applied its own removal has nowhere
+// else to go.
 func (w *logWriter) enqueue(it *writeItem) error {
 	m := w.s.m
 	w.mu.Lock()
@@ -90,7 +93,7 @@ func (w *logWriter) enqueue(it *writeItem) error {
 		w.mu.Unlock()
 		return ErrClosed
 	}
-	if n, bytes := len(w.mu.queue), w.mu.bytes; n > 0 && (n >= w.s.cfg.MaxQueueItems || bytes+it.bytes > w.s.cfg.MaxQueueBytes) {
+	if n, bytes := len(w.mu.queue), w.mu.bytes; n > 0 && it.kind != itemRemove && (n >= w.s.cfg.MaxQueueItems || bytes+it.bytes > w.s.cfg.MaxQueueBytes) {
 		w.mu.Unlock()
 		m.WriterRejected.Inc()
 		return fmt.Errorf("%w: %d items, %d bytes queued", ErrBusy, n, bytes)

@@ -111,6 +111,7 @@ func TestWriterBounds(t *testing.T) {
 	s := openTest(t, cfg)
 	t.Cleanup(bfs.unblock)
 	g := createGroup(t, s, 1, 1)
+	g2 := createGroup(t, s, 2, 1)
 	bfs.held.Store(true)
 	var completed atomic.Int32
 	done := func() { completed.Add(1) }
@@ -139,8 +140,19 @@ func TestWriterBounds(t *testing.T) {
 	if q := testutil.ToFloat64(s.m.WriterQueueItems); q < 32-16 || q > 32 {
 		t.Fatalf("queue gauge %v, want 16 to 32 (%d accepted, %v)", q, next-12, busy)
 	}
+	// A removal is taken even so: a replica that applied its own removal
+	// has nowhere else to go.
+	removed := make(chan error, 1)
+	go func() { removed <- s.RemoveGroup(2, 2) }()
+	waitFor(t, 10*time.Second, "the removal to be queued", func() bool { return g2.isRemoving() || len(removed) > 0 })
 	bfs.unblock()
+	if err := <-removed; err != nil {
+		t.Fatalf("removal with a full queue: %v", err)
+	}
 	waitFor(t, 10*time.Second, "the queue to drain", func() bool { return completed.Load() == int32(next-11) })
+	if _, ok := s.Group(2); ok {
+		t.Fatal("group 2 still hosted after its removal")
+	}
 	if q := testutil.ToFloat64(s.m.WriterQueueItems); q != 0 {
 		t.Fatalf("queue gauge %v after draining", q)
 	}

@@ -46,16 +46,19 @@ func (sw *SnapshotWriter) Put(key, value []byte) error {
 }
 
 // InstallSnapshot replaces the group's replica span with a snapshot: its
-// raft state (hard state, truncation at the snapshot's index and term, an
-// empty log, the applied state the snapshot brings: index, term,
-// ConfState, replicas) and the state machine data that write produces. The whole span is swapped atomically
+// raft state (hs's term and vote with the snapshot's index as commit,
+// truncation at the snapshot's index and term, an empty log, the applied
+// state the snapshot brings: index, term, ConfState, replicas) and the
+// state machine data that write produces. The whole span is swapped atomically
 // and durably by ingesting one SSTable with IngestAndExcise, off the shared
 // log writer, so a large snapshot never stalls other groups' fsyncs.
 //
 // The group's queued appends are made durable first, and no new log writer
 // work is taken for it until the install returns. After it the group's
-// cache entries are gone and the storage reads as the snapshot. If write
-// fails, nothing changes; if the ingest fails, the store fails.
+// cache entries are gone and the storage reads as the snapshot. If the
+// log writer's queue is too full to take the group's barrier, it returns
+// ErrBusy having changed nothing (retry later); if write fails, nothing
+// changes; if the ingest fails, the store fails.
 func (g *GroupStorage) InstallSnapshot(ctx context.Context, applied AppliedState, hs *pb.HardState, write func(*SnapshotWriter) error) error {
 	index, term := applied.Index, applied.Term
 	if index == 0 {
@@ -110,9 +113,13 @@ func (g *GroupStorage) InstallSnapshot(ctx context.Context, applied AppliedState
 }
 
 // mergeHardState makes the hard state consistent with a snapshot at
-// (index, term): its commit covers the snapshot.
+// (index, term) and the empty log after it: its commit is the snapshot's
+// index. A commit index beyond it (raft's, when the entries after the
+// snapshot come in the same append) is written with those entries: the
+// log must hold them first, or a crash in between leaves a commit index
+// the log does not cover and raft refuses to start.
 func mergeHardState(hs *pb.HardState, index, term uint64) *pb.HardState {
-	out := &pb.HardState{Term: new(max(hs.GetTerm(), term)), Commit: new(max(hs.GetCommit(), index))}
+	out := &pb.HardState{Term: new(max(hs.GetTerm(), term)), Commit: new(index)}
 	if hs.GetVote() != 0 {
 		out.Vote = new(hs.GetVote())
 	}

@@ -2,9 +2,11 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"strings"
 	"sync"
@@ -74,9 +76,14 @@ func Open(cfg Config) (*Store, error) {
 		EventListener:               s.eventListener(),
 	}
 	s.opts.EnsureDefaults() // snapshot tables are written with these options
+	if err := s.lockDir(); err != nil {
+		_ = s.fsCl.Close()
+		return nil, err
+	}
 	removeStaleSnapshotTables(s.fs, cfg.Dir)
 	db, err := pebble.Open(cfg.Dir, s.opts)
 	if err != nil {
+		_ = s.opts.Lock.Close()
 		_ = s.fsCl.Close()
 		return nil, fmt.Errorf("store: open pebble in %q: %w", cfg.Dir, err)
 	}
@@ -86,13 +93,62 @@ func Open(cfg Config) (*Store, error) {
 		miss:  s.m.EntryCacheMisses.Inc,
 		bytes: func(d int64) { s.m.EntryCacheBytes.Add(float64(d)) },
 	})
-	if err := firstErr(s.checkFormat(), s.load()); err != nil {
+	if err := firstErr(s.checkFormat(), s.checkIdentity(), s.load()); err != nil {
 		_ = db.Close()
+		_ = s.opts.Lock.Close()
 		_ = s.fsCl.Close()
 		return nil, err
 	}
 	s.w = newLogWriter(s)
 	return s, nil
+}
+
+// lockDir takes the data directory's lock before anything in it is
+// touched, and says in words when another process (or another store of
+// this one) holds it.
+func (s *Store) lockDir() error {
+	if err := s.fs.MkdirAll(s.cfg.Dir, 0o755); err != nil {
+		return fmt.Errorf("store: create data directory %q: %w", s.cfg.Dir, err)
+	}
+	lock, err := pebble.LockDirectory(s.cfg.Dir, s.fs)
+	var pathErr *iofs.PathError
+	switch {
+	case err == nil:
+		s.opts.Lock = lock
+		return nil
+	case errors.As(err, &pathErr):
+		return fmt.Errorf("store: lock data directory %q: %w", s.cfg.Dir, err)
+	default: // the lock itself is held
+		return fmt.Errorf("%w: %q is used by another running node (its LOCK file is held): %v", ErrLocked, s.cfg.Dir, err)
+	}
+}
+
+// checkIdentity records the cluster and node the data directory belongs
+// to at its first open, and refuses a later open as another node or in
+// another cluster: such a node would load every group, be refused by
+// every peer, and serve stale data.
+func (s *Store) checkIdentity() error {
+	if s.cfg.ClusterID == 0 && s.cfg.NodeID == 0 {
+		return nil
+	}
+	want := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, s.cfg.ClusterID), s.cfg.NodeID)
+	v, closer, err := s.db.Get(hostIdentityKey)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return s.db.Set(hostIdentityKey, want, pebble.Sync)
+	case err != nil:
+		return fmt.Errorf("store: read identity: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 16 {
+		return fmt.Errorf("%w: identity record of %d bytes", ErrCorrupt, len(v))
+	}
+	cluster, node := binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
+	if cluster != s.cfg.ClusterID || node != s.cfg.NodeID {
+		return fmt.Errorf("%w: %q holds the data of node %d of cluster %d, but this node was started as node %d of cluster %d",
+			ErrIdentity, s.cfg.Dir, node, cluster, s.cfg.NodeID, s.cfg.ClusterID)
+	}
+	return nil
 }
 
 // removeStaleSnapshotTables deletes snapshot tables that a crash left
@@ -347,6 +403,9 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		s.w.close()
 		err = s.closePebble()
+		if cerr := s.opts.Lock.Close(); err == nil {
+			err = cerr
+		}
 		if cerr := s.fsCl.Close(); err == nil {
 			err = cerr
 		}

@@ -1,0 +1,237 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flotilla-io/flotilla/internal/await"
+	"github.com/flotilla-io/flotilla/internal/testseed"
+	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// The ways a host could get stuck, or fail a whole node, for a local
+// reason: each test here reproduces one and checks the host delays,
+// refuses or fails exactly what it must, and answers everything it took.
+
+// TestAbandonedTransferDoesNotBlockWrites: a leadership transfer whose
+// caller gave up (its target is cut off) is dropped: raft stops holding
+// proposals back for it, and it does not move leadership later when the
+// target comes back.
+func TestAbandonedTransferDoesNotBlockWrites(t *testing.T) {
+	c := NewCluster(t, ClusterConfig{Nodes: 3})
+	const g = 1
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]uint64{g})
+	leader := c.Leader(g)
+	target := leader%3 + 1
+	heal := c.Net.AddFilter(transport.Isolate(target))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := c.Host(leader).TransferLeadership(ctx, g, target)
+	cancel()
+	if !errors.Is(err, multiraft.ErrAmbiguous) {
+		t.Fatalf("transfer to a cut-off node: %v, want ErrAmbiguous when the caller gives up", err)
+	}
+	ok := 0
+	for i := 0; i < 60; i++ {
+		c.Clock.Advance(c.TickInterval)
+		pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, err := c.Host(leader).Propose(pctx, g, fmt.Appendf(nil, "w%d", i)); err == nil {
+			ok++
+		} else if !errors.Is(err, multiraft.ErrBusy) {
+			t.Fatalf("proposal %d: %v", i, err)
+		}
+		cancel()
+	}
+	if ok != 60 {
+		t.Fatalf("%d of 60 proposals succeeded after an abandoned transfer, want 60", ok)
+	}
+	heal()
+	ticks := 0
+	c.WaitFor("three election timeouts with the target back", time.Minute, func() bool {
+		ticks++
+		return ticks >= 2*30 // WaitFor advances at most every other poll
+	})
+	if now := c.Leader(g); now != leader {
+		t.Fatalf("leadership moved to node %d after its transfer was abandoned", now)
+	}
+}
+
+// TestSecondMembershipChangeRejected: a membership change proposed while
+// another is pending is rejected definitely and at once (raft turns it
+// into an empty entry), not left to its caller's deadline.
+func TestSecondMembershipChangeRejected(t *testing.T) {
+	c := NewCluster(t, ClusterConfig{Nodes: 3})
+	const g = 1
+	c.CreateGroup(g, 1, 2)
+	c.WaitLeaders([]uint64{g})
+	leader := c.Leader(g)
+	follower := 3 - leader
+	// The follower cannot make anything durable: the first change stays
+	// pending.
+	c.HoldSyncs(follower)
+	entries := c.Metric(leader, "flotilla_store_log_entries_total")
+	first := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := c.Host(leader).ChangeMembership(ctx, g, multiraft.Change{Type: multiraft.AddLearner, Node: 3})
+		first <- err
+	}()
+	await.Until(t, 30*time.Second, "the first change in the leader's log", func() bool {
+		return c.Metric(leader, "flotilla_store_log_entries_total") > entries
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Host(leader).ChangeMembership(ctx, g, multiraft.Change{Type: multiraft.AddVoter, Node: 3})
+	if !errors.Is(err, multiraft.ErrRejected) {
+		t.Fatalf("second pending membership change: %v after %s, want ErrRejected", err, time.Since(start))
+	}
+	c.ReleaseSyncs(follower)
+	c.WaitFor("the first change", time.Minute, func() bool {
+		select {
+		case err := <-first:
+			if err != nil {
+				t.Fatalf("first change: %v", err)
+			}
+			return true
+		default:
+			return false
+		}
+	})
+}
+
+// TestConcurrentProposeAndRemove: proposals that race with their group's
+// removal are all answered, and every byte they charged to the host's
+// proposal budget is returned.
+func TestConcurrentProposeAndRemove(t *testing.T) {
+	testseed.Run(t, testseed.Range(1, 3), testConcurrentProposeAndRemove)
+}
+
+func testConcurrentProposeAndRemove(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0))
+	c := NewCluster(t, ClusterConfig{Nodes: 3})
+	groups := c.CreateGroups(40)
+	var wg sync.WaitGroup
+	var answered atomic.Int32
+	errs := make(chan error, 4*len(groups))
+	launch := func(fn func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn() }()
+	}
+	proposals := 0
+	for _, g := range groups {
+		leader := c.Leader(g)
+		h := c.Host(leader)
+		n := 1 + rng.IntN(3)
+		removeAt := rng.IntN(n + 1)
+		for i := 0; i <= n; i++ {
+			if i == removeAt {
+				launch(func() {
+					if err := h.RemoveGroup(context.Background(), g); err != nil && !errors.Is(err, multiraft.ErrGroupNotFound) {
+						errs <- fmt.Errorf("remove group %d: %w", g, err)
+					}
+				})
+				continue
+			}
+			proposals++
+			launch(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_, err := h.Propose(ctx, g, make([]byte, 100))
+				if errors.Is(err, context.DeadlineExceeded) {
+					errs <- fmt.Errorf("group %d: a proposal racing its group's removal was never answered: %w", g, err)
+					return
+				}
+				answered.Add(1)
+			})
+		}
+	}
+	c.WaitGroup("every proposal and removal to return", time.Minute, &wg)
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.Fatalf("%d of %d proposals answered", answered.Load(), proposals)
+	}
+	for _, n := range c.Nodes() {
+		if b := c.Metric(n, "flotilla_host_proposal_bytes"); b != 0 {
+			t.Errorf("node %d: %v bytes still charged to the proposal budget", n, b)
+		}
+	}
+}
+
+// TestReadsAndTransfersBounded: reads waiting on a cut-off replica and
+// transfers waiting for a cut-off target are bounded per group like every
+// other queue; beyond the bound callers get ErrBusy at once, and the
+// refusals are counted.
+func TestReadsAndTransfersBounded(t *testing.T) {
+	const bound = 4
+	c := NewCluster(t, ClusterConfig{Nodes: 3, Configure: func(cfg *multiraft.Config) {
+		cfg.MaxGroupProposals = bound
+	}})
+	const g = 1
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]uint64{g})
+	leader := c.Leader(g)
+	cutOff := leader%3 + 1
+	heal := c.Net.AddFilter(transport.Isolate(cutOff))
+	defer heal()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	// idle waits until a node's scheduler has taken what was queued.
+	idle := func(node uint64) {
+		await.Until(t, 10*time.Second, "the scheduler to take the request", func() bool {
+			m := c.metrics(node)
+			return m["flotilla_scheduler_queue_depth"] == 0 && m["flotilla_scheduler_processing"] == 0
+		})
+	}
+	try := func(node uint64, call func(context.Context) error) bool {
+		errc := make(chan error, 1)
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- call(ctx) }()
+		idle(node)
+		select {
+		case err := <-errc:
+			if !errors.Is(err, multiraft.ErrBusy) {
+				t.Fatalf("a bounded request ended with %v", err)
+			}
+			return false
+		default:
+			return true // accepted, waiting
+		}
+	}
+	accepted := 0
+	for i := 0; i < 3*bound; i++ {
+		if try(cutOff, func(ctx context.Context) error { return c.Host(cutOff).ReadIndex(ctx, g) }) {
+			accepted++
+		}
+	}
+	if accepted != bound {
+		t.Fatalf("%d reads waiting on a cut-off replica, want the bound %d", accepted, bound)
+	}
+	if got := c.Metric(cutOff, "flotilla_host_requests_refused_total"); got != 2*bound {
+		t.Fatalf("%v refusals counted, want %d", got, 2*bound)
+	}
+	accepted = 0
+	for i := 0; i < 3*bound; i++ {
+		if try(leader, func(ctx context.Context) error { return c.Host(leader).TransferLeadership(ctx, g, cutOff) }) {
+			accepted++
+		}
+	}
+	if accepted != bound {
+		t.Fatalf("%d transfers waiting for a cut-off target, want the bound %d", accepted, bound)
+	}
+}

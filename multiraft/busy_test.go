@@ -1,0 +1,100 @@
+package multiraft_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/flotilla-io/flotilla/integration"
+	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// TestSnapshotWhileLogWriterBusy: a snapshot that reaches a host whose log
+// writer refuses new work (its syncs are held, its queue full) waits in
+// its group's backlog with its data, and is installed once the disk
+// catches up; backpressure never fails the host.
+func TestSnapshotWhileLogWriterBusy(t *testing.T) {
+	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Configure: func(cfg *multiraft.Config) {
+		multiraft.SetLogQueueItems(cfg, 16)
+	}})
+	const target = 1
+	load := []uint64{2, 3, 4, 5}
+	c.CreateGroup(target, 1, 2)
+	for _, g := range load {
+		c.CreateGroup(g, 1, 2, 3)
+	}
+	c.WaitLeaders(append([]uint64{target}, load...))
+	for i := range 3 {
+		propose(t, c, target, fmt.Sprintf("before-%d", i))
+	}
+	// Node 3 joins the target group as a learner; the network holds its
+	// snapshots back until node 3's log writer is full.
+	if err := c.Host(3).JoinGroup(target, 3); err != nil {
+		t.Fatal(err)
+	}
+	heal := c.Net.AddFilter(transport.DropType(pb.MsgSnap))
+	defer heal()
+	if replicas := change(t, c, target, multiraft.Change{Type: multiraft.AddLearner, Node: 3}); replicas[3] != 3 {
+		t.Fatalf("replicas %v, want replica 3 on node 3", replicas)
+	}
+	c.WaitFor("a snapshot for the learner", time.Minute, func() bool {
+		return c.Metric(c.Leader(target), "flotilla_transport_snapshots_failed_total") > 0
+	})
+
+	c.HoldSyncs(3)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, g := range load {
+		leader := c.Leader(g)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				_, _ = c.Host(leader).Propose(ctx, g, make([]byte, 64))
+				cancel()
+			}
+		}()
+	}
+	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopLoad()
+	rejected := func() float64 { return c.Metric(3, "flotilla_store_log_queue_rejected_total") }
+	c.TickUntil("node 3's log writer to refuse work", time.Minute, func() bool { return rejected() > 0 })
+	heal()
+	c.TickUntil("the snapshot to reach node 3", time.Minute, func() bool {
+		return c.Metric(3, "flotilla_transport_snapshots_received_total") > 0
+	})
+	// Many passes of the group on a host that still cannot write.
+	before, polls := rejected(), 0
+	c.TickUntil("30 ticks on the busy host", time.Minute, func() bool {
+		if err := c.Host(3).Err(); err != nil {
+			t.Fatalf("node 3 failed on a busy log writer: %v", err)
+		}
+		polls++
+		return polls >= 300 && rejected() > before
+	})
+	if got := c.SM(3, target).Len(); got != 0 {
+		t.Fatalf("the learner applied %d commands before its snapshot could be written", got)
+	}
+
+	c.ReleaseSyncs(3)
+	stopLoad()
+	propose(t, c, target, "after")
+	waitApplied(t, c, target, 3, 4)
+	if err := c.Host(3).Err(); err != nil {
+		t.Fatalf("node 3 failed: %v", err)
+	}
+	c.WaitFor("node 3's backlogs to be written", time.Minute, func() bool {
+		return c.Metric(3, "flotilla_host_inbox_bytes") == 0
+	})
+}

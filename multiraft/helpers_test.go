@@ -1,0 +1,66 @@
+package multiraft_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/flotilla-io/flotilla/integration"
+	"github.com/flotilla-io/flotilla/multiraft"
+)
+
+// The host's own tests drive whole clusters (integration.Cluster) through
+// the public API, with the faults only test hooks (export_test.go) can
+// inject.
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// propose proposes data to a group's leader, whoever it is, while moving
+// the clock.
+func propose(t *testing.T, c *integration.Cluster, g uint64, data string) {
+	t.Helper()
+	err := c.Do("a proposal", func(ctx context.Context) error {
+		for ctx.Err() == nil {
+			leader := c.Leader(g)
+			if leader == 0 {
+				continue
+			}
+			_, err := c.Host(leader).Propose(ctx, g, []byte(data))
+			if !errors.Is(err, multiraft.ErrNotLeader) && !errors.Is(err, multiraft.ErrAmbiguous) {
+				return err
+			}
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		t.Fatalf("propose %q to group %d: %v", data, g, err)
+	}
+}
+
+// change makes a membership change on a group's leader while moving the
+// clock, and returns the group's replicas.
+func change(t *testing.T, c *integration.Cluster, g uint64, changes ...multiraft.Change) map[uint64]uint64 {
+	t.Helper()
+	var replicas map[uint64]uint64
+	err := c.Do(fmt.Sprintf("membership change %v", changes), func(ctx context.Context) (err error) {
+		replicas, err = c.Host(c.Leader(g)).ChangeMembership(ctx, g, changes...)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("membership change %v: %v", changes, err)
+	}
+	return replicas
+}
+
+// waitApplied waits until a node has applied n commands of a group.
+func waitApplied(t *testing.T, c *integration.Cluster, g, node uint64, n int) {
+	t.Helper()
+	c.WaitFor(fmt.Sprintf("node %d to apply %d commands of group %d", node, n, g), time.Minute, func() bool {
+		sm := c.SM(node, g)
+		return sm != nil && sm.Len() == n
+	})
+}
