@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 )
 
@@ -36,13 +37,37 @@ type Produce struct {
 
 const produceVersion = 1
 
+// Size is the exact length of Marshal's encoding.
+func (p *Produce) Size() int {
+	n := 1 + uvarintSize(p.ProducerID) + uvarintSize(p.Sequence) + uvarintSize(p.TimestampMs) + uvarintSize(uint64(len(p.Records)))
+	for _, r := range p.Records {
+		n += uvarintSize(uint64(len(r))) + len(r)
+	}
+	return n
+}
+
+// MaxSize bounds the Size of any Produce of at most maxRecords records,
+// each at most maxRecordBytes long and together at most maxBytes, whatever
+// its producer ID, sequence and timestamp: the proposal size a host must
+// accept for every such request to fit. It is tight for one record of
+// maxRecordBytes <= maxBytes (with the largest IDs and timestamp); with
+// more records it may exceed the largest real request by up to 4 bytes a
+// record (a longest length prefix counted for each). Arguments must not
+// be negative.
+func MaxSize(maxRecords, maxRecordBytes, maxBytes int) int {
+	header := 1 + 3*binary.MaxVarintLen64 + uvarintSize(uint64(maxRecords))
+	// No record is longer than min(maxRecordBytes, maxBytes), so none has
+	// a longer length prefix.
+	prefix := uvarintSize(uint64(min(maxRecordBytes, maxBytes)))
+	return header + maxRecords*prefix + maxBytes
+}
+
+// uvarintSize is the length of v encoded by binary.AppendUvarint.
+func uvarintSize(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
 // Marshal encodes the request as proposal data.
 func (p *Produce) Marshal() []byte {
-	n := 1 + 4*binary.MaxVarintLen64
-	for _, r := range p.Records {
-		n += binary.MaxVarintLen64 + len(r)
-	}
-	b := make([]byte, 0, n)
+	b := make([]byte, 0, p.Size())
 	b = append(b, produceVersion)
 	b = binary.AppendUvarint(b, p.ProducerID)
 	b = binary.AppendUvarint(b, p.Sequence)

@@ -218,7 +218,7 @@ func produceCmd() *cobra.Command {
 func fetchCmd() *cobra.Command {
 	f := &clientFlags{}
 	var id, offset uint64
-	var maxRecords uint32
+	var maxRecords, maxBytes uint32
 	var linearizable bool
 	cmd := &cobra.Command{
 		Use:     "fetch",
@@ -226,7 +226,8 @@ func fetchCmd() *cobra.Command {
 		Example: "  flotilla fetch --partition 7 --offset 0 --max 10 --linearizable",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return f.run(func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Fetch(ctx, &clientpb.FetchRequest{PartitionId: id, Offset: offset, MaxRecords: maxRecords, Linearizable: linearizable})
+				resp, err := c.Fetch(ctx, &clientpb.FetchRequest{PartitionId: id, Offset: offset, MaxRecords: maxRecords,
+					MaxBytes: maxBytes, Linearizable: linearizable})
 				if err != nil {
 					return err
 				}
@@ -243,6 +244,8 @@ func fetchCmd() *cobra.Command {
 	cmd.Flags().Uint64Var(&id, "partition", 0, "partition ID")
 	cmd.Flags().Uint64Var(&offset, "offset", 0, "first offset to read")
 	cmd.Flags().Uint32Var(&maxRecords, "max", 100, "most records to return")
+	cmd.Flags().Uint32Var(&maxBytes, "max-bytes", 0, fmt.Sprintf("most bytes of encoded response (0: the node's default, 4 MiB; at most %d); at least one record is returned",
+		clientpb.MaxFetchResponseBytes))
 	cmd.Flags().BoolVar(&linearizable, "linearizable", false, "read after a ReadIndex round: sees every write acknowledged before the call")
 	_ = cmd.MarkFlagRequired("partition")
 	return cmd

@@ -67,7 +67,10 @@ func (c *Client) conn(addr string) (clientpb.PartitionsClient, error) {
 	cc := c.mu.conns[addr]
 	if cc == nil {
 		var err error
-		if cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(c.creds)); err != nil {
+		// The receive limit is raised to the largest fetch response a
+		// node sends: a fetch may ask for more than gRPC's default 4 MiB.
+		if cc, err = grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(c.creds),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(clientpb.MaxFetchResponseBytes))); err != nil {
 			return nil, fmt.Errorf("client: %s: %w", addr, err)
 		}
 		c.mu.conns[addr] = cc
@@ -101,16 +104,37 @@ func (c *Client) setLeader(partition uint64, addr string) {
 // NotLeader returns the detail of a not-leader answer, nil if err is not
 // one.
 func NotLeader(err error) *clientpb.NotLeader {
+	return detail[*clientpb.NotLeader](err, codes.FailedPrecondition)
+}
+
+// OutOfRange returns the detail of an OUT_OF_RANGE answer (a fetch from
+// an offset the replica does not hold): the offsets it holds. Nil if err
+// is not one.
+func OutOfRange(err error) *clientpb.OutOfRange {
+	return detail[*clientpb.OutOfRange](err, codes.OutOfRange)
+}
+
+// Exhausted returns the detail of a RESOURCE_EXHAUSTED answer from a node:
+// the reason and how long to wait before retrying. Nil if err is not one,
+// or if gRPC itself refused a message over its size limit.
+func Exhausted(err error) *clientpb.ResourceExhausted {
+	return detail[*clientpb.ResourceExhausted](err, codes.ResourceExhausted)
+}
+
+// detail returns the first detail of type T of a status with the given
+// code, the zero T if there is none.
+func detail[T any](err error, code codes.Code) T {
+	var zero T
 	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.FailedPrecondition {
-		return nil
+	if !ok || st.Code() != code {
+		return zero
 	}
 	for _, d := range st.Details() {
-		if nl, ok := d.(*clientpb.NotLeader); ok {
-			return nl
+		if v, ok := d.(T); ok {
+			return v
 		}
 	}
-	return nil
+	return zero
 }
 
 // call runs fn against the node that should answer for the partition:

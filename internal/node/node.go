@@ -43,9 +43,10 @@ type Config struct {
 	Host func(*multiraft.Config)
 	// Partition bounds each partition's producer state.
 	Partition partition.Config
-	// MaxRecordBytes bounds one record. Default 1 MiB.
-	MaxRecordBytes int
-	Logger         *slog.Logger
+	// Limits are the client API's size limits; zero fields take
+	// DefaultLimits. The host's MaxProposalBytes is derived from them.
+	Limits Limits
+	Logger *slog.Logger
 }
 
 // Node is a running reference node.
@@ -75,8 +76,8 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: a data directory is required")
 	}
-	if cfg.MaxRecordBytes <= 0 {
-		cfg.MaxRecordBytes = 1 << 20
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -122,8 +123,14 @@ func Start(cfg Config) (*Node, error) {
 		delete(n.mu.logs, groupID)
 		n.mu.Unlock()
 	}
+	// Every produce request within the limits fits one proposal.
+	hc.MaxProposalBytes = cfg.Limits.proposalBytes()
 	if cfg.Host != nil {
 		cfg.Host(&hc)
+	}
+	if err := cfg.Limits.checkHost(&hc); err != nil {
+		_ = trans.Close()
+		return nil, err
 	}
 	host, err := multiraft.NewHost(hc)
 	if err != nil {

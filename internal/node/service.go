@@ -17,14 +17,6 @@ import (
 	"github.com/flotilla-io/flotilla/transport"
 )
 
-// Fetch bounds when the request leaves them at 0.
-const (
-	defaultFetchRecords = 1000
-	defaultFetchBytes   = 4 << 20
-	maxFetchRecords     = 100000
-	maxFetchBytes       = 64 << 20
-)
-
 // nodeMetrics are the client API's figures.
 type nodeMetrics struct {
 	requests *prometheus.CounterVec
@@ -56,7 +48,8 @@ type service struct {
 }
 
 // statusOf maps a host or partition error to a gRPC status; a not-leader
-// error carries the leader and its address.
+// error carries the leader and its address. (A fetch out of range is
+// answered by Fetch, as its detail needs the high watermark.)
 func (s *service) statusOf(partitionID uint64, err error) error {
 	var nl *multiraft.NotLeaderError
 	switch {
@@ -72,15 +65,15 @@ func (s *service) statusOf(partitionID uint64, err error) error {
 		return status.Errorf(codes.NotFound, "partition %d is not hosted on node %d", partitionID, s.n.cfg.NodeID)
 	case errors.Is(err, multiraft.ErrGroupExists):
 		return status.Errorf(codes.AlreadyExists, "partition %d: %v", partitionID, err)
-	case errors.Is(err, multiraft.ErrBusy), errors.Is(err, partition.ErrTooManyProducers):
-		return status.Errorf(codes.ResourceExhausted, "%v", err)
+	case errors.Is(err, multiraft.ErrBusy):
+		return exhausted("busy", 100*time.Millisecond, "%v", err)
+	case errors.Is(err, partition.ErrTooManyProducers):
+		return exhausted("too_many_producers", time.Minute, "%v", err)
 	case errors.Is(err, multiraft.ErrTooLarge), errors.Is(err, multiraft.ErrInvalid), errors.Is(err, partition.ErrMalformed),
 		errors.Is(err, partition.ErrEmpty):
 		return status.Errorf(codes.InvalidArgument, "%v", err)
 	case errors.Is(err, partition.ErrOutOfOrder):
 		return status.Errorf(codes.FailedPrecondition, "%v", err)
-	case errors.Is(err, partition.ErrOffsetOutOfRange):
-		return status.Errorf(codes.OutOfRange, "%v", err)
 	case errors.Is(err, multiraft.ErrAmbiguous):
 		return status.Errorf(codes.Unavailable, "outcome unknown (retry with the same producer ID and sequence to apply it once): %v", err)
 	case errors.Is(err, multiraft.ErrStopped):
@@ -100,6 +93,28 @@ func adminCode(err error) codes.Code {
 		return codes.Unavailable
 	}
 	return codes.FailedPrecondition
+}
+
+// exhausted is a RESOURCE_EXHAUSTED status: every one the node answers
+// comes from here, with its reason and retry hint (documented in
+// client.proto's ResourceExhausted).
+func exhausted(reason string, retryAfter time.Duration, format string, args ...any) error {
+	st := status.Newf(codes.ResourceExhausted, format, args...)
+	if withDetail, err := st.WithDetails(&clientpb.ResourceExhausted{Reason: reason, RetryAfterMs: uint64(retryAfter.Milliseconds())}); err == nil {
+		st = withDetail
+	}
+	return st.Err()
+}
+
+// outOfRange is an OUT_OF_RANGE status, the answer to a fetch from an
+// offset this replica does not hold; hw is its high watermark.
+func outOfRange(hw uint64, err error) error {
+	st := status.Newf(codes.OutOfRange, "%v", err)
+	// No retention yet: every replica holds the log from offset 0.
+	if withDetail, derr := st.WithDetails(&clientpb.OutOfRange{LogStartOffset: 0, HighWatermark: hw}); derr == nil {
+		st = withDetail
+	}
+	return st.Err()
 }
 
 func (s *service) notLeader(partitionID, leader uint64) error {
@@ -197,13 +212,8 @@ func (s *service) ListPartitions(context.Context, *clientpb.ListPartitionsReques
 func (s *service) Produce(ctx context.Context, req *clientpb.ProduceRequest) (_ *clientpb.ProduceResponse, err error) {
 	defer s.n.m.observe("Produce", time.Now(), &err)
 	id := req.GetPartitionId()
-	if len(req.GetRecords()) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "produce: no records")
-	}
-	for i, r := range req.GetRecords() {
-		if len(r) > s.n.cfg.MaxRecordBytes {
-			return nil, status.Errorf(codes.InvalidArgument, "produce: record %d is %d bytes, limit %d", i, len(r), s.n.cfg.MaxRecordBytes)
-		}
+	if err := s.n.cfg.Limits.checkProduce(req.GetRecords()); err != nil {
+		return nil, err
 	}
 	p := &partition.Produce{ProducerID: req.GetProducerId(), Sequence: req.GetSequence(),
 		TimestampMs: uint64(time.Now().UnixMilli()), Records: req.GetRecords()}
@@ -233,18 +243,19 @@ func (s *service) Fetch(ctx context.Context, req *clientpb.FetchRequest) (_ *cli
 			return nil, s.statusOf(id, err)
 		}
 	}
-	maxRecords, maxBytes := int(req.GetMaxRecords()), int(req.GetMaxBytes())
-	if maxRecords == 0 {
-		maxRecords = defaultFetchRecords
-	}
-	if maxBytes == 0 {
-		maxBytes = defaultFetchBytes
-	}
-	records, hw, err := l.Fetch(req.GetOffset(), min(maxRecords, maxFetchRecords), min(maxBytes, maxFetchBytes))
-	if err != nil {
+	maxRecords, maxBytes := s.n.cfg.Limits.fetchBounds(req)
+	// The log bounds record data only; as that is less than the encoded
+	// response, it returns at least what fits, and fitRecords trims the rest.
+	records, hw, err := l.Fetch(req.GetOffset(), maxRecords, maxBytes)
+	switch {
+	case errors.Is(err, partition.ErrOffsetOutOfRange):
+		return nil, outOfRange(hw, err)
+	case err != nil:
 		return nil, s.statusOf(id, err)
 	}
-	return &clientpb.FetchResponse{Records: records, BaseOffset: req.GetOffset(), HighWatermark: hw}, nil
+	resp := &clientpb.FetchResponse{BaseOffset: req.GetOffset(), HighWatermark: hw}
+	fitRecords(resp, records, maxBytes)
+	return resp, nil
 }
 
 func (s *service) TransferLeadership(ctx context.Context, req *clientpb.TransferLeadershipRequest) (_ *clientpb.TransferLeadershipResponse, err error) {

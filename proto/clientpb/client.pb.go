@@ -85,6 +85,128 @@ func (x *NotLeader) GetLeaderAddress() string {
 	return ""
 }
 
+// OutOfRange is the detail of every OUT_OF_RANGE status: the offsets this
+// replica holds, [log_start_offset, high_watermark).
+type OutOfRange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// log_start_offset is the first offset still held (0 until retention
+	// deletes records).
+	LogStartOffset uint64 `protobuf:"varint,1,opt,name=log_start_offset,json=logStartOffset,proto3" json:"log_start_offset,omitempty"`
+	// high_watermark is one past the last offset applied on this replica.
+	HighWatermark uint64 `protobuf:"varint,2,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutOfRange) Reset() {
+	*x = OutOfRange{}
+	mi := &file_clientpb_client_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutOfRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutOfRange) ProtoMessage() {}
+
+func (x *OutOfRange) ProtoReflect() protoreflect.Message {
+	mi := &file_clientpb_client_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutOfRange.ProtoReflect.Descriptor instead.
+func (*OutOfRange) Descriptor() ([]byte, []int) {
+	return file_clientpb_client_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *OutOfRange) GetLogStartOffset() uint64 {
+	if x != nil {
+		return x.LogStartOffset
+	}
+	return 0
+}
+
+func (x *OutOfRange) GetHighWatermark() uint64 {
+	if x != nil {
+		return x.HighWatermark
+	}
+	return 0
+}
+
+// ResourceExhausted is the detail of every RESOURCE_EXHAUSTED status a
+// node answers: why, and how long to wait before retrying.
+type ResourceExhausted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reason is short and machine-readable:
+	//
+	//	"busy": the node's proposal queues or budgets are full, or its disk
+	//	  is not keeping up; retry_after_ms is 100. Retry with jittered
+	//	  backoff (it clears as the node commits what it has queued).
+	//	"too_many_producers": the partition tracks as many idempotent
+	//	  producers as it may, and frees a slot only when one has been idle
+	//	  for its producer TTL (an hour by default); retry_after_ms is
+	//	  60000. Producing without a producer ID is not refused.
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// retry_after_ms is the least time to wait before retrying, in
+	// milliseconds.
+	RetryAfterMs  uint64 `protobuf:"varint,2,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceExhausted) Reset() {
+	*x = ResourceExhausted{}
+	mi := &file_clientpb_client_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceExhausted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceExhausted) ProtoMessage() {}
+
+func (x *ResourceExhausted) ProtoReflect() protoreflect.Message {
+	mi := &file_clientpb_client_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceExhausted.ProtoReflect.Descriptor instead.
+func (*ResourceExhausted) Descriptor() ([]byte, []int) {
+	return file_clientpb_client_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ResourceExhausted) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ResourceExhausted) GetRetryAfterMs() uint64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
 type CreatePartitionRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	PartitionId    uint64                 `protobuf:"varint,1,opt,name=partition_id,json=partitionId,proto3" json:"partition_id,omitempty"`
@@ -95,7 +217,7 @@ type CreatePartitionRequest struct {
 
 func (x *CreatePartitionRequest) Reset() {
 	*x = CreatePartitionRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[1]
+	mi := &file_clientpb_client_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +229,7 @@ func (x *CreatePartitionRequest) String() string {
 func (*CreatePartitionRequest) ProtoMessage() {}
 
 func (x *CreatePartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[1]
+	mi := &file_clientpb_client_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +242,7 @@ func (x *CreatePartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionRequest.ProtoReflect.Descriptor instead.
 func (*CreatePartitionRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{1}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreatePartitionRequest) GetPartitionId() uint64 {
@@ -145,7 +267,7 @@ type CreatePartitionResponse struct {
 
 func (x *CreatePartitionResponse) Reset() {
 	*x = CreatePartitionResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[2]
+	mi := &file_clientpb_client_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +279,7 @@ func (x *CreatePartitionResponse) String() string {
 func (*CreatePartitionResponse) ProtoMessage() {}
 
 func (x *CreatePartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[2]
+	mi := &file_clientpb_client_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +292,7 @@ func (x *CreatePartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePartitionResponse.ProtoReflect.Descriptor instead.
 func (*CreatePartitionResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{2}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{4}
 }
 
 type DeletePartitionRequest struct {
@@ -182,7 +304,7 @@ type DeletePartitionRequest struct {
 
 func (x *DeletePartitionRequest) Reset() {
 	*x = DeletePartitionRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[3]
+	mi := &file_clientpb_client_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +316,7 @@ func (x *DeletePartitionRequest) String() string {
 func (*DeletePartitionRequest) ProtoMessage() {}
 
 func (x *DeletePartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[3]
+	mi := &file_clientpb_client_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +329,7 @@ func (x *DeletePartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePartitionRequest.ProtoReflect.Descriptor instead.
 func (*DeletePartitionRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{3}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeletePartitionRequest) GetPartitionId() uint64 {
@@ -225,7 +347,7 @@ type DeletePartitionResponse struct {
 
 func (x *DeletePartitionResponse) Reset() {
 	*x = DeletePartitionResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[4]
+	mi := &file_clientpb_client_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +359,7 @@ func (x *DeletePartitionResponse) String() string {
 func (*DeletePartitionResponse) ProtoMessage() {}
 
 func (x *DeletePartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[4]
+	mi := &file_clientpb_client_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +372,7 @@ func (x *DeletePartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePartitionResponse.ProtoReflect.Descriptor instead.
 func (*DeletePartitionResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{4}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{6}
 }
 
 type DescribePartitionRequest struct {
@@ -262,7 +384,7 @@ type DescribePartitionRequest struct {
 
 func (x *DescribePartitionRequest) Reset() {
 	*x = DescribePartitionRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[5]
+	mi := &file_clientpb_client_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -274,7 +396,7 @@ func (x *DescribePartitionRequest) String() string {
 func (*DescribePartitionRequest) ProtoMessage() {}
 
 func (x *DescribePartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[5]
+	mi := &file_clientpb_client_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -287,7 +409,7 @@ func (x *DescribePartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribePartitionRequest.ProtoReflect.Descriptor instead.
 func (*DescribePartitionRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{5}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DescribePartitionRequest) GetPartitionId() uint64 {
@@ -317,7 +439,7 @@ type PartitionInfo struct {
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_clientpb_client_proto_msgTypes[6]
+	mi := &file_clientpb_client_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +451,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[6]
+	mi := &file_clientpb_client_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +464,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{6}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PartitionInfo) GetPartitionId() uint64 {
@@ -434,7 +556,7 @@ type FollowerLag struct {
 
 func (x *FollowerLag) Reset() {
 	*x = FollowerLag{}
-	mi := &file_clientpb_client_proto_msgTypes[7]
+	mi := &file_clientpb_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +568,7 @@ func (x *FollowerLag) String() string {
 func (*FollowerLag) ProtoMessage() {}
 
 func (x *FollowerLag) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[7]
+	mi := &file_clientpb_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +581,7 @@ func (x *FollowerLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowerLag.ProtoReflect.Descriptor instead.
 func (*FollowerLag) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{7}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FollowerLag) GetNodeId() uint64 {
@@ -491,7 +613,7 @@ type ListPartitionsRequest struct {
 
 func (x *ListPartitionsRequest) Reset() {
 	*x = ListPartitionsRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[8]
+	mi := &file_clientpb_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +625,7 @@ func (x *ListPartitionsRequest) String() string {
 func (*ListPartitionsRequest) ProtoMessage() {}
 
 func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[8]
+	mi := &file_clientpb_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +638,7 @@ func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{8}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{10}
 }
 
 type ListPartitionsResponse struct {
@@ -528,7 +650,7 @@ type ListPartitionsResponse struct {
 
 func (x *ListPartitionsResponse) Reset() {
 	*x = ListPartitionsResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[9]
+	mi := &file_clientpb_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +662,7 @@ func (x *ListPartitionsResponse) String() string {
 func (*ListPartitionsResponse) ProtoMessage() {}
 
 func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[9]
+	mi := &file_clientpb_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +675,7 @@ func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{9}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListPartitionsResponse) GetPartitions() []*PartitionInfo {
@@ -578,7 +700,7 @@ type ProduceRequest struct {
 
 func (x *ProduceRequest) Reset() {
 	*x = ProduceRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[10]
+	mi := &file_clientpb_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +712,7 @@ func (x *ProduceRequest) String() string {
 func (*ProduceRequest) ProtoMessage() {}
 
 func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[10]
+	mi := &file_clientpb_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +725,7 @@ func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceRequest.ProtoReflect.Descriptor instead.
 func (*ProduceRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{10}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProduceRequest) GetPartitionId() uint64 {
@@ -645,7 +767,7 @@ type ProduceResponse struct {
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[11]
+	mi := &file_clientpb_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +779,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[11]
+	mi := &file_clientpb_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +792,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{11}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProduceResponse) GetBaseOffset() uint64 {
@@ -695,19 +817,27 @@ func (x *ProduceResponse) GetDuplicate() bool {
 }
 
 type FetchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PartitionId   uint64                 `protobuf:"varint,1,opt,name=partition_id,json=partitionId,proto3" json:"partition_id,omitempty"`
-	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	MaxRecords    uint32                 `protobuf:"varint,3,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"` // 0: a default
-	MaxBytes      uint32                 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`       // 0: a default; at least one record is returned
-	Linearizable  bool                   `protobuf:"varint,5,opt,name=linearizable,proto3" json:"linearizable,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	PartitionId uint64                 `protobuf:"varint,1,opt,name=partition_id,json=partitionId,proto3" json:"partition_id,omitempty"`
+	Offset      uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// max_records bounds the records returned; 0: 1,000. A node returns at
+	// most 100,000.
+	MaxRecords uint32 `protobuf:"varint,3,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
+	// max_bytes bounds the encoded FetchResponse, framing included; 0: 4
+	// MiB, gRPC's default receive limit, so any client can fetch. A node
+	// returns at most 64 MiB: a client asking for more than 4 MiB raises its
+	// receive limit (in Go: grpc.MaxCallRecvMsgSize) to what it asks.
+	// At least one record is returned when one exists, even if it alone is
+	// larger (a record fits a 4 MiB response).
+	MaxBytes      uint32 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	Linearizable  bool   `protobuf:"varint,5,opt,name=linearizable,proto3" json:"linearizable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[12]
+	mi := &file_clientpb_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +849,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[12]
+	mi := &file_clientpb_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +862,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{12}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FetchRequest) GetPartitionId() uint64 {
@@ -781,7 +911,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[13]
+	mi := &file_clientpb_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +923,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[13]
+	mi := &file_clientpb_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +936,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{13}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FetchResponse) GetRecords() [][]byte {
@@ -840,7 +970,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[14]
+	mi := &file_clientpb_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +982,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[14]
+	mi := &file_clientpb_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +995,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{14}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TransferLeadershipRequest) GetPartitionId() uint64 {
@@ -890,7 +1020,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[15]
+	mi := &file_clientpb_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1032,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[15]
+	mi := &file_clientpb_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1045,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{15}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{17}
 }
 
 type ChangeReplicasRequest struct {
@@ -929,7 +1059,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[16]
+	mi := &file_clientpb_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1071,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[16]
+	mi := &file_clientpb_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1084,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{16}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChangeReplicasRequest) GetPartitionId() uint64 {
@@ -986,7 +1116,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[17]
+	mi := &file_clientpb_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1128,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[17]
+	mi := &file_clientpb_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1141,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{17}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{19}
 }
 
 var File_clientpb_client_proto protoreflect.FileDescriptor
@@ -1022,7 +1152,14 @@ const file_clientpb_client_proto_rawDesc = "" +
 	"\tNotLeader\x12!\n" +
 	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\x12$\n" +
 	"\x0eleader_node_id\x18\x02 \x01(\x04R\fleaderNodeId\x12%\n" +
-	"\x0eleader_address\x18\x03 \x01(\tR\rleaderAddress\"e\n" +
+	"\x0eleader_address\x18\x03 \x01(\tR\rleaderAddress\"]\n" +
+	"\n" +
+	"OutOfRange\x12(\n" +
+	"\x10log_start_offset\x18\x01 \x01(\x04R\x0elogStartOffset\x12%\n" +
+	"\x0ehigh_watermark\x18\x02 \x01(\x04R\rhighWatermark\"Q\n" +
+	"\x11ResourceExhausted\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12$\n" +
+	"\x0eretry_after_ms\x18\x02 \x01(\x04R\fretryAfterMs\"e\n" +
 	"\x16CreatePartitionRequest\x12!\n" +
 	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\x12(\n" +
 	"\x10replica_node_ids\x18\x02 \x03(\x04R\x0ereplicaNodeIds\"\x19\n" +
@@ -1113,46 +1250,48 @@ func file_clientpb_client_proto_rawDescGZIP() []byte {
 	return file_clientpb_client_proto_rawDescData
 }
 
-var file_clientpb_client_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_clientpb_client_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_clientpb_client_proto_goTypes = []any{
 	(*NotLeader)(nil),                  // 0: flotilla.client.v1.NotLeader
-	(*CreatePartitionRequest)(nil),     // 1: flotilla.client.v1.CreatePartitionRequest
-	(*CreatePartitionResponse)(nil),    // 2: flotilla.client.v1.CreatePartitionResponse
-	(*DeletePartitionRequest)(nil),     // 3: flotilla.client.v1.DeletePartitionRequest
-	(*DeletePartitionResponse)(nil),    // 4: flotilla.client.v1.DeletePartitionResponse
-	(*DescribePartitionRequest)(nil),   // 5: flotilla.client.v1.DescribePartitionRequest
-	(*PartitionInfo)(nil),              // 6: flotilla.client.v1.PartitionInfo
-	(*FollowerLag)(nil),                // 7: flotilla.client.v1.FollowerLag
-	(*ListPartitionsRequest)(nil),      // 8: flotilla.client.v1.ListPartitionsRequest
-	(*ListPartitionsResponse)(nil),     // 9: flotilla.client.v1.ListPartitionsResponse
-	(*ProduceRequest)(nil),             // 10: flotilla.client.v1.ProduceRequest
-	(*ProduceResponse)(nil),            // 11: flotilla.client.v1.ProduceResponse
-	(*FetchRequest)(nil),               // 12: flotilla.client.v1.FetchRequest
-	(*FetchResponse)(nil),              // 13: flotilla.client.v1.FetchResponse
-	(*TransferLeadershipRequest)(nil),  // 14: flotilla.client.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 15: flotilla.client.v1.TransferLeadershipResponse
-	(*ChangeReplicasRequest)(nil),      // 16: flotilla.client.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil),     // 17: flotilla.client.v1.ChangeReplicasResponse
+	(*OutOfRange)(nil),                 // 1: flotilla.client.v1.OutOfRange
+	(*ResourceExhausted)(nil),          // 2: flotilla.client.v1.ResourceExhausted
+	(*CreatePartitionRequest)(nil),     // 3: flotilla.client.v1.CreatePartitionRequest
+	(*CreatePartitionResponse)(nil),    // 4: flotilla.client.v1.CreatePartitionResponse
+	(*DeletePartitionRequest)(nil),     // 5: flotilla.client.v1.DeletePartitionRequest
+	(*DeletePartitionResponse)(nil),    // 6: flotilla.client.v1.DeletePartitionResponse
+	(*DescribePartitionRequest)(nil),   // 7: flotilla.client.v1.DescribePartitionRequest
+	(*PartitionInfo)(nil),              // 8: flotilla.client.v1.PartitionInfo
+	(*FollowerLag)(nil),                // 9: flotilla.client.v1.FollowerLag
+	(*ListPartitionsRequest)(nil),      // 10: flotilla.client.v1.ListPartitionsRequest
+	(*ListPartitionsResponse)(nil),     // 11: flotilla.client.v1.ListPartitionsResponse
+	(*ProduceRequest)(nil),             // 12: flotilla.client.v1.ProduceRequest
+	(*ProduceResponse)(nil),            // 13: flotilla.client.v1.ProduceResponse
+	(*FetchRequest)(nil),               // 14: flotilla.client.v1.FetchRequest
+	(*FetchResponse)(nil),              // 15: flotilla.client.v1.FetchResponse
+	(*TransferLeadershipRequest)(nil),  // 16: flotilla.client.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 17: flotilla.client.v1.TransferLeadershipResponse
+	(*ChangeReplicasRequest)(nil),      // 18: flotilla.client.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),     // 19: flotilla.client.v1.ChangeReplicasResponse
 }
 var file_clientpb_client_proto_depIdxs = []int32{
-	7,  // 0: flotilla.client.v1.PartitionInfo.followers:type_name -> flotilla.client.v1.FollowerLag
-	6,  // 1: flotilla.client.v1.ListPartitionsResponse.partitions:type_name -> flotilla.client.v1.PartitionInfo
-	1,  // 2: flotilla.client.v1.Partitions.CreatePartition:input_type -> flotilla.client.v1.CreatePartitionRequest
-	3,  // 3: flotilla.client.v1.Partitions.DeletePartition:input_type -> flotilla.client.v1.DeletePartitionRequest
-	5,  // 4: flotilla.client.v1.Partitions.DescribePartition:input_type -> flotilla.client.v1.DescribePartitionRequest
-	8,  // 5: flotilla.client.v1.Partitions.ListPartitions:input_type -> flotilla.client.v1.ListPartitionsRequest
-	10, // 6: flotilla.client.v1.Partitions.Produce:input_type -> flotilla.client.v1.ProduceRequest
-	12, // 7: flotilla.client.v1.Partitions.Fetch:input_type -> flotilla.client.v1.FetchRequest
-	14, // 8: flotilla.client.v1.Partitions.TransferLeadership:input_type -> flotilla.client.v1.TransferLeadershipRequest
-	16, // 9: flotilla.client.v1.Partitions.ChangeReplicas:input_type -> flotilla.client.v1.ChangeReplicasRequest
-	2,  // 10: flotilla.client.v1.Partitions.CreatePartition:output_type -> flotilla.client.v1.CreatePartitionResponse
-	4,  // 11: flotilla.client.v1.Partitions.DeletePartition:output_type -> flotilla.client.v1.DeletePartitionResponse
-	6,  // 12: flotilla.client.v1.Partitions.DescribePartition:output_type -> flotilla.client.v1.PartitionInfo
-	9,  // 13: flotilla.client.v1.Partitions.ListPartitions:output_type -> flotilla.client.v1.ListPartitionsResponse
-	11, // 14: flotilla.client.v1.Partitions.Produce:output_type -> flotilla.client.v1.ProduceResponse
-	13, // 15: flotilla.client.v1.Partitions.Fetch:output_type -> flotilla.client.v1.FetchResponse
-	15, // 16: flotilla.client.v1.Partitions.TransferLeadership:output_type -> flotilla.client.v1.TransferLeadershipResponse
-	17, // 17: flotilla.client.v1.Partitions.ChangeReplicas:output_type -> flotilla.client.v1.ChangeReplicasResponse
+	9,  // 0: flotilla.client.v1.PartitionInfo.followers:type_name -> flotilla.client.v1.FollowerLag
+	8,  // 1: flotilla.client.v1.ListPartitionsResponse.partitions:type_name -> flotilla.client.v1.PartitionInfo
+	3,  // 2: flotilla.client.v1.Partitions.CreatePartition:input_type -> flotilla.client.v1.CreatePartitionRequest
+	5,  // 3: flotilla.client.v1.Partitions.DeletePartition:input_type -> flotilla.client.v1.DeletePartitionRequest
+	7,  // 4: flotilla.client.v1.Partitions.DescribePartition:input_type -> flotilla.client.v1.DescribePartitionRequest
+	10, // 5: flotilla.client.v1.Partitions.ListPartitions:input_type -> flotilla.client.v1.ListPartitionsRequest
+	12, // 6: flotilla.client.v1.Partitions.Produce:input_type -> flotilla.client.v1.ProduceRequest
+	14, // 7: flotilla.client.v1.Partitions.Fetch:input_type -> flotilla.client.v1.FetchRequest
+	16, // 8: flotilla.client.v1.Partitions.TransferLeadership:input_type -> flotilla.client.v1.TransferLeadershipRequest
+	18, // 9: flotilla.client.v1.Partitions.ChangeReplicas:input_type -> flotilla.client.v1.ChangeReplicasRequest
+	4,  // 10: flotilla.client.v1.Partitions.CreatePartition:output_type -> flotilla.client.v1.CreatePartitionResponse
+	6,  // 11: flotilla.client.v1.Partitions.DeletePartition:output_type -> flotilla.client.v1.DeletePartitionResponse
+	8,  // 12: flotilla.client.v1.Partitions.DescribePartition:output_type -> flotilla.client.v1.PartitionInfo
+	11, // 13: flotilla.client.v1.Partitions.ListPartitions:output_type -> flotilla.client.v1.ListPartitionsResponse
+	13, // 14: flotilla.client.v1.Partitions.Produce:output_type -> flotilla.client.v1.ProduceResponse
+	15, // 15: flotilla.client.v1.Partitions.Fetch:output_type -> flotilla.client.v1.FetchResponse
+	17, // 16: flotilla.client.v1.Partitions.TransferLeadership:output_type -> flotilla.client.v1.TransferLeadershipResponse
+	19, // 17: flotilla.client.v1.Partitions.ChangeReplicas:output_type -> flotilla.client.v1.ChangeReplicasResponse
 	10, // [10:18] is the sub-list for method output_type
 	2,  // [2:10] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
@@ -1171,7 +1310,7 @@ func file_clientpb_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clientpb_client_proto_rawDesc), len(file_clientpb_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

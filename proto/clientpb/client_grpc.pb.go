@@ -35,10 +35,25 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Partitions is served by every node. Calls that need the partition's
-// leader (Produce, a linearizable Fetch, TransferLeadership,
-// ChangeReplicas) fail elsewhere with FAILED_PRECONDITION and a NotLeader
-// detail naming the leader and its address.
+// Partitions is served by every node. Statuses a client handles:
+//   - FAILED_PRECONDITION with a NotLeader detail: a call that needs the
+//     partition's leader (Produce, a linearizable Fetch,
+//     TransferLeadership, ChangeReplicas) reached another node; the detail
+//     names the leader and its address.
+//   - RESOURCE_EXHAUSTED, always with a ResourceExhausted detail: the node
+//     or the partition is out of a resource; the detail says which and
+//     when a retry may succeed. (A request larger than the node's gRPC
+//     receive limit is refused by gRPC itself, without the detail.)
+//   - OUT_OF_RANGE, always with an OutOfRange detail: a fetch from an
+//     offset this replica does not hold.
+//   - INVALID_ARGUMENT: a malformed request, or one over a size limit; the
+//     message names the limit (MaxRecordBytes, MaxProduceBytes,
+//     MaxProduceRecords).
+//
+// Size limits, by default (a node may be configured with others):
+// a record is at most 1 MiB, a produce request at most 1 MiB of record
+// data and 10,000 records, and a fetch response at most 64 MiB encoded,
+// and 4 MiB unless the request's max_bytes asks for more.
 type PartitionsClient interface {
 	// CreatePartition creates the partition's replicas on every listed node.
 	// It is idempotent: a retry after a timeout creates what is missing.
@@ -154,10 +169,25 @@ func (c *partitionsClient) ChangeReplicas(ctx context.Context, in *ChangeReplica
 // All implementations must embed UnimplementedPartitionsServer
 // for forward compatibility.
 //
-// Partitions is served by every node. Calls that need the partition's
-// leader (Produce, a linearizable Fetch, TransferLeadership,
-// ChangeReplicas) fail elsewhere with FAILED_PRECONDITION and a NotLeader
-// detail naming the leader and its address.
+// Partitions is served by every node. Statuses a client handles:
+//   - FAILED_PRECONDITION with a NotLeader detail: a call that needs the
+//     partition's leader (Produce, a linearizable Fetch,
+//     TransferLeadership, ChangeReplicas) reached another node; the detail
+//     names the leader and its address.
+//   - RESOURCE_EXHAUSTED, always with a ResourceExhausted detail: the node
+//     or the partition is out of a resource; the detail says which and
+//     when a retry may succeed. (A request larger than the node's gRPC
+//     receive limit is refused by gRPC itself, without the detail.)
+//   - OUT_OF_RANGE, always with an OutOfRange detail: a fetch from an
+//     offset this replica does not hold.
+//   - INVALID_ARGUMENT: a malformed request, or one over a size limit; the
+//     message names the limit (MaxRecordBytes, MaxProduceBytes,
+//     MaxProduceRecords).
+//
+// Size limits, by default (a node may be configured with others):
+// a record is at most 1 MiB, a produce request at most 1 MiB of record
+// data and 10,000 records, and a fetch response at most 64 MiB encoded,
+// and 4 MiB unless the request's max_bytes asks for more.
 type PartitionsServer interface {
 	// CreatePartition creates the partition's replicas on every listed node.
 	// It is idempotent: a retry after a timeout creates what is missing.
