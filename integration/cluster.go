@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,9 +73,19 @@ type syncHold struct {
 	held    bool
 	fail    bool
 	release chan struct{}
+	noSpace string // files with this suffix cannot be created or written
 }
 
 func (s *syncHold) wait(op errorfs.Op) error {
+	s.mu.Lock()
+	noSpace := s.noSpace
+	s.mu.Unlock()
+	switch op.Kind {
+	case errorfs.OpCreate, errorfs.OpFileWrite, errorfs.OpFileWriteAt:
+		if noSpace != "" && strings.HasSuffix(op.Path, noSpace) {
+			return syscall.ENOSPC
+		}
+	}
 	switch op.Kind {
 	case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
 	default:
@@ -102,6 +113,29 @@ func (c *Cluster) FailSyncs(node uint64) {
 	h.mu.Lock()
 	h.fail = true
 	h.mu.Unlock()
+}
+
+// NoSpace makes a node's disk refuse, with ENOSPC, to create or write
+// files whose name ends in suffix ("" again: it takes them again): ".sst"
+// fails flushes and compactions, ".log" the WAL.
+func (c *Cluster) NoSpace(node uint64, suffix string) {
+	h := c.holds[node]
+	h.mu.Lock()
+	h.noSpace = suffix
+	h.mu.Unlock()
+}
+
+// SetFreeSpace makes a node's disk report free bytes free (0: report
+// nothing, as an in-memory disk does), for the space alarm.
+func (c *Cluster) SetFreeSpace(node, free uint64) {
+	c.mu.Lock()
+	fs := c.fs[node]
+	c.mu.Unlock()
+	usage := vfs.DiskUsage{}
+	if free > 0 {
+		usage = vfs.DiskUsage{AvailBytes: free, TotalBytes: 100 << 30, UsedBytes: 100<<30 - free}
+	}
+	fs.TestingSetDiskUsage(usage)
 }
 
 // HoldSyncs stops a node's WAL syncs from completing until ReleaseSyncs.
@@ -314,6 +348,31 @@ func (c *Cluster) metrics(node uint64) map[string]float64 {
 		}
 	}
 	return sums
+}
+
+// metricLabel returns the value of one labelled series of a counter or
+// gauge on a node, 0 if it has none.
+func (c *Cluster) metricLabel(node uint64, name, label, value string) float64 {
+	c.mu.Lock()
+	reg := c.regs[node]
+	c.mu.Unlock()
+	families, err := reg.Gather()
+	if err != nil {
+		c.t.Fatalf("gather node %d: %v", node, err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // Host returns a node's host, nil while it is crashed.

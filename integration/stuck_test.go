@@ -185,53 +185,57 @@ func TestReadsAndTransfersBounded(t *testing.T) {
 	cutOff := leader%3 + 1
 	heal := c.Net.AddFilter(transport.Isolate(cutOff))
 	defer heal()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel()
-
-	// idle waits until a node's scheduler has taken what was queued.
-	idle := func(node uint64) {
-		await.Until(t, 10*time.Second, "the scheduler to take the request", func() bool {
-			m := c.metrics(node)
-			return m["flotilla_scheduler_queue_depth"] == 0 && m["flotilla_scheduler_processing"] == 0
-		})
+	// fire makes n calls at once and returns their errors as they come;
+	// the accepted ones wait until ctx ends.
+	fire := func(ctx context.Context, n int, call func(context.Context) error) <-chan error {
+		errc := make(chan error, n)
+		for range n {
+			wg.Add(1)
+			go func() { defer wg.Done(); errc <- call(ctx) }()
+		}
+		return errc
 	}
-	try := func(node uint64, call func(context.Context) error) bool {
-		errc := make(chan error, 1)
-		wg.Add(1)
-		go func() { defer wg.Done(); errc <- call(ctx) }()
-		idle(node)
+	// refusals waits until the count of refused calls of a kind reaches
+	// total, refused of them from errc's calls (refusals happen only once
+	// the bound is reached), and checks that those, and only those, have
+	// returned, with ErrBusy.
+	refusals := func(node uint64, kind string, errc <-chan error, refused, total int) {
+		t.Helper()
+		metric := func() float64 { return c.metricLabel(node, "flotilla_host_requests_refused_total", "request", kind) }
+		await.Until(t, 30*time.Second, fmt.Sprintf("%d %ss refused", total, kind), func() bool { return metric() >= float64(total) })
+		for range refused {
+			if err := <-errc; !errors.Is(err, multiraft.ErrBusy) {
+				t.Fatalf("a %s beyond the bound ended with %v, want ErrBusy", kind, err)
+			}
+		}
+		if got := metric(); got != float64(total) {
+			t.Fatalf("%v %ss refused, want %d", got, kind, total)
+		}
 		select {
 		case err := <-errc:
-			if !errors.Is(err, multiraft.ErrBusy) {
-				t.Fatalf("a bounded request ended with %v", err)
-			}
-			return false
+			t.Fatalf("a %s within the bound returned: %v", kind, err)
 		default:
-			return true // accepted, waiting
 		}
 	}
-	accepted := 0
-	for i := 0; i < 3*bound; i++ {
-		if try(cutOff, func(ctx context.Context) error { return c.Host(cutOff).ReadIndex(ctx, g) }) {
-			accepted++
+
+	read := func(ctx context.Context) error { return c.Host(cutOff).ReadIndex(ctx, g) }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reads := fire(ctx, 3*bound, read)
+	refusals(cutOff, "read", reads, 2*bound, 2*bound)
+	// Callers that leave free their places.
+	cancel()
+	for range bound {
+		if err := <-reads; !errors.Is(err, context.Canceled) {
+			t.Fatalf("a waiting read ended with %v", err)
 		}
 	}
-	if accepted != bound {
-		t.Fatalf("%d reads waiting on a cut-off replica, want the bound %d", accepted, bound)
-	}
-	if got := c.Metric(cutOff, "flotilla_host_requests_refused_total"); got != 2*bound {
-		t.Fatalf("%v refusals counted, want %d", got, 2*bound)
-	}
-	accepted = 0
-	for i := 0; i < 3*bound; i++ {
-		if try(leader, func(ctx context.Context) error { return c.Host(leader).TransferLeadership(ctx, g, cutOff) }) {
-			accepted++
-		}
-	}
-	if accepted != bound {
-		t.Fatalf("%d transfers waiting for a cut-off target, want the bound %d", accepted, bound)
-	}
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	refusals(cutOff, "read", fire(ctx, bound+1, read), 1, 2*bound+1)
+
+	transfer := func(ctx context.Context) error { return c.Host(leader).TransferLeadership(ctx, g, cutOff) }
+	refusals(leader, "transfer", fire(ctx, 3*bound, transfer), 2*bound, 2*bound)
 }

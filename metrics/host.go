@@ -10,7 +10,7 @@ type Host struct {
 	GroupsByRole      *prometheus.GaugeVec // label role: leader, follower, candidate, pre-candidate
 	Elections         prometheus.Counter
 	ReadIndexDuration prometheus.Histogram
-	Proposals         *prometheus.CounterVec // label result: ok, rejected, ambiguous, busy, not_leader
+	Proposals         *prometheus.CounterVec // label result: ok, rejected, ambiguous, busy, no_space, not_leader, error
 	ProposeDuration   prometheus.Histogram
 	ApplyDuration     prometheus.Histogram
 	ProposalBytes     prometheus.Gauge
@@ -19,6 +19,9 @@ type Host struct {
 	MessagesDropped   *prometheus.CounterVec // label reason: unknown_group, stale_replica, removed_replica, closed_group
 	RequestsRefused   *prometheus.CounterVec // label request: read, transfer, membership
 	GroupsFailed      prometheus.Gauge
+	DiskSpaceAlarm    prometheus.Gauge
+	DiskFreeBytes     prometheus.Gauge
+	DiskFullErrors    prometheus.Counter
 }
 
 // NewHost creates the host's collectors and registers them on reg (nil:
@@ -54,11 +57,18 @@ func NewHost(reg prometheus.Registerer) *Host {
 			Help: "Reads, leadership transfers and membership changes refused (ErrBusy) because their group had as many waiting as it may."}, []string{"request"}),
 		GroupsFailed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "groups_failed",
 			Help: "Groups whose replica here failed alone (a panic while stepping or applying) and is no longer processed."}),
+		DiskSpaceAlarm: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "disk_space_alarm",
+			Help: "1 while the data directory's disk is short of space and new writes are refused."}),
+		DiskFreeBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "disk_free_bytes",
+			Help: "Free bytes of the data directory's disk, as last checked."}),
+		DiskFullErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "disk_full_errors_total",
+			Help: "Writes that failed for lack of space (ENOSPC)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Groups, m.Leaders, m.LeaderChanges, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
 			m.Proposals, m.ProposeDuration, m.ApplyDuration,
-			m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.GroupsFailed)
+			m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.GroupsFailed,
+			m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors)
 	}
 	for _, role := range []string{"leader", "follower", "candidate", "pre-candidate"} {
 		m.GroupsByRole.WithLabelValues(role)
@@ -66,7 +76,7 @@ func NewHost(reg prometheus.Registerer) *Host {
 	for _, request := range []string{"read", "transfer", "membership"} {
 		m.RequestsRefused.WithLabelValues(request)
 	}
-	for _, result := range []string{"ok", "rejected", "ambiguous", "busy", "not_leader", "error"} {
+	for _, result := range []string{"ok", "rejected", "ambiguous", "busy", "no_space", "not_leader", "error"} {
 		m.Proposals.WithLabelValues(result)
 	}
 	return m

@@ -6,25 +6,26 @@ import "github.com/prometheus/client_golang/prometheus"
 // synced write path shared by every group), the apply path, the entry cache
 // and snapshot installs.
 type Store struct {
-	WriterBatches        prometheus.Counter
-	WriterItems          prometheus.Counter
-	WriterEntries        prometheus.Counter
-	WriterBytes          prometheus.Counter
-	WriterItemsPerBatch  prometheus.Histogram
-	WriterBytesPerBatch  prometheus.Histogram
-	SyncDuration         prometheus.Histogram
-	WriterQueueItems     prometheus.Gauge
-	WriterQueueBytes     prometheus.Gauge
-	WriterRejected       prometheus.Counter
-	ApplyBatches         prometheus.Counter
-	Truncations          prometheus.Counter
-	SnapshotsInstalled   prometheus.Counter
-	EntryCacheHits       prometheus.Counter
-	EntryCacheMisses     prometheus.Counter
-	EntryCacheBytes      prometheus.Gauge
-	Failed               prometheus.Gauge
-	PebbleWriteStalls    prometheus.Counter
-	PebbleWriteStallTime prometheus.Counter
+	WriterBatches          prometheus.Counter
+	WriterItems            prometheus.Counter
+	WriterEntries          prometheus.Counter
+	WriterBytes            prometheus.Counter
+	WriterItemsPerBatch    prometheus.Histogram
+	WriterBytesPerBatch    prometheus.Histogram
+	SyncDuration           prometheus.Histogram
+	WriterQueueItems       prometheus.Gauge
+	WriterQueueBytes       prometheus.Gauge
+	WriterRejected         prometheus.Counter
+	ApplyBatches           prometheus.Counter
+	Truncations            prometheus.Counter
+	SnapshotsInstalled     prometheus.Counter
+	EntryCacheHits         prometheus.Counter
+	EntryCacheMisses       prometheus.Counter
+	EntryCacheBytes        prometheus.Gauge
+	Failed                 prometheus.Gauge
+	PebbleWriteStalls      prometheus.Counter
+	PebbleWriteStallTime   prometheus.Counter
+	PebbleBackgroundErrors prometheus.Counter
 }
 
 // NewStore creates the store's collectors and registers them on reg. A nil
@@ -41,25 +42,26 @@ func NewStore(reg prometheus.Registerer) *Store {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help, Buckets: buckets})
 	}
 	m := &Store{
-		WriterBatches:        counter("log_batches_total", "Synced batches committed by the log writer."),
-		WriterItems:          counter("log_items_total", "Append, truncation and lifecycle items committed by the log writer."),
-		WriterEntries:        counter("log_entries_total", "Raft log entries committed by the log writer."),
-		WriterBytes:          counter("log_bytes_total", "Bytes of Pebble batches committed by the log writer."),
-		WriterItemsPerBatch:  histogram("log_batch_items", "Items per log writer batch.", prometheus.ExponentialBuckets(1, 2, 16)),
-		WriterBytesPerBatch:  histogram("log_batch_bytes", "Bytes per log writer batch.", prometheus.ExponentialBuckets(256, 4, 10)),
-		SyncDuration:         histogram("log_sync_duration_seconds", "Time from applying a log writer batch to its WAL sync returning.", prometheus.ExponentialBuckets(50e-6, 2, 16)),
-		WriterQueueItems:     gauge("log_queue_items", "Items waiting for the log writer."),
-		WriterQueueBytes:     gauge("log_queue_bytes", "Bytes waiting for the log writer."),
-		WriterRejected:       counter("log_queue_rejected_total", "Items refused because the log writer queue was full."),
-		ApplyBatches:         counter("apply_batches_total", "Unsynced apply batches committed."),
-		Truncations:          counter("log_truncations_total", "Log truncations committed."),
-		SnapshotsInstalled:   counter("snapshots_installed_total", "Snapshots ingested over a group's replica span."),
-		EntryCacheHits:       counter("entry_cache_hits_total", "Entries and Term lookups served wholly from the entry cache."),
-		EntryCacheMisses:     counter("entry_cache_misses_total", "Entries and Term lookups that read Pebble."),
-		EntryCacheBytes:      gauge("entry_cache_bytes", "Bytes held by the entry cache."),
-		Failed:               gauge("failed", "1 once the store has failed (fail-stop)."),
-		PebbleWriteStalls:    counter("pebble_write_stalls_total", "Pebble write stalls begun."),
-		PebbleWriteStallTime: counter("pebble_write_stall_seconds_total", "Time Pebble spent with writes stalled."),
+		WriterBatches:          counter("log_batches_total", "Synced batches committed by the log writer."),
+		WriterItems:            counter("log_items_total", "Append, truncation and lifecycle items committed by the log writer."),
+		WriterEntries:          counter("log_entries_total", "Raft log entries committed by the log writer."),
+		WriterBytes:            counter("log_bytes_total", "Bytes of Pebble batches committed by the log writer."),
+		WriterItemsPerBatch:    histogram("log_batch_items", "Items per log writer batch.", prometheus.ExponentialBuckets(1, 2, 16)),
+		WriterBytesPerBatch:    histogram("log_batch_bytes", "Bytes per log writer batch.", prometheus.ExponentialBuckets(256, 4, 10)),
+		SyncDuration:           histogram("log_sync_duration_seconds", "Time from applying a log writer batch to its WAL sync returning.", prometheus.ExponentialBuckets(50e-6, 2, 16)),
+		WriterQueueItems:       gauge("log_queue_items", "Items waiting for the log writer."),
+		WriterQueueBytes:       gauge("log_queue_bytes", "Bytes waiting for the log writer."),
+		WriterRejected:         counter("log_queue_rejected_total", "Items refused because the log writer queue was full."),
+		ApplyBatches:           counter("apply_batches_total", "Unsynced apply batches committed."),
+		Truncations:            counter("log_truncations_total", "Log truncations committed."),
+		SnapshotsInstalled:     counter("snapshots_installed_total", "Snapshots ingested over a group's replica span."),
+		EntryCacheHits:         counter("entry_cache_hits_total", "Entries and Term lookups served wholly from the entry cache."),
+		EntryCacheMisses:       counter("entry_cache_misses_total", "Entries and Term lookups that read Pebble."),
+		EntryCacheBytes:        gauge("entry_cache_bytes", "Bytes held by the entry cache."),
+		Failed:                 gauge("failed", "1 once the store has failed (fail-stop)."),
+		PebbleWriteStalls:      counter("pebble_write_stalls_total", "Pebble write stalls begun."),
+		PebbleWriteStallTime:   counter("pebble_write_stall_seconds_total", "Time Pebble spent with writes stalled."),
+		PebbleBackgroundErrors: counter("pebble_background_errors_total", "Failed Pebble flushes and compactions (Pebble retries them; a full disk shows here first)."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.WriterBatches, m.WriterItems, m.WriterEntries, m.WriterBytes,
@@ -67,7 +69,7 @@ func NewStore(reg prometheus.Registerer) *Store {
 			m.WriterQueueItems, m.WriterQueueBytes, m.WriterRejected,
 			m.ApplyBatches, m.Truncations, m.SnapshotsInstalled,
 			m.EntryCacheHits, m.EntryCacheMisses, m.EntryCacheBytes,
-			m.Failed, m.PebbleWriteStalls, m.PebbleWriteStallTime)
+			m.Failed, m.PebbleWriteStalls, m.PebbleWriteStallTime, m.PebbleBackgroundErrors)
 	}
 	return m
 }

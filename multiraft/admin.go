@@ -38,7 +38,11 @@ func (h *Host) HandleAdmin(ctx context.Context, from transport.NodeID, req *peer
 	default:
 		err = fmt.Errorf("%w: unknown admin request from node %d", ErrInvalid, from)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNoSpace):
+		// The caller's node tells its client why, and that it may retry.
+		return nil, fmt.Errorf("%w: %w", transport.ErrExhausted, err)
+	case err != nil:
 		return nil, err
 	}
 	return &peerpb.AdminResponse{}, nil

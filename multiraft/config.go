@@ -1,7 +1,6 @@
 package multiraft
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -105,6 +104,16 @@ type Config struct {
 	// DiskStallThreshold fails the host when a disk write or sync takes
 	// longer. Default 20 s.
 	DiskStallThreshold time.Duration
+	// MinFreeDiskBytes is the space alarm's threshold: with less free
+	// space on the data directory's disk (FS.GetDiskUsage), new proposals
+	// and replicas are refused with ErrNoSpace until there is an eighth
+	// more again (see space.go). It must cover what can be written
+	// between two checks, a WAL's preallocation and a memtable flush.
+	// Default 4 x MemTableSize, at least 64 MiB; negative disables it.
+	MinFreeDiskBytes int64
+	// DiskCheckInterval is how often the free space is read. Default
+	// TickInterval.
+	DiskCheckInterval time.Duration
 
 	// Logger receives the host's messages. Default slog.Default().
 	Logger *slog.Logger
@@ -187,6 +196,8 @@ func (c *Config) Validate() error {
 	fill(&c.LogQueueBytes, d.LogQueueBytes)
 	fill(&c.MemTableSize, d.MemTableSize)
 	fill(&c.DiskStallThreshold, d.DiskStallThreshold)
+	fill(&c.MinFreeDiskBytes, max(64<<20, 4*int64(c.MemTableSize)))
+	fill(&c.DiskCheckInterval, c.TickInterval)
 	if c.FS == nil {
 		c.FS = vfs.Default
 	}
@@ -200,8 +211,16 @@ func (c *Config) Validate() error {
 	switch {
 	case c.ElectionTicks <= c.HeartbeatTicks:
 		return fmt.Errorf("%w: ElectionTicks %d must exceed HeartbeatTicks %d", ErrInvalid, c.ElectionTicks, c.HeartbeatTicks)
-	case c.TickInterval < 0 || c.Workers < 0 || c.MaxProposalBytes < 0:
-		return errors.New("multiraft: negative setting")
+	case c.TickInterval < 0:
+		return fmt.Errorf("%w: TickInterval %s is negative", ErrInvalid, c.TickInterval)
+	case c.Workers < 0:
+		return fmt.Errorf("%w: Workers %d is negative", ErrInvalid, c.Workers)
+	case c.MaxProposalBytes < 0:
+		return fmt.Errorf("%w: MaxProposalBytes %d is negative", ErrInvalid, c.MaxProposalBytes)
+	case c.LogQueueBytes < 0:
+		return fmt.Errorf("%w: LogQueueBytes %d is negative", ErrInvalid, c.LogQueueBytes)
+	case c.DiskCheckInterval < 0:
+		return fmt.Errorf("%w: DiskCheckInterval %s is negative", ErrInvalid, c.DiskCheckInterval)
 	case uint64(c.MaxProposalBytes) > c.MaxUncommittedEntriesSize:
 		return fmt.Errorf("%w: MaxProposalBytes above MaxUncommittedEntriesSize", ErrInvalid)
 	}

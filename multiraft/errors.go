@@ -18,6 +18,11 @@ var (
 	ErrGroupNotFound = errors.New("multiraft: group not found")
 	// ErrGroupExists: the group is already hosted here.
 	ErrGroupExists = errors.New("multiraft: group already exists")
+	// ErrNoSpace: the host's disk is short of space (the space alarm, see
+	// Config.MinFreeDiskBytes): new proposals and replicas are refused until
+	// it has room again; reads, removals and membership changes go on.
+	// Nothing was queued. Retry later, or move replicas away.
+	ErrNoSpace = errors.New("multiraft: disk space alarm")
 	// ErrTooLarge: a proposal exceeds Config.MaxProposalBytes.
 	ErrTooLarge = errors.New("multiraft: proposal too large")
 	// ErrStopped: the host is closed or has failed. A proposal that was

@@ -39,6 +39,7 @@ type Host struct {
 		sync.RWMutex
 		m map[uint64]*group
 	}
+	space         *spaceAlarm
 	proposalBytes atomic.Int64
 	inboxBytes    atomic.Int64
 	nextProposal  atomic.Uint64
@@ -61,7 +62,7 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: metrics.NewHost(cfg.Registerer), trans: cfg.Transport}
 	h.proposed = make(map[string]prometheus.Counter)
-	for _, result := range []string{"ok", "not_leader", "busy", "rejected", "ambiguous", "error"} {
+	for _, result := range []string{"ok", "not_leader", "busy", "no_space", "rejected", "ambiguous", "error"} {
 		h.proposed[result] = h.m.Proposals.WithLabelValues(result)
 	}
 	h.groups.m = make(map[uint64]*group)
@@ -85,6 +86,8 @@ func NewHost(cfg Config) (*Host, error) {
 	sc.MemTableSize = cfg.MemTableSize
 	sc.DiskStallThreshold = cfg.DiskStallThreshold
 	sc.OnFailure = func(err error) { h.fail(err) }
+	h.space = newSpaceAlarm(h)
+	sc.OnDiskFull = h.space.noteENOSPC
 	st, err := store.Open(sc)
 	if err != nil {
 		return nil, err
@@ -113,6 +116,7 @@ func NewHost(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	h.sched.Start()
+	h.space.start()
 	return h, nil
 }
 
@@ -182,6 +186,9 @@ func (h *Host) CreateGroup(groupID uint64, members []uint64) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
+	if err := h.space.refuse(); err != nil {
+		return err
+	}
 	nodes := slices.Clone(members)
 	slices.Sort(nodes)
 	nodes = slices.Compact(nodes)
@@ -207,6 +214,9 @@ func (h *Host) CreateGroup(groupID uint64, members []uint64) error {
 // added by a membership change and caught up.
 func (h *Host) JoinGroup(groupID, replicaID uint64) error {
 	if err := h.usable(); err != nil {
+		return err
+	}
+	if err := h.space.refuse(); err != nil {
 		return err
 	}
 	return h.createReplica(groupID, replicaID, nil)
@@ -280,6 +290,9 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 	if err := h.usable(); err != nil {
 		return Result{}, err
 	}
+	if err := h.space.refuse(); err != nil {
+		return Result{}, err
+	}
 	if len(data) > h.cfg.MaxProposalBytes {
 		return Result{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), h.cfg.MaxProposalBytes)
 	}
@@ -336,6 +349,8 @@ func resultLabel(err error) string {
 		return "not_leader"
 	case errors.Is(err, ErrBusy):
 		return "busy"
+	case errors.Is(err, ErrNoSpace):
+		return "no_space"
 	case errors.Is(err, ErrRejected):
 		return "rejected"
 	case errors.Is(err, ErrAmbiguous):
@@ -352,6 +367,7 @@ func (h *Host) Close() error {
 	var err error
 	h.closeOnce.Do(func() {
 		h.closed.Store(true)
+		h.space.close()
 		h.sched.Close()
 		err = h.trans.Close()
 		h.groups.RLock()

@@ -26,6 +26,11 @@ type Config struct {
 	// at its first open and checked at every later one (ErrIdentity on a
 	// mismatch). Both 0: none is recorded or checked.
 	ClusterID, NodeID uint64
+	// OnDiskFull, if set, is called when a write to FS fails for lack of
+	// space (ENOSPC), before Pebble retries the write once. It must be
+	// quick: every write waits for it. A WAL write or sync that still
+	// fails fails the store as any other.
+	OnDiskFull func()
 	// OnFailure, if set, is called once, from the goroutine that saw it,
 	// when the store fails (fail-stop). It must not block or call the store.
 	OnFailure func(error)

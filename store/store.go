@@ -16,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"golang.org/x/time/rate"
 
 	"github.com/flotilla-io/flotilla/metrics"
 )
@@ -51,6 +52,27 @@ type Store struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 	ingestSeq atomic.Uint64
+	bgErrLog  logLimiter
+}
+
+// logLimiter lets a line through at most once per interval and counts
+// the ones it held back.
+type logLimiter struct {
+	every      rate.Sometimes
+	suppressed atomic.Int64
+}
+
+// Do runs log with the count of lines suppressed since the last one, or
+// counts one more.
+func (l *logLimiter) Do(log func(suppressed int64)) {
+	ran := false
+	l.every.Do(func() {
+		ran = true
+		log(l.suppressed.Swap(0))
+	})
+	if !ran {
+		l.suppressed.Add(1)
+	}
 }
 
 // Open opens (or creates) the store in cfg.Dir and loads every group's state.
@@ -59,11 +81,16 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "store"), m: cfg.Metrics}
+	s.bgErrLog.every.Interval = 10 * time.Second
 	s.failure.ch = make(chan struct{})
 	s.groups.m = make(map[uint64]*GroupStorage)
 	s.groups.tombstones = make(map[uint64]uint64)
 
-	s.fs, s.fsCl = vfs.WithDiskHealthChecks(cfg.FS, cfg.DiskStallThreshold, nil, func(info vfs.DiskSlowInfo) {
+	fs := cfg.FS
+	if cfg.OnDiskFull != nil {
+		fs = vfs.OnDiskFull(fs, cfg.OnDiskFull)
+	}
+	s.fs, s.fsCl = vfs.WithDiskHealthChecks(fs, cfg.DiskStallThreshold, nil, func(info vfs.DiskSlowInfo) {
 		s.fail(fmt.Errorf("disk stalled: %s %s for %s (threshold %s)", info.OpType, info.Path, info.Duration, cfg.DiskStallThreshold))
 	})
 	s.opts = &pebble.Options{
@@ -175,8 +202,14 @@ func (s *Store) eventListener() *pebble.EventListener {
 				s.m.PebbleWriteStallTime.Add(time.Since(time.Unix(0, t)).Seconds())
 			}
 		},
+		// A background error (a failed flush or compaction) is retried by
+		// Pebble and may repeat many times a second, on a full disk for
+		// instance: count each, log a few.
 		BackgroundError: func(err error) {
-			s.log.Error("pebble background error", "err", err)
+			s.m.PebbleBackgroundErrors.Inc()
+			s.bgErrLog.Do(func(suppressed int64) {
+				s.log.Error("pebble background error (retried by pebble)", "err", err, "suppressed", suppressed)
+			})
 		},
 	}
 }

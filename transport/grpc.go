@@ -282,6 +282,8 @@ func remoteError(to NodeID, err error) error {
 	switch st.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		return fmt.Errorf("%w: node %d: %s", ErrUnknownPeer, to, st.Message())
+	case codes.ResourceExhausted:
+		return fmt.Errorf("%w: node %d: %s", ErrExhausted, to, st.Message())
 	default:
 		return fmt.Errorf("%w: node %d: %s", ErrRefused, to, st.Message())
 	}
@@ -375,7 +377,10 @@ func (s *peerServer) Admin(ctx context.Context, req *peerpb.AdminRequest) (*peer
 		return nil, err
 	}
 	resp, err := s.t.receiveAdmin(ctx, from, req)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrExhausted):
+		return nil, status.Error(codes.ResourceExhausted, err.Error())
+	case err != nil:
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return resp, nil

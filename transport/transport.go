@@ -82,7 +82,11 @@ var (
 	ErrMalformed       = errors.New("transport: malformed input")
 	ErrChecksum        = errors.New("transport: snapshot checksum mismatch")
 	ErrRefused         = errors.New("transport: refused by peer")
-	ErrInvalidConfig   = errors.New("transport: invalid config")
+	// ErrExhausted: the peer refused an admin call for lack of a
+	// resource (the handler's error wraps it); retry later. It crosses
+	// the wire as RESOURCE_EXHAUSTED.
+	ErrExhausted     = errors.New("transport: peer out of a resource")
+	ErrInvalidConfig = errors.New("transport: invalid config")
 )
 
 // messageSize approximates a message's weight for queue bounds: its

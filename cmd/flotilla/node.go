@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -77,14 +78,8 @@ Example (three nodes on one machine):
 			}
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-			s := <-sig
-			fmt.Fprintf(cmd.OutOrStdout(), "node %d: %s, draining\n", id, s)
-			ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
-			defer cancel()
-			if err := n.Drain(ctx); err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "node %d: drain incomplete: %v\n", id, err)
-			}
-			return n.Close()
+			defer signal.Stop(sig)
+			return serveNode(n, id, sig, drainTimeout, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
@@ -108,6 +103,37 @@ Example (three nodes on one machine):
 	_ = cmd.MarkFlagRequired("id")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
+}
+
+// failedCloseTimeout bounds the wait for a failed node to close: its disk
+// may never answer again, and a supervisor must see the process go.
+const failedCloseTimeout = 5 * time.Second
+
+// serveNode runs a started node until a signal, when it drains the node's
+// leadership and stops it, or until its host fails (fail-stop), when it
+// says why and returns the failure so the process exits non-zero for its
+// supervisor to restart it.
+func serveNode(n *node.Node, id uint64, sig <-chan os.Signal, drainTimeout time.Duration, out, errOut io.Writer) error {
+	select {
+	case s := <-sig:
+		fmt.Fprintf(out, "node %d: %s, draining\n", id, s)
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		if err := n.Drain(ctx); err != nil {
+			fmt.Fprintf(errOut, "node %d: drain incomplete: %v\n", id, err)
+		}
+		return n.Close()
+	case <-n.Failed():
+		fmt.Fprintf(errOut, "node %d: host failed, exiting: %v\n", id, n.Err())
+		closed := make(chan error, 1)
+		go func() { closed <- n.Close() }()
+		select {
+		case <-closed:
+		case <-time.After(failedCloseTimeout):
+			fmt.Fprintf(errOut, "node %d: gave up closing after %s\n", id, failedCloseTimeout)
+		}
+		return fmt.Errorf("node %d: host failed: %w", id, n.Err())
+	}
 }
 
 // parsePeers reads ID=ADDR,ID=ADDR,...

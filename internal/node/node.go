@@ -65,6 +65,9 @@ type Node struct {
 		sync.Mutex
 		logs map[uint64]*partition.Log
 	}
+	// failed is closed once the host fails (fail-stop); failure says why.
+	failed  chan struct{}
+	failure error
 }
 
 // Start opens the store, starts the host, and serves peers, clients and
@@ -82,7 +85,7 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), reg: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), reg: prometheus.NewRegistry(), failed: make(chan struct{})}
 	n.mu.logs = make(map[uint64]*partition.Log)
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.m = newNodeMetrics(n.reg)
@@ -128,6 +131,15 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Host != nil {
 		cfg.Host(&hc)
 	}
+	// The node learns of its host's failure whatever the hook set.
+	hostFailed := hc.Events.HostFailed
+	hc.Events.HostFailed = func(err error) {
+		if hostFailed != nil {
+			hostFailed(err)
+		}
+		n.failure = err
+		close(n.failed)
+	}
 	if err := cfg.Limits.checkHost(&hc); err != nil {
 		_ = trans.Close()
 		return nil, err
@@ -157,6 +169,21 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.log.Info("node started", "addr", n.Addr(), "metrics", n.MetricsAddr())
 	return n, nil
+}
+
+// Failed is closed once the node's host has failed (a failed write or
+// sync, a stalled disk): the node serves nothing any more and its process
+// should exit, non-zero, for a supervisor to restart it.
+func (n *Node) Failed() <-chan struct{} { return n.failed }
+
+// Err returns why the node's host failed, nil if it has not.
+func (n *Node) Err() error {
+	select {
+	case <-n.failed:
+		return n.failure
+	default:
+		return nil
+	}
 }
 
 // Addr is the node's gRPC address (peers and clients).

@@ -67,6 +67,8 @@ func (s *service) statusOf(partitionID uint64, err error) error {
 		return status.Errorf(codes.AlreadyExists, "partition %d: %v", partitionID, err)
 	case errors.Is(err, multiraft.ErrBusy):
 		return exhausted("busy", 100*time.Millisecond, "%v", err)
+	case errors.Is(err, multiraft.ErrNoSpace):
+		return exhausted("disk_full", diskFullRetry, "%v", err)
 	case errors.Is(err, partition.ErrTooManyProducers):
 		return exhausted("too_many_producers", time.Minute, "%v", err)
 	case errors.Is(err, multiraft.ErrTooLarge), errors.Is(err, multiraft.ErrInvalid), errors.Is(err, partition.ErrMalformed),
@@ -85,15 +87,26 @@ func (s *service) statusOf(partitionID uint64, err error) error {
 	}
 }
 
-// adminCode is the status of a failed admin call: unavailable if the node
-// could not be reached (worth a retry), a refusal otherwise (a deleted
-// partition's ID, a node that is not a member).
-func adminCode(err error) codes.Code {
-	if errors.Is(err, transport.ErrUnknownPeer) || errors.Is(err, multiraft.ErrStopped) {
-		return codes.Unavailable
+// adminError is the status of a failed admin call (what says which call
+// and node): unavailable if the node could not be reached (worth a
+// retry), exhausted if its disk is short of space, a refusal otherwise (a
+// deleted partition's ID, a node that is not a member).
+func adminError(err error, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	switch {
+	case errors.Is(err, transport.ErrUnknownPeer), errors.Is(err, multiraft.ErrStopped):
+		return status.Errorf(codes.Unavailable, "%s: %v", msg, err)
+	case errors.Is(err, multiraft.ErrNoSpace), errors.Is(err, transport.ErrExhausted):
+		return exhausted("disk_full", diskFullRetry, "%s: %v", msg, err)
+	default:
+		return status.Errorf(codes.FailedPrecondition, "%s: %v", msg, err)
 	}
-	return codes.FailedPrecondition
 }
+
+// diskFullRetry is the retry hint of a node whose disk is short of space:
+// space comes back as logs are truncated and replicas move, in seconds
+// at best.
+const diskFullRetry = 10 * time.Second
 
 // exhausted is a RESOURCE_EXHAUSTED status: every one the node answers
 // comes from here, with its reason and retry hint (documented in
@@ -141,7 +154,7 @@ func (s *service) CreatePartition(ctx context.Context, req *clientpb.CreateParti
 	}
 	for _, node := range replicas {
 		if err := s.n.host.CreateGroupOn(ctx, node, id, replicas); err != nil {
-			return nil, status.Errorf(adminCode(err), "creating partition %d on node %d: %v", id, node, err)
+			return nil, adminError(err, "creating partition %d on node %d", id, node)
 		}
 	}
 	return &clientpb.CreatePartitionResponse{}, nil
@@ -155,7 +168,7 @@ func (s *service) DeletePartition(ctx context.Context, req *clientpb.DeleteParti
 	}
 	for _, node := range s.n.nodes() {
 		if err := s.n.host.RemoveGroupOn(ctx, node, id); err != nil {
-			return nil, status.Errorf(adminCode(err), "deleting partition %d on node %d: %v", id, node, err)
+			return nil, adminError(err, "deleting partition %d on node %d", id, node)
 		}
 	}
 	return &clientpb.DeletePartitionResponse{}, nil
@@ -285,7 +298,7 @@ func (s *service) ChangeReplicas(ctx context.Context, req *clientpb.ChangeReplic
 			}
 		}
 		if err := s.n.host.JoinGroupOn(ctx, node, id, replicaID); err != nil {
-			return nil, status.Errorf(adminCode(err), "creating the replica of partition %d on node %d: %v", id, node, err)
+			return nil, adminError(err, "creating the replica of partition %d on node %d", id, node)
 		}
 		if _, err := s.n.host.ChangeMembership(ctx, id, multiraft.Change{Type: multiraft.AddVoter, Node: node}); err != nil {
 			return nil, s.statusOf(id, err)

@@ -155,6 +155,9 @@ type ResourceExhausted struct {
 	//	  producers as it may, and frees a slot only when one has been idle
 	//	  for its producer TTL (an hour by default); retry_after_ms is
 	//	  60000. Producing without a producer ID is not refused.
+	//	"disk_full": a node's disk is short of space (its space alarm):
+	//	  produce and partition creation are refused there until space
+	//	  returns, reads and deletes go on; retry_after_ms is 10000.
 	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// retry_after_ms is the least time to wait before retrying, in
 	// milliseconds.
