@@ -46,14 +46,43 @@
 // applied state (machine.go). ReadIndex (readindex.go) is a linearizable
 // read barrier on any replica.
 //
+// # When things go wrong
+//
+// Every request ends with a result or a definite error, whatever happens
+// to its group, and gives back what it charged (fail.go): a pass takes
+// everything queued for its group at once, and a group that stops being
+// processed (the host closed or failed, the group was removed, or it
+// failed alone) answers all it holds and refuses new requests from then
+// on. Local trouble costs only what it must:
+//
+//   - Backpressure delays, never fails: an append the log writer refuses
+//     waits in its group's backlog, a received snapshot with it, its data
+//     staged until raft takes or drops it (snapshot.go).
+//   - A transfer whose caller left is dropped and raft's attempt aborted;
+//     a membership change raft refuses (one is pending) is ErrRejected at
+//     once; reads and transfers waiting per group are bounded like every
+//     queue (ErrBusy, counted).
+//   - A panic in a pass (raft on a message it cannot take, a state
+//     machine on a command) fails that group on this host alone
+//     (ErrGroupFailed, EventListener.GroupFailed, a metric); the host,
+//     its other groups and the group's other replicas go on, and the
+//     failed replica can be removed.
+//   - A disk short of space trips the space alarm (space.go): proposals
+//     and new replicas get ErrNoSpace at once, while everything that frees
+//     space goes on; it clears by itself.
+//   - What must stop does, loudly: a failed write or sync, a stalled disk,
+//     a storage read error (raft's panic on it included) fail the whole
+//     host (fail-stop, EventListener.HostFailed, ErrStopped).
+//
 // # Goroutines
 //
-// The host runs none of its own: the scheduler's workers and tick loop, the
-// store's log writer and the transport's senders do the work, and each is
-// stopped by Close. A group owns nothing but memory.
+// The host runs one of its own, the space alarm's disk check; the
+// scheduler's workers and tick loop, the store's log writer and the
+// transport's senders do the rest, and each is stopped by Close. A group
+// owns nothing but memory.
 //
 // # Not yet here
 //
-// Quiescence of idle groups, the gRPC transport with coalesced heartbeats,
-// and chunked snapshot streaming come with their own issues.
+// Quiescence of idle groups, node liveness and admission control come
+// with their own issues.
 package multiraft
