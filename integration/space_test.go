@@ -161,3 +161,37 @@ func TestSpaceAlarmOnENOSPC(t *testing.T) {
 		t.Fatal("HostFailed not called")
 	}
 }
+
+// TestSpaceAlarmDisabled: with MinFreeDiskBytes negative the alarm is off:
+// flushes that fail for lack of space neither trip it nor refuse a
+// proposal (the WAL still takes them), and the host goes on once space
+// returns.
+func TestSpaceAlarmDisabled(t *testing.T) {
+	c := NewCluster(t, ClusterConfig{Nodes: 3, Configure: func(cfg *multiraft.Config) {
+		cfg.MemTableSize = 256 << 10 // flushes soon
+		cfg.MinFreeDiskBytes = -1
+	}})
+	const g = 1
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]uint64{g})
+	full := c.Leader(g)
+	c.NoSpace(full, ".sst")
+	for i := 0; c.Metric(full, "flotilla_store_pebble_background_errors_total") == 0; i++ {
+		if i == 200 {
+			t.Fatal("200 proposals of 16 KiB and no flush hit the full disk")
+		}
+		if _, err := proposeWithTime(c, full, g, make([]byte, 16<<10)); err != nil {
+			t.Fatalf("proposal %d with the alarm off: %v", i, err)
+		}
+	}
+	if got := c.Metric(full, "flotilla_host_disk_space_alarm"); got != 0 {
+		t.Fatalf("the disabled alarm tripped: %v", got)
+	}
+	c.NoSpace(full, "")
+	if _, err := proposeWithTime(c, full, g, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Host(full).Err(); err != nil {
+		t.Fatal(err)
+	}
+}

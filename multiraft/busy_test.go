@@ -98,3 +98,30 @@ func TestSnapshotWhileLogWriterBusy(t *testing.T) {
 		return c.Metric(3, "flotilla_host_inbox_bytes") == 0
 	})
 }
+
+// TestSnapshotOnFullDisk: a learner's snapshot reaching a host whose disk
+// is full (no table can be written: ENOSPC) trips the space alarm and
+// waits with its data; it is installed once space returns, and the host
+// never fails for it.
+func TestSnapshotOnFullDisk(t *testing.T) {
+	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Transport: integration.Memory})
+	const g = 1
+	c.CreateGroup(g, 1, 2)
+	c.WaitLeaders([]uint64{g})
+	propose(t, c, g, "before")
+	if err := c.Host(3).JoinGroup(g, 3); err != nil {
+		t.Fatal(err)
+	}
+	c.NoSpace(3, ".sst")
+	change(t, c, g, multiraft.Change{Type: multiraft.AddLearner, Node: 3})
+	c.WaitFor("the snapshot to reach node 3 (or node 3 to fail)", time.Minute, func() bool {
+		return c.Metric(3, "flotilla_host_disk_space_alarm") == 1 || c.Host(3).Err() != nil
+	})
+	ticks := 0
+	c.WaitFor("a few ticks", time.Minute, func() bool { ticks++; return ticks > 20 || c.Host(3).Err() != nil })
+	if err := c.Host(3).Err(); err != nil {
+		t.Fatalf("a snapshot on a full disk failed the whole host: %v", err)
+	}
+	c.NoSpace(3, "")
+	waitApplied(t, c, g, 3, 1)
+}

@@ -1,10 +1,12 @@
 package multiraft_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,9 +23,19 @@ import (
 // panics on messages it cannot take) fails that group on that host alone:
 // what waited on it is answered, the failure is counted and reported, and
 // the host and its other groups go on, as does the group on the other
-// replicas.
+// replicas (which elect a new leader if the failed replica led).
 func TestGroupPanicIsContained(t *testing.T) {
+	t.Run("follower", func(t *testing.T) { testGroupPanic(t, false) })
+	t.Run("leader", func(t *testing.T) { testGroupPanic(t, true) })
+}
+
+func testGroupPanic(t *testing.T, leads bool) {
 	const victim, g, other = 2, 1, 2
+	// The leader fails on a heartbeat response, a follower on a heartbeat.
+	trigger := pb.MsgHeartbeat
+	if leads {
+		trigger = pb.MsgHeartbeatResp
+	}
 	var armed atomic.Bool
 	var failedGroup atomic.Uint64
 	var hostFailed atomic.Bool
@@ -32,7 +44,7 @@ func TestGroupPanicIsContained(t *testing.T) {
 			return
 		}
 		multiraft.SetStepHook(cfg, func(groupID uint64, m *pb.Message) {
-			if groupID == g && armed.Load() && m.GetType() == pb.MsgHeartbeat {
+			if groupID == g && armed.Load() && m.GetType() == trigger {
 				panic(fmt.Sprintf("injected: cannot step %v", m.GetType()))
 			}
 		})
@@ -42,40 +54,56 @@ func TestGroupPanicIsContained(t *testing.T) {
 	c.CreateGroup(g, 1, 2, 3)
 	c.CreateGroup(other, 1, 2, 3)
 	c.WaitLeaders([]uint64{g, other})
-	if c.Leader(g) == victim {
-		leader := uint64(victim%3 + 1)
-		if err := c.Do("moving leadership off the victim", func(ctx context.Context) error {
-			return c.Host(victim).TransferLeadership(ctx, g, leader)
+	if leader := c.Leader(g); (leader == victim) != leads {
+		to := uint64(victim)
+		if !leads {
+			to = victim%3 + 1
+		}
+		if err := c.Do("moving leadership", func(ctx context.Context) error {
+			return c.Host(leader).TransferLeadership(ctx, g, to)
 		}); err != nil {
 			t.Fatal(err)
 		}
-		c.WaitLeaders([]uint64{g})
+		c.WaitFor("the leader to serve", time.Minute, func() bool { return c.Leader(g) == to })
 	}
 	propose(t, c, g, "before")
 
-	// A read on the victim that cannot complete (its requests to the
-	// leader are dropped) is waiting when the group fails.
+	// A request on the victim that cannot complete is waiting when the
+	// group fails: a read a follower cannot forward, a proposal a leader
+	// cannot replicate.
 	heal := c.Net.AddFilter(transport.DropType(pb.MsgReadIndex))
+	if leads {
+		heal()
+		heal = c.Net.AddFilter(transport.DropType(pb.MsgApp))
+	}
 	defer heal()
-	read := make(chan error, 1)
+	waiting := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		read <- c.Host(victim).ReadIndex(ctx, g)
+		if leads {
+			_, err := c.Host(victim).Propose(ctx, g, []byte("stranded"))
+			waiting <- err
+			return
+		}
+		waiting <- c.Host(victim).ReadIndex(ctx, g)
 	}()
 	armed.Store(true)
 	c.WaitFor("the victim's replica to fail", time.Minute, func() bool { return failedGroup.Load() == g })
 	select {
-	case err := <-read:
+	case err := <-waiting:
 		if !errors.Is(err, multiraft.ErrGroupFailed) {
-			t.Fatalf("the waiting read ended with %v, want ErrGroupFailed", err)
+			t.Fatalf("the waiting request ended with %v, want ErrGroupFailed", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("the read waiting on the failed group was never answered")
+		t.Fatal("the request waiting on the failed group was never answered")
 	}
 	h := c.Host(victim)
 	if err := h.Err(); err != nil || hostFailed.Load() {
 		t.Fatalf("the host failed with its group: %v", err)
+	}
+	if st, err := h.Status(g); err != nil || !st.Failed || st.Serving {
+		t.Fatalf("status of the failed group: %+v, %v", st, err)
 	}
 	if got := c.Metric(victim, "flotilla_host_groups_failed"); got != 1 {
 		t.Fatalf("flotilla_host_groups_failed = %v, want 1", got)
@@ -97,6 +125,9 @@ func TestGroupPanicIsContained(t *testing.T) {
 	// The failed replica can still be removed, to be added back fresh.
 	if err := c.Do("removing the failed replica", func(ctx context.Context) error { return h.RemoveGroup(ctx, g) }); err != nil {
 		t.Fatal(err)
+	}
+	if got := c.Metric(victim, "flotilla_host_groups_failed"); got != 0 {
+		t.Fatalf("flotilla_host_groups_failed = %v after the removal, want 0", got)
 	}
 }
 
@@ -151,4 +182,100 @@ func TestStorageReadErrorFailsHost(t *testing.T) {
 		t.Fatalf("the host's failure was counted as %v failed groups", got)
 	}
 	propose(t, c, g, "after")
+}
+
+// panicSM panics when it applies the command "boom", as a buggy state
+// machine would: the host fails the group alone (recoverGroup).
+type panicSM struct{ multiraft.StateMachine }
+
+func (s panicSM) Apply(cmds []multiraft.Command) ([][]byte, error) {
+	for _, c := range cmds {
+		if bytes.Equal(c.Data, []byte("boom")) {
+			panic("injected: the state machine panics on boom")
+		}
+	}
+	return s.StateMachine.Apply(cmds)
+}
+
+// TestConcurrentProposalsWithPanic: a group fails by a panic (its state
+// machine's) in the pass that handed many other proposals to raft; every
+// proposal is answered once and the host's proposal budget comes back to
+// exactly 0 (a proposal answered twice gave its bytes back twice).
+func TestConcurrentProposalsWithPanic(t *testing.T) {
+	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 1, Transport: integration.Memory, Configure: func(cfg *multiraft.Config) {
+		inner := cfg.StateMachine
+		cfg.StateMachine = func(id uint64) multiraft.StateMachine { return panicSM{inner(id)} }
+	}})
+	h := c.Host(1)
+	for round := uint64(1); round <= 20; round++ {
+		c.CreateGroup(round, 1)
+		c.WaitLeaders([]uint64{round})
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range 400 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				data := []byte("x")
+				if i == 20 {
+					data = []byte("boom")
+				}
+				_, _ = h.Propose(ctx, round, data)
+			}()
+		}
+		close(start)
+		c.WaitGroup("the proposals", time.Minute, &wg)
+		if got := c.Metric(1, "flotilla_host_proposal_bytes"); got != 0 {
+			t.Fatalf("round %d: flotilla_host_proposal_bytes = %v after every proposal was answered, want 0", round, got)
+		}
+	}
+}
+
+// TestFailedLeaderPendingIsAmbiguous: a leader's replica fails (a panic
+// while stepping a follower's append response) while a proposal is
+// pending there; the followers hold its entry and commit it under their
+// new leader. Its caller hears ErrAmbiguous (wrapping ErrGroupFailed),
+// never a failure that looks definite.
+func TestFailedLeaderPendingIsAmbiguous(t *testing.T) {
+	const g = 1
+	var victim atomic.Uint64
+	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Transport: integration.Memory, Configure: func(cfg *multiraft.Config) {
+		node := cfg.NodeID
+		multiraft.SetStepHook(cfg, func(groupID uint64, m *pb.Message) {
+			if groupID == g && victim.Load() == node && m.GetType() == pb.MsgAppResp && len(m.GetContext()) == 0 && !m.GetReject() {
+				panic("injected: cannot step an append response")
+			}
+		})
+	}})
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]uint64{g})
+	propose(t, c, g, "before")
+	leader := c.Leader(g)
+	victim.Store(leader)
+	var perr error
+	_ = c.Do("a proposal on the failing leader", func(ctx context.Context) error {
+		_, perr = c.Host(leader).Propose(ctx, g, []byte("pending"))
+		return nil
+	})
+	if !errors.Is(perr, multiraft.ErrGroupFailed) {
+		t.Fatalf("proposal ended with %v, want the group's failure", perr)
+	}
+	others := []uint64{leader%3 + 1, (leader+1)%3 + 1}
+	c.WaitFor("the other replicas to apply the pending proposal", time.Minute, func() bool {
+		for _, n := range others {
+			if c.SM(n, g).Len() < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if got := c.SM(others[0], g).Log()[1]; string(got) != "pending" {
+		t.Fatalf("second command %q", got)
+	}
+	if !errors.Is(perr, multiraft.ErrAmbiguous) && !errors.Is(perr, multiraft.ErrStopped) {
+		t.Fatalf("the proposal applied on the other replicas, but its caller heard a definite-looking %v (not ErrAmbiguous)", perr)
+	}
 }

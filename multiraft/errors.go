@@ -37,10 +37,11 @@ var (
 	// leadership was lost). Retry only if the command is idempotent.
 	ErrAmbiguous = errors.New("multiraft: outcome unknown")
 	// ErrGroupFailed: the group's replica on this host failed (a panic
-	// while stepping or applying it, or a log it cannot go on from) and is
-	// no longer processed here; the host and its other groups go on, and
-	// so does the group on its other replicas. Remove the replica (and
-	// add a new one) or restart the host.
+	// while stepping or applying it) and is no longer processed here; the
+	// host and its other groups go on, and so does the group on its other
+	// replicas. Remove the replica (and add a new one) or restart the
+	// host. A proposal that was pending when it failed gets ErrAmbiguous
+	// wrapping it: it may still apply through the other replicas.
 	ErrGroupFailed = errors.New("multiraft: group failed on this host")
 	// ErrInvalid: bad arguments.
 	ErrInvalid = errors.New("multiraft: invalid argument")

@@ -103,31 +103,39 @@ func (h *Host) recoverGroup(g *group) {
 	g.pass = nil
 	r := recover()
 	if r == nil {
+		if in != nil {
+			in.reset() // an idle group keeps nothing of its last pass
+		}
 		return
 	}
 	if err := h.Err(); err != nil {
 		h.log.Debug("group stopped by the host's failure", "group", g.id, "panic", r)
 		err = fmt.Errorf("%w: %w", ErrStopped, err)
-		if in != nil {
-			in.fail(g, err)
-		}
 		g.stop(err)
+		if in != nil {
+			in.fail(g, err) // what the pass took and had not handed on
+		}
 		return
 	}
 	err := fmt.Errorf("%w: group %d: panic: %v", ErrGroupFailed, g.id, r)
 	h.log.Error("group failed; the host goes on without it", "group", g.id, "replica", g.replicaID,
 		"panic", r, "stack", string(debug.Stack()))
 	g.failed = err
+	g.broken.Store(true)
 	h.m.GroupsFailed.Inc()
+	if st := g.status.Load(); st != nil {
+		h.m.GroupsByRole.WithLabelValues(st.Role).Dec() // it has no role any more
+	}
 	h.sched.SetTicking(g.id, false)
 	if g.serving.Load() {
 		g.serving.Store(false)
 		h.m.Leaders.Dec()
 	}
+	// Proposals raft has may still commit through the other replicas.
+	g.failWaiting(fmt.Errorf("%w: %w", ErrAmbiguous, err), err)
 	if in != nil {
 		in.fail(g, err) // what the pass took and had not handed on
 	}
-	g.failWaiting(err, err)
 	h.cfg.Events.GroupFailed(g.id, err)
 }
 

@@ -53,6 +53,7 @@ type group struct {
 	// Published by the worker for other goroutines.
 	leaderNode atomic.Uint64 // node ID of the leader, 0 if unknown
 	serving    atomic.Bool   // this host leads and has applied an entry of its term
+	broken     atomic.Bool   // the group failed alone (failed is set)
 	status     atomic.Pointer[Status]
 
 	// Owned by the worker.
@@ -94,6 +95,7 @@ type group struct {
 	removed bool    // removed from the host; nothing more to do
 	failed  error   // the group failed alone (a panic); nothing more to do
 	pass    *intake // what the pass in progress took, for recoverGroup
+	intake  intake  // what a pass takes, reused
 }
 
 func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
@@ -167,6 +169,9 @@ type Status struct {
 	// Progress describes each follower, as the leader tracks it (leader
 	// only; refreshed once per tick).
 	Progress map[uint64]Progress
+	// Failed is true once this host's replica failed alone (see
+	// ErrGroupFailed); the other fields are as they were then.
+	Failed bool
 
 	replicasVersion uint64 // which replica map this is, to share it when unchanged
 }

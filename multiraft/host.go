@@ -87,7 +87,9 @@ func NewHost(cfg Config) (*Host, error) {
 	sc.DiskStallThreshold = cfg.DiskStallThreshold
 	sc.OnFailure = func(err error) { h.fail(err) }
 	h.space = newSpaceAlarm(h)
-	sc.OnDiskFull = h.space.noteENOSPC
+	if h.space.enabled() {
+		sc.OnDiskFull = h.space.noteENOSPC
+	}
 	st, err := store.Open(sc)
 	if err != nil {
 		return nil, err
@@ -270,6 +272,9 @@ func (h *Host) Status(groupID uint64) (Status, error) {
 	st := *g.status.Load()
 	// Published maps are shared between statuses: the caller gets its own.
 	st.Replicas, st.Progress = maps.Clone(st.Replicas), maps.Clone(st.Progress)
+	if g.broken.Load() {
+		st.Failed, st.Serving = true, false
+	}
 	if h.usable() != nil {
 		st.Serving = false // a stopped host serves nothing, whatever its last status said
 	}
@@ -290,9 +295,6 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 	if err := h.usable(); err != nil {
 		return Result{}, err
 	}
-	if err := h.space.refuse(); err != nil {
-		return Result{}, err
-	}
 	if len(data) > h.cfg.MaxProposalBytes {
 		return Result{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), h.cfg.MaxProposalBytes)
 	}
@@ -305,6 +307,11 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 			return Result{}, err
 		}
 		return Result{}, &NotLeaderError{GroupID: groupID, Leader: g.leaderNode.Load()}
+	}
+	// A full disk refuses on the leader: a follower points the caller to
+	// it first.
+	if err := h.space.refuse(); err != nil {
+		return Result{}, err
 	}
 	size := int64(len(data) + 64)
 	if h.proposalBytes.Add(size) > h.cfg.ProposalBudgetBytes {

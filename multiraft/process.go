@@ -3,6 +3,7 @@ package multiraft
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -40,10 +41,10 @@ func (h *Host) Process(groupID uint64, w scheduler.Work) {
 		return
 	}
 	in := g.take()
-	g.pass = &in // for recoverGroup
+	g.pass = in // for recoverGroup
 	g.stage(in.staged)
 	defer g.releaseUntaken()
-	if g.removing(&in) {
+	if g.removing(in) {
 		return
 	}
 	g.retryAppends()
@@ -103,12 +104,15 @@ type intake struct {
 	unreachable []uint64
 }
 
-// take empties the group's queues into an intake (removal requests stay
-// queued for removing), and gives back the inbox's budget.
-func (g *group) take() intake {
+// take empties the group's queues into its intake (removal requests stay
+// queued for removing), and gives back the inbox's budget. The intake is
+// the group's own, reused pass after pass: a pass allocates nothing for it.
+func (g *group) take() *intake {
 	g.mu.Lock()
-	in := intake{storage: g.mu.storage, inbox: g.mu.inbox, proposals: g.mu.proposals, reads: g.mu.reads,
-		transfers: g.mu.transfers, confChanges: g.mu.confChanges, snapReports: g.mu.snapReports, staged: g.mu.staged}
+	in := &g.intake
+	*in = intake{storage: g.mu.storage, inbox: g.mu.inbox, proposals: g.mu.proposals, reads: g.mu.reads,
+		transfers: g.mu.transfers, confChanges: g.mu.confChanges, snapReports: g.mu.snapReports, staged: g.mu.staged,
+		unreachable: in.unreachable[:0]}
 	inboxBytes := g.mu.inboxBytes
 	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.reads, g.mu.inboxBytes = nil, nil, nil, nil, 0
 	g.mu.transfers, g.mu.confChanges, g.mu.snapReports, g.mu.staged = nil, nil, nil, nil
@@ -136,7 +140,12 @@ func (in *intake) fail(g *group, err error) {
 	for _, r := range in.transfers {
 		g.finishTransfer(r, err)
 	}
-	*in = intake{}
+	in.reset()
+}
+
+// reset forgets what the intake held, keeping its unreachable slice.
+func (in *intake) reset() {
+	*in = intake{unreachable: in.unreachable[:0]}
 }
 
 // removing removes the group, before anything of the pass is stepped, if
@@ -332,8 +341,16 @@ func (g *group) tryAppend(m *pb.Message) bool {
 		switch err := g.installSnapshot(m); {
 		case err == nil:
 			return true
-		case errors.Is(err, store.ErrBusy):
-			return false // backpressure: the snapshot waits with its data
+		case errors.Is(err, store.ErrFailed):
+			return true // the store failed, and the host with it
+		case errors.Is(err, store.ErrBusy), errors.Is(err, syscall.ENOSPC):
+			// Backpressure, or a disk short of space (the space alarm has
+			// tripped): nothing changed, and the snapshot waits with its
+			// data for a later pass.
+			return false
+		case errors.Is(err, ErrInvalid), errors.Is(err, store.ErrInvalid), errors.Is(err, errRestore):
+			// Data the group cannot go on from: it fails alone.
+			panic(fmt.Sprintf("multiraft: group %d: install snapshot: %v", g.id, err))
 		default:
 			g.h.fail(fmt.Errorf("multiraft: group %d: install snapshot: %w", g.id, err))
 			return true

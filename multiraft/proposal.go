@@ -3,6 +3,7 @@ package multiraft
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,8 @@ type proposal struct {
 	data  []byte
 	start time.Time
 	done  chan proposalResult // capacity 1: completion never blocks a worker
+	// finished is set by the first finish.
+	finished atomic.Bool
 	// h and charged: the bytes of the host's proposal budget the proposal
 	// holds until it is finished (none if h is nil).
 	h       *Host
@@ -56,13 +59,14 @@ func (p *proposal) release() {
 	}
 }
 
-// finish completes the proposal once; later calls do nothing.
+// finish completes the proposal once; later calls do nothing (the
+// caller may have taken the first answer already: only the flag tells).
 func (p *proposal) finish(r Result, err error) {
-	select {
-	case p.done <- proposalResult{Result: r, replicas: p.replicas, err: err}:
-		p.release()
-	default: // already finished
+	if p.finished.Swap(true) {
+		return
 	}
+	p.done <- proposalResult{Result: r, replicas: p.replicas, err: err}
+	p.release()
 }
 
 // encodeBatch packs proposals into one entry's data.

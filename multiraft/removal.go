@@ -52,7 +52,7 @@ func (h *Host) removeGroup(g *group) error {
 	if h.groups.m[g.id] == g {
 		delete(h.groups.m, g.id)
 		h.m.Groups.Dec()
-		if st := g.status.Load(); st != nil {
+		if st := g.status.Load(); st != nil && !g.broken.Load() {
 			h.m.GroupsByRole.WithLabelValues(st.Role).Dec()
 		}
 	}

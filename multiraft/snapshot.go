@@ -49,6 +49,9 @@ import (
 // maxSnapshotBytes bounds a snapshot received in memory.
 const maxSnapshotBytes = 1 << 30
 
+// errRestore: the state machine could not load an installed snapshot.
+var errRestore = errors.New("restore state machine")
+
 type stagedSnapshot struct {
 	applied store.AppliedState
 	data    []byte // the state machine's snapshot
@@ -186,6 +189,12 @@ func (h *Host) HandleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 		h.m.MessagesDropped.WithLabelValues("closed_group").Inc()
 		return err
 	}
+	if len(g.mu.inbox) >= h.cfg.MaxGroupInbox {
+		g.mu.Unlock()
+		h.releaseStaged(&stagedSnapshot{size: size})
+		h.m.InboxDropped.Inc()
+		return fmt.Errorf("%w: inbox of group %d full, snapshot refused", ErrBusy, s.GroupID)
+	}
 	if old := g.mu.staged[applied.Index]; old != nil {
 		h.releaseStaged(old)
 	}
@@ -257,8 +266,9 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	}
 	delete(g.staged, index)
 	g.h.releaseStaged(staged)
+	defer g.releaseReads() // reads the snapshot covers need no apply
 	if err := g.sm.restore(staged.data); err != nil {
-		return fmt.Errorf("restore state machine: %w", err)
+		return fmt.Errorf("%w: %w", errRestore, err)
 	}
 	a := staged.applied
 	g.applied, g.appliedTerm, g.confState, g.replicas, g.nextReplicaID = a.Index, a.Term, a.ConfState, a.Replicas, a.NextReplicaID

@@ -34,15 +34,16 @@ const enospcHold = 10 * time.Second
 
 type spaceAlarm struct {
 	h         *Host
-	min, free uint64 // trips below min; clears at or above free
-	full      atomic.Bool
-	// enospcAt is when a write last failed for lack of space (UnixNano),
-	// 0 if never since the alarm last cleared.
-	enospcAt atomic.Int64
-	log      rate.Sometimes
+	min, free uint64      // trips below min; clears at or above free; 0: disabled
+	full      atomic.Bool // read on every proposal; written under mu
+	log       rate.Sometimes
 
 	mu struct {
 		sync.Mutex
+		why string // what tripped the alarm, while it is up
+		// enospcAt is when a write last failed for lack of space, zero if
+		// never since the alarm last cleared.
+		enospcAt    time.Time
 		unsupported bool // the FS cannot tell its free space (said once)
 	}
 	stop chan struct{}
@@ -59,10 +60,13 @@ func newSpaceAlarm(h *Host) *spaceAlarm {
 	return a
 }
 
+// enabled reports whether the alarm is on (MinFreeDiskBytes not negative).
+func (a *spaceAlarm) enabled() bool { return a.min > 0 }
+
 // start checks the disk at once and then every DiskCheckInterval until
 // close.
 func (a *spaceAlarm) start() {
-	if a.min == 0 {
+	if !a.enabled() {
 		close(a.done)
 		return
 	}
@@ -90,51 +94,53 @@ func (a *spaceAlarm) close() {
 // check reads the free space and trips or clears the alarm.
 func (a *spaceAlarm) check() {
 	u, err := a.h.cfg.FS.GetDiskUsage(a.h.cfg.Dir)
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if err != nil {
-		a.mu.Lock()
-		said := a.mu.unsupported
-		a.mu.unsupported = true
-		a.mu.Unlock()
 		switch {
-		case said:
+		case a.mu.unsupported:
 		case errors.Is(err, vfs.ErrUnsupported): // an in-memory FS
 			a.h.log.Debug("the FS cannot tell its free space: the space alarm trips only on ENOSPC", "dir", a.h.cfg.Dir)
 		default:
 			a.h.log.Warn("cannot read the disk's free space: the space alarm trips only on ENOSPC", "dir", a.h.cfg.Dir, "err", err)
 		}
-		if a.enospcHeld() {
-			return
+		a.mu.unsupported = true
+		if !a.enospcHeldLocked() {
+			a.clearLocked("no ENOSPC for a while")
 		}
-		a.clear(0, false)
 		return
 	}
 	a.h.m.DiskFreeBytes.Set(float64(u.AvailBytes))
 	switch {
 	case u.AvailBytes < a.min:
-		a.trip(fmt.Sprintf("%d bytes free, below MinFreeDiskBytes %d", u.AvailBytes, a.min))
-	case u.AvailBytes >= a.free && !a.enospcHeld():
-		a.clear(u.AvailBytes, true)
+		a.tripLocked(fmt.Sprintf("%d bytes free, below MinFreeDiskBytes %d", u.AvailBytes, a.min))
+	case u.AvailBytes >= a.free && !a.enospcHeldLocked():
+		a.clearLocked(fmt.Sprintf("%d bytes free", u.AvailBytes))
 	}
 }
 
-// enospcHeld reports whether an ENOSPC still holds the alarm up.
-func (a *spaceAlarm) enospcHeld() bool {
-	at := a.enospcAt.Load()
-	return at != 0 && a.h.cfg.Clock.Now().Sub(time.Unix(0, at)) < enospcHold
+// enospcHeldLocked reports whether an ENOSPC still holds the alarm up.
+func (a *spaceAlarm) enospcHeldLocked() bool {
+	at := a.mu.enospcAt
+	return !at.IsZero() && a.h.cfg.Clock.Now().Sub(at) < enospcHold
 }
 
 // noteENOSPC is the store's OnDiskFull: a write just failed for lack of
 // space. Every write waits while it runs: it only flips the alarm.
 func (a *spaceAlarm) noteENOSPC() {
-	a.enospcAt.Store(a.h.cfg.Clock.Now().UnixNano())
 	a.h.m.DiskFullErrors.Inc()
-	a.trip("a write failed with ENOSPC")
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.mu.enospcAt = a.h.cfg.Clock.Now()
+	a.tripLocked("a write failed with ENOSPC")
 }
 
-func (a *spaceAlarm) trip(why string) {
-	if a.full.Swap(true) {
+func (a *spaceAlarm) tripLocked(why string) {
+	a.mu.why = why
+	if a.full.Load() {
 		return
 	}
+	a.full.Store(true)
 	a.h.m.DiskSpaceAlarm.Set(1)
 	a.log.Do(func() {
 		a.h.log.Error("disk space alarm: refusing new writes (proposals, group creation) until space returns; reads, "+
@@ -142,25 +148,26 @@ func (a *spaceAlarm) trip(why string) {
 	})
 }
 
-func (a *spaceAlarm) clear(free uint64, known bool) {
-	a.enospcAt.Store(0)
-	if !a.full.Swap(false) {
+func (a *spaceAlarm) clearLocked(why string) {
+	a.mu.enospcAt = time.Time{}
+	if !a.full.Load() {
 		return
 	}
+	a.full.Store(false)
+	a.mu.why = ""
 	a.h.m.DiskSpaceAlarm.Set(0)
 	a.log.Do(func() {
-		if known {
-			a.h.log.Warn("disk space alarm cleared: taking writes again", "dir", a.h.cfg.Dir, "free_bytes", free)
-		} else {
-			a.h.log.Warn("disk space alarm cleared: no ENOSPC for a while, taking writes again", "dir", a.h.cfg.Dir)
-		}
+		a.h.log.Warn("disk space alarm cleared: taking writes again", "dir", a.h.cfg.Dir, "why", why)
 	})
 }
 
-// refuse returns ErrNoSpace while the alarm is up.
+// refuse returns ErrNoSpace, saying why, while the alarm is up.
 func (a *spaceAlarm) refuse() error {
-	if a.full.Load() {
-		return fmt.Errorf("%w: %s is short of space (MinFreeDiskBytes %d)", ErrNoSpace, a.h.cfg.Dir, a.min)
+	if !a.full.Load() {
+		return nil
 	}
-	return nil
+	a.mu.Lock()
+	why := a.mu.why
+	a.mu.Unlock()
+	return fmt.Errorf("%w: the disk of %s is short of space (%s)", ErrNoSpace, a.h.cfg.Dir, why)
 }

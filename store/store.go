@@ -120,7 +120,14 @@ func Open(cfg Config) (*Store, error) {
 		miss:  s.m.EntryCacheMisses.Inc,
 		bytes: func(d int64) { s.m.EntryCacheBytes.Add(float64(d)) },
 	})
-	if err := firstErr(s.checkFormat(), s.checkIdentity(), s.load()); err != nil {
+	err = s.checkFormat()
+	if err == nil {
+		err = s.checkIdentity()
+	}
+	if err == nil {
+		err = s.load()
+	}
+	if err != nil {
 		_ = db.Close()
 		_ = s.opts.Lock.Close()
 		_ = s.fsCl.Close()

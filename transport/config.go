@@ -24,7 +24,9 @@ type Config struct {
 	// elects gets slower still). Each is a 14-byte record on the wire.
 	MaxQueueHeartbeats int
 	// MaxFrameMessages and MaxFrameBytes bound one frame (one batch on
-	// the wire); a single larger message still goes, alone.
+	// the wire); a single larger message still goes, alone. Coalesced
+	// heartbeat records count toward MaxFrameBytes only, so an idle host
+	// sends one frame per peer per flush at any number of groups.
 	MaxFrameMessages int
 	MaxFrameBytes    int
 	// MaxBackoff caps the wait between reconnection attempts to a peer

@@ -64,7 +64,7 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 	for start < len(queue) {
 		clear(f.seen)
 		f.sizes = f.sizes[:0]
-		bytes, heartbeats := 0, 0
+		bytes, heartbeats, messages := 0, 0, 0
 		end := start
 		for ; end < len(queue); end++ {
 			e := queue[end]
@@ -79,12 +79,15 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 				body = sizeMessage(e.Message)
 				size = sizeGroupMessage(e.GroupID, body)
 			}
-			if n := end - start; n > 0 && (n >= f.maxMessages || bytes+size > f.maxBytes) {
+			// Heartbeat records count in bytes only: an idle host's
+			// heartbeats for every group go in one frame per flush.
+			if end > start && ((!hb && messages >= f.maxMessages) || bytes+size > f.maxBytes) {
 				break
 			}
 			if hb {
 				heartbeats++
 			} else {
+				messages++
 				f.seen[e.GroupID] = struct{}{}
 			}
 			f.sizes = append(f.sizes, body)

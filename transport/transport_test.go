@@ -233,13 +233,14 @@ func TestOrderAndBatching(t *testing.T) {
 }
 
 // TestHeartbeatCoalescing: plain heartbeats wait for the flush (the host's
-// tick) and go as
-// one frame for all groups, unchanged; a heartbeat with a ReadIndex
-// context goes at once; a group's heartbeat never overtakes its earlier
-// message; two heartbeats of a group are both delivered.
+// tick) and go as one frame for all groups, unchanged, however many more
+// than MaxFrameMessages (which bounds messages, not heartbeat records); a
+// heartbeat with a ReadIndex context goes at once; a group's heartbeat
+// never overtakes its earlier message; two heartbeats of a group are both
+// delivered.
 func TestHeartbeatCoalescing(t *testing.T) {
 	forEachKind(t, func(t *testing.T, n *testNet) {
-		ns := n.start(Config{}, nil, 1, 2)
+		ns := n.start(Config{MaxFrameMessages: 100}, nil, 1, 2)
 		var sent []Envelope
 		for g := uint64(1); g <= 1000; g++ {
 			sent = append(sent, heartbeat(g, g, nil))

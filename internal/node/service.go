@@ -78,7 +78,7 @@ func (s *service) statusOf(partitionID uint64, err error) error {
 		return status.Errorf(codes.FailedPrecondition, "%v", err)
 	case errors.Is(err, multiraft.ErrAmbiguous):
 		return status.Errorf(codes.Unavailable, "outcome unknown (retry with the same producer ID and sequence to apply it once): %v", err)
-	case errors.Is(err, multiraft.ErrStopped):
+	case errors.Is(err, multiraft.ErrStopped), errors.Is(err, multiraft.ErrGroupFailed):
 		return status.Errorf(codes.Unavailable, "%v", err)
 	case errors.Is(err, multiraft.ErrRejected):
 		return status.Errorf(codes.Aborted, "%v", err)
