@@ -232,10 +232,20 @@ func TestReadsAndTransfersBounded(t *testing.T) {
 			t.Fatalf("a waiting read ended with %v", err)
 		}
 	}
+	await.Until(t, 30*time.Second, "the host to forget the reads whose callers left", func() bool {
+		return c.metricLabel(cutOff, "flotilla_host_requests_waiting", "request", "read") == 0
+	})
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	refusals(cutOff, "read", fire(ctx, bound+1, read), 1, 2*bound+1)
 
+	if got := c.metricLabel(cutOff, "flotilla_host_requests_waiting", "request", "read"); got != bound {
+		t.Fatalf("%v reads waiting, want %d", got, bound)
+	}
+
 	transfer := func(ctx context.Context) error { return c.Host(leader).TransferLeadership(ctx, g, cutOff) }
 	refusals(leader, "transfer", fire(ctx, 3*bound, transfer), 2*bound, 2*bound)
+	if got := c.metricLabel(leader, "flotilla_host_requests_waiting", "request", "transfer"); got != bound {
+		t.Fatalf("%v transfers waiting, want %d", got, bound)
+	}
 }

@@ -18,6 +18,7 @@ type Host struct {
 	InboxDropped      prometheus.Counter
 	MessagesDropped   *prometheus.CounterVec // label reason: unknown_group, stale_replica, removed_replica, closed_group
 	RequestsRefused   *prometheus.CounterVec // label request: read, transfer, membership
+	RequestsWaiting   *prometheus.GaugeVec   // label request: read, transfer
 	GroupsFailed      prometheus.Gauge
 	DiskSpaceAlarm    prometheus.Gauge
 	DiskFreeBytes     prometheus.Gauge
@@ -55,6 +56,8 @@ func NewHost(reg prometheus.Registerer) *Host {
 			Help: "Inbound messages dropped by reason."}, []string{"reason"}),
 		RequestsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "requests_refused_total",
 			Help: "Reads, leadership transfers and membership changes refused (ErrBusy) because their group had as many waiting as it may."}, []string{"request"}),
+		RequestsWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "requests_waiting",
+			Help: "Reads and leadership transfers taken and not yet answered (each group holds at most MaxGroupProposals of a kind)."}, []string{"request"}),
 		GroupsFailed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "groups_failed",
 			Help: "Groups whose replica here failed alone (a panic while stepping or applying) and is no longer processed."}),
 		DiskSpaceAlarm: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "disk_space_alarm",
@@ -67,7 +70,7 @@ func NewHost(reg prometheus.Registerer) *Host {
 	if reg != nil {
 		reg.MustRegister(m.Groups, m.Leaders, m.LeaderChanges, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
 			m.Proposals, m.ProposeDuration, m.ApplyDuration,
-			m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.GroupsFailed,
+			m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.RequestsWaiting, m.GroupsFailed,
 			m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors)
 	}
 	for _, role := range []string{"leader", "follower", "candidate", "pre-candidate"} {
@@ -75,6 +78,9 @@ func NewHost(reg prometheus.Registerer) *Host {
 	}
 	for _, request := range []string{"read", "transfer", "membership"} {
 		m.RequestsRefused.WithLabelValues(request)
+	}
+	for _, request := range []string{"read", "transfer"} {
+		m.RequestsWaiting.WithLabelValues(request)
 	}
 	for _, result := range []string{"ok", "rejected", "ambiguous", "busy", "no_space", "not_leader", "error"} {
 		m.Proposals.WithLabelValues(result)

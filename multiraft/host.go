@@ -34,6 +34,9 @@ type Host struct {
 	// proposed counts Propose calls by result, resolved once: the
 	// labelled lookup costs a hash and a lock per call.
 	proposed map[string]prometheus.Counter
+	// readsWaiting and transfersWaiting count the requests of the kind
+	// taken and not yet answered, resolved once.
+	readsWaiting, transfersWaiting prometheus.Gauge
 
 	groups struct {
 		sync.RWMutex
@@ -65,6 +68,7 @@ func NewHost(cfg Config) (*Host, error) {
 	for _, result := range []string{"ok", "not_leader", "busy", "no_space", "rejected", "ambiguous", "error"} {
 		h.proposed[result] = h.m.Proposals.WithLabelValues(result)
 	}
+	h.readsWaiting, h.transfersWaiting = h.m.RequestsWaiting.WithLabelValues("read"), h.m.RequestsWaiting.WithLabelValues("transfer")
 	h.groups.m = make(map[uint64]*group)
 	h.raftLogger = &raftLogger{log: h.log.With("component", "raft")}
 	h.nextProposal.Store(rand.Uint64() >> 1)

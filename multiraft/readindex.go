@@ -48,6 +48,7 @@ func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 	g.mu.reads = append(g.mu.reads, r)
 	g.mu.readCount++
 	g.mu.Unlock()
+	h.readsWaiting.Inc()
 	h.sched.Enqueue(groupID, scheduler.Requests)
 	start := time.Now()
 	select {
@@ -74,6 +75,7 @@ func (g *group) finishRead(r *readRequest, err error) {
 	g.mu.Lock()
 	g.mu.readCount--
 	g.mu.Unlock()
+	g.h.readsWaiting.Dec()
 }
 
 // newReadContext returns a context unique to this host incarnation.

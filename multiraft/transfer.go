@@ -51,6 +51,7 @@ func (h *Host) TransferLeadership(ctx context.Context, groupID, to uint64) error
 	g.mu.transfers = append(g.mu.transfers, r)
 	g.mu.transferCount++
 	g.mu.Unlock()
+	h.transfersWaiting.Inc()
 	h.sched.Enqueue(groupID, scheduler.Requests)
 	select {
 	case err := <-r.done:
@@ -72,6 +73,7 @@ func (g *group) finishTransfer(r *transferRequest, err error) {
 	g.mu.Lock()
 	g.mu.transferCount--
 	g.mu.Unlock()
+	g.h.transfersWaiting.Dec()
 }
 
 // startTransfers hands transfer requests to raft.
