@@ -16,8 +16,9 @@ import (
 // call, HandleAdmin serves it. Creating is idempotent: a replica that
 // already exists answers success, so a caller can retry after a timeout.
 
-// HandleAdmin implements transport.Handler.
-func (h *Host) HandleAdmin(ctx context.Context, from transport.NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
+// handleAdmin serves a peer's control call (transport.Handler, through
+// hostPorts).
+func (h *Host) handleAdmin(ctx context.Context, from transport.NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
 	var err error
 	switch r := req.GetRequest().(type) {
 	case *peerpb.AdminRequest_CreateReplica:
@@ -75,7 +76,7 @@ func (h *Host) adminOn(ctx context.Context, node uint64, req *peerpb.AdminReques
 		return err
 	}
 	if node == h.cfg.NodeID {
-		_, err := h.HandleAdmin(ctx, node, req)
+		_, err := h.handleAdmin(ctx, node, req)
 		return err
 	}
 	if _, err := h.trans.Admin(ctx, node, req); err != nil {

@@ -105,7 +105,7 @@ func NewHost(cfg Config) (*Host, error) {
 		// Heartbeats wait in the transport for the next tick, when they
 		// go for all groups at once: one frame per peer per tick.
 		OnTick: cfg.Transport.Flush,
-	}, h)
+	}, h.ports())
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -117,7 +117,7 @@ func NewHost(cfg Config) (*Host, error) {
 			return nil, err
 		}
 	}
-	if err := h.trans.Start(h); err != nil {
+	if err := h.trans.Start(h.ports()); err != nil {
 		_ = st.Close()
 		return nil, err
 	}

@@ -5,13 +5,11 @@ import (
 	"github.com/flotilla-io/flotilla/transport"
 )
 
-var _ transport.Handler = (*Host)(nil)
-
-// HandleMessages implements transport.Handler: it queues each message on
-// its group and raises the group's flag. Messages for groups not hosted
-// here, or for another replica ID than the one hosted, are dropped and
-// counted: they never create or resurrect a replica.
-func (h *Host) HandleMessages(from transport.NodeID, batch []transport.Envelope) {
+// handleMessages queues each message on its group and raises the group's
+// flag. Messages for groups not hosted here, or for another replica ID
+// than the one hosted, are dropped and counted: they never create or
+// resurrect a replica.
+func (h *Host) handleMessages(from transport.NodeID, batch []transport.Envelope) {
 	if h.usable() != nil {
 		return
 	}
@@ -29,9 +27,9 @@ func (h *Host) HandleMessages(from transport.NodeID, batch []transport.Envelope)
 	h.sched.EnqueueMany(wake, scheduler.Messages)
 }
 
-// HandleUnreachable implements transport.Handler: raft hears that the
-// replicas the dropped messages were for are unreachable.
-func (h *Host) HandleUnreachable(_ transport.NodeID, dropped []transport.Envelope) {
+// handleUnreachable tells raft that the replicas the dropped messages were
+// for are unreachable.
+func (h *Host) handleUnreachable(_ transport.NodeID, dropped []transport.Envelope) {
 	for _, e := range dropped {
 		g := h.group(e.GroupID)
 		if g == nil {

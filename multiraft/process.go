@@ -17,12 +17,12 @@ import (
 // group starved for a while must not fire an election the moment it runs.
 const maxTicksPerPass = 2
 
-// Process implements scheduler.Processor: one pass over a group on the
+// process is one pass over a group on the
 // worker that owns it. It takes everything queued for the group, steps
 // what arrived (durable-append responses first, then peers' messages),
 // ticks, hands the queued requests to raft, and then handles every Ready
 // raft has. A panic in the pass fails the group alone (fail.go).
-func (h *Host) Process(groupID uint64, w scheduler.Work) {
+func (h *Host) process(groupID uint64, w scheduler.Work) {
 	if h.closed.Load() {
 		return
 	}

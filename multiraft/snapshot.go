@@ -136,9 +136,9 @@ func (g *group) appliedState() store.AppliedState {
 	}
 }
 
-// HandleSnapshot implements transport.Handler: it reads a snapshot whole,
+// handleSnapshot reads a snapshot whole,
 // stages it on its group and delivers the MsgSnap to raft.
-func (h *Host) HandleSnapshot(from transport.NodeID, s *transport.InboundSnapshot) error {
+func (h *Host) handleSnapshot(from transport.NodeID, s *transport.InboundSnapshot) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
