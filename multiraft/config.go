@@ -10,15 +10,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/raft/v3/raftpb"
 
-	"github.com/flotilla-io/flotilla/internal/clock"
+	"github.com/flotilla-io/flotilla/clock"
 	"github.com/flotilla-io/flotilla/transport"
 )
 
-// Clock is the host's time source; tests pass a *ManualClock.
+// Clock is the host's time source (package clock): the wall clock by
+// default; tests pass a *ManualClock.
 type Clock = clock.Clock
 
-// ManualClock is a Clock that moves only when advanced: tests drive a
-// host's ticks with it instead of wall-clock time.
+// ManualClock is a Clock that moves only when advanced (clock.Manual: its
+// Advance fires the host's ticks): tests drive a host's time with it
+// instead of the wall clock's.
 type ManualClock = clock.Manual
 
 // NewManualClock returns a manual clock set to start.

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/flotilla-io/flotilla/internal/clock"
+	"github.com/flotilla-io/flotilla/clock"
 	"github.com/flotilla-io/flotilla/metrics"
 )
 

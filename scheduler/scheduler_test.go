@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/flotilla-io/flotilla/clock"
 	"github.com/flotilla-io/flotilla/internal/await"
-	"github.com/flotilla-io/flotilla/internal/clock"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -3,7 +3,7 @@ package scheduler
 import (
 	"time"
 
-	"github.com/flotilla-io/flotilla/internal/clock"
+	"github.com/flotilla-io/flotilla/clock"
 )
 
 // SetTicking adds a group to (or removes it from) the set the tick loop
