@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flotilla-io/flotilla/internal/await"
-	"github.com/flotilla-io/flotilla/metrics"
 
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
@@ -228,7 +227,7 @@ func (c *Cluster) start(node uint64) {
 		hc.Dir, hc.FS = dir, vfs.Default
 	}
 	hc.Registerer = reg
-	hc.Transport = c.newTransport(node, reg)
+	hc.Transport = c.newTransport(node)
 	hc.Clock = c.Clock
 	hc.TickInterval = c.TickInterval
 	hc.Workers = 2
@@ -269,8 +268,8 @@ func (c *Cluster) start(node uint64) {
 
 // newTransport builds a node's transport of the cluster's kind. Faults
 // injected through Net's filters act on both.
-func (c *Cluster) newTransport(node uint64, reg prometheus.Registerer) transport.Transport {
-	tc := transport.Config{Metrics: metrics.NewTransport(reg), MaxBackoff: 20 * time.Millisecond, Filters: c.Net.Filters}
+func (c *Cluster) newTransport(node uint64) transport.Transport {
+	tc := transport.Config{MaxBackoff: 20 * time.Millisecond, Filters: c.Net.Filters}
 	if c.transportConfig != nil {
 		c.transportConfig(&tc)
 	}

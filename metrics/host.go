@@ -25,9 +25,8 @@ type Host struct {
 	DiskFullErrors    prometheus.Counter
 }
 
-// NewHost creates the host's collectors and registers them on reg (nil:
-// unregistered).
-func NewHost(reg prometheus.Registerer) *Host {
+// NewHost creates the host's collectors, unregistered (see Register).
+func NewHost() *Host {
 	const ns, sub = "flotilla", "host"
 	latency := prometheus.ExponentialBuckets(50e-6, 2, 18) // 50µs .. 6.5s
 	m := &Host{
@@ -67,12 +66,6 @@ func NewHost(reg prometheus.Registerer) *Host {
 		DiskFullErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "disk_full_errors_total",
 			Help: "Writes that failed for lack of space (ENOSPC)."}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Groups, m.Leaders, m.LeaderChanges, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
-			m.Proposals, m.ProposeDuration, m.ApplyDuration,
-			m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.RequestsWaiting, m.GroupsFailed,
-			m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors)
-	}
 	for _, role := range []string{"leader", "follower", "candidate", "pre-candidate"} {
 		m.GroupsByRole.WithLabelValues(role)
 	}
@@ -86,4 +79,12 @@ func NewHost(reg prometheus.Registerer) *Host {
 		m.Proposals.WithLabelValues(result)
 	}
 	return m
+}
+
+// Collectors implements Set.
+func (m *Host) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Groups, m.Leaders, m.LeaderChanges, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
+		m.Proposals, m.ProposeDuration, m.ApplyDuration,
+		m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.RequestsWaiting, m.GroupsFailed,
+		m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors}
 }

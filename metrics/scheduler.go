@@ -15,9 +15,8 @@ type Scheduler struct {
 	TickingGroups   prometheus.Gauge
 }
 
-// NewScheduler creates the scheduler's collectors and registers them on reg
-// (nil: unregistered).
-func NewScheduler(reg prometheus.Registerer) *Scheduler {
+// NewScheduler creates the scheduler's collectors, unregistered (see Register).
+func NewScheduler() *Scheduler {
 	const ns, sub = "flotilla", "scheduler"
 	latency := prometheus.ExponentialBuckets(1e-6, 4, 12) // 1µs .. 4s
 	m := &Scheduler{
@@ -38,8 +37,10 @@ func NewScheduler(reg prometheus.Registerer) *Scheduler {
 		TickingGroups: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ticking_groups",
 			Help: "Groups that receive ticks (not quiesced)."}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.QueueDepth, m.Processing, m.Processed, m.QueueWait, m.ProcessDuration, m.Ticks, m.TicksBehind, m.TickingGroups)
-	}
 	return m
+}
+
+// Collectors implements Set.
+func (m *Scheduler) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.QueueDepth, m.Processing, m.Processed, m.QueueWait, m.ProcessDuration, m.Ticks, m.TicksBehind, m.TickingGroups}
 }

@@ -28,9 +28,9 @@ type Store struct {
 	PebbleBackgroundErrors prometheus.Counter
 }
 
-// NewStore creates the store's collectors and registers them on reg. A nil
-// reg leaves them unregistered (they still count, nobody scrapes them).
-func NewStore(reg prometheus.Registerer) *Store {
+// NewStore creates the store's collectors, unregistered (see Register):
+// they count all the same, nobody scrapes them.
+func NewStore() *Store {
 	const ns, sub = "flotilla", "store"
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
@@ -63,13 +63,15 @@ func NewStore(reg prometheus.Registerer) *Store {
 		PebbleWriteStallTime:   counter("pebble_write_stall_seconds_total", "Time Pebble spent with writes stalled."),
 		PebbleBackgroundErrors: counter("pebble_background_errors_total", "Failed Pebble flushes and compactions (Pebble retries them; a full disk shows here first)."),
 	}
-	if reg != nil {
-		reg.MustRegister(m.WriterBatches, m.WriterItems, m.WriterEntries, m.WriterBytes,
-			m.WriterItemsPerBatch, m.WriterBytesPerBatch, m.SyncDuration,
-			m.WriterQueueItems, m.WriterQueueBytes, m.WriterRejected,
-			m.ApplyBatches, m.Truncations, m.SnapshotsInstalled,
-			m.EntryCacheHits, m.EntryCacheMisses, m.EntryCacheBytes,
-			m.Failed, m.PebbleWriteStalls, m.PebbleWriteStallTime, m.PebbleBackgroundErrors)
-	}
 	return m
+}
+
+// Collectors implements Set.
+func (m *Store) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.WriterBatches, m.WriterItems, m.WriterEntries, m.WriterBytes,
+		m.WriterItemsPerBatch, m.WriterBytesPerBatch, m.SyncDuration,
+		m.WriterQueueItems, m.WriterQueueBytes, m.WriterRejected,
+		m.ApplyBatches, m.Truncations, m.SnapshotsInstalled,
+		m.EntryCacheHits, m.EntryCacheMisses, m.EntryCacheBytes,
+		m.Failed, m.PebbleWriteStalls, m.PebbleWriteStallTime, m.PebbleBackgroundErrors}
 }

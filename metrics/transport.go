@@ -29,9 +29,8 @@ type Transport struct {
 	Flushes             prometheus.Counter
 }
 
-// NewTransport creates the transport's collectors and registers them on reg
-// (nil: unregistered).
-func NewTransport(reg prometheus.Registerer) *Transport {
+// NewTransport creates the transport's collectors, unregistered (see Register).
+func NewTransport() *Transport {
 	const ns, sub = "flotilla", "transport"
 	peer := []string{"peer"}
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
@@ -68,12 +67,6 @@ func NewTransport(reg prometheus.Registerer) *Transport {
 		Flushes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "heartbeat_flushes_total",
 			Help: "Heartbeat flushes: each releases the plain heartbeats waiting for every peer."}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.MessagesSent, m.MessagesReceived, m.BytesSent, m.BytesReceived, m.FramesSent, m.FramesReceived,
-			m.HeartbeatsCoalesced, m.QueueDropped, m.QueueMessages, m.QueueHeartbeats, m.SendFailures, m.Reconnects,
-			m.StreamUp, m.ReceivedDropped, m.FilterDropped, m.SnapshotsSent, m.SnapshotsReceived, m.SnapshotsFailed,
-			m.SnapshotBytesSent, m.SnapshotBytesRecv, m.HandshakesRefused, m.Flushes)
-	}
 	return m
 }
 
@@ -88,4 +81,12 @@ func (m *Transport) InitPeer(peer string) {
 	for _, g := range []*prometheus.GaugeVec{m.QueueMessages, m.QueueHeartbeats, m.StreamUp} {
 		g.WithLabelValues(peer)
 	}
+}
+
+// Collectors implements Set.
+func (m *Transport) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.MessagesSent, m.MessagesReceived, m.BytesSent, m.BytesReceived, m.FramesSent, m.FramesReceived,
+		m.HeartbeatsCoalesced, m.QueueDropped, m.QueueMessages, m.QueueHeartbeats, m.SendFailures, m.Reconnects,
+		m.StreamUp, m.ReceivedDropped, m.FilterDropped, m.SnapshotsSent, m.SnapshotsReceived, m.SnapshotsFailed,
+		m.SnapshotBytesSent, m.SnapshotBytesRecv, m.HandshakesRefused, m.Flushes}
 }

@@ -117,9 +117,14 @@ type Config struct {
 	// TickInterval.
 	DiskCheckInterval time.Duration
 
-	// Logger receives the host's messages. Default slog.Default().
+	// Logger receives the host's messages, the store's, Pebble's and the
+	// transport's (unless its own config set one). Default slog.Default().
 	Logger *slog.Logger
-	// Registerer receives the host's metrics. Default: none (unregistered).
+	// Registerer receives the host's metrics, the transport's included
+	// (unless its own config set them), each series labelled
+	// node=<NodeID>, so the hosts of one process can share a registry;
+	// Close unregisters them. A host already registered there is
+	// ErrInvalid. Default: none (unregistered).
 	Registerer prometheus.Registerer
 	// Events receives leadership and lifecycle events.
 	Events EventListener

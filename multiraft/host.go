@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,7 @@ type Host struct {
 		m map[uint64]*group
 	}
 	space         *spaceAlarm
+	unregister    func() // the host's metrics from Config.Registerer; nil if none
 	proposalBytes atomic.Int64
 	inboxBytes    atomic.Int64
 	nextProposal  atomic.Uint64
@@ -63,7 +65,25 @@ func NewHost(cfg Config) (*Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Host{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: metrics.NewHost(cfg.Registerer), trans: cfg.Transport}
+	h := &Host{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: metrics.NewHost(), trans: cfg.Transport}
+	storeMetrics, schedMetrics := metrics.NewStore(), metrics.NewScheduler()
+	// Every series carries the host's node ID, so hosts of one process
+	// can share a registry; the transport registers its own at Start.
+	var reg prometheus.Registerer
+	if cfg.Registerer != nil {
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"node": strconv.FormatUint(cfg.NodeID, 10)}, cfg.Registerer)
+		unregister, err := metrics.Register(reg, h.m, storeMetrics, schedMetrics)
+		if err != nil {
+			return nil, fmt.Errorf("%w: Config.Registerer: %w (is node %d registered there twice?)", ErrInvalid, err, cfg.NodeID)
+		}
+		h.unregister = unregister
+	}
+	opened := false
+	defer func() {
+		if !opened && h.unregister != nil {
+			h.unregister()
+		}
+	}()
 	h.proposed = make(map[string]prometheus.Counter)
 	for _, result := range []string{"ok", "not_leader", "busy", "no_space", "rejected", "ambiguous", "error"} {
 		h.proposed[result] = h.m.Proposals.WithLabelValues(result)
@@ -78,7 +98,7 @@ func NewHost(cfg Config) (*Host, error) {
 	sc.FS = cfg.FS
 	sc.ClusterID, sc.NodeID = cfg.ClusterID, cfg.NodeID
 	sc.Logger = cfg.Logger
-	sc.Metrics = metrics.NewStore(cfg.Registerer)
+	sc.Metrics = storeMetrics
 	sc.EntryCacheBytes = cfg.EntryCacheBytes
 	sc.MaxQueueBytes = cfg.LogQueueBytes
 	// An item larger than a batch gets a batch of its own: a batch never
@@ -101,7 +121,7 @@ func NewHost(cfg Config) (*Host, error) {
 	h.store = st
 	h.sched, err = scheduler.New(scheduler.Config{
 		Workers: cfg.Workers, TickInterval: cfg.TickInterval, Clock: cfg.Clock,
-		Metrics: metrics.NewScheduler(cfg.Registerer),
+		Metrics: schedMetrics,
 		// Heartbeats wait in the transport for the next tick, when they
 		// go for all groups at once: one frame per peer per tick.
 		OnTick: cfg.Transport.Flush,
@@ -117,12 +137,13 @@ func NewHost(cfg Config) (*Host, error) {
 			return nil, err
 		}
 	}
-	if err := h.trans.Start(h.ports()); err != nil {
+	if err := h.trans.Start(h.ports(), transport.Env{Logger: h.log, Registerer: reg}); err != nil {
 		_ = st.Close()
 		return nil, err
 	}
 	h.sched.Start()
 	h.space.start()
+	opened = true
 	return h, nil
 }
 
@@ -394,6 +415,9 @@ func (h *Host) Close() error {
 		}
 		if err == nil {
 			err = cerr
+		}
+		if h.unregister != nil {
+			h.unregister()
 		}
 	})
 	return err

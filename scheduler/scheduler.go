@@ -100,7 +100,7 @@ func (c *Config) Validate() error {
 		c.Clock = clock.Real()
 	}
 	if c.Metrics == nil {
-		c.Metrics = metrics.NewScheduler(nil)
+		c.Metrics = metrics.NewScheduler()
 	}
 	switch {
 	case c.Workers < 0:

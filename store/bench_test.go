@@ -18,7 +18,7 @@ import (
 func benchStore(b *testing.B, cacheBytes int64) (*store.Store, store.Config) {
 	cfg := store.DefaultConfig(b.TempDir()) // real disk: syncs are real fsyncs
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Metrics = metrics.NewStore(nil)
+	cfg.Metrics = metrics.NewStore()
 	cfg.MemTableSize = 32 << 20
 	cfg.EntryCacheBytes = cacheBytes
 	s, err := store.Open(cfg)

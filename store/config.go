@@ -94,7 +94,7 @@ func (c *Config) Validate() error {
 		c.Logger = slog.Default()
 	}
 	if c.Metrics == nil {
-		c.Metrics = metrics.NewStore(nil)
+		c.Metrics = metrics.NewStore()
 	}
 	d := DefaultConfig(c.Dir)
 	setDefault(&c.MaxBatchBytes, d.MaxBatchBytes)

@@ -131,7 +131,7 @@ func BenchmarkLoopback(b *testing.B) {
 				}
 				ls[i], addrs[NodeID(i+1)] = l, l.Addr().String()
 			}
-			m := metrics.NewTransport(nil)
+			m := metrics.NewTransport()
 			var ts [2]*GRPC
 			hs := [2]*countingHandler{{}, {}}
 			for _, h := range hs {
@@ -146,7 +146,7 @@ func BenchmarkLoopback(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := t.Start(hs[i]); err != nil {
+				if err := t.Start(hs[i], Env{}); err != nil {
 					b.Fatal(err)
 				}
 				ts[i] = t

@@ -46,9 +46,12 @@ type Config struct {
 	// Filters, if set, decide the fate of every inbound message and
 	// snapshot: fault injection for tests.
 	Filters *Filters
-	// Metrics receives the figures. Default: an unregistered set.
+	// Metrics receives the figures. Default: a set of the transport's own,
+	// registered at Start where the host's Env says (a multiraft host:
+	// its Config.Registerer), unregistered at Close.
 	Metrics *metrics.Transport
-	// Logger receives connection events. Default: discarded.
+	// Logger receives connection events. Default: the host's logger from
+	// Start on (discarded before).
 	Logger *slog.Logger
 }
 
@@ -91,7 +94,7 @@ func (c Config) withDefaults() Config {
 		c.SnapshotRateBytes = d.SnapshotRateBytes
 	}
 	if c.Metrics == nil {
-		c.Metrics = metrics.NewTransport(nil)
+		c.Metrics = metrics.NewTransport()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

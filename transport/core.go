@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,12 +40,16 @@ type link interface {
 // the per-peer queues and senders, framing and heartbeat coalescing,
 // reconnection, the inbound checks and filters, and the snapshot limits.
 type core struct {
-	self    NodeID
-	cfg     Config
-	m       *metrics.Transport
-	log     *slog.Logger
-	drv     driver
-	limiter *rate.Limiter // snapshot bytes sent; nil: unlimited
+	self NodeID
+	cfg  Config
+	m    *metrics.Transport
+	logp atomic.Pointer[slog.Logger] // the host's may replace the default at start
+	drv  driver
+	// ownLog and ownMetrics: the config left them unset, so the host's
+	// environment may provide them at start. unregister undoes that.
+	ownLog, ownMetrics bool
+	unregister         func()
+	limiter            *rate.Limiter // snapshot bytes sent; nil: unlimited
 
 	sendSlots, recvSlots chan struct{}
 
@@ -70,9 +75,11 @@ type inCounters struct {
 }
 
 func newCore(self NodeID, cfg Config, drv driver) *core {
+	ownLog, ownMetrics := cfg.Logger == nil, cfg.Metrics == nil
 	cfg = cfg.withDefaults()
-	c := &core{self: self, cfg: cfg, m: cfg.Metrics, log: cfg.Logger, drv: drv,
+	c := &core{self: self, cfg: cfg, m: cfg.Metrics, drv: drv, ownLog: ownLog, ownMetrics: ownMetrics,
 		sendSlots: make(chan struct{}, cfg.MaxSnapshotSends), recvSlots: make(chan struct{}, cfg.MaxSnapshotRecvs)}
+	c.logp.Store(cfg.Logger)
 	if cfg.SnapshotRateBytes > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(cfg.SnapshotRateBytes), cfg.SnapshotChunkBytes)
 	}
@@ -83,8 +90,9 @@ func newCore(self NodeID, cfg Config, drv driver) *core {
 	return c
 }
 
-// start sets the handler.
-func (c *core) start(h Handler) error {
+// start sets the handler, and takes the host's logger and registers the
+// metrics where the config left them to the host.
+func (c *core) start(h Handler, env Env) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -93,9 +101,22 @@ func (c *core) start(h Handler) error {
 	case c.mu.started:
 		return fmt.Errorf("transport: node %d started twice", c.self)
 	}
+	if c.ownMetrics && env.Registerer != nil {
+		unregister, err := metrics.Register(env.Registerer, c.m)
+		if err != nil {
+			return fmt.Errorf("%w: node %d: %w", ErrInvalidConfig, c.self, err)
+		}
+		c.unregister = unregister
+	}
+	if c.ownLog && env.Logger != nil {
+		c.logp.Store(env.Logger.With("component", "transport"))
+	}
 	c.mu.h, c.mu.started = h, true
 	return nil
 }
+
+// log is the transport's logger.
+func (c *core) log() *slog.Logger { return c.logp.Load() }
 
 // close stops every goroutine; queued and delayed messages are dropped, as
 // a crash would drop them.
@@ -110,9 +131,13 @@ func (c *core) close() {
 		t.Stop()
 	}
 	clear(c.mu.delayed)
+	unregister := c.unregister
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
+	if unregister != nil {
+		unregister()
+	}
 }
 
 func (c *core) handler() Handler {
@@ -190,7 +215,7 @@ func (c *core) sendLoop(p *outbox) {
 		wasUp  bool
 	)
 	down := func(err error) {
-		c.log.Debug("peer unreachable", "peer", p.to, "err", err)
+		c.log().Debug("peer unreachable", "peer", p.to, "err", err)
 		c.unreachable(p.to, p.setDown(true))
 		retry = time.NewTimer(bo.next())
 		retryC = retry.C
@@ -224,7 +249,7 @@ func (c *core) sendLoop(p *outbox) {
 			}
 			if wasUp {
 				p.reconnects.Inc()
-				c.log.Info("reconnected to peer", "peer", p.to)
+				c.log().Info("reconnected to peer", "peer", p.to)
 			}
 			wasUp = true
 			bo.reset()
@@ -390,7 +415,7 @@ func (c *core) SendSnapshot(to NodeID, snap *OutboundSnapshot, done func(error))
 		err := c.drv.streamSnapshot(c.ctx, to, snap, write)
 		c.m.SnapshotBytesSent.WithLabelValues(label).Add(float64(sent))
 		if err != nil {
-			c.log.Info("snapshot send failed", "peer", to, "group", snap.GroupID, "err", err)
+			c.log().Info("snapshot send failed", "peer", to, "group", snap.GroupID, "err", err)
 			fail(err)
 			return
 		}

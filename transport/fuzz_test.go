@@ -49,7 +49,7 @@ func FuzzFrameDecode(f *testing.F) {
 	f.Add([]byte{0x12, 0x04, 0x12, 0x02, 0x08, 0xff}) // a bad enum varint
 	c := newCore(2, Config{}, nil)
 	h := &checkingHandler{}
-	if err := c.start(h); err != nil {
+	if err := c.start(h, Env{}); err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(c.close)

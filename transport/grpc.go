@@ -76,6 +76,7 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 	case cfg.Listener == nil && cfg.ListenAddr == "":
 		return nil, fmt.Errorf("%w: a Listener or ListenAddr is required", ErrInvalidConfig)
 	}
+	given := cfg.Config // what the caller left to the defaults, or to the host
 	cfg.Config = cfg.Config.withDefaults()
 	if cfg.MaxRecvMessageBytes == 0 {
 		cfg.MaxRecvMessageBytes = 64 << 20
@@ -84,7 +85,8 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 		cfg.DialTimeout = 5 * time.Second
 	}
 	t := &GRPC{cfg: cfg, serveDone: make(chan struct{})}
-	t.core = newCore(cfg.NodeID, cfg.Config, t)
+	t.core = newCore(cfg.NodeID, given, t)
+	t.cfg.Config = t.core.cfg // one set of metrics and defaults for both
 	t.mu.peers = make(map[NodeID]string)
 	t.mu.conns = make(map[NodeID]*grpc.ClientConn)
 	for id, addr := range cfg.Peers {
@@ -110,7 +112,7 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(countingCreds{TransportCredentials: cfg.TLS.serverCreds(), fail: func(err error) {
 			t.m.HandshakesRefused.WithLabelValues("tls").Inc()
-			t.log.Warn("refused a peer connection at the TLS handshake", "err", err)
+			t.log().Warn("refused a peer connection at the TLS handshake", "err", err)
 		}}))
 	}
 	t.srv = grpc.NewServer(opts...)
@@ -149,8 +151,8 @@ func (t *GRPC) SetPeer(id NodeID, addr string) {
 }
 
 // Start begins serving peers and delivering to h.
-func (t *GRPC) Start(h Handler) error {
-	if err := t.core.start(h); err != nil {
+func (t *GRPC) Start(h Handler, env Env) error {
+	if err := t.core.start(h, env); err != nil {
 		return err
 	}
 	t.serveStart.Do(func() {
@@ -301,7 +303,7 @@ func (t *GRPC) accept(ctx context.Context, hs *peerpb.Handshake) (NodeID, error)
 	refuse := func(reason, format string, args ...any) (NodeID, error) {
 		t.m.HandshakesRefused.WithLabelValues(reason).Inc()
 		msg := fmt.Sprintf(format, args...)
-		t.log.Warn("refused a peer call", "reason", reason, "detail", msg)
+		t.log().Warn("refused a peer call", "reason", reason, "detail", msg)
 		return 0, status.Error(codes.PermissionDenied, msg)
 	}
 	switch {

@@ -54,13 +54,13 @@ func NewMemory(net *Network, id NodeID, cfg Config) *Memory {
 }
 
 // Start registers the node on the network; from now on it receives.
-func (t *Memory) Start(h Handler) error {
+func (t *Memory) Start(h Handler, env Env) error {
 	t.net.mu.Lock()
 	defer t.net.mu.Unlock()
 	if _, ok := t.net.mu.nodes[t.self]; ok {
 		return fmt.Errorf("transport: node %d already on the network", t.self)
 	}
-	if err := t.core.start(h); err != nil {
+	if err := t.core.start(h, env); err != nil {
 		return err
 	}
 	t.net.mu.nodes[t.self] = t

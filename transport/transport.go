@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/flotilla-io/flotilla/proto/peerpb"
@@ -52,10 +54,22 @@ type Handler interface {
 	HandleAdmin(ctx context.Context, from NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error)
 }
 
+// Env is what a host hands its transport at Start, so that one host
+// config covers the transport too.
+type Env struct {
+	// Logger is used where the transport's Config.Logger was left unset.
+	Logger *slog.Logger
+	// Registerer receives the transport's metrics, if its Config.Metrics
+	// was left unset (nil: they stay unregistered); Close unregisters them.
+	Registerer prometheus.Registerer
+}
+
 // Transport sends a host's Raft traffic to its peers.
 type Transport interface {
-	// Start begins delivering inbound traffic to h.
-	Start(h Handler) error
+	// Start begins delivering inbound traffic to h, logging and
+	// registering metrics as env says. A metric already registered is an
+	// error, and nothing starts.
+	Start(h Handler, env Env) error
 	// Send queues a batch for a peer. It never blocks: what does not fit
 	// in the peer's queue is dropped and reported to HandleUnreachable.
 	Send(to NodeID, batch []Envelope)

@@ -164,7 +164,7 @@ func (n *testNet) start(cfg Config, grpcCfg func(*GRPCConfig), ids ...NodeID) ma
 
 func (n *testNet) startOne(id NodeID, cfg Config, grpcCfg func(*GRPCConfig), l net.Listener) *node {
 	n.t.Helper()
-	cfg.Metrics = metrics.NewTransport(nil)
+	cfg.Metrics = metrics.NewTransport()
 	cfg.Filters = n.filters
 	nd := &node{r: &recorder{}, m: cfg.Metrics}
 	switch n.kind {
@@ -184,7 +184,7 @@ func (n *testNet) startOne(id NodeID, cfg Config, grpcCfg func(*GRPCConfig), l n
 		}
 		nd.Transport, nd.addr = g, g.Addr()
 	}
-	if err := nd.Start(nd.r); err != nil {
+	if err := nd.Start(nd.r, Env{}); err != nil {
 		n.t.Fatal(err)
 	}
 	n.t.Cleanup(func() { _ = nd.Close() })

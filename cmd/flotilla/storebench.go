@@ -42,7 +42,7 @@ The directory is removed at the end, also on Ctrl-C.`,
 			defer os.RemoveAll(root)
 
 			cfg := store.DefaultConfig(root)
-			cfg.Metrics = metrics.NewStore(nil)
+			cfg.Metrics = metrics.NewStore()
 			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 			cfg.MemTableSize = 32 << 20
 			s, err := store.Open(cfg)

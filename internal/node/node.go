@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/flotilla-io/flotilla/metrics"
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/partition"
 	"github.com/flotilla-io/flotilla/proto/clientpb"
@@ -91,7 +90,7 @@ func Start(cfg Config) (*Node, error) {
 	n.m = newNodeMetrics(n.reg)
 
 	tc := transport.GRPCConfig{
-		Config:     transport.Config{Metrics: metrics.NewTransport(n.reg), Logger: n.log},
+		Config:     transport.Config{Logger: n.log},
 		ClusterID:  cfg.ClusterID,
 		NodeID:     cfg.NodeID,
 		Listener:   cfg.Listener,
