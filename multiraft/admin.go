@@ -80,7 +80,11 @@ func (h *Host) adminOn(ctx context.Context, node uint64, req *peerpb.AdminReques
 		return err
 	}
 	if _, err := h.trans.Admin(ctx, node, req); err != nil {
-		return fmt.Errorf("multiraft: admin call on node %d: %w", node, err)
+		sentinel := ErrPeer
+		if errors.Is(err, transport.ErrExhausted) {
+			sentinel = ErrNoSpace // the only resource a peer refuses for (handleAdmin)
+		}
+		return fmt.Errorf("%w: admin call on node %d: %w", sentinel, node, err)
 	}
 	return nil
 }

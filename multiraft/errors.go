@@ -5,8 +5,12 @@ import (
 	"fmt"
 )
 
-// Sentinel errors. Every error the host returns wraps one of them; compare
-// with errors.Is.
+// Sentinel errors. Every error the host returns wraps one of them (and
+// says which group, node or field it is about); compare with errors.Is.
+// The one exception: a call whose context ends returns an error wrapping
+// ctx.Err() (context.Canceled or context.DeadlineExceeded), and ErrAmbiguous
+// too where the call may still take effect (Propose, ChangeMembership,
+// TransferLeadership, RemoveGroup).
 var (
 	// ErrNotLeader: this host does not lead the group. The error is a
 	// *NotLeaderError carrying the leader's node ID when it is known.
@@ -43,7 +47,17 @@ var (
 	// host. A proposal that was pending when it failed gets ErrAmbiguous
 	// wrapping it: it may still apply through the other replicas.
 	ErrGroupFailed = errors.New("multiraft: group failed on this host")
-	// ErrInvalid: bad arguments.
+	// ErrPeer: a call on another host (CreateGroupOn, JoinGroupOn,
+	// RemoveGroupOn) failed: the host was unreachable (it also wraps
+	// transport.ErrUnknownPeer: retry) or refused the call (the error says
+	// why). A peer short of space answers ErrNoSpace instead.
+	ErrPeer = errors.New("multiraft: call on a peer failed")
+	// ErrDataDir: NewHost cannot use Config.Dir: another process holds
+	// it, it holds another node's or another cluster's data, or its data
+	// is corrupt or unreadable. The error says which.
+	ErrDataDir = errors.New("multiraft: data directory unusable")
+	// ErrInvalid: bad arguments or configuration; the error names the
+	// field or ID, and what to do where there is something to do.
 	ErrInvalid = errors.New("multiraft: invalid argument")
 )
 

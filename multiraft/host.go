@@ -116,7 +116,7 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	st, err := store.Open(sc)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", storeSentinel(err), err)
 	}
 	h.store = st
 	h.sched, err = scheduler.New(scheduler.Config{
@@ -128,23 +128,41 @@ func NewHost(cfg Config) (*Host, error) {
 	}, h.ports())
 	if err != nil {
 		_ = st.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	for _, id := range st.Groups() {
 		gs, _ := st.Group(id)
 		if err := h.addGroup(gs); err != nil {
 			_ = st.Close()
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrDataDir, err)
 		}
 	}
 	if err := h.trans.Start(h.ports(), transport.Env{Logger: h.log, Registerer: reg}); err != nil {
 		_ = st.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w: Config.Transport: %w", ErrInvalid, err)
 	}
 	h.sched.Start()
 	h.space.start()
 	opened = true
 	return h, nil
+}
+
+// storeSentinel is the host's sentinel for a store error.
+func storeSentinel(err error) error {
+	switch {
+	case errors.Is(err, store.ErrBusy):
+		return ErrBusy
+	case errors.Is(err, store.ErrFailed), errors.Is(err, store.ErrClosed):
+		return ErrStopped
+	case errors.Is(err, store.ErrGroupNotFound), errors.Is(err, store.ErrGroupRemoved):
+		return ErrGroupNotFound
+	case errors.Is(err, store.ErrGroupExists):
+		return ErrGroupExists
+	case errors.Is(err, store.ErrInvalid):
+		return ErrInvalid
+	default: // a data directory that is locked, another node's, corrupt or unreadable
+		return ErrDataDir
+	}
 }
 
 // NodeID returns the host's node ID.
@@ -250,6 +268,12 @@ func (h *Host) JoinGroup(groupID, replicaID uint64) error {
 }
 
 func (h *Host) createReplica(groupID, replicaID uint64, replicas map[uint64]uint64) error {
+	switch {
+	case groupID == 0:
+		return fmt.Errorf("%w: group ID 0 is reserved; groups are numbered from 1", ErrInvalid)
+	case replicaID == 0:
+		return fmt.Errorf("%w: replica ID 0 for group %d; replica IDs are numbered from 1 (the leader's ChangeMembership allots them)", ErrInvalid, groupID)
+	}
 	if h.group(groupID) != nil {
 		return fmt.Errorf("%w: group %d", ErrGroupExists, groupID)
 	}
@@ -257,11 +281,17 @@ func (h *Host) createReplica(groupID, replicaID uint64, replicas map[uint64]uint
 	switch {
 	case errors.Is(err, store.ErrGroupExists):
 		return fmt.Errorf("%w: group %d", ErrGroupExists, groupID)
+	case errors.Is(err, store.ErrReplicaTooOld):
+		next, _ := h.store.Tombstone(groupID)
+		return fmt.Errorf("%w: group %d had a replica here that was removed, and replica IDs are never reused "+
+			"(replica %d asked, %d or above allowed): add a new replica through the group's leader "+
+			"(ChangeMembership with AddLearner or AddVoter for this node) and JoinGroup with the replica ID it returns: %w",
+			ErrInvalid, groupID, replicaID, next, err)
 	case err != nil:
-		return fmt.Errorf("multiraft: create group %d: %w", groupID, err)
+		return fmt.Errorf("%w: create group %d: %w", storeSentinel(err), groupID, err)
 	}
 	if err := h.addGroup(st); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrDataDir, err)
 	}
 	h.cfg.Events.GroupCreated(groupID)
 	return nil

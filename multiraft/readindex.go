@@ -29,7 +29,8 @@ type readRequest struct {
 
 // ReadIndex returns once this host's state machine of the group reflects
 // every write acknowledged before the call began. It works on followers
-// too (raft forwards the request to the leader). A group has at most
+// too (raft forwards the request to the leader); with no leader known it
+// fails at once with a *NotLeaderError. A group has at most
 // MaxGroupProposals reads waiting; beyond them ReadIndex is ErrBusy.
 func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 	if err := h.usable(); err != nil {
@@ -38,6 +39,14 @@ func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 	g := h.group(groupID)
 	if g == nil {
 		return fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
+	}
+	if !g.serving.Load() && g.leaderNode.Load() == 0 {
+		// No leader to confirm the read: fail now, as Propose does,
+		// rather than wait for the caller's deadline.
+		if err := g.closed(); err != nil {
+			return err
+		}
+		return &NotLeaderError{GroupID: groupID}
 	}
 	r := &readRequest{caller: ctx, done: make(chan error, 1)}
 	g.mu.Lock()
@@ -61,7 +70,7 @@ func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 		// The worker forgets the read on its next pass: let it be soon, so
 		// the read stops counting against the group's bound.
 		h.sched.Enqueue(groupID, scheduler.Requests)
-		return ctx.Err()
+		return fmt.Errorf("multiraft: read of group %d: %w", groupID, ctx.Err())
 	}
 }
 

@@ -33,7 +33,7 @@ func (h *Host) RemoveGroup(ctx context.Context, groupID uint64) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("%w: removal of group %d: %w", ErrAmbiguous, groupID, ctx.Err())
 	}
 }
 
@@ -69,7 +69,7 @@ func (h *Host) removeGroup(g *group) error {
 	g.failWaiting(fmt.Errorf("%w: group %d was removed", ErrAmbiguous, g.id), gone)
 	err := h.store.RemoveGroup(g.id, g.replicaID+1)
 	if err != nil {
-		err = fmt.Errorf("multiraft: remove group %d: %w", g.id, err)
+		err = fmt.Errorf("%w: remove group %d: %w", storeSentinel(err), g.id, err)
 	}
 	g.answerRemovals(err, gone)
 	if err == nil {
