@@ -85,16 +85,15 @@ DEMO_ARGS ?=
 demo: build
 	$(BIN)/flotilla demo $(DEMO_ARGS)
 
-# Regenerates the checked-in protobuf code (protoc from Debian's
-# protobuf-compiler; the Go plugins at pinned versions). raftpb's messages
-# are imported as the raft module registers them ("raft.proto").
+# Regenerates the checked-in protobuf code, with Go alone: internal/protogen
+# compiles the .proto files with protocompile (pinned in go.mod) and runs
+# the Go plugins, installed at pinned versions, as protoc would. raftpb's
+# messages are imported as the raft module registers them ("raft.proto").
 PROTO_OUT ?= proto
 proto: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
-	@command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; }
 	$(GO) mod download go.etcd.io/raft/v3
-	PATH=$(BIN):$$PATH protoc -I proto -I "$$($(GO) list -m -f '{{.Dir}}' go.etcd.io/raft/v3)/raftpb" \
-		--go_out=$(PROTO_OUT) --go_opt=paths=source_relative \
-		--go-grpc_out=$(PROTO_OUT) --go-grpc_opt=paths=source_relative \
+	CGO_ENABLED=0 $(GO) run ./internal/protogen -I proto -I "$$($(GO) list -m -f '{{.Dir}}' go.etcd.io/raft/v3)/raftpb" \
+		-out $(PROTO_OUT) -param paths=source_relative -plugin $(BIN)/protoc-gen-go -plugin $(BIN)/protoc-gen-go-grpc \
 		$$(find proto -name '*.proto' | sort)
 
 # Checks that the checked-in generated code is what `make proto` makes.
