@@ -21,18 +21,18 @@ func TestCreateGroupThroughAdmin(t *testing.T) {
 	defer cancel()
 	h := c.Host(1)
 	for range 2 {
-		for _, n := range []uint64{1, 2, 3} {
-			if err := h.CreateGroupOn(ctx, n, 42, []uint64{1, 2, 3}); err != nil {
+		for _, n := range []NodeID{1, 2, 3} {
+			if err := h.CreateGroupOn(ctx, n, 42, []NodeID{1, 2, 3}); err != nil {
 				t.Fatalf("create on node %d: %v", n, err)
 			}
 		}
 	}
-	for _, n := range []uint64{2, 3} {
+	for _, n := range []NodeID{2, 3} {
 		if _, err := c.Host(n).Status(42); err != nil {
 			t.Fatalf("node %d has no replica: %v", n, err)
 		}
 	}
-	c.WaitLeaders([]uint64{42})
+	c.WaitLeaders([]multiraft.GroupID{42})
 	err := c.Do("a proposal", func(ctx context.Context) error {
 		_, err := c.Host(c.Leader(42)).Propose(ctx, 42, []byte("hello"))
 		return err
@@ -40,13 +40,13 @@ func TestCreateGroupThroughAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.CreateGroupOn(ctx, 9, 43, []uint64{1, 9}); !errors.Is(err, transport.ErrUnknownPeer) {
+	if err := h.CreateGroupOn(ctx, 9, 43, []NodeID{1, 9}); !errors.Is(err, transport.ErrUnknownPeer) {
 		t.Fatalf("create on an unknown node: %v", err)
 	}
-	if err := h.CreateGroupOn(ctx, 2, 44, []uint64{1, 3}); err == nil {
+	if err := h.CreateGroupOn(ctx, 2, 44, []NodeID{1, 3}); err == nil {
 		t.Fatal("node 2 created a replica of a group it is not a member of")
 	}
-	follower := uint64(1)
+	follower := NodeID(1)
 	if c.Leader(42) == 1 {
 		follower = 2
 	}

@@ -22,7 +22,7 @@ func TestStalledDiskSurfacesAsBusy(t *testing.T) {
 	}})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
 	h := c.Host(leader)
 	c.HoldSyncs(leader)

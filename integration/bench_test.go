@@ -18,7 +18,7 @@ func BenchmarkCluster(b *testing.B) {
 		b.Run(fmt.Sprintf("groups=%d/proposers=%d", shape.groups, shape.proposers), func(b *testing.B) {
 			c := NewCluster(b, ClusterConfig{Nodes: 3, Disk: true})
 			ids := c.CreateGroups(shape.groups)
-			leaders := make([]uint64, len(ids))
+			leaders := make([]NodeID, len(ids))
 			for i, g := range ids {
 				leaders[i] = c.Leader(g)
 			}

@@ -37,6 +37,12 @@ const (
 	GRPC   = "grpc"
 )
 
+// The host's ID types, for brevity in tests.
+type (
+	NodeID  = multiraft.NodeID
+	GroupID = multiraft.GroupID
+)
+
 // Cluster is N hosts in one process on in-memory filesystems, wired by the
 // in-memory network or by gRPC on 127.0.0.1, and driven by one manual
 // clock, so tests control time instead of depending on wall-clock ticks on
@@ -55,14 +61,14 @@ type Cluster struct {
 	TickInterval time.Duration
 
 	mu    sync.Mutex
-	addrs map[uint64]string // gRPC listen addresses, kept across restarts
-	lis   map[uint64]net.Listener
-	regs  map[uint64]*prometheus.Registry
-	dirs  map[uint64]string // real-disk data directories (Disk)
-	hosts map[uint64]*multiraft.Host
-	fs    map[uint64]*vfs.MemFS
-	holds map[uint64]*syncHold
-	sms   map[uint64]map[uint64]AppliedLog // node -> group -> state machine
+	addrs map[multiraft.NodeID]string // gRPC listen addresses, kept across restarts
+	lis   map[multiraft.NodeID]net.Listener
+	regs  map[multiraft.NodeID]*prometheus.Registry
+	dirs  map[multiraft.NodeID]string // real-disk data directories (Disk)
+	hosts map[multiraft.NodeID]*multiraft.Host
+	fs    map[multiraft.NodeID]*vfs.MemFS
+	holds map[multiraft.NodeID]*syncHold
+	sms   map[multiraft.NodeID]map[multiraft.GroupID]AppliedLog // node -> group -> state machine
 }
 
 // syncHold blocks a node's WAL syncs while held: the node keeps running,
@@ -107,7 +113,7 @@ func (s *syncHold) wait(op errorfs.Op) error {
 
 // FailSyncs makes every later WAL sync of a node fail, as a dying disk
 // would.
-func (c *Cluster) FailSyncs(node uint64) {
+func (c *Cluster) FailSyncs(node multiraft.NodeID) {
 	h := c.holds[node]
 	h.mu.Lock()
 	h.fail = true
@@ -117,7 +123,7 @@ func (c *Cluster) FailSyncs(node uint64) {
 // NoSpace makes a node's disk refuse, with ENOSPC, to create or write
 // files whose name ends in suffix ("" again: it takes them again): ".sst"
 // fails flushes and compactions, ".log" the WAL.
-func (c *Cluster) NoSpace(node uint64, suffix string) {
+func (c *Cluster) NoSpace(node multiraft.NodeID, suffix string) {
 	h := c.holds[node]
 	h.mu.Lock()
 	h.noSpace = suffix
@@ -126,7 +132,7 @@ func (c *Cluster) NoSpace(node uint64, suffix string) {
 
 // SetFreeSpace makes a node's disk report free bytes free (0: report
 // nothing, as an in-memory disk does), for the space alarm.
-func (c *Cluster) SetFreeSpace(node, free uint64) {
+func (c *Cluster) SetFreeSpace(node multiraft.NodeID, free uint64) {
 	c.mu.Lock()
 	fs := c.fs[node]
 	c.mu.Unlock()
@@ -138,7 +144,7 @@ func (c *Cluster) SetFreeSpace(node, free uint64) {
 }
 
 // HoldSyncs stops a node's WAL syncs from completing until ReleaseSyncs.
-func (c *Cluster) HoldSyncs(node uint64) {
+func (c *Cluster) HoldSyncs(node multiraft.NodeID) {
 	h := c.holds[node]
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -148,7 +154,7 @@ func (c *Cluster) HoldSyncs(node uint64) {
 }
 
 // ReleaseSyncs lets a node's held syncs complete.
-func (c *Cluster) ReleaseSyncs(node uint64) {
+func (c *Cluster) ReleaseSyncs(node multiraft.NodeID) {
 	h := c.holds[node]
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -182,17 +188,17 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	c := &Cluster{
 		t: t, Clock: multiraft.NewManualClock(time.Unix(1_700_000_000, 0)), Net: transport.NewNetwork(),
 		TickInterval: 100 * time.Millisecond,
-		hosts:        map[uint64]*multiraft.Host{}, fs: map[uint64]*vfs.MemFS{}, holds: map[uint64]*syncHold{}, regs: map[uint64]*prometheus.Registry{},
-		dirs: map[uint64]string{},
-		sms:  map[uint64]map[uint64]AppliedLog{}, configure: cfg.Configure, diskSM: cfg.DiskStateMachine,
-		kind: cfg.Transport, transportConfig: cfg.TransportConfig, addrs: map[uint64]string{}, lis: map[uint64]net.Listener{},
+		hosts:        map[multiraft.NodeID]*multiraft.Host{}, fs: map[multiraft.NodeID]*vfs.MemFS{}, holds: map[multiraft.NodeID]*syncHold{}, regs: map[multiraft.NodeID]*prometheus.Registry{},
+		dirs: map[multiraft.NodeID]string{},
+		sms:  map[multiraft.NodeID]map[multiraft.GroupID]AppliedLog{}, configure: cfg.Configure, diskSM: cfg.DiskStateMachine,
+		kind: cfg.Transport, transportConfig: cfg.TransportConfig, addrs: map[multiraft.NodeID]string{}, lis: map[multiraft.NodeID]net.Listener{},
 	}
 	if c.kind == "" {
 		c.kind = *transportFlag
 	}
 	if c.kind == GRPC {
 		// Every address is known before the first host starts.
-		for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
+		for id := multiraft.NodeID(1); id <= multiraft.NodeID(cfg.Nodes); id++ {
 			lis, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatalf("listen: %v", err)
@@ -200,7 +206,7 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 			c.lis[id], c.addrs[id] = lis, lis.Addr().String()
 		}
 	}
-	for id := uint64(1); id <= uint64(cfg.Nodes); id++ {
+	for id := multiraft.NodeID(1); id <= multiraft.NodeID(cfg.Nodes); id++ {
 		if cfg.Disk {
 			c.dirs[id] = t.TempDir()
 		}
@@ -212,10 +218,10 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	return c
 }
 
-func (c *Cluster) start(node uint64) {
+func (c *Cluster) start(node multiraft.NodeID) {
 	reg := prometheus.NewRegistry()
 	c.mu.Lock()
-	c.sms[node] = map[uint64]AppliedLog{}
+	c.sms[node] = map[multiraft.GroupID]AppliedLog{}
 	c.regs[node] = reg
 	c.mu.Unlock()
 	hc := multiraft.DefaultConfig()
@@ -238,7 +244,7 @@ func (c *Cluster) start(node uint64) {
 		hc.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if c.diskSM {
-		hc.DiskStateMachine = func(groupID uint64, r multiraft.Reader) multiraft.DiskStateMachine {
+		hc.DiskStateMachine = func(groupID multiraft.GroupID, r multiraft.Reader) multiraft.DiskStateMachine {
 			sm := &DiskLogSM{r: r}
 			c.mu.Lock()
 			c.sms[node][groupID] = sm
@@ -246,7 +252,7 @@ func (c *Cluster) start(node uint64) {
 			return sm
 		}
 	} else {
-		hc.StateMachine = func(groupID uint64) multiraft.StateMachine {
+		hc.StateMachine = func(groupID multiraft.GroupID) multiraft.StateMachine {
 			sm := &LogSM{}
 			c.mu.Lock()
 			c.sms[node][groupID] = sm
@@ -268,13 +274,13 @@ func (c *Cluster) start(node uint64) {
 
 // newTransport builds a node's transport of the cluster's kind. Faults
 // injected through Net's filters act on both.
-func (c *Cluster) newTransport(node uint64) transport.Transport {
+func (c *Cluster) newTransport(node multiraft.NodeID) transport.Transport {
 	tc := transport.Config{MaxBackoff: 20 * time.Millisecond, Filters: c.Net.Filters}
 	if c.transportConfig != nil {
 		c.transportConfig(&tc)
 	}
 	if c.kind != GRPC {
-		return transport.NewMemory(c.Net, node, tc)
+		return transport.NewMemory(c.Net, uint64(node), tc)
 	}
 	c.mu.Lock()
 	lis := c.lis[node]
@@ -286,20 +292,29 @@ func (c *Cluster) newTransport(node uint64) transport.Transport {
 			c.t.Fatalf("node %d: listen again on %s: %v", node, c.addrs[node], err)
 		}
 	}
-	tr, err := transport.NewGRPC(transport.GRPCConfig{Config: tc, ClusterID: 1, NodeID: node, Listener: lis, Peers: c.addrs})
+	peers := make(map[transport.NodeID]string, len(c.addrs))
+	for id, addr := range c.addrs {
+		peers[uint64(id)] = addr
+	}
+	tr, err := transport.NewGRPC(transport.GRPCConfig{Config: tc, ClusterID: 1, NodeID: uint64(node), Listener: lis, Peers: peers})
 	if err != nil {
 		c.t.Fatalf("node %d: %v", node, err)
 	}
 	return tr
 }
 
+// Isolate cuts a node off the network (both ways) until heal is called.
+func (c *Cluster) Isolate(node multiraft.NodeID) (heal func()) {
+	return c.Net.AddFilter(transport.Isolate(uint64(node)))
+}
+
 // Crash stops a node as a power cut would: it is cut off the network
 // first (so nothing it does after the cut reaches anyone), its disk is
 // cloned keeping every synced byte and a random share of the unsynced ones,
 // and the host is closed. Restart brings it back on that disk.
-func (c *Cluster) Crash(node uint64, rng *rand.Rand) {
+func (c *Cluster) Crash(node multiraft.NodeID, rng *rand.Rand) {
 	c.t.Helper()
-	heal := c.Net.AddFilter(transport.Isolate(node))
+	heal := c.Isolate(node)
 	defer heal()
 	c.mu.Lock()
 	clone := c.fs[node].CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(rng.Uint64(), 1))})
@@ -312,20 +327,20 @@ func (c *Cluster) Crash(node uint64, rng *rand.Rand) {
 }
 
 // Restart starts a crashed node again on what its disk kept.
-func (c *Cluster) Restart(node uint64) {
+func (c *Cluster) Restart(node multiraft.NodeID) {
 	c.t.Helper()
 	c.start(node)
 }
 
 // Metric returns the sum of a metric's series on a node (its current
 // incarnation), 0 if it has none.
-func (c *Cluster) Metric(node uint64, name string) float64 {
+func (c *Cluster) Metric(node multiraft.NodeID, name string) float64 {
 	return c.metrics(node)[name]
 }
 
 // metrics returns the sum of each counter's and gauge's series on a node
 // (for a histogram, its sample count).
-func (c *Cluster) metrics(node uint64) map[string]float64 {
+func (c *Cluster) metrics(node multiraft.NodeID) map[string]float64 {
 	c.mu.Lock()
 	reg := c.regs[node]
 	c.mu.Unlock()
@@ -351,7 +366,7 @@ func (c *Cluster) metrics(node uint64) map[string]float64 {
 
 // metricLabel returns the value of one labelled series of a counter or
 // gauge on a node, 0 if it has none.
-func (c *Cluster) metricLabel(node uint64, name, label, value string) float64 {
+func (c *Cluster) metricLabel(node multiraft.NodeID, name, label, value string) float64 {
 	c.mu.Lock()
 	reg := c.regs[node]
 	c.mu.Unlock()
@@ -375,17 +390,17 @@ func (c *Cluster) metricLabel(node uint64, name, label, value string) float64 {
 }
 
 // Host returns a node's host, nil while it is crashed.
-func (c *Cluster) Host(node uint64) *multiraft.Host {
+func (c *Cluster) Host(node multiraft.NodeID) *multiraft.Host {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.hosts[node]
 }
 
 // Nodes returns the node IDs of the running hosts.
-func (c *Cluster) Nodes() []uint64 {
+func (c *Cluster) Nodes() []multiraft.NodeID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var ids []uint64
+	var ids []multiraft.NodeID
 	for id := range c.hosts {
 		ids = append(ids, id)
 	}
@@ -401,14 +416,14 @@ type AppliedLog interface {
 }
 
 // SM returns a node's state machine of a group.
-func (c *Cluster) SM(node, groupID uint64) AppliedLog {
+func (c *Cluster) SM(node multiraft.NodeID, groupID multiraft.GroupID) AppliedLog {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sms[node][groupID]
 }
 
 // CreateGroup creates a group on the given nodes as founding members.
-func (c *Cluster) CreateGroup(groupID uint64, nodes ...uint64) {
+func (c *Cluster) CreateGroup(groupID multiraft.GroupID, nodes ...multiraft.NodeID) {
 	c.t.Helper()
 	for _, n := range nodes {
 		if err := c.Host(n).CreateGroup(groupID, nodes); err != nil {
@@ -419,10 +434,10 @@ func (c *Cluster) CreateGroup(groupID uint64, nodes ...uint64) {
 
 // CreateGroups creates groups 1..n on nodes 1, 2 and 3, waits until each
 // has a leader, and returns their IDs.
-func (c *Cluster) CreateGroups(n int) []uint64 {
+func (c *Cluster) CreateGroups(n int) []multiraft.GroupID {
 	c.t.Helper()
-	ids := make([]uint64, 0, n)
-	for g := uint64(1); g <= uint64(n); g++ {
+	ids := make([]multiraft.GroupID, 0, n)
+	for g := multiraft.GroupID(1); g <= multiraft.GroupID(n); g++ {
 		c.CreateGroup(g, 1, 2, 3)
 		ids = append(ids, g)
 	}
@@ -431,7 +446,7 @@ func (c *Cluster) CreateGroups(n int) []uint64 {
 }
 
 // Leader returns the node that serves as the group's leader, 0 if none.
-func (c *Cluster) Leader(groupID uint64) uint64 {
+func (c *Cluster) Leader(groupID multiraft.GroupID) multiraft.NodeID {
 	for _, n := range c.Nodes() {
 		h := c.Host(n)
 		if h == nil {
@@ -577,7 +592,7 @@ func (c *Cluster) WaitGroup(what string, timeout time.Duration, wg *sync.WaitGro
 }
 
 // WaitLeaders waits until every group has a serving leader.
-func (c *Cluster) WaitLeaders(groups []uint64) {
+func (c *Cluster) WaitLeaders(groups []multiraft.GroupID) {
 	c.t.Helper()
 	c.WaitFor(fmt.Sprintf("leaders of %d groups", len(groups)), 60*time.Second, func() bool {
 		for _, g := range groups {
@@ -603,7 +618,7 @@ func (c *Cluster) Close() {
 
 // SpreadLeaders moves leadership so that group ids[i] is led by the
 // (i mod N)-th running host, as benchmarks and traffic counts want.
-func (c *Cluster) SpreadLeaders(ids []uint64) {
+func (c *Cluster) SpreadLeaders(ids []multiraft.GroupID) {
 	c.t.Helper()
 	nodes := c.Nodes()
 	slices.Sort(nodes)

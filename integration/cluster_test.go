@@ -75,7 +75,7 @@ func TestElectAndReplicate(t *testing.T) {
 				t.Fatalf("group %d: command %d is %q", g, i, cmd)
 			}
 		}
-		for _, n := range []uint64{2, 3} {
+		for _, n := range []NodeID{2, 3} {
 			if got := c.SM(n, g).Log(); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("group %d: node %d applied %q, node 1 %q", g, n, got, want)
 			}
@@ -97,10 +97,10 @@ func TestElectAndReplicate(t *testing.T) {
 		}
 		return len(st.Progress) == 3
 	})
-	if st.Role != "leader" || st.Leader != leader || len(st.Replicas) != 3 || st.Applied != st.Commit {
+	if st.Role != multiraft.RoleLeader || st.Leader != leader || len(st.Replicas) != 3 || st.Applied != st.Commit {
 		t.Fatalf("leader status %+v", st)
 	}
-	follower := uint64(1)
+	follower := NodeID(1)
 	if leader == 1 {
 		follower = 2
 	}

@@ -83,7 +83,7 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	progress("proposals after node 4 joined group 1", 20)
 
 	// A follower of group 1 first, then whoever leads group 1.
-	victim := uint64(1 + rng.IntN(3))
+	victim := NodeID(1 + rng.IntN(3))
 	if victim == c.Leader(1) {
 		victim = victim%3 + 1
 	}
@@ -91,7 +91,7 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	progress("proposals with a follower down", 30)
 	c.Restart(victim)
 	progress("proposals after the follower's restart", 30)
-	var leader uint64
+	var leader NodeID
 	c.WaitFor("a leader of group 1", 30*time.Second, func() bool { leader = c.Leader(1); return leader != 0 })
 	c.Crash(leader, rng)
 	c.WaitLeaders(ids[:1])
@@ -115,7 +115,7 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	c.WaitFor("every replica to converge", 60*time.Second, func() bool {
 		for _, g := range ids {
 			n := c.SM(1, g).Len()
-			for _, node := range []uint64{2, 3} {
+			for _, node := range []NodeID{2, 3} {
 				if c.SM(node, g).Len() != n {
 					if os.Getenv("FLOTILLA_TEST_LOG") != "" {
 						s1, _ := c.Host(1).Status(g)
@@ -131,7 +131,7 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	seen := map[string]bool{}
 	for _, g := range ids {
 		want := c.SM(1, g).Log()
-		for _, node := range []uint64{2, 3} {
+		for _, node := range []NodeID{2, 3} {
 			if got := c.SM(node, g).Log(); !slices.EqualFunc(got, want, func(a, b []byte) bool { return string(a) == string(b) }) {
 				t.Fatalf("group %d: node %d applied %d commands that differ from node 1's %d", g, node, len(got), len(want))
 			}
@@ -145,7 +145,7 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	}
 	for cmd, res := range acked {
 		if !seen[cmd] {
-			var g uint64
+			var g GroupID
 			fmt.Sscanf(cmd, "g%d-", &g)
 			at := "nothing"
 			for i, p := range c.SM(1, g).Positions() {
@@ -168,7 +168,7 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 // proposeLoop proposes unique commands to a group through its current
 // leader until ctx ends, reporting each acknowledged one, and any error a
 // proposal should never return.
-func proposeLoop(ctx context.Context, c *Cluster, g uint64, ack func(string, multiraft.Result), fail func(error)) {
+func proposeLoop(ctx context.Context, c *Cluster, g multiraft.GroupID, ack func(string, multiraft.Result), fail func(error)) {
 	retry := time.NewTicker(time.Millisecond)
 	defer retry.Stop()
 	for i := 0; ctx.Err() == nil; i++ {

@@ -22,10 +22,10 @@ func TestNothingLeavesBeforeFsync(t *testing.T) {
 	c := NewCluster(t, ClusterConfig{Nodes: 3})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
-	var followers []uint64
-	for _, n := range []uint64{1, 2, 3} {
+	var followers []NodeID
+	for _, n := range []NodeID{1, 2, 3} {
 		if n != leader {
 			followers = append(followers, n)
 		}
@@ -40,7 +40,7 @@ func TestNothingLeavesBeforeFsync(t *testing.T) {
 	var acked atomic.Bool
 	c.Net.AddFilter(func(from, _ transport.NodeID, e transport.Envelope) transport.Verdict {
 		m := e.Message
-		if from == slow && m.GetType() == pb.MsgAppResp && !m.GetReject() && m.GetIndex() >= next {
+		if NodeID(from) == slow && m.GetType() == pb.MsgAppResp && !m.GetReject() && m.GetIndex() >= next {
 			acked.Store(true)
 		}
 		return transport.Deliver
@@ -92,7 +92,7 @@ func TestNothingLeavesBeforeFsync(t *testing.T) {
 
 // proposeWithTime proposes while moving the clock, so retransmissions
 // happen if a message is lost.
-func proposeWithTime(c *Cluster, node, g uint64, data []byte) (res multiraft.Result, err error) {
+func proposeWithTime(c *Cluster, node multiraft.NodeID, g multiraft.GroupID, data []byte) (res multiraft.Result, err error) {
 	err = c.Do("a proposal", func(ctx context.Context) error {
 		res, err = c.Host(node).Propose(ctx, g, data)
 		return err

@@ -19,16 +19,16 @@ func TestFailedSyncStopsTheHost(t *testing.T) {
 	c := NewCluster(t, ClusterConfig{Nodes: 3, Configure: func(cfg *multiraft.Config) {
 		node := cfg.NodeID
 		cfg.Events.HostFailed = func(error) {
-			if node == victim.Load() {
+			if uint64(node) == victim.Load() {
 				failed.Add(1)
 			}
 		}
 	}})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
-	victim.Store(leader)
+	victim.Store(uint64(leader))
 	c.FailSyncs(leader)
 	_, err := proposeWithTime(c, leader, g, []byte("on a dying disk"))
 	if err == nil {
@@ -41,7 +41,7 @@ func TestFailedSyncStopsTheHost(t *testing.T) {
 	if _, err := c.Host(leader).Propose(context.Background(), g, []byte("x")); !errors.Is(err, multiraft.ErrStopped) {
 		t.Fatalf("proposal on a failed host: %v", err)
 	}
-	var next uint64
+	var next NodeID
 	c.WaitFor("a new leader among the others", time.Minute, func() bool {
 		next = c.Leader(g)
 		return next != 0 && next != leader

@@ -9,7 +9,6 @@ import (
 
 	"github.com/flotilla-io/flotilla/internal/await"
 	"github.com/flotilla-io/flotilla/multiraft"
-	"github.com/flotilla-io/flotilla/transport"
 )
 
 // TestReadIndexNoStaleRead: a leader cut off from the others keeps
@@ -21,7 +20,7 @@ func TestReadIndexNoStaleRead(t *testing.T) {
 	c := NewCluster(t, ClusterConfig{Nodes: 3})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	old := c.Leader(g)
 	if _, err := proposeWithTime(c, old, g, []byte("w1")); err != nil {
 		t.Fatal(err)
@@ -40,7 +39,7 @@ func TestReadIndexNoStaleRead(t *testing.T) {
 	// may not complete while it is cut off (nor return stale data after
 	// the others have moved on); once it has stepped down it knows no
 	// leader, and a read there fails at once.
-	heal := c.Net.AddFilter(transport.Isolate(old))
+	heal := c.Isolate(old)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	readDone := make(chan error, 1)
@@ -53,7 +52,7 @@ func TestReadIndexNoStaleRead(t *testing.T) {
 		}
 		return c.metricLabel(old, "flotilla_host_requests_waiting", "request", "read") == 1
 	})
-	var newLeader uint64
+	var newLeader NodeID
 	c.WaitFor("a new leader", 30*time.Second, func() bool {
 		newLeader = c.Leader(g)
 		return newLeader != 0 && newLeader != old
@@ -63,7 +62,7 @@ func TestReadIndexNoStaleRead(t *testing.T) {
 	}
 	c.WaitFor("the cut-off leader to step down", 30*time.Second, func() bool {
 		st, err := c.Host(old).Status(g)
-		return err == nil && st.Role != "leader"
+		return err == nil && st.Role != multiraft.RoleLeader
 	})
 	if err := c.Host(old).ReadIndex(ctx, g); !errors.Is(err, multiraft.ErrNotLeader) {
 		t.Fatalf("a read on a cut-off replica that knows no leader: %v, want ErrNotLeader at once", err)
@@ -98,7 +97,7 @@ func TestReadIndexNoStaleRead(t *testing.T) {
 }
 
 // readWithTime runs ReadIndex on a node while moving the clock.
-func readWithTime(t *testing.T, c *Cluster, node, g uint64) {
+func readWithTime(t *testing.T, c *Cluster, node multiraft.NodeID, g multiraft.GroupID) {
 	t.Helper()
 	if err := c.Do("a read", func(ctx context.Context) error { return c.Host(node).ReadIndex(ctx, g) }); err != nil {
 		t.Fatal(err)
@@ -109,7 +108,7 @@ func readWithTime(t *testing.T, c *Cluster, node, g uint64) {
 // embedder hears about it on both hosts, and the new leader serves.
 func TestTransferLeadership(t *testing.T) {
 	var mu sync.Mutex
-	events := map[uint64][]multiraft.LeaderInfo{} // node -> events
+	events := map[NodeID][]multiraft.LeaderInfo{} // node -> events
 	c := NewCluster(t, ClusterConfig{Nodes: 3, Configure: func(cfg *multiraft.Config) {
 		node := cfg.NodeID
 		cfg.Events.LeaderChanged = func(li multiraft.LeaderInfo) {
@@ -120,7 +119,7 @@ func TestTransferLeadership(t *testing.T) {
 	}})
 	const g = 7
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	from := c.Leader(g)
 	to := from%3 + 1
 	if err := c.Do("the transfer", func(ctx context.Context) error { return c.Host(from).TransferLeadership(ctx, g, to) }); err != nil {
@@ -132,7 +131,7 @@ func TestTransferLeadership(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	last := func(node uint64) multiraft.LeaderInfo {
+	last := func(node NodeID) multiraft.LeaderInfo {
 		evs := events[node]
 		if len(evs) == 0 {
 			t.Fatalf("node %d heard no leader event", node)

@@ -22,14 +22,14 @@ import (
 // a unique value (a proposal) or a read (ReadIndex, then the last value the
 // replica applied).
 type registerInput struct {
-	group uint64
+	group GroupID
 	write bool
 	value string
 }
 
 var registerModel = porcupine.Model{
 	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byGroup := map[uint64][]porcupine.Operation{}
+		byGroup := map[GroupID][]porcupine.Operation{}
 		for _, op := range history {
 			g := op.Input.(registerInput).group
 			byGroup[g] = append(byGroup[g], op)
@@ -135,7 +135,7 @@ func testLinearizability(t *testing.T, seed uint64) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rng := rand.New(rand.NewPCG(seed, g*100+uint64(cl)))
+				rng := rand.New(rand.NewPCG(seed, uint64(g)*100+uint64(cl)))
 				client := int(g)*clients + cl
 				for i := 0; i < ops; i++ {
 					opCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -156,7 +156,7 @@ func testLinearizability(t *testing.T, seed uint64) {
 							record(porcupine.Operation{ClientId: client, Input: in, Call: call, Return: math.MaxInt64})
 						}
 					} else {
-						node := 1 + rng.Uint64N(3)
+						node := NodeID(1 + rng.Uint64N(3))
 						if err := c.Host(node).ReadIndex(opCtx, g); err == nil {
 							log := c.SM(node, g).Log()
 							out := ""

@@ -15,9 +15,9 @@ import (
 )
 
 // changeWithTime runs ChangeMembership on a node while moving the clock.
-func changeWithTime(t *testing.T, c *Cluster, node, g uint64, changes ...multiraft.Change) map[uint64]uint64 {
+func changeWithTime(t *testing.T, c *Cluster, node multiraft.NodeID, g multiraft.GroupID, changes ...multiraft.Change) map[multiraft.ReplicaID]multiraft.NodeID {
 	t.Helper()
-	var replicas map[uint64]uint64
+	var replicas map[multiraft.ReplicaID]multiraft.NodeID
 	err := c.Do(fmt.Sprintf("membership change %v", changes), func(ctx context.Context) (err error) {
 		replicas, err = c.Host(node).ChangeMembership(ctx, g, changes...)
 		return err
@@ -28,7 +28,7 @@ func changeWithTime(t *testing.T, c *Cluster, node, g uint64, changes ...multira
 	return replicas
 }
 
-func replicaOn(replicas map[uint64]uint64, node uint64) uint64 {
+func replicaOn(replicas map[multiraft.ReplicaID]multiraft.NodeID, node multiraft.NodeID) multiraft.ReplicaID {
 	for r, n := range replicas {
 		if n == node {
 			return r
@@ -37,7 +37,7 @@ func replicaOn(replicas map[uint64]uint64, node uint64) uint64 {
 	return 0
 }
 
-func waitApplied(t *testing.T, c *Cluster, g uint64, nodes []uint64, n int) {
+func waitApplied(t *testing.T, c *Cluster, g multiraft.GroupID, nodes []multiraft.NodeID, n int) {
 	t.Helper()
 	c.WaitFor(fmt.Sprintf("nodes %v to apply %d commands of group %d", nodes, n, g), time.Minute, func() bool {
 		for _, node := range nodes {
@@ -68,7 +68,7 @@ func testMembership(t *testing.T, disk bool) {
 	}})
 	const g = 3
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	for i := 0; i < 5; i++ {
 		if _, err := proposeWithTime(c, c.Leader(g), g, fmt.Appendf(nil, "before-%d", i)); err != nil {
 			t.Fatal(err)
@@ -83,7 +83,7 @@ func testMembership(t *testing.T, disk bool) {
 	if err := c.Host(4).JoinGroup(g, r4); err != nil {
 		t.Fatal(err)
 	}
-	waitApplied(t, c, g, []uint64{4}, 5)
+	waitApplied(t, c, g, []NodeID{4}, 5)
 	if n := c.Metric(c.Leader(g), "flotilla_store_log_truncations_total"); n == 0 {
 		t.Fatal("the leader never truncated its log")
 	}
@@ -96,11 +96,11 @@ func testMembership(t *testing.T, disk bool) {
 	if _, err := proposeWithTime(c, c.Leader(g), g, []byte("with four")); err != nil {
 		t.Fatal(err)
 	}
-	waitApplied(t, c, g, []uint64{1, 2, 3, 4}, 6)
+	waitApplied(t, c, g, []NodeID{1, 2, 3, 4}, 6)
 
 	// Remove a follower's replica.
 	leader := c.Leader(g)
-	victim := uint64(1)
+	victim := NodeID(1)
 	for victim == leader {
 		victim++
 	}
@@ -112,12 +112,8 @@ func testMembership(t *testing.T, disk bool) {
 		return !slices.Contains(c.Host(victim).Groups(), g)
 	})
 	// Its old replica ID can never come back there.
-	oldID := uint64(0)
-	for r := uint64(1); r <= 3; r++ {
-		if r == victim { // founding replicas 1..3 are on nodes 1..3
-			oldID = r
-		}
-	}
+	// Founding replicas 1..3 are on nodes 1..3.
+	oldID := multiraft.ReplicaID(victim)
 	if err := c.Host(victim).JoinGroup(g, oldID); err == nil {
 		t.Fatalf("node %d took back its removed replica %d", victim, oldID)
 	}
@@ -132,16 +128,16 @@ func testMembership(t *testing.T, disk bool) {
 	if err := c.Host(victim).JoinGroup(g, again); err != nil {
 		t.Fatal(err)
 	}
-	waitApplied(t, c, g, []uint64{victim}, 6)
+	waitApplied(t, c, g, []NodeID{victim}, 6)
 	changeWithTime(t, c, leader, g, multiraft.Change{Type: multiraft.AddVoter, Node: victim})
 	transferWithTime(t, c, leader, g, victim)
 	if _, err := proposeWithTime(c, victim, g, []byte("led by the re-added replica")); err != nil {
 		t.Fatal(err)
 	}
-	waitApplied(t, c, g, []uint64{1, 2, 3, 4}, 7)
+	waitApplied(t, c, g, []NodeID{1, 2, 3, 4}, 7)
 }
 
-func transferWithTime(t *testing.T, c *Cluster, from, g, to uint64) {
+func transferWithTime(t *testing.T, c *Cluster, from multiraft.NodeID, g multiraft.GroupID, to multiraft.NodeID) {
 	t.Helper()
 	if err := c.Do("a leadership transfer", func(ctx context.Context) error { return c.Host(from).TransferLeadership(ctx, g, to) }); err != nil {
 		t.Fatal(err)
@@ -156,7 +152,7 @@ func TestRemoveGroup(t *testing.T) {
 	c := NewCluster(t, ClusterConfig{Nodes: 3})
 	c.CreateGroup(1, 1, 2, 3)
 	c.CreateGroup(2, 1, 2, 3)
-	c.WaitLeaders([]uint64{1, 2})
+	c.WaitLeaders([]multiraft.GroupID{1, 2})
 	leader := c.Leader(1)
 	if _, err := proposeWithTime(c, leader, 1, []byte("x")); err != nil {
 		t.Fatal(err)
@@ -189,7 +185,7 @@ func TestFailedSnapshotIsReported(t *testing.T) {
 	}})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	for i := 0; i < 6; i++ {
 		if _, err := proposeWithTime(c, c.Leader(g), g, fmt.Appendf(nil, "x%d", i)); err != nil {
 			t.Fatal(err)
@@ -212,7 +208,7 @@ func TestFailedSnapshotIsReported(t *testing.T) {
 		t.Fatal("the learner caught up although every snapshot was dropped")
 	}
 	heal()
-	waitApplied(t, c, g, []uint64{4}, 6)
+	waitApplied(t, c, g, []NodeID{4}, 6)
 }
 
 // TestRemovedWhileCutOffIsCollected: a replica removed while it was cut
@@ -222,10 +218,10 @@ func TestRemovedWhileCutOffIsCollected(t *testing.T) {
 	c := NewCluster(t, ClusterConfig{Nodes: 3})
 	const g = 5
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
 	victim := leader%3 + 1
-	heal := c.Net.AddFilter(transport.Isolate(victim))
+	heal := c.Isolate(victim)
 	changeWithTime(t, c, leader, g, multiraft.Change{Type: multiraft.RemoveReplica, Node: victim})
 	if !slices.Contains(c.Host(victim).Groups(), g) {
 		t.Fatal("the cut-off replica learned of its removal through a partition")
@@ -249,7 +245,7 @@ func TestJointMembershipChange(t *testing.T) {
 	}})
 	const g = 9
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
 	out := leader%3 + 1 // a follower among 1..3
 	replicas := changeWithTime(t, c, leader, g, multiraft.Change{Type: multiraft.AddLearner, Node: 4})

@@ -26,12 +26,12 @@ func TestMetricsMove(t *testing.T) {
 		cfg.LogTailEntries = 2
 		cfg.EntryCacheBytes = 2 << 10 // so that followers catching up read from Pebble
 	}})
-	for g := uint64(1); g <= 3; g++ {
+	for g := GroupID(1); g <= 3; g++ {
 		c.CreateGroup(g, 1, 2, 3)
 	}
-	c.WaitLeaders([]uint64{1, 2, 3})
+	c.WaitLeaders([]multiraft.GroupID{1, 2, 3})
 	for i := range 20 {
-		for g := uint64(1); g <= 3; g++ {
+		for g := GroupID(1); g <= 3; g++ {
 			if _, err := proposeWithTime(c, c.Leader(g), g, fmt.Appendf(nil, "g%d-%d", g, i)); err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +58,7 @@ func TestMetricsMove(t *testing.T) {
 	}
 	c.WaitFor("a failed snapshot send", time.Minute, func() bool { return c.sum("flotilla_transport_snapshots_failed_total") > 0 })
 	heal()
-	waitApplied(t, c, 2, []uint64{4}, 20)
+	waitApplied(t, c, 2, []NodeID{4}, 20)
 	// Messages dropped by a filter; messages for a group a host no longer has.
 	heal = c.Net.AddFilter(transport.DropGroup(3))
 	c.Step()
@@ -81,7 +81,7 @@ func TestMetricsMove(t *testing.T) {
 	}
 	c.Crash(3, rand.New(rand.NewPCG(1, 1)))
 	for i := 0; i < 10; {
-		c.WaitLeaders([]uint64{2}) // node 3 may have led it
+		c.WaitLeaders([]multiraft.GroupID{2}) // node 3 may have led it
 		if _, err := proposeWithTime(c, c.Leader(2), 2, fmt.Appendf(nil, "while 3 is down %d", i)); err == nil {
 			i++
 		} else if !errors.Is(err, multiraft.ErrNotLeader) && !errors.Is(err, multiraft.ErrAmbiguous) {

@@ -25,11 +25,11 @@ func TestProducerStateTravels(t *testing.T) {
 	}})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	produce := func(seq uint64, rec string) partition.Result {
 		t.Helper()
 		for {
-			c.WaitLeaders([]uint64{g})
+			c.WaitLeaders([]multiraft.GroupID{g})
 			p := &partition.Produce{ProducerID: 5, Sequence: seq, TimestampMs: uint64(time.Now().UnixMilli()), Records: [][]byte{[]byte(rec)}}
 			res, err := proposeWithTime(c, c.Leader(g), g, p.Marshal())
 			if errors.Is(err, multiraft.ErrNotLeader) || errors.Is(err, multiraft.ErrAmbiguous) {
@@ -67,10 +67,10 @@ func TestProducerStateTravels(t *testing.T) {
 	// Every node crashes and restarts: whoever leads then knows only what
 	// its disk kept.
 	rng := rand.New(rand.NewPCG(3, 3))
-	for _, n := range []uint64{1, 2, 3, 4} {
+	for _, n := range []NodeID{1, 2, 3, 4} {
 		c.Crash(n, rng)
 	}
-	for _, n := range []uint64{1, 2, 3, 4} {
+	for _, n := range []NodeID{1, 2, 3, 4} {
 		c.Restart(n)
 	}
 	if r := produce(19, "r19"); !r.Duplicate || r.BaseOffset != last.BaseOffset {

@@ -45,7 +45,7 @@ func TestSpaceAlarm(t *testing.T) {
 	const g, other, local = 1, 2, 3
 	c.CreateGroup(g, 1, 2, 3)
 	c.CreateGroup(other, 1, 2, 3)
-	c.WaitLeaders([]uint64{g, other})
+	c.WaitLeaders([]multiraft.GroupID{g, other})
 	full := c.Leader(g)
 	c.CreateGroup(local, full)
 	if c.Leader(other) == full {
@@ -56,7 +56,7 @@ func TestSpaceAlarm(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.WaitLeaders([]uint64{g, other, local})
+	c.WaitLeaders([]multiraft.GroupID{g, other, local})
 	h := c.Host(full)
 
 	c.SetFreeSpace(full, min-1)
@@ -64,7 +64,7 @@ func TestSpaceAlarm(t *testing.T) {
 	if _, err := h.Propose(context.Background(), g, []byte("x")); !errors.Is(err, multiraft.ErrNoSpace) {
 		t.Fatalf("proposal on a full disk: %v, want ErrNoSpace", err)
 	}
-	if err := h.CreateGroup(99, []uint64{full}); !errors.Is(err, multiraft.ErrNoSpace) {
+	if err := h.CreateGroup(99, []NodeID{full}); !errors.Is(err, multiraft.ErrNoSpace) {
 		t.Fatalf("group creation on a full disk: %v, want ErrNoSpace", err)
 	}
 	if err := h.JoinGroup(98, 4); !errors.Is(err, multiraft.ErrNoSpace) {
@@ -75,7 +75,7 @@ func TestSpaceAlarm(t *testing.T) {
 	if _, err := proposeWithTime(c, c.Leader(other), other, []byte("replicated to the full host")); err != nil {
 		t.Fatal(err)
 	}
-	waitApplied(t, c, other, []uint64{full}, 1)
+	waitApplied(t, c, other, []NodeID{full}, 1)
 	changeWithTime(t, c, full, g, multiraft.Change{Type: multiraft.RemoveReplica, Node: full%3 + 1})
 	if err := c.Do("removing a group", func(ctx context.Context) error { return h.RemoveGroup(ctx, local) }); err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestSpaceAlarmOnENOSPC(t *testing.T) {
 	}})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	full := c.Leader(g)
 	c.NoSpace(full, ".sst")
 	for i := 0; c.Metric(full, "flotilla_host_disk_space_alarm") == 0; i++ {
@@ -173,7 +173,7 @@ func TestSpaceAlarmDisabled(t *testing.T) {
 	}})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	full := c.Leader(g)
 	c.NoSpace(full, ".sst")
 	for i := 0; c.Metric(full, "flotilla_store_pebble_background_errors_total") == 0; i++ {

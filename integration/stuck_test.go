@@ -13,7 +13,6 @@ import (
 	"github.com/flotilla-io/flotilla/internal/await"
 	"github.com/flotilla-io/flotilla/internal/testseed"
 	"github.com/flotilla-io/flotilla/multiraft"
-	"github.com/flotilla-io/flotilla/transport"
 )
 
 // The ways a host could get stuck, or fail a whole node, for a local
@@ -28,10 +27,10 @@ func TestAbandonedTransferDoesNotBlockWrites(t *testing.T) {
 	c := NewCluster(t, ClusterConfig{Nodes: 3})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
 	target := leader%3 + 1
-	heal := c.Net.AddFilter(transport.Isolate(target))
+	heal := c.Isolate(target)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	err := c.Host(leader).TransferLeadership(ctx, g, target)
 	cancel()
@@ -70,7 +69,7 @@ func TestSecondMembershipChangeRejected(t *testing.T) {
 	c := NewCluster(t, ClusterConfig{Nodes: 3})
 	const g = 1
 	c.CreateGroup(g, 1, 2)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
 	follower := 3 - leader
 	// The follower cannot make anything durable: the first change stays
@@ -180,10 +179,10 @@ func TestReadsAndTransfersBounded(t *testing.T) {
 	}})
 	const g = 1
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
 	cutOff := leader%3 + 1
-	heal := c.Net.AddFilter(transport.Isolate(cutOff))
+	heal := c.Isolate(cutOff)
 	defer heal()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -201,7 +200,7 @@ func TestReadsAndTransfersBounded(t *testing.T) {
 	// total, refused of them from errc's calls (refusals happen only once
 	// the bound is reached), and checks that those, and only those, have
 	// returned, with ErrBusy.
-	refusals := func(node uint64, kind string, errc <-chan error, refused, total int) {
+	refusals := func(node NodeID, kind string, errc <-chan error, refused, total int) {
 		t.Helper()
 		metric := func() float64 { return c.metricLabel(node, "flotilla_host_requests_refused_total", "request", kind) }
 		await.Until(t, 30*time.Second, fmt.Sprintf("%d %ss refused", total, kind), func() bool { return metric() >= float64(total) })

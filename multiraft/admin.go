@@ -24,15 +24,19 @@ func (h *Host) handleAdmin(ctx context.Context, from transport.NodeID, req *peer
 	case *peerpb.AdminRequest_CreateReplica:
 		c := r.CreateReplica
 		if c.GetReplicaId() != 0 {
-			err = h.JoinGroup(c.GetGroupId(), c.GetReplicaId())
+			err = h.JoinGroup(GroupID(c.GetGroupId()), ReplicaID(c.GetReplicaId()))
 		} else {
-			err = h.CreateGroup(c.GetGroupId(), c.GetMembers())
+			members := make([]NodeID, len(c.GetMembers()))
+			for i, n := range c.GetMembers() {
+				members[i] = NodeID(n)
+			}
+			err = h.CreateGroup(GroupID(c.GetGroupId()), members)
 		}
 		if errors.Is(err, ErrGroupExists) {
 			err = nil
 		}
 	case *peerpb.AdminRequest_RemoveReplica:
-		err = h.RemoveGroup(ctx, r.RemoveReplica.GetGroupId())
+		err = h.RemoveGroup(ctx, GroupID(r.RemoveReplica.GetGroupId()))
 		if errors.Is(err, ErrGroupNotFound) {
 			err = nil
 		}
@@ -51,35 +55,39 @@ func (h *Host) handleAdmin(ctx context.Context, from transport.NodeID, req *peer
 
 // CreateGroupOn creates node's founding replica of a group (see
 // CreateGroup), on this host or, through the transport, on a peer.
-func (h *Host) CreateGroupOn(ctx context.Context, node, groupID uint64, members []uint64) error {
+func (h *Host) CreateGroupOn(ctx context.Context, node NodeID, groupID GroupID, members []NodeID) error {
+	ids := make([]uint64, len(members))
+	for i, n := range members {
+		ids[i] = uint64(n)
+	}
 	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_CreateReplica{
-		CreateReplica: &peerpb.CreateReplica{GroupId: groupID, Members: members}}})
+		CreateReplica: &peerpb.CreateReplica{GroupId: uint64(groupID), Members: ids}}})
 }
 
 // JoinGroupOn creates node's joining replica of a group (see JoinGroup).
-func (h *Host) JoinGroupOn(ctx context.Context, node, groupID, replicaID uint64) error {
+func (h *Host) JoinGroupOn(ctx context.Context, node NodeID, groupID GroupID, replicaID ReplicaID) error {
 	if replicaID == 0 {
 		return fmt.Errorf("%w: replica ID 0", ErrInvalid)
 	}
 	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_CreateReplica{
-		CreateReplica: &peerpb.CreateReplica{GroupId: groupID, ReplicaId: replicaID}}})
+		CreateReplica: &peerpb.CreateReplica{GroupId: uint64(groupID), ReplicaId: uint64(replicaID)}}})
 }
 
 // RemoveGroupOn removes node's replica of a group (see RemoveGroup).
-func (h *Host) RemoveGroupOn(ctx context.Context, node, groupID uint64) error {
+func (h *Host) RemoveGroupOn(ctx context.Context, node NodeID, groupID GroupID) error {
 	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_RemoveReplica{
-		RemoveReplica: &peerpb.RemoveReplica{GroupId: groupID}}})
+		RemoveReplica: &peerpb.RemoveReplica{GroupId: uint64(groupID)}}})
 }
 
-func (h *Host) adminOn(ctx context.Context, node uint64, req *peerpb.AdminRequest) error {
+func (h *Host) adminOn(ctx context.Context, node NodeID, req *peerpb.AdminRequest) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
 	if node == h.cfg.NodeID {
-		_, err := h.handleAdmin(ctx, node, req)
+		_, err := h.handleAdmin(ctx, uint64(node), req)
 		return err
 	}
-	if _, err := h.trans.Admin(ctx, node, req); err != nil {
+	if _, err := h.trans.Admin(ctx, uint64(node), req); err != nil {
 		sentinel := ErrPeer
 		if errors.Is(err, transport.ErrExhausted) {
 			sentinel = ErrNoSpace // the only resource a peer refuses for (handleAdmin)

@@ -173,7 +173,7 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 		g.h.m.LeaderChanges.Inc()
 		g.leaderIs(g.replicas[ss.Lead])
 		if ss.Lead != g.replicaID {
-			g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: g.id, Leader: g.replicas[ss.Lead], Term: g.term})
+			g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: NodeID(g.replicas[ss.Lead]), Term: g.term})
 		}
 	}
 	if ss.RaftState != raft.StateLeader && g.serving.Load() {
@@ -188,7 +188,7 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 func (g *group) startServing() {
 	g.serving.Store(true)
 	g.h.m.Leaders.Inc()
-	g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: g.id, Leader: g.h.cfg.NodeID, Term: g.term, Local: true})
+	g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: g.h.cfg.NodeID, Term: g.term, Local: true})
 }
 
 // failPending fails every proposal that was handed to raft and is not yet

@@ -23,12 +23,12 @@ func TestSnapshotWhileLogWriterBusy(t *testing.T) {
 		multiraft.SetLogQueueItems(cfg, 16)
 	}})
 	const target = 1
-	load := []uint64{2, 3, 4, 5}
+	load := []multiraft.GroupID{2, 3, 4, 5}
 	c.CreateGroup(target, 1, 2)
 	for _, g := range load {
 		c.CreateGroup(g, 1, 2, 3)
 	}
-	c.WaitLeaders(append([]uint64{target}, load...))
+	c.WaitLeaders(append([]multiraft.GroupID{target}, load...))
 	for i := range 3 {
 		propose(t, c, target, fmt.Sprintf("before-%d", i))
 	}
@@ -107,7 +107,7 @@ func TestSnapshotOnFullDisk(t *testing.T) {
 	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Transport: integration.Memory})
 	const g = 1
 	c.CreateGroup(g, 1, 2)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	propose(t, c, g, "before")
 	if err := c.Host(3).JoinGroup(g, 3); err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ type Config struct {
 	// other's traffic. Required.
 	ClusterID uint64
 	// NodeID is this host's ID in the cluster. Required, not 0.
-	NodeID uint64
+	NodeID NodeID
 
 	// Dir is the data directory inside FS. Required.
 	Dir string

@@ -48,14 +48,14 @@ func testGroupPanic(t *testing.T, leads bool) {
 				panic(fmt.Sprintf("injected: cannot step %v", m.GetType()))
 			}
 		})
-		cfg.Events.GroupFailed = func(groupID uint64, err error) { failedGroup.Store(groupID) }
+		cfg.Events.GroupFailed = func(groupID multiraft.GroupID, err error) { failedGroup.Store(uint64(groupID)) }
 		cfg.Events.HostFailed = func(error) { hostFailed.Store(true) }
 	}})
 	c.CreateGroup(g, 1, 2, 3)
 	c.CreateGroup(other, 1, 2, 3)
-	c.WaitLeaders([]uint64{g, other})
+	c.WaitLeaders([]multiraft.GroupID{g, other})
 	if leader := c.Leader(g); (leader == victim) != leads {
-		to := uint64(victim)
+		to := multiraft.NodeID(victim)
 		if !leads {
 			to = victim%3 + 1
 		}
@@ -89,7 +89,7 @@ func testGroupPanic(t *testing.T, leads bool) {
 		waiting <- c.Host(victim).ReadIndex(ctx, g)
 	}()
 	armed.Store(true)
-	c.WaitFor("the victim's replica to fail", time.Minute, func() bool { return failedGroup.Load() == g })
+	c.WaitFor("the victim's replica to fail", time.Minute, func() bool { return failedGroup.Load() == uint64(g) })
 	select {
 	case err := <-waiting:
 		if !errors.Is(err, multiraft.ErrGroupFailed) {
@@ -153,10 +153,10 @@ func TestStorageReadErrorFailsHost(t *testing.T) {
 		cfg.Events.HostFailed = func(error) { hostFailed[node].Store(true) }
 	}})
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
 	lagging := leader%3 + 1
-	heal := c.Net.AddFilter(transport.Isolate(lagging))
+	heal := c.Isolate(lagging)
 	defer heal()
 	for i := range 64 {
 		if err := c.Do("a proposal", func(ctx context.Context) error {
@@ -204,12 +204,12 @@ func (s panicSM) Apply(cmds []multiraft.Command) ([][]byte, error) {
 func TestConcurrentProposalsWithPanic(t *testing.T) {
 	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 1, Transport: integration.Memory, Configure: func(cfg *multiraft.Config) {
 		inner := cfg.StateMachine
-		cfg.StateMachine = func(id uint64) multiraft.StateMachine { return panicSM{inner(id)} }
+		cfg.StateMachine = func(id multiraft.GroupID) multiraft.StateMachine { return panicSM{inner(id)} }
 	}})
 	h := c.Host(1)
-	for round := uint64(1); round <= 20; round++ {
+	for round := multiraft.GroupID(1); round <= 20; round++ {
 		c.CreateGroup(round, 1)
-		c.WaitLeaders([]uint64{round})
+		c.WaitLeaders([]multiraft.GroupID{round})
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for i := range 400 {
@@ -245,16 +245,16 @@ func TestFailedLeaderPendingIsAmbiguous(t *testing.T) {
 	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Transport: integration.Memory, Configure: func(cfg *multiraft.Config) {
 		node := cfg.NodeID
 		multiraft.SetStepHook(cfg, func(groupID uint64, m *pb.Message) {
-			if groupID == g && victim.Load() == node && m.GetType() == pb.MsgAppResp && len(m.GetContext()) == 0 && !m.GetReject() {
+			if groupID == g && victim.Load() == uint64(node) && m.GetType() == pb.MsgAppResp && len(m.GetContext()) == 0 && !m.GetReject() {
 				panic("injected: cannot step an append response")
 			}
 		})
 	}})
 	c.CreateGroup(g, 1, 2, 3)
-	c.WaitLeaders([]uint64{g})
+	c.WaitLeaders([]multiraft.GroupID{g})
 	propose(t, c, g, "before")
 	leader := c.Leader(g)
-	victim.Store(leader)
+	victim.Store(uint64(leader))
 	var perr error
 	_ = c.Do("a proposal on the failing leader", func(ctx context.Context) error {
 		_, perr = c.Host(leader).Propose(ctx, g, []byte("pending"))
@@ -263,7 +263,7 @@ func TestFailedLeaderPendingIsAmbiguous(t *testing.T) {
 	if !errors.Is(perr, multiraft.ErrGroupFailed) {
 		t.Fatalf("proposal ended with %v, want the group's failure", perr)
 	}
-	others := []uint64{leader%3 + 1, (leader+1)%3 + 1}
+	others := []multiraft.NodeID{leader%3 + 1, (leader+1)%3 + 1}
 	c.WaitFor("the other replicas to apply the pending proposal", time.Minute, func() bool {
 		for _, n := range others {
 			if c.SM(n, g).Len() < 2 {

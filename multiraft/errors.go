@@ -64,9 +64,9 @@ var (
 // NotLeaderError is returned when a request reaches a host that does not
 // lead the group.
 type NotLeaderError struct {
-	GroupID uint64
-	// Leader is the leader's node ID, 0 if unknown.
-	Leader uint64
+	GroupID GroupID
+	// Leader is the leader's node, 0 if unknown.
+	Leader NodeID
 }
 
 func (e *NotLeaderError) Error() string {

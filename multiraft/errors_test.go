@@ -41,11 +41,11 @@ func TestErrors(t *testing.T) {
 	t.Run("config", func(t *testing.T) {
 		fs := vfs.NewMem()
 		net := transport.NewNetwork()
-		base := func(node uint64) multiraft.Config {
+		base := func(node multiraft.NodeID) multiraft.Config {
 			cfg := multiraft.DefaultConfig()
 			cfg.ClusterID, cfg.NodeID, cfg.Dir, cfg.FS = 1, node, "data", fs
-			cfg.Transport = transport.NewMemory(net, node, transport.Config{})
-			cfg.StateMachine = func(uint64) multiraft.StateMachine { return &integration.LogSM{} }
+			cfg.Transport = transport.NewMemory(net, uint64(node), transport.Config{})
+			cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &integration.LogSM{} }
 			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 			return cfg
 		}
@@ -100,7 +100,7 @@ func TestErrors(t *testing.T) {
 		}})
 		const g = 1
 		c.CreateGroup(g, 1, 2)
-		c.WaitLeaders([]uint64{g})
+		c.WaitLeaders([]multiraft.GroupID{g})
 		leader := c.Leader(g)
 		follower := 3 - leader
 		h, f := c.Host(leader), c.Host(follower)
@@ -112,9 +112,9 @@ func TestErrors(t *testing.T) {
 		_, changeNotMember := h.ChangeMembership(ctx, g, multiraft.Change{Type: multiraft.RemoveReplica, Node: 3})
 		_, statusUnknown := h.Status(99)
 		check(t, []errCase{
-			{"CreateGroup(0)", c.Host(3).CreateGroup(0, []uint64{3}), multiraft.ErrInvalid, "group ID 0"},
-			{"CreateGroup without this node", c.Host(3).CreateGroup(5, []uint64{1, 2}), multiraft.ErrInvalid, "node 3"},
-			{"CreateGroup twice", h.CreateGroup(g, []uint64{1, 2}), multiraft.ErrGroupExists, "group 1"},
+			{"CreateGroup(0)", c.Host(3).CreateGroup(0, []multiraft.NodeID{3}), multiraft.ErrInvalid, "group ID 0"},
+			{"CreateGroup without this node", c.Host(3).CreateGroup(5, []multiraft.NodeID{1, 2}), multiraft.ErrInvalid, "node 3"},
+			{"CreateGroup twice", h.CreateGroup(g, []multiraft.NodeID{1, 2}), multiraft.ErrGroupExists, "group 1"},
 			{"JoinGroup(g, 0)", c.Host(3).JoinGroup(g, 0), multiraft.ErrInvalid, "replica ID 0"},
 			{"Propose to an unknown group", proposeUnknown, multiraft.ErrGroupNotFound, "group 99"},
 			{"Propose too large", proposeLarge, multiraft.ErrTooLarge, "limit 1024"},
@@ -158,7 +158,7 @@ func TestErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		check(t, []errCase{
-			{"CreateGroup after RemoveGroup", f.CreateGroup(g, []uint64{1, 2}), multiraft.ErrInvalid, "ChangeMembership"},
+			{"CreateGroup after RemoveGroup", f.CreateGroup(g, []multiraft.NodeID{1, 2}), multiraft.ErrInvalid, "ChangeMembership"},
 		})
 
 		// A closed host refuses everything with ErrStopped.
@@ -172,7 +172,7 @@ func TestErrors(t *testing.T) {
 			{"ReadIndex on a closed host", f.ReadIndex(ctx, g), multiraft.ErrStopped, ""},
 			{"TransferLeadership on a closed host", f.TransferLeadership(ctx, g, 1), multiraft.ErrStopped, ""},
 			{"ChangeMembership on a closed host", changeClosed, multiraft.ErrStopped, ""},
-			{"CreateGroup on a closed host", f.CreateGroup(8, []uint64{follower}), multiraft.ErrStopped, ""},
+			{"CreateGroup on a closed host", f.CreateGroup(8, []multiraft.NodeID{follower}), multiraft.ErrStopped, ""},
 			{"RemoveGroup on a closed host", f.RemoveGroup(ctx, g), multiraft.ErrStopped, ""},
 		})
 	})

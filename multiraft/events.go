@@ -9,22 +9,22 @@ type EventListener struct {
 	// applied an entry of its own term (and so serves proposals).
 	LeaderChanged func(LeaderInfo)
 	// GroupCreated is called when a group is created on this host.
-	GroupCreated func(groupID uint64)
+	GroupCreated func(groupID GroupID)
 	// GroupRemoved is called when a group is removed from this host.
-	GroupRemoved func(groupID uint64)
+	GroupRemoved func(groupID GroupID)
 	// HostFailed is called once when the host stops on a fatal error
 	// (a failed write or sync, a stalled disk, a state machine error).
 	HostFailed func(err error)
 	// GroupFailed is called once when a group's replica on this host
 	// fails alone (see ErrGroupFailed); err says why.
-	GroupFailed func(groupID uint64, err error)
+	GroupFailed func(groupID GroupID, err error)
 }
 
 // LeaderInfo describes a group's leadership.
 type LeaderInfo struct {
-	GroupID uint64
-	// Leader is the leader's node ID, 0 if the group has no leader now.
-	Leader uint64
+	GroupID GroupID
+	// Leader is the leader's node, 0 if the group has no leader now.
+	Leader NodeID
 	Term   uint64
 	// Local is true when this host is the leader.
 	Local bool
@@ -35,15 +35,15 @@ func (l *EventListener) fill() {
 		l.LeaderChanged = func(LeaderInfo) {}
 	}
 	if l.GroupCreated == nil {
-		l.GroupCreated = func(uint64) {}
+		l.GroupCreated = func(GroupID) {}
 	}
 	if l.GroupRemoved == nil {
-		l.GroupRemoved = func(uint64) {}
+		l.GroupRemoved = func(GroupID) {}
 	}
 	if l.HostFailed == nil {
 		l.HostFailed = func(error) {}
 	}
 	if l.GroupFailed == nil {
-		l.GroupFailed = func(uint64, error) {}
+		l.GroupFailed = func(GroupID, error) {}
 	}
 }

@@ -124,7 +124,7 @@ func (h *Host) recoverGroup(g *group) {
 	g.broken.Store(true)
 	h.m.GroupsFailed.Inc()
 	if st := g.status.Load(); st != nil {
-		h.m.GroupsByRole.WithLabelValues(st.Role).Dec() // it has no role any more
+		h.m.GroupsByRole.WithLabelValues(st.Role.String()).Dec() // it has no role any more
 	}
 	h.sched.SetTicking(g.id, false)
 	if g.serving.Load() {
@@ -136,7 +136,7 @@ func (h *Host) recoverGroup(g *group) {
 	if in != nil {
 		in.fail(g, err) // what the pass took and had not handed on
 	}
-	h.cfg.Events.GroupFailed(g.id, err)
+	h.cfg.Events.GroupFailed(GroupID(g.id), err)
 }
 
 // processFailed is a pass over a group that failed alone: it can only be

@@ -2,7 +2,6 @@ package multiraft
 
 import (
 	"fmt"
-	"maps"
 	"sync"
 	"sync/atomic"
 
@@ -154,21 +153,21 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 
 // Status describes a group as this host sees it.
 type Status struct {
-	GroupID   uint64
-	ReplicaID uint64
-	Role      string // "leader", "follower", "candidate", "pre-candidate"
-	// Leader is the leader's node ID, 0 if unknown.
-	Leader  uint64
+	GroupID   GroupID
+	ReplicaID ReplicaID // this host's replica
+	Role      Role
+	// Leader is the leader's node, 0 if unknown.
+	Leader  NodeID
 	Term    uint64
 	Commit  uint64
 	Applied uint64
-	// Replicas maps replica IDs to node IDs.
-	Replicas map[uint64]uint64
+	// Replicas maps the group's replicas to their nodes.
+	Replicas map[ReplicaID]NodeID
 	// Serving is true on a leader that has applied an entry of its term.
 	Serving bool
 	// Progress describes each follower, as the leader tracks it (leader
 	// only; refreshed once per tick).
-	Progress map[uint64]Progress
+	Progress map[ReplicaID]Progress
 	// Failed is true once this host's replica failed alone (see
 	// ErrGroupFailed); the other fields are as they were then.
 	Failed bool
@@ -179,8 +178,8 @@ type Status struct {
 // Progress is a leader's view of one replica.
 type Progress struct {
 	Match, Next uint64
-	State       string // "probe", "replicate" or "snapshot"
-	Active      bool   // heard from within the last election timeout
+	State       ProgressState
+	Active      bool // heard from within the last election timeout
 }
 
 // statusKey is what a published Status depends on besides progress.
@@ -203,50 +202,47 @@ func (g *group) publishStatus(refreshProgress bool) {
 		return
 	}
 	g.published = key
-	if role := roleName(g.role); prev == nil || prev.Role != role {
+	if role := roleOf(g.role); prev == nil || prev.Role != role {
 		if prev != nil {
-			g.h.m.GroupsByRole.WithLabelValues(prev.Role).Dec()
+			g.h.m.GroupsByRole.WithLabelValues(prev.Role.String()).Dec()
 		}
-		g.h.m.GroupsByRole.WithLabelValues(role).Inc()
-		campaigning := func(r string) bool { return r == "candidate" || r == "pre-candidate" }
+		g.h.m.GroupsByRole.WithLabelValues(role.String()).Inc()
+		campaigning := func(r Role) bool { return r == RoleCandidate || r == RolePreCandidate }
 		if campaigning(role) && (prev == nil || !campaigning(prev.Role)) {
 			g.h.m.Elections.Inc()
 		}
 	}
-	var progress map[uint64]Progress
+	var progress map[ReplicaID]Progress
 	if g.role == raft.StateLeader {
 		if prev != nil && !refreshProgress {
 			progress = prev.Progress
 		}
 		if progress == nil {
-			progress = make(map[uint64]Progress)
+			progress = make(map[ReplicaID]Progress)
 			g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-				progress[id] = Progress{Match: pr.Match, Next: pr.Next, State: pr.State.String(), Active: pr.RecentActive}
+				progress[ReplicaID(id)] = Progress{Match: pr.Match, Next: pr.Next, State: progressStateOf(pr.State), Active: pr.RecentActive}
 			})
 		}
 	}
-	replicas := maps.Clone(g.replicas)
+	var replicas map[ReplicaID]NodeID
 	if prev != nil && key.replicasVersion == prev.replicasVersion {
 		replicas = prev.Replicas // immutable once published
+	} else {
+		replicas = make(map[ReplicaID]NodeID, len(g.replicas))
+		for r, n := range g.replicas {
+			replicas[ReplicaID(r)] = NodeID(n)
+		}
 	}
 	g.status.Store(&Status{
-		GroupID: g.id, ReplicaID: g.replicaID, Role: roleName(g.role),
-		Leader: g.replicas[g.leader], Term: g.term, Commit: g.commit, Applied: g.applied,
+		GroupID: GroupID(g.id), ReplicaID: ReplicaID(g.replicaID), Role: roleOf(g.role),
+		Leader: NodeID(g.replicas[g.leader]), Term: g.term, Commit: g.commit, Applied: g.applied,
 		Replicas: replicas, Serving: key.serving, Progress: progress, replicasVersion: key.replicasVersion,
 	})
 }
 
-func roleName(s raft.StateType) string {
-	switch s {
-	case raft.StateLeader:
-		return "leader"
-	case raft.StateCandidate:
-		return "candidate"
-	case raft.StatePreCandidate:
-		return "pre-candidate"
-	default:
-		return "follower"
-	}
+// notLeader is the answer of a host that does not lead the group.
+func (g *group) notLeader() *NotLeaderError {
+	return &NotLeaderError{GroupID: GroupID(g.id), Leader: NodeID(g.leaderNode.Load())}
 }
 
 // closed returns why the group takes no new requests, nil if it does.

@@ -71,7 +71,7 @@ func NewHost(cfg Config) (*Host, error) {
 	// can share a registry; the transport registers its own at Start.
 	var reg prometheus.Registerer
 	if cfg.Registerer != nil {
-		reg = prometheus.WrapRegistererWith(prometheus.Labels{"node": strconv.FormatUint(cfg.NodeID, 10)}, cfg.Registerer)
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"node": strconv.FormatUint(uint64(cfg.NodeID), 10)}, cfg.Registerer)
 		unregister, err := metrics.Register(reg, h.m, storeMetrics, schedMetrics)
 		if err != nil {
 			return nil, fmt.Errorf("%w: Config.Registerer: %w (is node %d registered there twice?)", ErrInvalid, err, cfg.NodeID)
@@ -96,7 +96,7 @@ func NewHost(cfg Config) (*Host, error) {
 
 	sc := store.DefaultConfig(cfg.Dir)
 	sc.FS = cfg.FS
-	sc.ClusterID, sc.NodeID = cfg.ClusterID, cfg.NodeID
+	sc.ClusterID, sc.NodeID = cfg.ClusterID, uint64(cfg.NodeID)
 	sc.Logger = cfg.Logger
 	sc.Metrics = storeMetrics
 	sc.EntryCacheBytes = cfg.EntryCacheBytes
@@ -166,7 +166,7 @@ func storeSentinel(err error) error {
 }
 
 // NodeID returns the host's node ID.
-func (h *Host) NodeID() uint64 { return h.cfg.NodeID }
+func (h *Host) NodeID() NodeID { return h.cfg.NodeID }
 
 func (h *Host) addGroup(st *store.GroupStorage) error {
 	g, err := h.newGroup(st)
@@ -181,10 +181,10 @@ func (h *Host) addGroup(st *store.GroupStorage) error {
 	return nil
 }
 
-func (h *Host) group(groupID uint64) *group {
+func (h *Host) group(groupID GroupID) *group {
 	h.groups.RLock()
 	defer h.groups.RUnlock()
-	return h.groups.m[groupID]
+	return h.groups.m[uint64(groupID)]
 }
 
 // usable returns why the host takes no new work, if it does not.
@@ -227,7 +227,7 @@ func (h *Host) Err() error {
 // members are the given nodes (this one among them). Every founding member
 // must be created with the same member list: replica IDs 1..n go to the
 // nodes in ascending order.
-func (h *Host) CreateGroup(groupID uint64, members []uint64) error {
+func (h *Host) CreateGroup(groupID GroupID, members []NodeID) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
@@ -243,7 +243,7 @@ func (h *Host) CreateGroup(groupID uint64, members []uint64) error {
 		if n == 0 {
 			return fmt.Errorf("%w: node ID 0 among the members", ErrInvalid)
 		}
-		replicas[uint64(i+1)] = n
+		replicas[uint64(i+1)] = uint64(n)
 		if n == h.cfg.NodeID {
 			self = uint64(i + 1)
 		}
@@ -257,17 +257,17 @@ func (h *Host) CreateGroup(groupID uint64, members []uint64) error {
 // JoinGroup creates an empty replica of an existing group on this host,
 // with the replica ID the group's leader allocated for it; it waits to be
 // added by a membership change and caught up.
-func (h *Host) JoinGroup(groupID, replicaID uint64) error {
+func (h *Host) JoinGroup(groupID GroupID, replicaID ReplicaID) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
 	if err := h.space.refuse(); err != nil {
 		return err
 	}
-	return h.createReplica(groupID, replicaID, nil)
+	return h.createReplica(groupID, uint64(replicaID), nil)
 }
 
-func (h *Host) createReplica(groupID, replicaID uint64, replicas map[uint64]uint64) error {
+func (h *Host) createReplica(groupID GroupID, replicaID uint64, replicas map[uint64]uint64) error {
 	switch {
 	case groupID == 0:
 		return fmt.Errorf("%w: group ID 0 is reserved; groups are numbered from 1", ErrInvalid)
@@ -277,12 +277,12 @@ func (h *Host) createReplica(groupID, replicaID uint64, replicas map[uint64]uint
 	if h.group(groupID) != nil {
 		return fmt.Errorf("%w: group %d", ErrGroupExists, groupID)
 	}
-	st, err := h.store.CreateGroup(groupID, replicaID, replicas)
+	st, err := h.store.CreateGroup(uint64(groupID), replicaID, replicas)
 	switch {
 	case errors.Is(err, store.ErrGroupExists):
 		return fmt.Errorf("%w: group %d", ErrGroupExists, groupID)
 	case errors.Is(err, store.ErrReplicaTooOld):
-		next, _ := h.store.Tombstone(groupID)
+		next, _ := h.store.Tombstone(uint64(groupID))
 		return fmt.Errorf("%w: group %d had a replica here that was removed, and replica IDs are never reused "+
 			"(replica %d asked, %d or above allowed): add a new replica through the group's leader "+
 			"(ChangeMembership with AddLearner or AddVoter for this node) and JoinGroup with the replica ID it returns: %w",
@@ -299,27 +299,27 @@ func (h *Host) createReplica(groupID, replicaID uint64, replicas map[uint64]uint
 
 // SetSystemGroup marks a group as a system group (or not): its work is
 // taken before every other group's, from the scheduler's priority lane.
-func (h *Host) SetSystemGroup(groupID uint64, system bool) error {
+func (h *Host) SetSystemGroup(groupID GroupID, system bool) error {
 	if h.group(groupID) == nil {
 		return fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
 	}
-	h.sched.SetPriority(groupID, system)
+	h.sched.SetPriority(uint64(groupID), system)
 	return nil
 }
 
 // Groups returns the IDs of the hosted groups, in no order.
-func (h *Host) Groups() []uint64 {
+func (h *Host) Groups() []GroupID {
 	h.groups.RLock()
 	defer h.groups.RUnlock()
-	ids := make([]uint64, 0, len(h.groups.m))
+	ids := make([]GroupID, 0, len(h.groups.m))
 	for id := range h.groups.m {
-		ids = append(ids, id)
+		ids = append(ids, GroupID(id))
 	}
 	return ids
 }
 
 // Status returns a group's status as of its last processing.
-func (h *Host) Status(groupID uint64) (Status, error) {
+func (h *Host) Status(groupID GroupID) (Status, error) {
 	g := h.group(groupID)
 	if g == nil {
 		return Status{}, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
@@ -340,13 +340,13 @@ func (h *Host) Status(groupID uint64) (Status, error) {
 // applied on this host, with the state machine's result and the command's
 // log position. On a host that does not lead the group it fails at once
 // with a *NotLeaderError naming the leader. See the errors for outcomes.
-func (h *Host) Propose(ctx context.Context, groupID uint64, data []byte) (Result, error) {
+func (h *Host) Propose(ctx context.Context, groupID GroupID, data []byte) (Result, error) {
 	res, err := h.propose(ctx, groupID, data)
 	h.proposed[resultLabel(err)].Inc()
 	return res, err
 }
 
-func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result, error) {
+func (h *Host) propose(ctx context.Context, groupID GroupID, data []byte) (Result, error) {
 	if err := h.usable(); err != nil {
 		return Result{}, err
 	}
@@ -361,7 +361,7 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 		if err := g.closed(); err != nil {
 			return Result{}, err
 		}
-		return Result{}, &NotLeaderError{GroupID: groupID, Leader: g.leaderNode.Load()}
+		return Result{}, g.notLeader()
 	}
 	// A full disk refuses on the leader: a follower points the caller to
 	// it first.
@@ -390,7 +390,7 @@ func (h *Host) propose(ctx context.Context, groupID uint64, data []byte) (Result
 	g.mu.proposals = append(g.mu.proposals, p)
 	g.mu.Unlock()
 	if first {
-		h.sched.Enqueue(groupID, scheduler.Requests)
+		h.sched.Enqueue(g.id, scheduler.Requests)
 	}
 	select {
 	case r := <-p.done:

@@ -15,7 +15,7 @@ func (h *Host) handleMessages(from transport.NodeID, batch []transport.Envelope)
 	}
 	var wake []uint64
 	for _, e := range batch {
-		g := h.group(e.GroupID)
+		g := h.group(GroupID(e.GroupID))
 		if g == nil {
 			h.m.MessagesDropped.WithLabelValues("unknown_group").Inc()
 			continue
@@ -31,7 +31,7 @@ func (h *Host) handleMessages(from transport.NodeID, batch []transport.Envelope)
 // for are unreachable.
 func (h *Host) handleUnreachable(_ transport.NodeID, dropped []transport.Envelope) {
 	for _, e := range dropped {
-		g := h.group(e.GroupID)
+		g := h.group(GroupID(e.GroupID))
 		if g == nil {
 			continue
 		}

@@ -37,9 +37,9 @@ type machine interface {
 
 func (h *Host) newMachine(g *group) machine {
 	if h.cfg.DiskStateMachine != nil {
-		return diskMachine{sm: h.cfg.DiskStateMachine(g.id, g.st)}
+		return diskMachine{sm: h.cfg.DiskStateMachine(GroupID(g.id), g.st)}
 	}
-	return memMachine{sm: h.cfg.StateMachine(g.id)}
+	return memMachine{sm: h.cfg.StateMachine(GroupID(g.id))}
 }
 
 type memMachine struct{ sm StateMachine }

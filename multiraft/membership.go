@@ -28,7 +28,7 @@ const (
 // Change is one membership change, naming the node it concerns.
 type Change struct {
 	Type ChangeType
-	Node uint64
+	Node NodeID
 }
 
 // confChangeRequest waits for a membership change to apply.
@@ -46,7 +46,7 @@ type confChangeRequest struct {
 // is created on its node with JoinGroup and that replica ID; adding it as a
 // learner first, then promoting it, keeps the group's quorum while it
 // catches up.
-func (h *Host) ChangeMembership(ctx context.Context, groupID uint64, changes ...Change) (map[uint64]uint64, error) {
+func (h *Host) ChangeMembership(ctx context.Context, groupID GroupID, changes ...Change) (map[ReplicaID]NodeID, error) {
 	if err := h.usable(); err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ func (h *Host) ChangeMembership(ctx context.Context, groupID uint64, changes ...
 		if err := g.closed(); err != nil {
 			return nil, err
 		}
-		return nil, &NotLeaderError{GroupID: groupID, Leader: g.leaderNode.Load()}
+		return nil, g.notLeader()
 	}
 	p := &proposal{id: h.nextProposal.Add(1), start: time.Now(), done: make(chan proposalResult, 1)}
 	g.mu.Lock()
@@ -71,10 +71,17 @@ func (h *Host) ChangeMembership(ctx context.Context, groupID uint64, changes ...
 	}
 	g.mu.confChanges = append(g.mu.confChanges, &confChangeRequest{changes: changes, p: p})
 	g.mu.Unlock()
-	h.sched.Enqueue(groupID, scheduler.Requests)
+	h.sched.Enqueue(g.id, scheduler.Requests)
 	select {
 	case r := <-p.done:
-		return r.replicas, r.err
+		if r.err != nil {
+			return nil, r.err
+		}
+		replicas := make(map[ReplicaID]NodeID, len(r.replicas))
+		for replica, node := range r.replicas {
+			replicas[ReplicaID(replica)] = NodeID(node)
+		}
+		return replicas, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %w", ErrAmbiguous, ctx.Err())
 	}
@@ -89,7 +96,7 @@ func (g *group) proposeConfChanges(reqs []*confChangeRequest) []*proposal {
 	var proposed []*proposal
 	for _, r := range reqs {
 		if !g.serving.Load() {
-			r.p.finish(Result{}, &NotLeaderError{GroupID: g.id, Leader: g.leaderNode.Load()})
+			r.p.finish(Result{}, g.notLeader())
 			continue
 		}
 		cc, err := g.buildConfChange(r)
@@ -127,7 +134,7 @@ func (g *group) buildConfChange(r *confChangeRequest) (*pb.ConfChangeV2, error) 
 	var adds [][2]uint64 // (replica, node)
 	cc := &pb.ConfChangeV2{}
 	for _, c := range r.changes {
-		existing := g.replicaOn(c.Node)
+		existing := g.replicaOn(uint64(c.Node))
 		var single *pb.ConfChangeSingle
 		switch c.Type {
 		case AddVoter, AddLearner:
@@ -139,7 +146,7 @@ func (g *group) buildConfChange(r *confChangeRequest) (*pb.ConfChangeV2, error) 
 			if replica == 0 {
 				replica = next
 				next++
-				adds = append(adds, [2]uint64{replica, c.Node})
+				adds = append(adds, [2]uint64{replica, uint64(c.Node)})
 			}
 			single = &pb.ConfChangeSingle{Type: t.Enum(), NodeId: new(replica)}
 		case RemoveReplica:

@@ -26,7 +26,7 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	if h.closed.Load() {
 		return
 	}
-	g := h.group(groupID)
+	g := h.group(GroupID(groupID))
 	if g == nil {
 		return
 	}
@@ -191,7 +191,7 @@ func (g *group) propose(ps []*proposal) {
 		return
 	}
 	if !g.serving.Load() {
-		err := &NotLeaderError{GroupID: g.id, Leader: g.leaderNode.Load()}
+		err := g.notLeader()
 		for _, p := range ps {
 			p.finish(Result{}, err)
 		}
@@ -262,7 +262,7 @@ func (g *group) route(out map[uint64][]transport.Envelope, m *pb.Message) {
 	if !ok {
 		node, ok = g.learned[m.GetTo()]
 	}
-	if !ok || node == g.h.cfg.NodeID {
+	if !ok || node == uint64(g.h.cfg.NodeID) {
 		return // a replica we know no node for, or our own
 	}
 	out[node] = append(out[node], transport.Envelope{GroupID: g.id, Message: m})

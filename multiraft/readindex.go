@@ -32,7 +32,7 @@ type readRequest struct {
 // too (raft forwards the request to the leader); with no leader known it
 // fails at once with a *NotLeaderError. A group has at most
 // MaxGroupProposals reads waiting; beyond them ReadIndex is ErrBusy.
-func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
+func (h *Host) ReadIndex(ctx context.Context, groupID GroupID) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 	g.mu.readCount++
 	g.mu.Unlock()
 	h.readsWaiting.Inc()
-	h.sched.Enqueue(groupID, scheduler.Requests)
+	h.sched.Enqueue(g.id, scheduler.Requests)
 	start := time.Now()
 	select {
 	case err := <-r.done:
@@ -69,7 +69,7 @@ func (h *Host) ReadIndex(ctx context.Context, groupID uint64) error {
 	case <-ctx.Done():
 		// The worker forgets the read on its next pass: let it be soon, so
 		// the read stops counting against the group's bound.
-		h.sched.Enqueue(groupID, scheduler.Requests)
+		h.sched.Enqueue(g.id, scheduler.Requests)
 		return fmt.Errorf("multiraft: read of group %d: %w", groupID, ctx.Err())
 	}
 }

@@ -21,11 +21,11 @@ import (
 func TestHostsShareARegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	net := transport.NewNetwork()
-	start := func(node uint64) (*multiraft.Host, error) {
+	start := func(node multiraft.NodeID) (*multiraft.Host, error) {
 		cfg := multiraft.DefaultConfig()
 		cfg.ClusterID, cfg.NodeID, cfg.Dir, cfg.FS = 1, node, "data", vfs.NewMem()
-		cfg.Transport = transport.NewMemory(net, node, transport.Config{})
-		cfg.StateMachine = func(uint64) multiraft.StateMachine { return &integration.LogSM{} }
+		cfg.Transport = transport.NewMemory(net, uint64(node), transport.Config{})
+		cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &integration.LogSM{} }
 		cfg.Registerer = reg
 		cfg.Clock = multiraft.NewManualClock(time.Unix(1_700_000_000, 0))
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -45,7 +45,7 @@ func TestHostsShareARegistry(t *testing.T) {
 		t.Fatalf("a second host on the registry: %v", err)
 	}
 	defer h2.Close()
-	if err := h1.CreateGroup(7, []uint64{1, 2}); err != nil {
+	if err := h1.CreateGroup(7, []multiraft.NodeID{1, 2}); err != nil {
 		t.Fatal(err)
 	}
 	if got := series(t, reg, "flotilla_host_groups"); got["1"] != 1 || got["2"] != 0 || len(got) != 2 {

@@ -12,7 +12,7 @@ import (
 // being hosted here again. The removal runs on the worker that owns the
 // group, after what it is doing; proposals still waiting fail as
 // ambiguous.
-func (h *Host) RemoveGroup(ctx context.Context, groupID uint64) error {
+func (h *Host) RemoveGroup(ctx context.Context, groupID GroupID) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
@@ -28,7 +28,7 @@ func (h *Host) RemoveGroup(ctx context.Context, groupID uint64) error {
 	}
 	g.mu.remove = append(g.mu.remove, done)
 	g.mu.Unlock()
-	h.sched.Enqueue(groupID, scheduler.Requests)
+	h.sched.Enqueue(g.id, scheduler.Requests)
 	select {
 	case err := <-done:
 		return err
@@ -53,7 +53,7 @@ func (h *Host) removeGroup(g *group) error {
 		delete(h.groups.m, g.id)
 		h.m.Groups.Dec()
 		if st := g.status.Load(); st != nil && !g.broken.Load() {
-			h.m.GroupsByRole.WithLabelValues(st.Role).Dec()
+			h.m.GroupsByRole.WithLabelValues(st.Role.String()).Dec()
 		}
 	}
 	h.groups.Unlock()
@@ -73,7 +73,7 @@ func (h *Host) removeGroup(g *group) error {
 	}
 	g.answerRemovals(err, gone)
 	if err == nil {
-		h.cfg.Events.GroupRemoved(g.id)
+		h.cfg.Events.GroupRemoved(GroupID(g.id))
 	}
 	return err
 }

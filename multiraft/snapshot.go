@@ -142,7 +142,7 @@ func (h *Host) handleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 	if err := h.usable(); err != nil {
 		return err
 	}
-	g := h.group(s.GroupID)
+	g := h.group(GroupID(s.GroupID))
 	if g == nil {
 		h.m.MessagesDropped.WithLabelValues("unknown_group").Inc()
 		return fmt.Errorf("%w: group %d", ErrGroupNotFound, s.GroupID)

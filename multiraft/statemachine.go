@@ -29,7 +29,7 @@ type StateMachine interface {
 }
 
 // StateMachineFactory makes the state machine of a group hosted here.
-type StateMachineFactory func(groupID uint64) StateMachine
+type StateMachineFactory func(groupID GroupID) StateMachine
 
 // DiskStateMachine is a group's on-disk state machine: its data lives in
 // the host's Pebble, under the group's key span, and each Apply's writes
@@ -55,7 +55,7 @@ type DiskRestorer interface {
 
 // DiskStateMachineFactory makes the on-disk state machine of a group; r
 // reads the group's data (from any goroutine).
-type DiskStateMachineFactory func(groupID uint64, r Reader) DiskStateMachine
+type DiskStateMachineFactory func(groupID GroupID, r Reader) DiskStateMachine
 
 // Writer writes a group's state machine data. Keys are the state
 // machine's own; the host keeps each group's under its own prefix.

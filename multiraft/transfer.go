@@ -25,7 +25,7 @@ type transferRequest struct {
 // transfer must neither hold writes back nor move leadership later. A
 // group has at most MaxGroupProposals transfers waiting; beyond them
 // TransferLeadership is ErrBusy.
-func (h *Host) TransferLeadership(ctx context.Context, groupID, to uint64) error {
+func (h *Host) TransferLeadership(ctx context.Context, groupID GroupID, to NodeID) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
@@ -37,12 +37,12 @@ func (h *Host) TransferLeadership(ctx context.Context, groupID, to uint64) error
 		if err := g.closed(); err != nil {
 			return err
 		}
-		return &NotLeaderError{GroupID: groupID, Leader: g.leaderNode.Load()}
+		return g.notLeader()
 	}
 	if to == h.cfg.NodeID {
 		return nil
 	}
-	r := &transferRequest{target: to, caller: ctx, done: make(chan error, 1)}
+	r := &transferRequest{target: uint64(to), caller: ctx, done: make(chan error, 1)}
 	g.mu.Lock()
 	if err := g.admitLocked(g.mu.transferCount, "transfer"); err != nil {
 		g.mu.Unlock()
@@ -52,13 +52,13 @@ func (h *Host) TransferLeadership(ctx context.Context, groupID, to uint64) error
 	g.mu.transferCount++
 	g.mu.Unlock()
 	h.transfersWaiting.Inc()
-	h.sched.Enqueue(groupID, scheduler.Requests)
+	h.sched.Enqueue(g.id, scheduler.Requests)
 	select {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
 		// The worker drops the transfer on its next pass: let it be now.
-		h.sched.Enqueue(groupID, scheduler.Requests)
+		h.sched.Enqueue(g.id, scheduler.Requests)
 		return fmt.Errorf("%w: leadership transfer: %w", ErrAmbiguous, ctx.Err())
 	}
 }
@@ -86,7 +86,7 @@ func (g *group) startTransfers(rs []*transferRequest) {
 		case replica == 0:
 			g.finishTransfer(r, fmt.Errorf("%w: group %d has no replica on node %d", ErrInvalid, g.id, r.target))
 		case !g.serving.Load():
-			g.finishTransfer(r, &NotLeaderError{GroupID: g.id, Leader: g.leaderNode.Load()})
+			g.finishTransfer(r, g.notLeader())
 		default:
 			g.transfers = append(g.transfers, r)
 			g.rn.TransferLeader(replica)

@@ -97,7 +97,7 @@ func New(cfg Config, r multiraft.Reader) *Log {
 
 // Factory returns a multiraft.DiskStateMachineFactory of partition logs.
 func Factory(cfg Config) multiraft.DiskStateMachineFactory {
-	return func(_ uint64, r multiraft.Reader) multiraft.DiskStateMachine { return New(cfg, r) }
+	return func(_ multiraft.GroupID, r multiraft.Reader) multiraft.DiskStateMachine { return New(cfg, r) }
 }
 
 func (l *Log) meta() (meta, error) {

@@ -295,10 +295,10 @@ func (l *load) propose(ctx context.Context, g uint64) {
 			if l.measure.Load() {
 				errs["not_leader"]++
 			}
-			if nl.Leader != 0 && nl.Leader != leader && l.c.up(nl.Leader) && bo.cur == 0 {
+			if hint := uint64(nl.Leader); hint != 0 && hint != leader && l.c.up(hint) && bo.cur == 0 {
 				// Follow a fresh hint at once, but only once before a success:
 				// two nodes naming each other mid-election must not ping-pong.
-				l.leaders[g].Store(nl.Leader)
+				l.leaders[g].Store(hint)
 				bo.cur = minRetry / 2
 				continue
 			}
@@ -639,7 +639,7 @@ func proposeN(ctx context.Context, c cluster, g uint64, n int, data *payload, do
 			done.Add(1)
 			bo.reset()
 		case errors.As(err, &nl):
-			if (nl.Leader == leader || !c.up(nl.Leader) || bo.cur > 0) && !bo.wait(ctx) {
+			if (uint64(nl.Leader) == leader || !c.up(uint64(nl.Leader)) || bo.cur > 0) && !bo.wait(ctx) {
 				// No usable hint (an election is under way), or the last
 				// hint did not help either: wait rather than spin.
 				return ctx.Err()
@@ -647,7 +647,7 @@ func proposeN(ctx context.Context, c cluster, g uint64, n int, data *payload, do
 			if bo.cur == 0 {
 				bo.cur = minRetry / 2
 			}
-			leader = nl.Leader
+			leader = uint64(nl.Leader)
 		case errors.Is(err, multiraft.ErrBusy), errors.Is(err, multiraft.ErrAmbiguous), errors.Is(err, multiraft.ErrStopped):
 			leader = 0
 		default:

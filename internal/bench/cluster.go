@@ -178,7 +178,7 @@ func (c *localCluster) createGroups(ctx context.Context, n int) error {
 		go func() {
 			defer wg.Done()
 			for g := uint64(1); g <= uint64(n) && ctx.Err() == nil; g++ {
-				if err := nd.Host().CreateGroup(g, []uint64{1, 2, 3}); err != nil {
+				if err := nd.Host().CreateGroup(multiraft.GroupID(g), []multiraft.NodeID{1, 2, 3}); err != nil {
 					errs <- err
 					return
 				}
@@ -203,8 +203,8 @@ func (c *localCluster) leaders(n int) ([]uint64, int) {
 			continue
 		}
 		for g := 1; g <= n; g++ {
-			if st, err := nd.Host().Status(uint64(g)); err == nil && st.Serving {
-				out[g] = nd.Host().NodeID()
+			if st, err := nd.Host().Status(multiraft.GroupID(g)); err == nil && st.Serving {
+				out[g] = uint64(nd.Host().NodeID())
 				led++
 			}
 		}
@@ -217,8 +217,8 @@ func (c *localCluster) knownLeader(g uint64) uint64 {
 		if n == nil {
 			continue
 		}
-		if st, err := n.Host().Status(g); err == nil && st.Leader != 0 {
-			return st.Leader
+		if st, err := n.Host().Status(multiraft.GroupID(g)); err == nil && st.Leader != 0 {
+			return uint64(st.Leader)
 		}
 	}
 	return 0
@@ -229,7 +229,7 @@ func (c *localCluster) propose(ctx context.Context, node, g uint64, p *payload) 
 	if h == nil {
 		return fmt.Errorf("%w: node %d is down", multiraft.ErrStopped, node)
 	}
-	_, err := h.Propose(ctx, g, p.command)
+	_, err := h.Propose(ctx, multiraft.GroupID(g), p.command)
 	return err
 }
 
@@ -238,7 +238,7 @@ func (c *localCluster) transfer(ctx context.Context, g, from, to uint64) error {
 	if h == nil {
 		return fmt.Errorf("%w: node %d is down", multiraft.ErrStopped, from)
 	}
-	return h.TransferLeadership(ctx, g, to)
+	return h.TransferLeadership(ctx, multiraft.GroupID(g), multiraft.NodeID(to))
 }
 
 func (c *localCluster) up(node uint64) bool { return c.host(node) != nil }

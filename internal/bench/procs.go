@@ -293,7 +293,7 @@ func hostError(g uint64, err error) error {
 		return nil
 	}
 	if nl := client.NotLeader(err); nl != nil {
-		return &multiraft.NotLeaderError{GroupID: g, Leader: nl.GetLeaderNodeId()}
+		return &multiraft.NotLeaderError{GroupID: multiraft.GroupID(g), Leader: multiraft.NodeID(nl.GetLeaderNodeId())}
 	}
 	switch status.Code(err) {
 	case codes.ResourceExhausted:

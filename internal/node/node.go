@@ -106,23 +106,23 @@ func Start(cfg Config) (*Node, error) {
 	trans.RegisterService(&clientpb.Partitions_ServiceDesc, &service{n: n})
 
 	hc := multiraft.DefaultConfig()
-	hc.ClusterID, hc.NodeID = cfg.ClusterID, cfg.NodeID
+	hc.ClusterID, hc.NodeID = cfg.ClusterID, multiraft.NodeID(cfg.NodeID)
 	hc.Dir = filepath.Join(cfg.DataDir, "store")
 	hc.Transport = trans
 	hc.Registerer = n.reg
 	hc.Logger = n.log
-	hc.DiskStateMachine = func(groupID uint64, r multiraft.Reader) multiraft.DiskStateMachine {
+	hc.DiskStateMachine = func(groupID multiraft.GroupID, r multiraft.Reader) multiraft.DiskStateMachine {
 		l := partition.New(cfg.Partition, r)
 		n.mu.Lock()
-		n.mu.logs[groupID] = l
+		n.mu.logs[uint64(groupID)] = l
 		n.mu.Unlock()
 		return l
 	}
 	// A removed partition's log goes with it: the map holds only hosted
 	// partitions, and a fetch of a deleted one is NotFound.
-	hc.Events.GroupRemoved = func(groupID uint64) {
+	hc.Events.GroupRemoved = func(groupID multiraft.GroupID) {
 		n.mu.Lock()
-		delete(n.mu.logs, groupID)
+		delete(n.mu.logs, uint64(groupID))
 		n.mu.Unlock()
 	}
 	// Every produce request within the limits fits one proposal.
@@ -257,10 +257,10 @@ func (n *Node) Drain(ctx context.Context) error {
 		var wg sync.WaitGroup
 		for _, id := range n.host.Groups() {
 			st, err := n.host.Status(id)
-			if err != nil || st.Role != "leader" {
+			if err != nil || st.Role != multiraft.RoleLeader {
 				continue
 			}
-			to := transferTarget(st, n.cfg.NodeID)
+			to := transferTarget(st, multiraft.NodeID(n.cfg.NodeID))
 			if to == 0 {
 				continue // no other live replica: nowhere to go
 			}
@@ -286,8 +286,9 @@ func (n *Node) Drain(ctx context.Context) error {
 }
 
 // transferTarget picks the live follower with the longest log, 0 if none.
-func transferTarget(st multiraft.Status, self uint64) uint64 {
-	var to, best uint64
+func transferTarget(st multiraft.Status, self multiraft.NodeID) multiraft.NodeID {
+	var to multiraft.NodeID
+	var best uint64
 	for replica, p := range st.Progress {
 		node := st.Replicas[replica]
 		if node == self || node == 0 || !p.Active {

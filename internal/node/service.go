@@ -60,7 +60,7 @@ func (s *service) statusOf(partitionID uint64, err error) error {
 	case errors.Is(err, context.Canceled):
 		return status.Errorf(codes.Canceled, "%v", err)
 	case errors.As(err, &nl):
-		return s.notLeader(partitionID, nl.Leader)
+		return s.notLeader(partitionID, uint64(nl.Leader))
 	case errors.Is(err, multiraft.ErrGroupNotFound):
 		return status.Errorf(codes.NotFound, "partition %d is not hosted on node %d", partitionID, s.n.cfg.NodeID)
 	case errors.Is(err, multiraft.ErrGroupExists):
@@ -152,8 +152,12 @@ func (s *service) CreatePartition(ctx context.Context, req *clientpb.CreateParti
 			return nil, status.Errorf(codes.InvalidArgument, "node %d is not in the cluster", node)
 		}
 	}
-	for _, node := range replicas {
-		if err := s.n.host.CreateGroupOn(ctx, node, id, replicas); err != nil {
+	members := make([]multiraft.NodeID, len(replicas))
+	for i, node := range replicas {
+		members[i] = multiraft.NodeID(node)
+	}
+	for _, node := range members {
+		if err := s.n.host.CreateGroupOn(ctx, node, multiraft.GroupID(id), members); err != nil {
 			return nil, adminError(err, "creating partition %d on node %d", id, node)
 		}
 	}
@@ -167,7 +171,7 @@ func (s *service) DeletePartition(ctx context.Context, req *clientpb.DeleteParti
 		return nil, status.Error(codes.InvalidArgument, "partition 0 does not exist")
 	}
 	for _, node := range s.n.nodes() {
-		if err := s.n.host.RemoveGroupOn(ctx, node, id); err != nil {
+		if err := s.n.host.RemoveGroupOn(ctx, multiraft.NodeID(node), multiraft.GroupID(id)); err != nil {
 			return nil, adminError(err, "deleting partition %d on node %d", id, node)
 		}
 	}
@@ -175,17 +179,17 @@ func (s *service) DeletePartition(ctx context.Context, req *clientpb.DeleteParti
 }
 
 func (s *service) info(id uint64) (*clientpb.PartitionInfo, error) {
-	st, err := s.n.host.Status(id)
+	st, err := s.n.host.Status(multiraft.GroupID(id))
 	if err != nil {
 		return nil, s.statusOf(id, err)
 	}
-	info := &clientpb.PartitionInfo{PartitionId: id, NodeId: s.n.cfg.NodeID, Role: st.Role, LeaderNodeId: st.Leader,
+	info := &clientpb.PartitionInfo{PartitionId: id, NodeId: s.n.cfg.NodeID, Role: st.Role.String(), LeaderNodeId: uint64(st.Leader),
 		Term: st.Term, CommitIndex: st.Commit, AppliedIndex: st.Applied}
 	if st.Leader != 0 {
-		info.LeaderAddress = s.n.peerAddr(st.Leader)
+		info.LeaderAddress = s.n.peerAddr(uint64(st.Leader))
 	}
 	for _, node := range st.Replicas {
-		info.ReplicaNodeIds = append(info.ReplicaNodeIds, node)
+		info.ReplicaNodeIds = append(info.ReplicaNodeIds, uint64(node))
 	}
 	slices.Sort(info.ReplicaNodeIds)
 	if l := s.n.partitionLog(id); l != nil {
@@ -196,7 +200,7 @@ func (s *service) info(id uint64) (*clientpb.PartitionInfo, error) {
 		last = max(last, p.Match)
 	}
 	for replica, p := range st.Progress {
-		if node := st.Replicas[replica]; node != s.n.cfg.NodeID {
+		if node := uint64(st.Replicas[replica]); node != s.n.cfg.NodeID {
 			info.Followers = append(info.Followers, &clientpb.FollowerLag{NodeId: node, MatchIndex: p.Match, LagEntries: last - p.Match})
 		}
 	}
@@ -215,7 +219,7 @@ func (s *service) ListPartitions(context.Context, *clientpb.ListPartitionsReques
 	slices.Sort(ids)
 	resp := &clientpb.ListPartitionsResponse{}
 	for _, id := range ids {
-		if info, err := s.info(id); err == nil {
+		if info, err := s.info(uint64(id)); err == nil {
 			resp.Partitions = append(resp.Partitions, info)
 		}
 	}
@@ -230,7 +234,7 @@ func (s *service) Produce(ctx context.Context, req *clientpb.ProduceRequest) (_ 
 	}
 	p := &partition.Produce{ProducerID: req.GetProducerId(), Sequence: req.GetSequence(),
 		TimestampMs: uint64(time.Now().UnixMilli()), Records: req.GetRecords()}
-	res, err := s.n.host.Propose(ctx, id, p.Marshal())
+	res, err := s.n.host.Propose(ctx, multiraft.GroupID(id), p.Marshal())
 	if err != nil {
 		return nil, s.statusOf(id, err)
 	}
@@ -252,7 +256,7 @@ func (s *service) Fetch(ctx context.Context, req *clientpb.FetchRequest) (_ *cli
 		return nil, s.statusOf(id, fmt.Errorf("%w: %d", multiraft.ErrGroupNotFound, id))
 	}
 	if req.GetLinearizable() {
-		if err := s.n.host.ReadIndex(ctx, id); err != nil {
+		if err := s.n.host.ReadIndex(ctx, multiraft.GroupID(id)); err != nil {
 			return nil, s.statusOf(id, err)
 		}
 	}
@@ -273,7 +277,7 @@ func (s *service) Fetch(ctx context.Context, req *clientpb.FetchRequest) (_ *cli
 
 func (s *service) TransferLeadership(ctx context.Context, req *clientpb.TransferLeadershipRequest) (_ *clientpb.TransferLeadershipResponse, err error) {
 	defer s.n.m.observe("TransferLeadership", time.Now(), &err)
-	if err := s.n.host.TransferLeadership(ctx, req.GetPartitionId(), req.GetToNodeId()); err != nil {
+	if err := s.n.host.TransferLeadership(ctx, multiraft.GroupID(req.GetPartitionId()), multiraft.NodeID(req.GetToNodeId())); err != nil {
 		return nil, s.statusOf(req.GetPartitionId(), err)
 	}
 	return &clientpb.TransferLeadershipResponse{}, nil
@@ -282,30 +286,32 @@ func (s *service) TransferLeadership(ctx context.Context, req *clientpb.Transfer
 func (s *service) ChangeReplicas(ctx context.Context, req *clientpb.ChangeReplicasRequest) (_ *clientpb.ChangeReplicasResponse, err error) {
 	defer s.n.m.observe("ChangeReplicas", time.Now(), &err)
 	id := req.GetPartitionId()
-	for _, node := range req.GetAddNodeIds() {
-		if s.n.peerAddr(node) == "" {
-			return nil, status.Errorf(codes.InvalidArgument, "node %d is not in the cluster", node)
+	group := multiraft.GroupID(id)
+	for _, n := range req.GetAddNodeIds() {
+		if s.n.peerAddr(n) == "" {
+			return nil, status.Errorf(codes.InvalidArgument, "node %d is not in the cluster", n)
 		}
+		node := multiraft.NodeID(n)
 		// A learner first: it catches up before it counts in the quorum.
-		replicas, err := s.n.host.ChangeMembership(ctx, id, multiraft.Change{Type: multiraft.AddLearner, Node: node})
+		replicas, err := s.n.host.ChangeMembership(ctx, group, multiraft.Change{Type: multiraft.AddLearner, Node: node})
 		if err != nil {
 			return nil, s.statusOf(id, err)
 		}
-		var replicaID uint64
-		for r, n := range replicas {
-			if n == node {
+		var replicaID multiraft.ReplicaID
+		for r, rn := range replicas {
+			if rn == node {
 				replicaID = max(replicaID, r)
 			}
 		}
-		if err := s.n.host.JoinGroupOn(ctx, node, id, replicaID); err != nil {
+		if err := s.n.host.JoinGroupOn(ctx, node, group, replicaID); err != nil {
 			return nil, adminError(err, "creating the replica of partition %d on node %d", id, node)
 		}
-		if _, err := s.n.host.ChangeMembership(ctx, id, multiraft.Change{Type: multiraft.AddVoter, Node: node}); err != nil {
+		if _, err := s.n.host.ChangeMembership(ctx, group, multiraft.Change{Type: multiraft.AddVoter, Node: node}); err != nil {
 			return nil, s.statusOf(id, err)
 		}
 	}
-	for _, node := range req.GetRemoveNodeIds() {
-		if _, err := s.n.host.ChangeMembership(ctx, id, multiraft.Change{Type: multiraft.RemoveReplica, Node: node}); err != nil {
+	for _, n := range req.GetRemoveNodeIds() {
+		if _, err := s.n.host.ChangeMembership(ctx, group, multiraft.Change{Type: multiraft.RemoveReplica, Node: multiraft.NodeID(n)}); err != nil {
 			return nil, s.statusOf(id, err)
 		}
 	}

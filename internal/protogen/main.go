@@ -127,4 +127,3 @@ func generate(plugin string, req *pluginpb.CodeGeneratorRequest, out string) err
 	}
 	return nil
 }
-
