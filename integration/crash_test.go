@@ -40,7 +40,7 @@ func testCrashRestart(t *testing.T, seed uint64, disk bool) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	// Frequent durable snapshots and truncation, so restarts restore state
 	// machines from snapshots and lagging replicas are caught up by them.
-	c := NewCluster(t, ClusterConfig{Nodes: 4, DiskStateMachine: disk, Configure: func(cfg *multiraft.Config) {
+	c := NewCluster(t, ClusterConfig{Nodes: 4, OnDisk: disk, Configure: func(cfg *multiraft.Config) {
 		cfg.SnapshotEntries = 16
 		cfg.LogTailEntries = 4
 	}})

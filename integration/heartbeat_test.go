@@ -5,9 +5,6 @@ import (
 	"os"
 	"slices"
 	"testing"
-	"time"
-
-	"github.com/flotilla-io/flotilla/internal/await"
 )
 
 // TestIdleHeartbeatFrames: with every group led and no traffic, the wire
@@ -87,19 +84,4 @@ func idleTraffic(t *testing.T, groups int) (frames, heartbeats float64) {
 		i = j
 	}
 	return best, heartbeats
-}
-
-// Step moves the clock one tick and waits until every host has taken the
-// tick (its scheduler ticked and its transport flushed) and is idle again.
-func (c *Cluster) Step() {
-	c.t.Helper()
-	counts := func() (n float64) {
-		for _, node := range c.Nodes() {
-			n += c.Metric(node, "flotilla_scheduler_ticks_total") + c.Metric(node, "flotilla_transport_heartbeat_flushes_total")
-		}
-		return n
-	}
-	want := counts() + float64(2*len(c.Nodes()))
-	c.Clock.Advance(c.TickInterval)
-	await.Until(c.t, 60*time.Second, "the hosts to take the tick and go idle", func() bool { return counts() >= want && c.idle() })
 }

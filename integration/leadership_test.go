@@ -50,7 +50,7 @@ func TestReadIndexNoStaleRead(t *testing.T) {
 			t.Fatalf("the read on the old leader returned at once: %v", err)
 		default:
 		}
-		return c.metricLabel(old, "flotilla_host_requests_waiting", "request", "read") == 1
+		return c.MetricLabel(old, "flotilla_host_requests_waiting", "request", "read") == 1
 	})
 	var newLeader NodeID
 	c.WaitFor("a new leader", 30*time.Second, func() bool {

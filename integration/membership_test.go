@@ -62,7 +62,7 @@ func TestMembership(t *testing.T) {
 }
 
 func testMembership(t *testing.T, disk bool) {
-	c := NewCluster(t, ClusterConfig{Nodes: 4, DiskStateMachine: disk, Configure: func(cfg *multiraft.Config) {
+	c := NewCluster(t, ClusterConfig{Nodes: 4, OnDisk: disk, Configure: func(cfg *multiraft.Config) {
 		cfg.SnapshotEntries = 4 // the log is truncated before the new replicas join
 		cfg.LogTailEntries = 1
 	}})
@@ -90,7 +90,7 @@ func testMembership(t *testing.T, disk bool) {
 	// The sender counts the send once the receiver's acceptance is back,
 	// which may be after the receiver applied it.
 	c.WaitFor("the leader to count a snapshot sent", 10*time.Second, func() bool {
-		return c.sum("flotilla_transport_snapshots_sent_total") > 0
+		return c.Sum("flotilla_transport_snapshots_sent_total") > 0
 	})
 	changeWithTime(t, c, c.Leader(g), g, multiraft.Change{Type: multiraft.AddVoter, Node: 4})
 	if _, err := proposeWithTime(c, c.Leader(g), g, []byte("with four")); err != nil {

@@ -56,7 +56,7 @@ func TestMetricsMove(t *testing.T) {
 	if err := c.Host(4).JoinGroup(2, replicaOn(replicas, 4)); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor("a failed snapshot send", time.Minute, func() bool { return c.sum("flotilla_transport_snapshots_failed_total") > 0 })
+	c.WaitFor("a failed snapshot send", time.Minute, func() bool { return c.Sum("flotilla_transport_snapshots_failed_total") > 0 })
 	heal()
 	waitApplied(t, c, 2, []NodeID{4}, 20)
 	// Messages dropped by a filter; messages for a group a host no longer has.
@@ -75,7 +75,7 @@ func TestMetricsMove(t *testing.T) {
 	// before the crash is kept.
 	before := map[string]float64{}
 	for _, n := range c.Nodes() {
-		for name, v := range c.metrics(n) {
+		for name, v := range c.Metrics(n) {
 			before[name] += v
 		}
 	}
@@ -89,7 +89,7 @@ func TestMetricsMove(t *testing.T) {
 		}
 	}
 	c.Restart(3)
-	c.WaitFor("node 3 reconnected", time.Minute, func() bool { return c.sum("flotilla_transport_reconnects_total") > 0 })
+	c.WaitFor("node 3 reconnected", time.Minute, func() bool { return c.Sum("flotilla_transport_reconnects_total") > 0 })
 	c.WaitFor("node 3 caught up", time.Minute, func() bool { return c.SM(3, 2) != nil && c.SM(3, 2).Len() >= 30 })
 
 	var stuck []string
@@ -112,7 +112,7 @@ func TestMetricsMove(t *testing.T) {
 		"flotilla_transport_snapshots_failed_total", "flotilla_transport_snapshot_bytes_sent_total",
 		"flotilla_transport_snapshot_bytes_received_total",
 	} {
-		if c.sum(name)+before[name] == 0 {
+		if c.Sum(name)+before[name] == 0 {
 			stuck = append(stuck, name)
 		}
 	}
@@ -120,13 +120,4 @@ func TestMetricsMove(t *testing.T) {
 	if len(stuck) > 0 {
 		t.Fatalf("metrics that never moved: %v", stuck)
 	}
-}
-
-// sum adds a metric up over the running nodes.
-func (c *Cluster) sum(name string) float64 {
-	var s float64
-	for _, n := range c.Nodes() {
-		s += c.Metric(n, name)
-	}
-	return s
 }

@@ -202,7 +202,7 @@ func TestReadsAndTransfersBounded(t *testing.T) {
 	// returned, with ErrBusy.
 	refusals := func(node NodeID, kind string, errc <-chan error, refused, total int) {
 		t.Helper()
-		metric := func() float64 { return c.metricLabel(node, "flotilla_host_requests_refused_total", "request", kind) }
+		metric := func() float64 { return c.MetricLabel(node, "flotilla_host_requests_refused_total", "request", kind) }
 		await.Until(t, 30*time.Second, fmt.Sprintf("%d %ss refused", total, kind), func() bool { return metric() >= float64(total) })
 		for range refused {
 			if err := <-errc; !errors.Is(err, multiraft.ErrBusy) {
@@ -232,19 +232,19 @@ func TestReadsAndTransfersBounded(t *testing.T) {
 		}
 	}
 	await.Until(t, 30*time.Second, "the host to forget the reads whose callers left", func() bool {
-		return c.metricLabel(cutOff, "flotilla_host_requests_waiting", "request", "read") == 0
+		return c.MetricLabel(cutOff, "flotilla_host_requests_waiting", "request", "read") == 0
 	})
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	refusals(cutOff, "read", fire(ctx, bound+1, read), 1, 2*bound+1)
 
-	if got := c.metricLabel(cutOff, "flotilla_host_requests_waiting", "request", "read"); got != bound {
+	if got := c.MetricLabel(cutOff, "flotilla_host_requests_waiting", "request", "read"); got != bound {
 		t.Fatalf("%v reads waiting, want %d", got, bound)
 	}
 
 	transfer := func(ctx context.Context) error { return c.Host(leader).TransferLeadership(ctx, g, cutOff) }
 	refusals(leader, "transfer", fire(ctx, 3*bound, transfer), 2*bound, 2*bound)
-	if got := c.metricLabel(leader, "flotilla_host_requests_waiting", "request", "transfer"); got != bound {
+	if got := c.MetricLabel(leader, "flotilla_host_requests_waiting", "request", "transfer"); got != bound {
 		t.Fatalf("%v transfers waiting, want %d", got, bound)
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
-	"github.com/flotilla-io/flotilla/integration"
+	"github.com/flotilla-io/flotilla/flotillatest"
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
 )
@@ -19,7 +19,7 @@ import (
 // its group's backlog with its data, and is installed once the disk
 // catches up; backpressure never fails the host.
 func TestSnapshotWhileLogWriterBusy(t *testing.T) {
-	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Configure: func(cfg *multiraft.Config) {
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 3, Configure: func(cfg *multiraft.Config) {
 		multiraft.SetLogQueueItems(cfg, 16)
 	}})
 	const target = 1
@@ -104,7 +104,7 @@ func TestSnapshotWhileLogWriterBusy(t *testing.T) {
 // waits with its data; it is installed once space returns, and the host
 // never fails for it.
 func TestSnapshotOnFullDisk(t *testing.T) {
-	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Transport: integration.Memory})
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 3, Transport: flotillatest.Memory})
 	const g = 1
 	c.CreateGroup(g, 1, 2)
 	c.WaitLeaders([]multiraft.GroupID{g})

@@ -14,7 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	pb "go.etcd.io/raft/v3/raftpb"
 
-	"github.com/flotilla-io/flotilla/integration"
+	"github.com/flotilla-io/flotilla/flotillatest"
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
 )
@@ -39,7 +39,7 @@ func testGroupPanic(t *testing.T, leads bool) {
 	var armed atomic.Bool
 	var failedGroup atomic.Uint64
 	var hostFailed atomic.Bool
-	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Transport: integration.Memory, Configure: func(cfg *multiraft.Config) {
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 3, Transport: flotillatest.Memory, Configure: func(cfg *multiraft.Config) {
 		if cfg.NodeID != victim {
 			return
 		}
@@ -140,7 +140,7 @@ func TestStorageReadErrorFailsHost(t *testing.T) {
 	const g = 1
 	var failReads [4]atomic.Bool
 	var hostFailed [4]atomic.Bool
-	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Transport: integration.Memory, Configure: func(cfg *multiraft.Config) {
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 3, Transport: flotillatest.Memory, Configure: func(cfg *multiraft.Config) {
 		node := cfg.NodeID
 		cfg.FS = errorfs.Wrap(cfg.FS, errorfs.InjectorFunc(func(op errorfs.Op) error {
 			if failReads[node].Load() && op.Kind == errorfs.OpFileReadAt && strings.HasSuffix(op.Path, ".sst") {
@@ -202,7 +202,7 @@ func (s panicSM) Apply(cmds []multiraft.Command) ([][]byte, error) {
 // proposal is answered once and the host's proposal budget comes back to
 // exactly 0 (a proposal answered twice gave its bytes back twice).
 func TestConcurrentProposalsWithPanic(t *testing.T) {
-	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 1, Transport: integration.Memory, Configure: func(cfg *multiraft.Config) {
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 1, Transport: flotillatest.Memory, Configure: func(cfg *multiraft.Config) {
 		inner := cfg.StateMachine
 		cfg.StateMachine = func(id multiraft.GroupID) multiraft.StateMachine { return panicSM{inner(id)} }
 	}})
@@ -242,7 +242,7 @@ func TestConcurrentProposalsWithPanic(t *testing.T) {
 func TestFailedLeaderPendingIsAmbiguous(t *testing.T) {
 	const g = 1
 	var victim atomic.Uint64
-	c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Transport: integration.Memory, Configure: func(cfg *multiraft.Config) {
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 3, Transport: flotillatest.Memory, Configure: func(cfg *multiraft.Config) {
 		node := cfg.NodeID
 		multiraft.SetStepHook(cfg, func(groupID uint64, m *pb.Message) {
 			if groupID == g && victim.Load() == uint64(node) && m.GetType() == pb.MsgAppResp && len(m.GetContext()) == 0 && !m.GetReject() {

@@ -13,7 +13,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flotilla-io/flotilla/integration"
+	"github.com/flotilla-io/flotilla/flotillatest"
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
 )
@@ -45,7 +45,7 @@ func TestErrors(t *testing.T) {
 			cfg := multiraft.DefaultConfig()
 			cfg.ClusterID, cfg.NodeID, cfg.Dir, cfg.FS = 1, node, "data", fs
 			cfg.Transport = transport.NewMemory(net, uint64(node), transport.Config{})
-			cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &integration.LogSM{} }
+			cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &flotillatest.LogSM{} }
 			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 			return cfg
 		}
@@ -95,7 +95,7 @@ func TestErrors(t *testing.T) {
 	})
 
 	t.Run("calls", func(t *testing.T) {
-		c := integration.NewCluster(t, integration.ClusterConfig{Nodes: 3, Transport: integration.Memory, Configure: func(cfg *multiraft.Config) {
+		c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 3, Transport: flotillatest.Memory, Configure: func(cfg *multiraft.Config) {
 			cfg.MaxProposalBytes = 1 << 10
 		}})
 		const g = 1

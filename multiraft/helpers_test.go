@@ -9,11 +9,11 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/flotilla-io/flotilla/integration"
+	"github.com/flotilla-io/flotilla/flotillatest"
 	"github.com/flotilla-io/flotilla/multiraft"
 )
 
-// The host's own tests drive whole clusters (integration.Cluster) through
+// The host's own tests drive whole clusters (flotillatest.Cluster) through
 // the public API, with the faults only test hooks (export_test.go) can
 // inject.
 
@@ -21,7 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // propose proposes data to a group's leader, whoever it is, while moving
 // the clock.
-func propose(t *testing.T, c *integration.Cluster, g multiraft.GroupID, data string) {
+func propose(t *testing.T, c *flotillatest.Cluster, g multiraft.GroupID, data string) {
 	t.Helper()
 	err := c.Do("a proposal", func(ctx context.Context) error {
 		for ctx.Err() == nil {
@@ -43,7 +43,7 @@ func propose(t *testing.T, c *integration.Cluster, g multiraft.GroupID, data str
 
 // change makes a membership change on a group's leader while moving the
 // clock, and returns the group's replicas.
-func change(t *testing.T, c *integration.Cluster, g multiraft.GroupID, changes ...multiraft.Change) map[multiraft.ReplicaID]multiraft.NodeID {
+func change(t *testing.T, c *flotillatest.Cluster, g multiraft.GroupID, changes ...multiraft.Change) map[multiraft.ReplicaID]multiraft.NodeID {
 	t.Helper()
 	var replicas map[multiraft.ReplicaID]multiraft.NodeID
 	err := c.Do(fmt.Sprintf("membership change %v", changes), func(ctx context.Context) (err error) {
@@ -57,7 +57,7 @@ func change(t *testing.T, c *integration.Cluster, g multiraft.GroupID, changes .
 }
 
 // waitApplied waits until a node has applied n commands of a group.
-func waitApplied(t *testing.T, c *integration.Cluster, g multiraft.GroupID, node multiraft.NodeID, n int) {
+func waitApplied(t *testing.T, c *flotillatest.Cluster, g multiraft.GroupID, node multiraft.NodeID, n int) {
 	t.Helper()
 	c.WaitFor(fmt.Sprintf("node %d to apply %d commands of group %d", node, n, g), time.Minute, func() bool {
 		sm := c.SM(node, g)

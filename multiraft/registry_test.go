@@ -10,7 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flotilla-io/flotilla/integration"
+	"github.com/flotilla-io/flotilla/flotillatest"
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
 )
@@ -25,7 +25,7 @@ func TestHostsShareARegistry(t *testing.T) {
 		cfg := multiraft.DefaultConfig()
 		cfg.ClusterID, cfg.NodeID, cfg.Dir, cfg.FS = 1, node, "data", vfs.NewMem()
 		cfg.Transport = transport.NewMemory(net, uint64(node), transport.Config{})
-		cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &integration.LogSM{} }
+		cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &flotillatest.LogSM{} }
 		cfg.Registerer = reg
 		cfg.Clock = multiraft.NewManualClock(time.Unix(1_700_000_000, 0))
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

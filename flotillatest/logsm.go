@@ -1,4 +1,4 @@
-package integration
+package flotillatest
 
 import (
 	"encoding/binary"

@@ -1,9 +1,8 @@
-package integration
+package flotillatest
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/flotilla-io/flotilla/internal/await"
 
@@ -27,17 +27,13 @@ import (
 	"github.com/flotilla-io/flotilla/transport"
 )
 
-// transportFlag picks the transport of every cluster a test run builds:
-// go test ./integration -transport=grpc runs the suite over real gRPC.
-var transportFlag = flag.String("transport", "memory", "transport of the test clusters: memory or grpc")
-
 // Transport kinds of a cluster.
 const (
 	Memory = "memory"
 	GRPC   = "grpc"
 )
 
-// The host's ID types, for brevity in tests.
+// The host's ID types, for brevity.
 type (
 	NodeID  = multiraft.NodeID
 	GroupID = multiraft.GroupID
@@ -49,7 +45,7 @@ type (
 // a loaded machine.
 type Cluster struct {
 	t         testing.TB
-	diskSM    bool
+	cfg       Config
 	configure func(*multiraft.Config)
 	kind      string
 	// transportConfig adjusts each host's transport config.
@@ -68,7 +64,7 @@ type Cluster struct {
 	hosts map[multiraft.NodeID]*multiraft.Host
 	fs    map[multiraft.NodeID]*vfs.MemFS
 	holds map[multiraft.NodeID]*syncHold
-	sms   map[multiraft.NodeID]map[multiraft.GroupID]AppliedLog // node -> group -> state machine
+	sms   map[multiraft.NodeID]map[multiraft.GroupID]any // node -> group -> state machine
 }
 
 // syncHold blocks a node's WAL syncs while held: the node keeps running,
@@ -164,19 +160,23 @@ func (c *Cluster) ReleaseSyncs(node multiraft.NodeID) {
 	}
 }
 
-// ClusterConfig shapes a cluster.
-type ClusterConfig struct {
+// Config shapes a cluster.
+type Config struct {
 	Nodes int
 	// Disk puts each host's data on real disk (a temporary directory)
 	// instead of a crashable in-memory filesystem: for benchmarks.
 	Disk bool
-	// DiskStateMachine gives the groups on-disk state machines (DiskLogSM)
-	// instead of in-memory ones (LogSM).
-	DiskStateMachine bool
+	// StateMachine makes node's in-memory state machine of a group: the
+	// embedder's own. Nil: the kit's LogSM (see SM).
+	StateMachine func(node NodeID, group GroupID) multiraft.StateMachine
+	// DiskStateMachine, if set, makes on-disk state machines instead.
+	DiskStateMachine func(node NodeID, group GroupID, r multiraft.Reader) multiraft.DiskStateMachine
+	// OnDisk, with no factory set, gives the groups the kit's on-disk
+	// DiskLogSM instead of its in-memory LogSM.
+	OnDisk bool
 	// Configure, if set, adjusts each host's config before it starts.
 	Configure func(*multiraft.Config)
-	// Transport is Memory or GRPC; empty: the -transport flag (memory by
-	// default).
+	// Transport is Memory (the default) or GRPC.
 	Transport string
 	// TransportConfig, if set, adjusts each host's transport config.
 	TransportConfig func(*transport.Config)
@@ -184,17 +184,17 @@ type ClusterConfig struct {
 
 // NewCluster starts a cluster of cfg.Nodes hosts (node IDs 1..N) and closes
 // it when the test ends.
-func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
+func NewCluster(t testing.TB, cfg Config) *Cluster {
 	c := &Cluster{
 		t: t, Clock: multiraft.NewManualClock(time.Unix(1_700_000_000, 0)), Net: transport.NewNetwork(),
 		TickInterval: 100 * time.Millisecond,
 		hosts:        map[multiraft.NodeID]*multiraft.Host{}, fs: map[multiraft.NodeID]*vfs.MemFS{}, holds: map[multiraft.NodeID]*syncHold{}, regs: map[multiraft.NodeID]*prometheus.Registry{},
 		dirs: map[multiraft.NodeID]string{},
-		sms:  map[multiraft.NodeID]map[multiraft.GroupID]AppliedLog{}, configure: cfg.Configure, diskSM: cfg.DiskStateMachine,
+		sms:  map[multiraft.NodeID]map[multiraft.GroupID]any{}, configure: cfg.Configure, cfg: cfg,
 		kind: cfg.Transport, transportConfig: cfg.TransportConfig, addrs: map[multiraft.NodeID]string{}, lis: map[multiraft.NodeID]net.Listener{},
 	}
 	if c.kind == "" {
-		c.kind = *transportFlag
+		c.kind = Memory
 	}
 	if c.kind == GRPC {
 		// Every address is known before the first host starts.
@@ -221,7 +221,7 @@ func NewCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 func (c *Cluster) start(node multiraft.NodeID) {
 	reg := prometheus.NewRegistry()
 	c.mu.Lock()
-	c.sms[node] = map[multiraft.GroupID]AppliedLog{}
+	c.sms[node] = map[multiraft.GroupID]any{}
 	c.regs[node] = reg
 	c.mu.Unlock()
 	hc := multiraft.DefaultConfig()
@@ -243,20 +243,34 @@ func (c *Cluster) start(node multiraft.NodeID) {
 	if os.Getenv("FLOTILLA_TEST_LOG") != "" { // debug a failing test: FLOTILLA_TEST_LOG=1
 		hc.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	if c.diskSM {
-		hc.DiskStateMachine = func(groupID multiraft.GroupID, r multiraft.Reader) multiraft.DiskStateMachine {
-			sm := &DiskLogSM{r: r}
-			c.mu.Lock()
-			c.sms[node][groupID] = sm
-			c.mu.Unlock()
+	keep := func(groupID GroupID, sm any) {
+		c.mu.Lock()
+		c.sms[node][groupID] = sm
+		c.mu.Unlock()
+	}
+	switch {
+	case c.cfg.DiskStateMachine != nil:
+		hc.DiskStateMachine = func(groupID GroupID, r multiraft.Reader) multiraft.DiskStateMachine {
+			sm := c.cfg.DiskStateMachine(node, groupID, r)
+			keep(groupID, sm)
 			return sm
 		}
-	} else {
-		hc.StateMachine = func(groupID multiraft.GroupID) multiraft.StateMachine {
+	case c.cfg.StateMachine != nil:
+		hc.StateMachine = func(groupID GroupID) multiraft.StateMachine {
+			sm := c.cfg.StateMachine(node, groupID)
+			keep(groupID, sm)
+			return sm
+		}
+	case c.cfg.OnDisk:
+		hc.DiskStateMachine = func(groupID GroupID, r multiraft.Reader) multiraft.DiskStateMachine {
+			sm := &DiskLogSM{r: r}
+			keep(groupID, sm)
+			return sm
+		}
+	default:
+		hc.StateMachine = func(groupID GroupID) multiraft.StateMachine {
 			sm := &LogSM{}
-			c.mu.Lock()
-			c.sms[node][groupID] = sm
-			c.mu.Unlock()
+			keep(groupID, sm)
 			return sm
 		}
 	}
@@ -335,12 +349,20 @@ func (c *Cluster) Restart(node multiraft.NodeID) {
 // Metric returns the sum of a metric's series on a node (its current
 // incarnation), 0 if it has none.
 func (c *Cluster) Metric(node multiraft.NodeID, name string) float64 {
-	return c.metrics(node)[name]
+	return c.Metrics(node)[name]
 }
 
-// metrics returns the sum of each counter's and gauge's series on a node
-// (for a histogram, its sample count).
-func (c *Cluster) metrics(node multiraft.NodeID) map[string]float64 {
+// Sum adds a metric up over the running nodes.
+func (c *Cluster) Sum(name string) float64 {
+	var s float64
+	for _, n := range c.Nodes() {
+		s += c.Metric(n, name)
+	}
+	return s
+}
+
+// gather reads a node's registry (its current incarnation's).
+func (c *Cluster) gather(node NodeID) []*dto.MetricFamily {
 	c.mu.Lock()
 	reg := c.regs[node]
 	c.mu.Unlock()
@@ -348,6 +370,13 @@ func (c *Cluster) metrics(node multiraft.NodeID) map[string]float64 {
 	if err != nil {
 		c.t.Fatalf("gather node %d: %v", node, err)
 	}
+	return families
+}
+
+// Metrics returns the sum of each counter's and gauge's series on a node
+// (for a histogram, its sample count), by metric name.
+func (c *Cluster) Metrics(node NodeID) map[string]float64 {
+	families := c.gather(node)
 	sums := make(map[string]float64, len(families))
 	for _, f := range families {
 		for _, m := range f.GetMetric() {
@@ -364,29 +393,23 @@ func (c *Cluster) metrics(node multiraft.NodeID) map[string]float64 {
 	return sums
 }
 
-// metricLabel returns the value of one labelled series of a counter or
-// gauge on a node, 0 if it has none.
-func (c *Cluster) metricLabel(node multiraft.NodeID, name, label, value string) float64 {
-	c.mu.Lock()
-	reg := c.regs[node]
-	c.mu.Unlock()
-	families, err := reg.Gather()
-	if err != nil {
-		c.t.Fatalf("gather node %d: %v", node, err)
-	}
-	for _, f := range families {
+// MetricLabel returns the value of one labelled series of a counter or
+// gauge on a node (summed over its other labels), 0 if it has none.
+func (c *Cluster) MetricLabel(node NodeID, name, label, value string) float64 {
+	var sum float64
+	for _, f := range c.gather(node) {
 		if f.GetName() != name {
 			continue
 		}
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 				}
 			}
 		}
 	}
-	return 0
+	return sum
 }
 
 // Host returns a node's host, nil while it is crashed.
@@ -415,8 +438,16 @@ type AppliedLog interface {
 	Len() int
 }
 
-// SM returns a node's state machine of a group.
-func (c *Cluster) SM(node multiraft.NodeID, groupID multiraft.GroupID) AppliedLog {
+// SM returns a node's kit state machine of a group (LogSM or DiskLogSM),
+// nil if there is none (or the cluster runs the embedder's).
+func (c *Cluster) SM(node NodeID, groupID GroupID) AppliedLog {
+	sm, _ := c.StateMachine(node, groupID).(AppliedLog)
+	return sm
+}
+
+// StateMachine returns the state machine a node's host made for a group,
+// whichever factory made it, nil if none.
+func (c *Cluster) StateMachine(node NodeID, groupID GroupID) any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sms[node][groupID]
@@ -504,7 +535,7 @@ func (c *Cluster) TickUntil(what string, timeout time.Duration, cond func() bool
 // its peers' timers run out on it, yet time still moves under a steady load.
 func (c *Cluster) quiet() bool {
 	for _, n := range c.Nodes() {
-		if !quietMetrics(c.metrics(n), false) {
+		if !quietMetrics(c.Metrics(n), false) {
 			return false
 		}
 	}
@@ -542,7 +573,7 @@ func (c *Cluster) idle() bool {
 func (c *Cluster) activity() ([]float64, bool) {
 	var counters []float64
 	for _, n := range c.Nodes() {
-		m := c.metrics(n)
+		m := c.Metrics(n)
 		if !quietMetrics(m, true) {
 			return nil, false
 		}
@@ -659,4 +690,19 @@ func (c *Cluster) SpreadLeaders(ids []multiraft.GroupID) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+}
+
+// Step moves the clock one tick and waits until every host has taken the
+// tick (its scheduler ticked and its transport flushed) and is idle again.
+func (c *Cluster) Step() {
+	c.t.Helper()
+	counts := func() (n float64) {
+		for _, node := range c.Nodes() {
+			n += c.Metric(node, "flotilla_scheduler_ticks_total") + c.Metric(node, "flotilla_transport_heartbeat_flushes_total")
+		}
+		return n
+	}
+	want := counts() + float64(2*len(c.Nodes()))
+	c.Clock.Advance(c.TickInterval)
+	await.Until(c.t, 60*time.Second, "the hosts to take the tick and go idle", func() bool { return counts() >= want && c.idle() })
 }
