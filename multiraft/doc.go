@@ -8,6 +8,12 @@
 // waiting to be added; Propose replicates a command and returns once it is
 // applied here; Status describes a group; Close stops the host.
 //
+// Three ID spaces meet here, each a type of its own: GroupID (a group, a
+// broker's partition), NodeID (a host of the cluster) and ReplicaID (one
+// replica of one group, allotted by its leader and never reused). Every
+// error wraps a sentinel of errors.go. Package flotillatest runs hosts in
+// one test process, with your state machine, for your own tests.
+//
 // # The life of a proposal
 //
 // Propose puts the proposal on its group's bounded queue (a full queue or
