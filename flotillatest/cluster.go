@@ -53,7 +53,8 @@ type Cluster struct {
 	Clock           *multiraft.ManualClock
 	// Net is the in-memory network; its filters act on either transport.
 	Net *transport.Network
-	// TickInterval is the hosts' tick; Advance moves the clock by it.
+	// TickInterval is the hosts' tick; WaitFor, TickUntil and Step move
+	// Clock by it.
 	TickInterval time.Duration
 
 	mu    sync.Mutex
@@ -110,7 +111,7 @@ func (s *syncHold) wait(op errorfs.Op) error {
 // FailSyncs makes every later WAL sync of a node fail, as a dying disk
 // would.
 func (c *Cluster) FailSyncs(node multiraft.NodeID) {
-	h := c.holds[node]
+	h := c.disk(node)
 	h.mu.Lock()
 	h.fail = true
 	h.mu.Unlock()
@@ -120,7 +121,7 @@ func (c *Cluster) FailSyncs(node multiraft.NodeID) {
 // files whose name ends in suffix ("" again: it takes them again): ".sst"
 // fails flushes and compactions, ".log" the WAL.
 func (c *Cluster) NoSpace(node multiraft.NodeID, suffix string) {
-	h := c.holds[node]
+	h := c.disk(node)
 	h.mu.Lock()
 	h.noSpace = suffix
 	h.mu.Unlock()
@@ -129,6 +130,7 @@ func (c *Cluster) NoSpace(node multiraft.NodeID, suffix string) {
 // SetFreeSpace makes a node's disk report free bytes free (0: report
 // nothing, as an in-memory disk does), for the space alarm.
 func (c *Cluster) SetFreeSpace(node multiraft.NodeID, free uint64) {
+	c.disk(node)
 	c.mu.Lock()
 	fs := c.fs[node]
 	c.mu.Unlock()
@@ -141,12 +143,23 @@ func (c *Cluster) SetFreeSpace(node multiraft.NodeID, free uint64) {
 
 // HoldSyncs stops a node's WAL syncs from completing until ReleaseSyncs.
 func (c *Cluster) HoldSyncs(node multiraft.NodeID) {
-	h := c.holds[node]
+	h := c.disk(node)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.held {
 		h.held, h.release = true, make(chan struct{})
 	}
+}
+
+// disk returns the fault injector of a node's in-memory disk; disk faults
+// need one (a cluster on real disk has none).
+func (c *Cluster) disk(node NodeID) *syncHold {
+	c.t.Helper()
+	h := c.holds[node]
+	if c.cfg.Disk || h == nil {
+		c.t.Fatalf("node %d: disk faults act on the kit's in-memory disks (Config.Disk is set, or there is no such node)", node)
+	}
+	return h
 }
 
 // ReleaseSyncs lets a node's held syncs complete.
@@ -162,6 +175,7 @@ func (c *Cluster) ReleaseSyncs(node multiraft.NodeID) {
 
 // Config shapes a cluster.
 type Config struct {
+	// Nodes is the number of hosts, node IDs 1..Nodes.
 	Nodes int
 	// Disk puts each host's data on real disk (a temporary directory)
 	// instead of a crashable in-memory filesystem: for benchmarks.
@@ -193,9 +207,14 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 		sms:  map[multiraft.NodeID]map[multiraft.GroupID]any{}, configure: cfg.Configure, cfg: cfg,
 		kind: cfg.Transport, transportConfig: cfg.TransportConfig, addrs: map[multiraft.NodeID]string{}, lis: map[multiraft.NodeID]net.Listener{},
 	}
-	if c.kind == "" {
+	switch c.kind {
+	case "":
 		c.kind = Memory
+	case Memory, GRPC:
+	default:
+		t.Fatalf("flotillatest: transport %q, want %q or %q", c.kind, Memory, GRPC)
 	}
+	t.Cleanup(c.Close) // closes what started, should a later start fail
 	if c.kind == GRPC {
 		// Every address is known before the first host starts.
 		for id := multiraft.NodeID(1); id <= multiraft.NodeID(cfg.Nodes); id++ {
@@ -214,7 +233,6 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 		c.holds[id] = &syncHold{}
 		c.start(id)
 	}
-	t.Cleanup(c.Close)
 	return c
 }
 
@@ -275,7 +293,12 @@ func (c *Cluster) start(node multiraft.NodeID) {
 		}
 	}
 	if c.configure != nil {
+		kit := hc
 		c.configure(&hc)
+		if hc.Registerer != kit.Registerer || hc.Clock != kit.Clock || hc.TickInterval != kit.TickInterval || hc.Transport != kit.Transport {
+			_ = kit.Transport.Close()
+			c.t.Fatalf("flotillatest: Configure replaced the Registerer, Clock, TickInterval or Transport the kit drives node %d with", node)
+		}
 	}
 	h, err := multiraft.NewHost(hc)
 	if err != nil {
@@ -324,15 +347,25 @@ func (c *Cluster) Isolate(node multiraft.NodeID) (heal func()) {
 
 // Crash stops a node as a power cut would: it is cut off the network
 // first (so nothing it does after the cut reaches anyone), its disk is
-// cloned keeping every synced byte and a random share of the unsynced ones,
-// and the host is closed. Restart brings it back on that disk.
+// cloned keeping every synced byte and a random share of the unsynced ones
+// (drawn from rng; nil: a fixed one), and the host is closed. Restart
+// brings it back on that disk. In-memory disks only.
 func (c *Cluster) Crash(node multiraft.NodeID, rng *rand.Rand) {
 	c.t.Helper()
+	c.disk(node)
+	if rng == nil {
+		rng = rand.New(rand.NewPCG(uint64(node), 0))
+	}
+	keep, seed := rng.IntN(101), rng.Uint64()
 	heal := c.Isolate(node)
 	defer heal()
 	c.mu.Lock()
-	clone := c.fs[node].CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(rng.Uint64(), 1))})
 	h := c.hosts[node]
+	if h == nil {
+		c.mu.Unlock()
+		c.t.Fatalf("crash node %d: it is down already", node)
+	}
+	clone := c.fs[node].CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: keep, RNG: rand.New(rand.NewPCG(seed, 1))})
 	delete(c.hosts, node)
 	c.fs[node] = clone
 	c.mu.Unlock()
@@ -343,6 +376,9 @@ func (c *Cluster) Crash(node multiraft.NodeID, rng *rand.Rand) {
 // Restart starts a crashed node again on what its disk kept.
 func (c *Cluster) Restart(node multiraft.NodeID) {
 	c.t.Helper()
+	if c.Host(node) != nil {
+		c.t.Fatalf("restart node %d: it is running", node)
+	}
 	c.start(node)
 }
 
@@ -419,7 +455,7 @@ func (c *Cluster) Host(node multiraft.NodeID) *multiraft.Host {
 	return c.hosts[node]
 }
 
-// Nodes returns the node IDs of the running hosts.
+// Nodes returns the node IDs of the running hosts, in order.
 func (c *Cluster) Nodes() []multiraft.NodeID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -427,6 +463,7 @@ func (c *Cluster) Nodes() []multiraft.NodeID {
 	for id := range c.hosts {
 		ids = append(ids, id)
 	}
+	slices.Sort(ids)
 	return ids
 }
 
@@ -457,7 +494,11 @@ func (c *Cluster) StateMachine(node NodeID, groupID GroupID) any {
 func (c *Cluster) CreateGroup(groupID multiraft.GroupID, nodes ...multiraft.NodeID) {
 	c.t.Helper()
 	for _, n := range nodes {
-		if err := c.Host(n).CreateGroup(groupID, nodes); err != nil {
+		h := c.Host(n)
+		if h == nil {
+			c.t.Fatalf("create group %d on node %d: the node is down", groupID, n)
+		}
+		if err := h.CreateGroup(groupID, nodes); err != nil {
 			c.t.Fatalf("create group %d on node %d: %v", groupID, n, err)
 		}
 	}
@@ -583,14 +624,15 @@ func (c *Cluster) activity() ([]float64, bool) {
 	return counters, true
 }
 
-// Do runs fn (with a context of one minute) while moving the clock until
-// it returns, and returns its error: how tests make a host call that
-// needs time to pass (elections, retransmissions) to complete.
+// Do runs fn (with a context of one minute, ended with the test) while
+// moving the clock until it returns, and returns its error: how tests
+// make a host call that needs time to pass (elections, retransmissions)
+// to complete.
 func (c *Cluster) Do(what string, fn func(ctx context.Context) error) error {
 	c.t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(c.t.Context(), time.Minute)
 		defer cancel()
 		done <- fn(ctx)
 	}()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/flotilla-io/flotilla/proto/peerpb"
 	"github.com/flotilla-io/flotilla/transport"
@@ -56,9 +57,18 @@ func (h *Host) handleAdmin(ctx context.Context, from transport.NodeID, req *peer
 // CreateGroupOn creates node's founding replica of a group (see
 // CreateGroup), on this host or, through the transport, on a peer.
 func (h *Host) CreateGroupOn(ctx context.Context, node NodeID, groupID GroupID, members []NodeID) error {
+	if err := checkOn(node, groupID); err != nil {
+		return err
+	}
 	ids := make([]uint64, len(members))
 	for i, n := range members {
+		if n == 0 {
+			return fmt.Errorf("%w: node 0 among the members of group %d", ErrInvalid, groupID)
+		}
 		ids[i] = uint64(n)
+	}
+	if !slices.Contains(members, node) {
+		return fmt.Errorf("%w: node %d is not among the members %v of group %d", ErrInvalid, node, members, groupID)
 	}
 	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_CreateReplica{
 		CreateReplica: &peerpb.CreateReplica{GroupId: uint64(groupID), Members: ids}}})
@@ -66,8 +76,11 @@ func (h *Host) CreateGroupOn(ctx context.Context, node NodeID, groupID GroupID, 
 
 // JoinGroupOn creates node's joining replica of a group (see JoinGroup).
 func (h *Host) JoinGroupOn(ctx context.Context, node NodeID, groupID GroupID, replicaID ReplicaID) error {
+	if err := checkOn(node, groupID); err != nil {
+		return err
+	}
 	if replicaID == 0 {
-		return fmt.Errorf("%w: replica ID 0", ErrInvalid)
+		return fmt.Errorf("%w: replica ID 0 for group %d; replica IDs are numbered from 1 (the leader's ChangeMembership allots them)", ErrInvalid, groupID)
 	}
 	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_CreateReplica{
 		CreateReplica: &peerpb.CreateReplica{GroupId: uint64(groupID), ReplicaId: uint64(replicaID)}}})
@@ -75,10 +88,30 @@ func (h *Host) JoinGroupOn(ctx context.Context, node NodeID, groupID GroupID, re
 
 // RemoveGroupOn removes node's replica of a group (see RemoveGroup).
 func (h *Host) RemoveGroupOn(ctx context.Context, node NodeID, groupID GroupID) error {
+	if err := checkOn(node, groupID); err != nil {
+		return err
+	}
 	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_RemoveReplica{
 		RemoveReplica: &peerpb.RemoveReplica{GroupId: uint64(groupID)}}})
 }
 
+// checkOn refuses here what a peer would refuse: the answer must not
+// depend on the transport.
+func checkOn(node NodeID, groupID GroupID) error {
+	switch {
+	case node == 0:
+		return fmt.Errorf("%w: node 0; nodes are numbered from 1", ErrInvalid)
+	case groupID == 0:
+		return fmt.Errorf("%w: group ID 0 is reserved; groups are numbered from 1", ErrInvalid)
+	}
+	return nil
+}
+
+// adminOn makes a control call on a node: this host's own, or a peer's.
+// A peer's answer is ErrPeer (ErrNoSpace if it is short of space), with
+// transport.ErrUnknownPeer when it could not be reached, whichever the
+// transport: its own error chain is only text here, as it would be over
+// the wire (a peer's ErrStopped is not this host's).
 func (h *Host) adminOn(ctx context.Context, node NodeID, req *peerpb.AdminRequest) error {
 	if err := h.usable(); err != nil {
 		return err
@@ -87,12 +120,15 @@ func (h *Host) adminOn(ctx context.Context, node NodeID, req *peerpb.AdminReques
 		_, err := h.handleAdmin(ctx, uint64(node), req)
 		return err
 	}
-	if _, err := h.trans.Admin(ctx, uint64(node), req); err != nil {
-		sentinel := ErrPeer
-		if errors.Is(err, transport.ErrExhausted) {
-			sentinel = ErrNoSpace // the only resource a peer refuses for (handleAdmin)
-		}
-		return fmt.Errorf("%w: admin call on node %d: %w", sentinel, node, err)
+	_, err := h.trans.Admin(ctx, uint64(node), req)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, transport.ErrUnknownPeer):
+		return fmt.Errorf("%w: %w: node %d: %v", ErrPeer, transport.ErrUnknownPeer, node, err)
+	case errors.Is(err, transport.ErrExhausted):
+		return fmt.Errorf("%w: node %d: %v", ErrNoSpace, node, err)
+	default:
+		return fmt.Errorf("%w: node %d refused: %v", ErrPeer, node, err)
 	}
-	return nil
 }

@@ -122,8 +122,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the host's metrics, the transport's included
 	// (unless its own config set them), each series labelled
-	// node=<NodeID>, so the hosts of one process can share a registry;
-	// Close unregisters them. A host already registered there is
+	// node=<NodeID>, so the hosts of one process can share a registry
+	// (pass the registry itself, not one already wrapped with a node
+	// label); Close unregisters them. A host already registered there is
 	// ErrInvalid. Default: none (unregistered).
 	Registerer prometheus.Registerer
 	// Events receives leadership and lifecycle events.
@@ -215,21 +216,32 @@ func (c *Config) Validate() error {
 		c.Logger = slog.Default()
 	}
 	c.Events.fill()
+	for _, f := range []struct {
+		name  string
+		value int64
+	}{
+		{"TickInterval", int64(c.TickInterval)}, {"ElectionTicks", int64(c.ElectionTicks)},
+		{"HeartbeatTicks", int64(c.HeartbeatTicks)}, {"Workers", int64(c.Workers)},
+		{"MaxInflightMsgs", int64(c.MaxInflightMsgs)}, {"MaxProposalBytes", int64(c.MaxProposalBytes)},
+		{"MaxGroupProposals", int64(c.MaxGroupProposals)}, {"ProposalBudgetBytes", c.ProposalBudgetBytes},
+		{"MaxGroupInbox", int64(c.MaxGroupInbox)}, {"InboxBudgetBytes", c.InboxBudgetBytes},
+		{"EntryCacheBytes", c.EntryCacheBytes}, {"LogQueueBytes", c.LogQueueBytes},
+		{"DiskStallThreshold", int64(c.DiskStallThreshold)}, {"DiskCheckInterval", int64(c.DiskCheckInterval)},
+	} {
+		if f.value < 0 {
+			return fmt.Errorf("%w: Config.%s %d is negative", ErrInvalid, f.name, f.value)
+		}
+	}
+	// What raft itself would refuse, or panic on, when a group is made.
 	switch {
 	case c.ElectionTicks <= c.HeartbeatTicks:
-		return fmt.Errorf("%w: ElectionTicks %d must exceed HeartbeatTicks %d", ErrInvalid, c.ElectionTicks, c.HeartbeatTicks)
-	case c.TickInterval < 0:
-		return fmt.Errorf("%w: TickInterval %s is negative", ErrInvalid, c.TickInterval)
-	case c.Workers < 0:
-		return fmt.Errorf("%w: Workers %d is negative", ErrInvalid, c.Workers)
-	case c.MaxProposalBytes < 0:
-		return fmt.Errorf("%w: MaxProposalBytes %d is negative", ErrInvalid, c.MaxProposalBytes)
-	case c.LogQueueBytes < 0:
-		return fmt.Errorf("%w: LogQueueBytes %d is negative", ErrInvalid, c.LogQueueBytes)
-	case c.DiskCheckInterval < 0:
-		return fmt.Errorf("%w: DiskCheckInterval %s is negative", ErrInvalid, c.DiskCheckInterval)
+		return fmt.Errorf("%w: Config.ElectionTicks %d must exceed HeartbeatTicks %d", ErrInvalid, c.ElectionTicks, c.HeartbeatTicks)
+	case c.MaxInflightBytes < c.MaxSizePerMsg:
+		return fmt.Errorf("%w: Config.MaxInflightBytes %d is below MaxSizePerMsg %d: not one full message could be in flight",
+			ErrInvalid, c.MaxInflightBytes, c.MaxSizePerMsg)
 	case uint64(c.MaxProposalBytes) > c.MaxUncommittedEntriesSize:
-		return fmt.Errorf("%w: MaxProposalBytes above MaxUncommittedEntriesSize", ErrInvalid)
+		return fmt.Errorf("%w: Config.MaxProposalBytes %d is above MaxUncommittedEntriesSize %d", ErrInvalid,
+			c.MaxProposalBytes, c.MaxUncommittedEntriesSize)
 	}
 	return nil
 }

@@ -123,7 +123,7 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 		}
 	}
 	c := h.cfg
-	rn, err := raft.NewRawNode(&raft.Config{
+	rn, err := newRawNode(&raft.Config{
 		ID:                        g.replicaID,
 		ElectionTick:              c.ElectionTicks,
 		HeartbeatTick:             c.HeartbeatTicks,
@@ -149,6 +149,18 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 	g.role, g.leader, g.term, g.commit = bs.RaftState, bs.Lead, bs.GetTerm(), bs.GetCommit()
 	g.publishStatus(false)
 	return g, nil
+}
+
+// newRawNode builds a RawNode; raft panics on what it cannot start from
+// (a configuration it refuses, a hard state its log does not cover): that
+// is an error here, never the process's end.
+func newRawNode(cfg *raft.Config) (rn *raft.RawNode, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("raft: %v", r)
+		}
+	}()
+	return raft.NewRawNode(cfg)
 }
 
 // Status describes a group as this host sees it.

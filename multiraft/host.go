@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +74,11 @@ func NewHost(cfg Config) (*Host, error) {
 	if cfg.Registerer != nil {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"node": strconv.FormatUint(uint64(cfg.NodeID), 10)}, cfg.Registerer)
 		unregister, err := metrics.Register(reg, h.m, storeMetrics, schedMetrics)
-		if err != nil {
+		switch {
+		case err != nil && strings.Contains(err.Error(), `label name "node"`):
+			return nil, fmt.Errorf("%w: Config.Registerer already labels its series node=...: pass the registry "+
+				"itself, the host adds that label: %w", ErrInvalid, err)
+		case err != nil:
 			return nil, fmt.Errorf("%w: Config.Registerer: %w (is node %d registered there twice?)", ErrInvalid, err, cfg.NodeID)
 		}
 		h.unregister = unregister
@@ -97,7 +102,7 @@ func NewHost(cfg Config) (*Host, error) {
 	sc := store.DefaultConfig(cfg.Dir)
 	sc.FS = cfg.FS
 	sc.ClusterID, sc.NodeID = cfg.ClusterID, uint64(cfg.NodeID)
-	sc.Logger = cfg.Logger
+	sc.Logger = h.log // the store's and Pebble's lines name the node too
 	sc.Metrics = storeMetrics
 	sc.EntryCacheBytes = cfg.EntryCacheBytes
 	sc.MaxQueueBytes = cfg.LogQueueBytes
@@ -137,7 +142,7 @@ func NewHost(cfg Config) (*Host, error) {
 			return nil, fmt.Errorf("%w: %w", ErrDataDir, err)
 		}
 	}
-	if err := h.trans.Start(h.ports(), transport.Env{Logger: h.log, Registerer: reg}); err != nil {
+	if err := h.trans.Start(h.ports(), transport.Env{NodeID: uint64(cfg.NodeID), Logger: h.log, Registerer: reg}); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("%w: Config.Transport: %w", ErrInvalid, err)
 	}

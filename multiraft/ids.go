@@ -1,6 +1,8 @@
 package multiraft
 
 import (
+	"fmt"
+
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/tracker"
 )
@@ -32,6 +34,8 @@ const (
 
 func (r Role) String() string {
 	switch r {
+	case RoleFollower:
+		return "follower"
 	case RoleLeader:
 		return "leader"
 	case RoleCandidate:
@@ -39,7 +43,7 @@ func (r Role) String() string {
 	case RolePreCandidate:
 		return "pre-candidate"
 	default:
-		return "follower"
+		return fmt.Sprintf("Role(%d)", int(r))
 	}
 }
 
@@ -69,12 +73,14 @@ const (
 
 func (s ProgressState) String() string {
 	switch s {
+	case ProgressProbe:
+		return "probe"
 	case ProgressReplicate:
 		return "replicate"
 	case ProgressSnapshot:
 		return "snapshot"
 	default:
-		return "probe"
+		return fmt.Sprintf("ProgressState(%d)", int(s))
 	}
 }
 

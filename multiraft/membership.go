@@ -16,6 +16,19 @@ import (
 // ChangeType is a kind of membership change.
 type ChangeType int
 
+func (t ChangeType) String() string {
+	switch t {
+	case AddVoter:
+		return "add voter"
+	case AddLearner:
+		return "add learner"
+	case RemoveReplica:
+		return "remove replica"
+	default:
+		return fmt.Sprintf("ChangeType(%d)", int(t))
+	}
+}
+
 const (
 	// AddVoter adds a voting replica on a node (or promotes its learner).
 	AddVoter ChangeType = iota
@@ -133,7 +146,15 @@ func (g *group) buildConfChange(r *confChangeRequest) (*pb.ConfChangeV2, error) 
 	next := g.nextReplicaID
 	var adds [][2]uint64 // (replica, node)
 	cc := &pb.ConfChangeV2{}
+	seen := make(map[NodeID]bool, len(r.changes))
 	for _, c := range r.changes {
+		switch {
+		case c.Node == 0:
+			return nil, fmt.Errorf("%w: node 0 in a membership change of group %d; nodes are numbered from 1", ErrInvalid, g.id)
+		case seen[c.Node]:
+			return nil, fmt.Errorf("%w: node %d twice in one membership change of group %d", ErrInvalid, c.Node, g.id)
+		}
+		seen[c.Node] = true
 		existing := g.replicaOn(uint64(c.Node))
 		var single *pb.ConfChangeSingle
 		switch c.Type {

@@ -100,6 +100,8 @@ func (c *core) start(h Handler, env Env) error {
 		return ErrClosed
 	case c.mu.started:
 		return fmt.Errorf("transport: node %d started twice", c.self)
+	case env.NodeID != 0 && env.NodeID != c.self:
+		return fmt.Errorf("%w: the transport was built for node %d, the host is node %d", ErrInvalidConfig, c.self, env.NodeID)
 	}
 	if c.ownMetrics && env.Registerer != nil {
 		unregister, err := metrics.Register(env.Registerer, c.m)

@@ -57,6 +57,9 @@ type Handler interface {
 // Env is what a host hands its transport at Start, so that one host
 // config covers the transport too.
 type Env struct {
+	// NodeID is the host's node; a transport built for another refuses
+	// to start (its peers would address the wrong node). 0: not checked.
+	NodeID NodeID
 	// Logger is used where the transport's Config.Logger was left unset.
 	Logger *slog.Logger
 	// Registerer receives the transport's metrics, if its Config.Metrics

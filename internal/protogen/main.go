@@ -86,37 +86,17 @@ func run(imports, plugins []string, out, param string, files []string) error {
 	for _, fd := range compiled {
 		add(fd)
 	}
+	// Every plugin runs before anything is written: a failure leaves the
+	// output as it was.
+	var made []*pluginpb.CodeGeneratorResponse_File
 	for _, plugin := range plugins {
-		if err := generate(plugin, req, out); err != nil {
+		fs, err := generate(plugin, req)
+		if err != nil {
 			return err
 		}
+		made = append(made, fs...)
 	}
-	return nil
-}
-
-// generate runs one plugin on the request and writes the files it returns.
-func generate(plugin string, req *pluginpb.CodeGeneratorRequest, out string) error {
-	in, err := proto.Marshal(req)
-	if err != nil {
-		return err
-	}
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(plugin)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(in), &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s: %w: %s", plugin, err, stderr.String())
-	}
-	resp := &pluginpb.CodeGeneratorResponse{}
-	if err := proto.Unmarshal(stdout.Bytes(), resp); err != nil {
-		return fmt.Errorf("%s: bad response: %w", plugin, err)
-	}
-	if resp.Error != nil {
-		return fmt.Errorf("%s: %s", plugin, resp.GetError())
-	}
-	for _, f := range resp.GetFile() {
-		if f.GetInsertionPoint() != "" {
-			return fmt.Errorf("%s: insertion points are not supported (%s)", plugin, f.GetName())
-		}
+	for _, f := range made {
 		path := filepath.Join(out, filepath.FromSlash(f.GetName()))
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return err
@@ -126,4 +106,31 @@ func generate(plugin string, req *pluginpb.CodeGeneratorRequest, out string) err
 		}
 	}
 	return nil
+}
+
+// generate runs one plugin on the request and returns the files it made.
+func generate(plugin string, req *pluginpb.CodeGeneratorRequest) ([]*pluginpb.CodeGeneratorResponse_File, error) {
+	in, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(plugin)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(in), &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", plugin, err, stderr.String())
+	}
+	resp := &pluginpb.CodeGeneratorResponse{}
+	if err := proto.Unmarshal(stdout.Bytes(), resp); err != nil {
+		return nil, fmt.Errorf("%s: bad response: %w", plugin, err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("%s: %s", plugin, resp.GetError())
+	}
+	for _, f := range resp.GetFile() {
+		if f.GetInsertionPoint() != "" {
+			return nil, fmt.Errorf("%s: insertion points are not supported (%s)", plugin, f.GetName())
+		}
+	}
+	return resp.GetFile(), nil
 }
