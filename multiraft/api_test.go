@@ -3,8 +3,6 @@ package multiraft_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -16,16 +14,6 @@ import (
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
 )
-
-func apiConfig(fs vfs.FS, net *transport.Network, node multiraft.NodeID) multiraft.Config {
-	cfg := multiraft.DefaultConfig()
-	cfg.ClusterID, cfg.NodeID, cfg.Dir, cfg.FS = 1, node, "data", fs
-	cfg.Transport = transport.NewMemory(net, uint64(node), transport.Config{})
-	cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &flotillatest.LogSM{} }
-	cfg.Clock = multiraft.NewManualClock(time.Unix(1_700_000_000, 0))
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	return cfg
-}
 
 // TestNodeZeroInMembershipChange: node ID 0 is reserved; a membership
 // change naming it is ErrInvalid (a voter on node 0 would cost a
@@ -62,7 +50,7 @@ func TestValidateRefusesWhatRaftRefuses(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			fs, net := vfs.NewMem(), transport.NewNetwork()
-			cfg := apiConfig(fs, net, 1)
+			cfg := hostConfig(fs, net, 1)
 			change(&cfg)
 			if err := cfg.Validate(); !errors.Is(err, multiraft.ErrInvalid) {
 				t.Fatalf("Validate: %v, want ErrInvalid", err)
@@ -75,7 +63,7 @@ func TestValidateRefusesWhatRaftRefuses(t *testing.T) {
 // series node=... is refused with ErrInvalid and the way out (the host
 // adds that label itself), not a panic or a misleading hint.
 func TestRegistererAlreadyLabelledNode(t *testing.T) {
-	cfg := apiConfig(vfs.NewMem(), transport.NewNetwork(), 1)
+	cfg := hostConfig(vfs.NewMem(), transport.NewNetwork(), 1)
 	cfg.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"node": "1"}, prometheus.NewRegistry())
 	h, err := multiraft.NewHost(cfg)
 	if err == nil {

@@ -3,8 +3,6 @@ package multiraft_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -41,14 +39,7 @@ func TestErrors(t *testing.T) {
 	t.Run("config", func(t *testing.T) {
 		fs := vfs.NewMem()
 		net := transport.NewNetwork()
-		base := func(node multiraft.NodeID) multiraft.Config {
-			cfg := multiraft.DefaultConfig()
-			cfg.ClusterID, cfg.NodeID, cfg.Dir, cfg.FS = 1, node, "data", fs
-			cfg.Transport = transport.NewMemory(net, uint64(node), transport.Config{})
-			cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &flotillatest.LogSM{} }
-			cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-			return cfg
-		}
+		base := func(node multiraft.NodeID) multiraft.Config { return hostConfig(fs, net, node) }
 		newHost := func(cfg multiraft.Config) error {
 			h, err := multiraft.NewHost(cfg)
 			if err == nil {

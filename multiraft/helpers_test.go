@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/goleak"
 
 	"github.com/flotilla-io/flotilla/flotillatest"
 	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/transport"
 )
 
 // The host's own tests drive whole clusters (flotillatest.Cluster) through
@@ -63,4 +67,16 @@ func waitApplied(t *testing.T, c *flotillatest.Cluster, g multiraft.GroupID, nod
 		sm := c.SM(node, g)
 		return sm != nil && sm.Len() == n
 	})
+}
+
+// hostConfig is a host of node on fs and net, with the kit's LogSM, a
+// manual clock and a silent logger.
+func hostConfig(fs vfs.FS, net *transport.Network, node multiraft.NodeID) multiraft.Config {
+	cfg := multiraft.DefaultConfig()
+	cfg.ClusterID, cfg.NodeID, cfg.Dir, cfg.FS = 1, node, "data", fs
+	cfg.Transport = transport.NewMemory(net, uint64(node), transport.Config{})
+	cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &flotillatest.LogSM{} }
+	cfg.Clock = multiraft.NewManualClock(time.Unix(1_700_000_000, 0))
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	return cfg
 }

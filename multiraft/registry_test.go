@@ -2,15 +2,11 @@ package multiraft_test
 
 import (
 	"errors"
-	"io"
-	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flotilla-io/flotilla/flotillatest"
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
 )
@@ -22,13 +18,8 @@ func TestHostsShareARegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	net := transport.NewNetwork()
 	start := func(node multiraft.NodeID) (*multiraft.Host, error) {
-		cfg := multiraft.DefaultConfig()
-		cfg.ClusterID, cfg.NodeID, cfg.Dir, cfg.FS = 1, node, "data", vfs.NewMem()
-		cfg.Transport = transport.NewMemory(net, uint64(node), transport.Config{})
-		cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return &flotillatest.LogSM{} }
+		cfg := hostConfig(vfs.NewMem(), net, node)
 		cfg.Registerer = reg
-		cfg.Clock = multiraft.NewManualClock(time.Unix(1_700_000_000, 0))
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 		h, err := multiraft.NewHost(cfg)
 		if err != nil {
 			_ = cfg.Transport.Close()
