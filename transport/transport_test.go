@@ -257,8 +257,11 @@ func TestHeartbeatCoalescing(t *testing.T) {
 		}
 		ns[1].Flush()
 		waitUntil(t, "the flushed heartbeats", func() bool { got, _ := ns[2].r.count(); return got == 1000 })
-		// The sender counts once its send returns, maybe after delivery.
-		waitUntil(t, "the frame counted", func() bool { return testutil.ToFloat64(ns[1].m.FramesSent.WithLabelValues("2")) > 0 })
+		// The sender counts once its send returns, maybe after delivery;
+		// the coalesced count is the last it updates.
+		waitUntil(t, "the frame counted", func() bool {
+			return testutil.ToFloat64(ns[1].m.HeartbeatsCoalesced.WithLabelValues("2")) > 0
+		})
 		if f := testutil.ToFloat64(ns[1].m.FramesSent.WithLabelValues("2")); f != 1 {
 			t.Fatalf("1,000 heartbeats took %v frames, want 1", f)
 		}
