@@ -15,6 +15,9 @@ type Transport struct {
 	QueueDropped        *prometheus.CounterVec
 	QueueMessages       *prometheus.GaugeVec
 	QueueHeartbeats     *prometheus.GaugeVec
+	QueueControl        *prometheus.GaugeVec
+	LivenessSent        *prometheus.CounterVec
+	LivenessReceived    *prometheus.CounterVec
 	SendFailures        *prometheus.CounterVec
 	Reconnects          *prometheus.CounterVec
 	StreamUp            *prometheus.GaugeVec
@@ -53,6 +56,10 @@ func NewTransport() *Transport {
 		QueueDropped:        counter("queue_dropped_total", "Messages to a peer dropped because its send queue was full or the peer was down."),
 		QueueMessages:       gauge("queue_messages", "Messages waiting in a peer's send queue."),
 		QueueHeartbeats:     gauge("queue_heartbeats", "Plain heartbeats in a peer's send queue waiting for the next frame or flush."),
+		QueueControl: gauge("queue_control_messages", "Messages in a peer's control lane (heartbeats and their responses, votes, "+
+			"pre-votes, timeout-now), which go ahead of the data lane."),
+		LivenessSent:     counter("liveness_sent_total", "Liveness records sent to a peer: frames that say only that this node is alive, sent at a tick when nothing else went."),
+		LivenessReceived: counter("liveness_received_total", "Liveness records received from a peer."),
 		SendFailures:        counter("send_failures_total", "Frames to a peer that could not be sent (their messages are reported unreachable)."),
 		Reconnects:          counter("reconnects_total", "Streams to a peer opened again after a failure."),
 		StreamUp:            gauge("stream_up", "1 while the outgoing Raft stream to a peer is up."),
@@ -75,10 +82,11 @@ func NewTransport() *Transport {
 func (m *Transport) InitPeer(peer string) {
 	for _, c := range []*prometheus.CounterVec{m.MessagesSent, m.MessagesReceived, m.BytesSent, m.BytesReceived,
 		m.FramesSent, m.FramesReceived, m.HeartbeatsCoalesced, m.QueueDropped, m.SendFailures, m.Reconnects,
-		m.FilterDropped, m.SnapshotsSent, m.SnapshotsReceived, m.SnapshotsFailed, m.SnapshotBytesSent, m.SnapshotBytesRecv} {
+		m.FilterDropped, m.SnapshotsSent, m.SnapshotsReceived, m.SnapshotsFailed, m.SnapshotBytesSent, m.SnapshotBytesRecv,
+		m.LivenessSent, m.LivenessReceived} {
 		c.WithLabelValues(peer)
 	}
-	for _, g := range []*prometheus.GaugeVec{m.QueueMessages, m.QueueHeartbeats, m.StreamUp} {
+	for _, g := range []*prometheus.GaugeVec{m.QueueMessages, m.QueueHeartbeats, m.QueueControl, m.StreamUp} {
 		g.WithLabelValues(peer)
 	}
 }
@@ -88,5 +96,5 @@ func (m *Transport) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.MessagesSent, m.MessagesReceived, m.BytesSent, m.BytesReceived, m.FramesSent, m.FramesReceived,
 		m.HeartbeatsCoalesced, m.QueueDropped, m.QueueMessages, m.QueueHeartbeats, m.SendFailures, m.Reconnects,
 		m.StreamUp, m.ReceivedDropped, m.FilterDropped, m.SnapshotsSent, m.SnapshotsReceived, m.SnapshotsFailed,
-		m.SnapshotBytesSent, m.SnapshotBytesRecv, m.HandshakesRefused, m.Flushes}
+		m.SnapshotBytesSent, m.SnapshotBytesRecv, m.HandshakesRefused, m.Flushes, m.QueueControl, m.LivenessSent, m.LivenessReceived}
 }

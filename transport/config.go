@@ -17,12 +17,13 @@ type Config struct {
 	// what does not fit is dropped and reported unreachable.
 	MaxQueueMessages int
 	MaxQueueBytes    int
-	// MaxQueueHeartbeats bounds the heartbeats and heartbeat responses in
-	// each peer's send queue, apart from the other messages: a queue full
-	// of appends under overload must not take the heartbeats with it
-	// (dropped heartbeats end in elections, and an overloaded cluster that
-	// elects gets slower still). Each is a 14-byte record on the wire.
-	MaxQueueHeartbeats int
+	// MaxQueueControl bounds each peer's control lane: heartbeats and
+	// their responses, votes, pre-votes and timeout-now, queued apart from
+	// the other messages and sent ahead of them. A queue full of appends
+	// under overload must neither drop nor delay them (a starved failure
+	// detector elects, and an overloaded cluster that elects gets slower
+	// still). A heartbeat is a 14-byte record on the wire.
+	MaxQueueControl int
 	// MaxFrameMessages and MaxFrameBytes bound one frame (one batch on
 	// the wire); a single larger message still goes, alone. Coalesced
 	// heartbeat records count toward MaxFrameBytes only, so an idle host
@@ -60,7 +61,7 @@ func DefaultConfig() Config {
 	return Config{
 		MaxQueueMessages:   10000,
 		MaxQueueBytes:      64 << 20,
-		MaxQueueHeartbeats: 1 << 17,
+		MaxQueueControl:    1 << 17,
 		MaxFrameMessages:   4096,
 		MaxFrameBytes:      4 << 20,
 		MaxBackoff:         time.Second,
@@ -81,7 +82,7 @@ func (c Config) withDefaults() Config {
 	}
 	fill(&c.MaxQueueMessages, d.MaxQueueMessages)
 	fill(&c.MaxQueueBytes, d.MaxQueueBytes)
-	fill(&c.MaxQueueHeartbeats, d.MaxQueueHeartbeats)
+	fill(&c.MaxQueueControl, d.MaxQueueControl)
 	fill(&c.MaxFrameMessages, d.MaxFrameMessages)
 	fill(&c.MaxFrameBytes, d.MaxFrameBytes)
 	fill(&c.SnapshotChunkBytes, d.SnapshotChunkBytes)
@@ -106,7 +107,7 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	switch {
-	case c.MaxQueueMessages < 0, c.MaxQueueBytes < 0, c.MaxQueueHeartbeats < 0, c.MaxFrameMessages < 0, c.MaxFrameBytes < 0,
+	case c.MaxQueueMessages < 0, c.MaxQueueBytes < 0, c.MaxQueueControl < 0, c.MaxFrameMessages < 0, c.MaxFrameBytes < 0,
 		c.SnapshotChunkBytes < 0, c.MaxSnapshotSends < 0, c.MaxSnapshotRecvs < 0:
 		return fmt.Errorf("%w: negative bound", ErrInvalidConfig)
 	case c.MaxBackoff < 0:

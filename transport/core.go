@@ -70,8 +70,8 @@ type core struct {
 
 // inCounters are a peer's inbound series, resolved once.
 type inCounters struct {
-	label                   string
-	messages, frames, bytes prometheus.Counter
+	label                             string
+	messages, frames, bytes, liveness prometheus.Counter
 }
 
 func newCore(self NodeID, cfg Config, drv driver) *core {
@@ -257,12 +257,12 @@ func (c *core) sendLoop(p *outbox) {
 			bo.reset()
 			p.setDown(false)
 		}
-		batch := p.take(spare)
+		batch, alive := p.take(spare)
 		if !c.cfg.Filters.empty() {
 			batch = c.filterOut(p, batch)
 		}
 		done := 0
-		fr.pack(batch, func(frame *[]byte, carried []Envelope, heartbeats int) bool {
+		send := func(frame *[]byte, carried []Envelope, heartbeats int) bool {
 			n := len(*frame)
 			if err := l.send(frame); err != nil {
 				p.failures.Inc()
@@ -272,31 +272,47 @@ func (c *core) sendLoop(p *outbox) {
 				down(err)
 				return false
 			}
+			if len(carried) > 0 { // a liveness record does not excuse the next
+				p.sent.Store(true)
+			}
 			done += len(carried)
 			p.frames.Inc()
-			p.sent.Add(float64(len(carried)))
+			p.sentMsgs.Add(float64(len(carried)))
 			p.bytes.Add(float64(n))
 			if heartbeats > 0 {
 				p.coalesced.Add(float64(heartbeats))
 			}
 			return true
-		})
+		}
+		if alive {
+			if send(livenessFrame(fr.pool), nil, 0) {
+				p.live.Inc()
+			}
+		}
+		fr.pack(batch, send)
 		clear(batch)
 		spare = batch[:0]
 		p.updateGauges()
 	}
 }
 
+// inbound returns a peer's inbound series. A peer first heard from gets a
+// queue and sender too (if it had none), so that liveness records flow
+// both ways whoever spoke first.
 func (c *core) inbound(from NodeID) *inCounters {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	in := c.mu.in[from]
 	if in == nil {
 		l := strconv.FormatUint(from, 10)
 		in = &inCounters{label: l, messages: c.m.MessagesReceived.WithLabelValues(l),
-			frames: c.m.FramesReceived.WithLabelValues(l), bytes: c.m.BytesReceived.WithLabelValues(l)}
+			frames: c.m.FramesReceived.WithLabelValues(l), bytes: c.m.BytesReceived.WithLabelValues(l),
+			liveness: c.m.LivenessReceived.WithLabelValues(l)}
 		c.mu.in[from] = in
+		c.mu.Unlock()
+		c.addPeer(from)
+		return in
 	}
+	c.mu.Unlock()
 	return in
 }
 
@@ -321,10 +337,26 @@ func (c *core) receiveFrame(from NodeID, f *inFrame) {
 	in.frames.Inc()
 	in.bytes.Add(float64(f.size))
 	in.messages.Add(float64(len(envs)))
-	if !c.cfg.Filters.empty() {
-		envs = c.filter(from, envs)
+	if f.liveness {
+		in.liveness.Inc()
 	}
-	if len(envs) > 0 {
+	// Any frame says its sender is alive, unless a filter cut the sender
+	// off: then only what passes counts, and a liveness record passes
+	// the filters as a message of no group.
+	alive := true
+	if !c.cfg.Filters.empty() {
+		if f.liveness {
+			alive = !c.cfg.Filters.verdict(from, c.self, Envelope{Message: &pb.Message{}}).Drop
+			if !alive {
+				c.m.FilterDropped.WithLabelValues(in.label).Inc()
+			}
+		} else {
+			alive = false
+		}
+		envs = c.filter(from, envs)
+		alive = alive || len(envs) > 0
+	}
+	if alive {
 		h.HandleMessages(from, envs)
 	}
 }

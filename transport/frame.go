@@ -15,13 +15,18 @@ import (
 //
 // A frame carries the messages of many groups to one peer. Heartbeats and
 // heartbeat responses do not travel as Raft messages: each becomes a small
-// Heartbeat record (group, from, to, term, commit, context) in the frame's
-// coalesced lists, so an idle host sends one frame per peer per flush
-// whatever the number of groups. The receiver delivers a frame's
-// heartbeats before its messages; the packer therefore starts a new frame
-// rather than put a heartbeat after another message of its group, and the
-// order of each group's messages holds. Two heartbeats of a group are two
-// records, never merged.
+// Heartbeat record (group, from, to, term, commit, context, quiesce) in the
+// frame's coalesced lists, so an idle host sends one frame per peer per
+// flush whatever the number of groups. The receiver delivers a frame's
+// heartbeats before its messages, and the sender puts the other control
+// messages (votes, timeout-now) before the data: the failure detector's
+// messages may overtake a group's appends, which Raft tolerates (a
+// heartbeat's commit never exceeds what the follower acknowledged), and
+// never wait behind them. Any other two messages of a group keep their
+// order. Two heartbeats of a group are two records, never merged.
+//
+// A frame with nothing else to carry may be a liveness record: it says
+// only that its sender is alive (see outbox.flush).
 //
 // Both transports build and read frames here, so every cluster test runs
 // the coalescing.
@@ -46,23 +51,29 @@ func coalescible(m *pb.Message) bool {
 // bounds (exact: every record is sized before the frame is cut).
 type framer struct {
 	maxMessages, maxBytes int
-	seen                  map[uint64]struct{} // groups with a plain message in the frame
-	sizes                 []int               // per envelope of the frame: its message's body size, -1 for a heartbeat
+	sizes                 []int // per envelope of the frame: its message's body size, -1 for a heartbeat
 	pool                  mem.BufferPool
 }
 
 func newFramer(cfg Config) *framer {
-	return &framer{maxMessages: cfg.MaxFrameMessages, maxBytes: cfg.MaxFrameBytes,
-		seen: make(map[uint64]struct{}), pool: mem.DefaultBufferPool()}
+	return &framer{maxMessages: cfg.MaxFrameMessages, maxBytes: cfg.MaxFrameBytes, pool: mem.DefaultBufferPool()}
+}
+
+// livenessFrame encodes a frame that is only a liveness record.
+func livenessFrame(pool mem.BufferPool) *[]byte {
+	buf := pool.Get(sizeVarintField(fFrameLiveness, 1))
+	*buf = appendVarintField((*buf)[:0], fFrameLiveness, 1)
+	return buf
 }
 
 // pack calls emit with each frame, encoded in a buffer from the pool, and
 // the envelopes it carries (a contiguous run of queue), in order; it stops
-// early if emit returns false. emit owns the buffer.
+// early if emit returns false. emit owns the buffer. The queue comes
+// control lane first (see outbox), so heartbeats overtake appends only as
+// the control lane allows.
 func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envelope, heartbeats int) bool) {
 	start := 0
 	for start < len(queue) {
-		clear(f.seen)
 		f.sizes = f.sizes[:0]
 		bytes, heartbeats, messages := 0, 0, 0
 		end := start
@@ -71,10 +82,7 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 			size, body := 0, -1 // body: -1 for a heartbeat record
 			hb := coalescible(e.Message)
 			if hb {
-				if _, ok := f.seen[e.GroupID]; ok {
-					break // it would overtake its group's earlier message
-				}
-				size = sizeHeartbeat(e.GroupID, e.Message)
+				size = sizeHeartbeat(e)
 			} else {
 				body = sizeMessage(e.Message)
 				size = sizeGroupMessage(e.GroupID, body)
@@ -88,7 +96,6 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 				heartbeats++
 			} else {
 				messages++
-				f.seen[e.GroupID] = struct{}{}
 			}
 			f.sizes = append(f.sizes, body)
 			bytes += size
@@ -97,7 +104,7 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 		b := (*buf)[:0]
 		for i, e := range queue[start:end] {
 			if f.sizes[i] < 0 {
-				b = appendHeartbeat(b, e.GroupID, e.Message)
+				b = appendHeartbeat(b, e)
 			} else {
 				b = appendGroupMessage(b, e.GroupID, e.Message, f.sizes[i])
 			}
@@ -113,7 +120,7 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 // unpack turns a frame decoded by gRPC's standard protobuf codec into
 // envelopes, heartbeats first, counting what it drops as malformed.
 func unpack(frame *peerpb.Frame, in *inFrame) {
-	in.handshake, in.size = frame.GetHandshake(), proto.Size(frame)
+	in.handshake, in.size, in.liveness = frame.GetHandshake(), proto.Size(frame), frame.GetLiveness()
 	in.envs = make([]Envelope, 0, len(frame.GetHeartbeats())+len(frame.GetHeartbeatResponses())+len(frame.GetMessages()))
 	for _, list := range [...]struct {
 		recs []*peerpb.Heartbeat
@@ -131,7 +138,7 @@ func unpack(frame *peerpb.Frame, in *inFrame) {
 			if len(h.GetContext()) > 0 {
 				m.Context = h.GetContext()
 			}
-			in.envs = append(in.envs, Envelope{GroupID: h.GetGroupId(), Message: m})
+			in.envs = append(in.envs, Envelope{GroupID: h.GetGroupId(), Message: m, Quiesce: h.GetQuiesce() && list.t == pb.MsgHeartbeat})
 		}
 	}
 	for _, gm := range frame.GetMessages() {

@@ -214,7 +214,7 @@ func (t *GRPC) conn(to NodeID) (*grpc.ClientConn, error) {
 }
 
 func (t *GRPC) handshake(to NodeID) *peerpb.Handshake {
-	return &peerpb.Handshake{ClusterId: t.cfg.ClusterID, FromNode: t.cfg.NodeID, ToNode: to}
+	return &peerpb.Handshake{ClusterId: t.cfg.ClusterID, FromNode: t.cfg.NodeID, ToNode: to, ProtocolVersion: ProtocolVersion}
 }
 
 // dial opens the Raft stream to a peer and sends the handshake.
@@ -315,6 +315,11 @@ func (t *GRPC) accept(ctx context.Context, hs *peerpb.Handshake) (NodeID, error)
 		return refuse("wrong_node", "call for node %d reached node %d", hs.GetToNode(), t.cfg.NodeID)
 	case hs.GetFromNode() == 0 || hs.GetFromNode() == t.cfg.NodeID:
 		return refuse("bad_sender", "sender node %d", hs.GetFromNode())
+	case hs.GetProtocolVersion() != ProtocolVersion:
+		// An older peer would misread quiesce heartbeats and liveness
+		// records; a newer one may send what this node cannot read.
+		return refuse("protocol_version", "node %d speaks peer protocol version %d, node %d speaks %d: "+
+			"run one Flotilla version across the cluster", hs.GetFromNode(), hs.GetProtocolVersion(), t.cfg.NodeID, ProtocolVersion)
 	}
 	if t.cfg.TLS != nil {
 		p, _ := peer.FromContext(ctx)

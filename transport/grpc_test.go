@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"strings"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -127,7 +128,23 @@ func TestGRPCRawClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A node of the first protocol version (no version in its handshake)
+	// is refused, and told why: it would misread quiesce heartbeats.
 	hs := &peerpb.Handshake{ClusterId: 7, FromNode: 1, ToNode: 2}
+	if err := stream.Send(&peerpb.Frame{Handshake: hs}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.CloseAndRecv(); err == nil || !strings.Contains(err.Error(), "speaks peer protocol version 0") {
+		t.Fatalf("an old protocol version: %v", err)
+	}
+	if got := testutil.ToFloat64(ns[2].m.HandshakesRefused.WithLabelValues("protocol_version")); got != 1 {
+		t.Fatalf("refused versions: %v", got)
+	}
+	stream, err = client.Raft(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.ProtocolVersion = ProtocolVersion
 	if err := stream.Send(&peerpb.Frame{Handshake: hs, Messages: []*peerpb.GroupMessage{
 		{GroupId: 1, Message: &pb.Message{Type: pb.MsgStorageAppend.Enum(), From: new(uint64(1)), To: new(uint64(2))}},
 		{GroupId: 1, Message: msg(1, 1, pb.MsgApp).Message},

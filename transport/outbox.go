@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,28 +12,39 @@ import (
 	"github.com/flotilla-io/flotilla/metrics"
 )
 
-// outbox is the send queue to one peer, bounded in messages and bytes, with
-// the peer's metric series resolved once. Its sender goroutine (core.
-// sendLoop) drains it into frames.
+// outbox is the send queue to one peer, with the peer's metric series
+// resolved once. Its sender goroutine (core.sendLoop) drains it into
+// frames.
+//
+// It has two lanes. The control lane holds the failure detector's
+// messages (see isControl) and the data lane everything else; the sender
+// takes the control lane first, so under any load of appends a heartbeat
+// or a vote waits for at most the frame being written. Each lane has its
+// own bound, so a data lane full of appends never drops a heartbeat.
 type outbox struct {
 	to    NodeID
 	label string
 	wake  chan struct{} // capacity 1: "there is something to send"
+	// sent is set when a frame goes out and cleared by a flush: a peer
+	// that nothing went to since the last flush gets a liveness record.
+	sent atomic.Bool
 
-	queued, heartbeats, up                            prometheus.Gauge
-	sent, frames, bytes, coalesced, dropped, failures prometheus.Counter
-	reconnects                                        prometheus.Counter
+	queued, heartbeats, control, up                             prometheus.Gauge
+	sentMsgs, frames, bytes, coalesced, dropped, failures, live prometheus.Counter
+	reconnects                                                  prometheus.Counter
 
 	mu struct {
 		sync.Mutex
-		queue []Envelope
-		bytes int // of the messages that are not heartbeats
-		hbs   int // heartbeats and responses in the queue (their own bound)
-		// due is how many messages at the head of the queue the sender
-		// must send at its next turn; the rest are plain heartbeats that
-		// came after the last flush and wait for the next one.
-		due  int
-		down bool // the last attempt to reach the peer failed
+		ctrl  []Envelope // the control lane
+		data  []Envelope // the data lane
+		bytes int        // of the data lane
+		// due is how many messages at the head of the control lane the
+		// sender must send at its next turn; the rest are plain
+		// heartbeats that came after the last flush and wait for the next
+		// one. The data lane is always due.
+		due   int
+		alive bool // a liveness record is due
+		down  bool // the last attempt to reach the peer failed
 	}
 }
 
@@ -41,10 +53,12 @@ func newOutbox(to NodeID, m *metrics.Transport) *outbox {
 	m.InitPeer(l)
 	return &outbox{
 		to: to, label: l, wake: make(chan struct{}, 1),
-		queued: m.QueueMessages.WithLabelValues(l), heartbeats: m.QueueHeartbeats.WithLabelValues(l), up: m.StreamUp.WithLabelValues(l),
-		sent: m.MessagesSent.WithLabelValues(l), frames: m.FramesSent.WithLabelValues(l), bytes: m.BytesSent.WithLabelValues(l),
+		queued: m.QueueMessages.WithLabelValues(l), heartbeats: m.QueueHeartbeats.WithLabelValues(l),
+		control: m.QueueControl.WithLabelValues(l), up: m.StreamUp.WithLabelValues(l),
+		sentMsgs: m.MessagesSent.WithLabelValues(l), frames: m.FramesSent.WithLabelValues(l), bytes: m.BytesSent.WithLabelValues(l),
 		coalesced: m.HeartbeatsCoalesced.WithLabelValues(l), dropped: m.QueueDropped.WithLabelValues(l),
 		failures: m.SendFailures.WithLabelValues(l), reconnects: m.Reconnects.WithLabelValues(l),
+		live: m.LivenessSent.WithLabelValues(l),
 	}
 }
 
@@ -55,28 +69,34 @@ func (p *outbox) push(batch []Envelope, cfg *Config) (dropped []Envelope) {
 	urgent := false
 	p.mu.Lock()
 	for _, e := range batch {
-		hb := coalescible(e.Message)
-		size, full := 0, p.mu.hbs >= cfg.MaxQueueHeartbeats
-		if !hb {
-			size = messageSize(e.Message)
-			full = len(p.mu.queue)-p.mu.hbs >= cfg.MaxQueueMessages || p.mu.bytes+size > cfg.MaxQueueBytes
-		}
-		if p.mu.down || full {
+		if p.mu.down {
 			dropped = append(dropped, e)
 			continue
 		}
-		p.mu.queue = append(p.mu.queue, e)
-		if hb {
-			p.mu.hbs++
-		} else {
-			p.mu.bytes += size
+		if isControl(e.Message) {
+			if len(p.mu.ctrl) >= cfg.MaxQueueControl {
+				dropped = append(dropped, e)
+				continue
+			}
+			p.mu.ctrl = append(p.mu.ctrl, e)
+			// Only a plain heartbeat (no ReadIndex context) may wait for
+			// the next frame or flush.
+			if !coalescible(e.Message) || len(e.Message.GetContext()) > 0 {
+				urgent = true
+			}
+			continue
 		}
-		// Only a plain heartbeat (no ReadIndex context) may wait for the
-		// next frame or flush.
-		if !hb || len(e.Message.GetContext()) > 0 {
-			urgent = true
-			p.mu.due = len(p.mu.queue) // what waited rides along
+		size := messageSize(e.Message)
+		if len(p.mu.data) >= cfg.MaxQueueMessages || p.mu.bytes+size > cfg.MaxQueueBytes {
+			dropped = append(dropped, e)
+			continue
 		}
+		p.mu.data = append(p.mu.data, e)
+		p.mu.bytes += size
+		urgent = true
+	}
+	if urgent {
+		p.mu.due = len(p.mu.ctrl) // what waited rides along
 	}
 	p.setGaugesLocked()
 	p.mu.Unlock()
@@ -97,13 +117,19 @@ func (p *outbox) signal() {
 }
 
 // flush releases the plain heartbeats waiting in the queue: they go with
-// the sender's next frame. It reports whether there was anything to send.
+// the sender's next frame. If nothing went to the peer since the last
+// flush and nothing waits, a liveness record is due instead. It reports
+// whether the sender has anything to send.
 func (p *outbox) flush() bool {
+	sent := p.sent.Swap(false)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.mu.due = len(p.mu.queue)
+	p.mu.due = len(p.mu.ctrl)
+	if p.mu.due == 0 && len(p.mu.data) == 0 && !sent && !p.mu.down {
+		p.mu.alive = true
+	}
 	p.setGaugesLocked()
-	return p.mu.due > 0
+	return p.mu.due > 0 || len(p.mu.data) > 0 || p.mu.alive
 }
 
 // updateGauges publishes the queue's length. The sender calls it after a
@@ -118,37 +144,29 @@ func (p *outbox) updateGauges() {
 // setGaugesLocked publishes the queue's state; under the lock, so that
 // gauges are never set out of order.
 func (p *outbox) setGaugesLocked() {
-	p.queued.Set(float64(len(p.mu.queue)))
-	p.heartbeats.Set(float64(len(p.mu.queue) - p.mu.due))
+	p.queued.Set(float64(len(p.mu.ctrl) + len(p.mu.data)))
+	p.control.Set(float64(len(p.mu.ctrl)))
+	p.heartbeats.Set(float64(len(p.mu.ctrl) - p.mu.due))
 }
 
-// take returns the messages due (in spare's storage, or the queue's own).
-// Heartbeats queued after the last flush stay for the next one: a flush
-// sends exactly what waited for it, so each tick's heartbeats leave
-// together on the next tick.
-func (p *outbox) take(spare []Envelope) []Envelope {
+// take returns the messages due, control lane first (in spare's storage),
+// and whether a liveness record is due (only when nothing else is: any
+// frame says the sender is alive). Heartbeats queued after the last flush
+// stay for the next one: a flush sends exactly what waited for it, so each
+// tick's heartbeats leave together on the next tick.
+func (p *outbox) take(spare []Envelope) (out []Envelope, alive bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := p.mu.due
-	p.mu.due = 0
-	if n == len(p.mu.queue) {
-		q := p.mu.queue
-		p.mu.queue, p.mu.bytes, p.mu.hbs = spare[:0], 0, 0
-		return q
-	}
-	out := append(spare[:0], p.mu.queue[:n]...)
-	rest := copy(p.mu.queue, p.mu.queue[n:])
-	clear(p.mu.queue[rest:])
-	p.mu.queue = p.mu.queue[:rest]
-	p.mu.bytes, p.mu.hbs = 0, 0
-	for _, e := range p.mu.queue {
-		if coalescible(e.Message) {
-			p.mu.hbs++
-		} else {
-			p.mu.bytes += messageSize(e.Message)
-		}
-	}
-	return out
+	out = append(spare[:0], p.mu.ctrl[:n]...)
+	out = append(out, p.mu.data...)
+	rest := copy(p.mu.ctrl, p.mu.ctrl[n:])
+	clear(p.mu.ctrl[rest:])
+	p.mu.ctrl = p.mu.ctrl[:rest]
+	clear(p.mu.data)
+	p.mu.data, p.mu.bytes, p.mu.due = p.mu.data[:0], 0, 0
+	alive, p.mu.alive = p.mu.alive && len(out) == 0, false
+	return out, alive
 }
 
 // setDown marks the peer down (messages to it are dropped at once and
@@ -160,8 +178,8 @@ func (p *outbox) setDown(down bool) []Envelope {
 	p.mu.down = down
 	var q []Envelope
 	if down {
-		q = p.mu.queue
-		p.mu.queue, p.mu.bytes, p.mu.due, p.mu.hbs = nil, 0, 0, 0
+		q = append(p.mu.ctrl, p.mu.data...)
+		p.mu.ctrl, p.mu.data, p.mu.bytes, p.mu.due, p.mu.alive = nil, nil, 0, 0, false
 		p.up.Set(0)
 	} else {
 		p.up.Set(1)

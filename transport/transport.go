@@ -15,10 +15,19 @@ import (
 // NodeID identifies a host in the cluster.
 type NodeID = uint64
 
+// ProtocolVersion is the version of the peer protocol this transport
+// speaks (peerpb.Handshake.protocol_version). Version 2 added quiesce
+// heartbeats and liveness records; a peer of an older version would
+// misread them, so its calls are refused.
+const ProtocolVersion = 2
+
 // Envelope is one Raft message of one group.
 type Envelope struct {
 	GroupID uint64
 	Message *pb.Message
+	// Quiesce marks a MsgHeartbeat by which the leader quiesces the
+	// group (see multiraft); it travels in the coalesced heartbeat record.
+	Quiesce bool
 }
 
 // OutboundSnapshot is a snapshot to send: the MsgSnap raft produced and a
@@ -41,7 +50,9 @@ type InboundSnapshot struct {
 // HandleUnreachable must not block; HandleSnapshot may take as long as the
 // data does, and its error is the sender's failure.
 type Handler interface {
-	// HandleMessages delivers a batch from one peer, in the order sent.
+	// HandleMessages delivers a frame's batch from one peer, in the order
+	// sent (control messages first). Every frame that arrives says its
+	// peer is alive: a liveness record comes as an empty batch.
 	HandleMessages(from NodeID, batch []Envelope)
 	// HandleUnreachable reports messages to a peer that were dropped or
 	// could not be sent.
@@ -84,7 +95,8 @@ type Transport interface {
 	Admin(ctx context.Context, to NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error)
 	// Flush sends the plain heartbeats (and heartbeat responses) waiting
 	// in the queues: Send holds them back for this, so that many groups'
-	// heartbeats leave together. The host calls it once per tick.
+	// heartbeats leave together. A peer that nothing went to since the
+	// last flush gets a liveness record. The host calls it once per tick.
 	Flush()
 	// Close stops every goroutine of the transport.
 	Close() error
@@ -105,6 +117,18 @@ var (
 	ErrExhausted     = errors.New("transport: peer out of a resource")
 	ErrInvalidConfig = errors.New("transport: invalid config")
 )
+
+// isControl reports whether m travels in the control lane, ahead of
+// appends: the failure detector's messages (heartbeats and their
+// responses, votes, pre-votes and theirs, timeout-now). Raft tolerates
+// them overtaking a group's appends.
+func isControl(m *pb.Message) bool {
+	switch m.GetType() {
+	case pb.MsgHeartbeat, pb.MsgHeartbeatResp, pb.MsgVote, pb.MsgVoteResp, pb.MsgPreVote, pb.MsgPreVoteResp, pb.MsgTimeoutNow:
+		return true
+	}
+	return false
+}
 
 // messageSize approximates a message's weight for queue bounds: its
 // entries' payloads plus a fixed overhead.

@@ -28,10 +28,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type recorder struct {
 	mu          sync.Mutex
 	got         []Envelope
+	calls       int // HandleMessages calls (a liveness record is one)
 	unreachable []Envelope
 	snapshots   [][]byte
 	snapErr     error
 	gate        chan struct{}
+	entered     chan struct{} // signalled (if set) when a call waits at the gate
 	onSnapRead  func(n int) // called as snapshot data is read
 }
 
@@ -40,10 +42,15 @@ func (r *recorder) HandleMessages(_ NodeID, batch []Envelope) {
 	gate := r.gate
 	r.mu.Unlock()
 	if gate != nil {
+		select {
+		case r.entered <- struct{}{}:
+		default:
+		}
 		<-gate
 	}
 	r.mu.Lock()
 	r.got = append(r.got, batch...)
+	r.calls++
 	r.mu.Unlock()
 }
 
@@ -282,12 +289,13 @@ func TestHeartbeatCoalescing(t *testing.T) {
 			t.Fatalf("ReadIndex heartbeat arrived as %v", got.Message)
 		}
 
-		// Order within a group, and no merging.
+		// Order within a group: heartbeats keep theirs and may overtake
+		// appends (the control lane), and are never merged.
 		resp := Envelope{GroupID: 8, Message: &pb.Message{Type: pb.MsgHeartbeatResp.Enum(), From: new(uint64(2)), To: new(uint64(1)),
 			Term: new(uint64(4)), Context: []byte("read-2")}}
 		batch := []Envelope{
-			heartbeat(7, 1, nil), msg(7, 1, pb.MsgApp), // heartbeat first: one frame
-			msg(6, 1, pb.MsgApp), heartbeat(6, 2, []byte("r")), // heartbeat after: a new frame
+			heartbeat(7, 1, nil), msg(7, 1, pb.MsgApp),
+			msg(6, 1, pb.MsgApp), heartbeat(6, 2, []byte("r")), // the heartbeat overtakes
 			heartbeat(9, 3, nil), heartbeat(9, 4, nil), resp,
 		}
 		ns[1].Send(2, batch)
@@ -304,10 +312,91 @@ func TestHeartbeatCoalescing(t *testing.T) {
 			}
 		}
 		order("7/MsgHeartbeat/0/1", "7/MsgApp/1/0")
-		order("6/MsgApp/1/0", "6/MsgHeartbeat/0/2")
+		order("6/MsgHeartbeat/0/2", "6/MsgApp/1/0")
 		order("9/MsgHeartbeat/0/3", "9/MsgHeartbeat/0/4")
 		if _, ok := pos["8/MsgHeartbeatResp/0/0"]; !ok {
 			t.Fatalf("heartbeat response lost: %v", pos)
+		}
+	})
+}
+
+// TestControlLane: a heartbeat and a vote pushed after a full queue of
+// appends reach the wire before those appends: only the frame being
+// written when they came goes first. (On the memory transport a frame is
+// delivered as it is sent, so a blocked peer blocks the sender.)
+func TestControlLane(t *testing.T) {
+	n := newTestNet(t, kindMemory)
+	ns := n.start(Config{MaxQueueMessages: 64, MaxFrameMessages: 4}, nil, 1, 2)
+	gate, entered := make(chan struct{}), make(chan struct{}, 1)
+	ns[2].r.mu.Lock()
+	ns[2].r.gate, ns[2].r.entered = gate, entered
+	ns[2].r.mu.Unlock()
+	defer func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	}()
+	ns[1].Send(2, []Envelope{msg(1, 0, pb.MsgApp)})
+	<-entered // the sender is stuck in that frame
+	var apps []Envelope
+	for i := uint64(1); i <= 65; i++ {
+		apps = append(apps, msg(1, i, pb.MsgApp))
+	}
+	ns[1].Send(2, apps)
+	vote := Envelope{GroupID: 2, Message: &pb.Message{Type: pb.MsgVote.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(9))}}
+	ns[1].Send(2, []Envelope{heartbeat(3, 1, nil), vote})
+	ns[1].Flush()
+	if d := testutil.ToFloat64(ns[1].m.QueueDropped.WithLabelValues("2")); d != 1 {
+		t.Fatalf("%v messages dropped, want the one append over the bound: the full data lane took control messages with it", d)
+	}
+	close(gate)
+	waitUntil(t, "everything queued", func() bool { got, _ := ns[2].r.count(); return got == 1+64+2 })
+	var order []string
+	for _, e := range ns[2].r.received()[:4] {
+		order = append(order, fmt.Sprintf("%d/%s", e.GroupID, e.Message.GetType()))
+	}
+	if want := []string{"1/MsgApp", "3/MsgHeartbeat", "2/MsgVote", "1/MsgApp"}; fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("arrived %v, want %v: control waited behind data", order, want)
+	}
+}
+
+// TestLivenessRecords: a peer that nothing went to since the last flush
+// gets a liveness record at the next (an empty batch to its handler);
+// one that had traffic does not; a filter that cuts the sender off drops
+// them as it drops messages.
+func TestLivenessRecords(t *testing.T) {
+	forEachKind(t, func(t *testing.T, n *testNet) {
+		ns := n.start(Config{}, nil, 1, 2)
+		ns[1].Send(2, []Envelope{msg(1, 1, pb.MsgApp)})
+		waitUntil(t, "the append", func() bool { got, _ := ns[2].r.count(); return got == 1 })
+		live := func(from, to NodeID) float64 {
+			return testutil.ToFloat64(ns[to].m.LivenessReceived.WithLabelValues(fmt.Sprint(from)))
+		}
+		ns[1].Flush() // the append went since the last flush: no record
+		if s := testutil.ToFloat64(ns[1].m.LivenessSent.WithLabelValues("2")); s != 0 {
+			t.Fatalf("%v liveness records sent with traffic", s)
+		}
+		ns[1].Flush()
+		waitUntil(t, "a liveness record", func() bool { return live(1, 2) == 1 })
+		// Node 2 heard from 1, so it keeps 1 informed too.
+		ns[2].Flush()
+		waitUntil(t, "a liveness record back", func() bool { return live(2, 1) == 1 })
+		if got, _ := ns[2].r.count(); got != 1 {
+			t.Fatalf("liveness delivered %d messages", got)
+		}
+		calls := func() int { ns[2].r.mu.Lock(); defer ns[2].r.mu.Unlock(); return ns[2].r.calls }
+		before := calls()
+		ns[1].Flush()
+		waitUntil(t, "the record handed over", func() bool { return calls() == before+1 })
+		heal := n.filters.AddFilter(Isolate(1))
+		ns[1].Flush()
+		waitUntil(t, "a record sent", func() bool { return testutil.ToFloat64(ns[1].m.LivenessSent.WithLabelValues("2")) == 3 })
+		waitUntil(t, "the record filtered", func() bool { return testutil.ToFloat64(ns[2].m.FilterDropped.WithLabelValues("1")) >= 1 })
+		heal()
+		if got := calls(); got != before+1 {
+			t.Fatalf("a cut-off sender's liveness record reached the handler")
 		}
 	})
 }
@@ -517,7 +606,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // overload appends are dropped (raft resends them), heartbeats are not
 // (their loss ends in elections).
 func TestQueueBoundSparesHeartbeats(t *testing.T) {
-	cfg := Config{MaxQueueMessages: 10, MaxQueueHeartbeats: 5}.withDefaults()
+	cfg := Config{MaxQueueMessages: 10, MaxQueueControl: 5}.withDefaults()
 	p := newOutbox(2, cfg.Metrics)
 	var batch []Envelope
 	for i := uint64(0); i < 25; i++ {
@@ -540,8 +629,8 @@ func TestQueueBoundSparesHeartbeats(t *testing.T) {
 	}
 	// What the sender takes leaves room for more of both.
 	p.flush()
-	if got := len(p.take(nil)); got != 15 {
-		t.Fatalf("took %d, want the 10 appends and 5 heartbeats", got)
+	if got, _ := p.take(nil); len(got) != 15 {
+		t.Fatalf("took %d, want the 10 appends and 5 heartbeats", len(got))
 	}
 	if dropped := p.push(batch[:1], &cfg); len(dropped) != 0 {
 		t.Fatalf("an append after the queue drained was dropped")

@@ -38,13 +38,13 @@ const (
 
 	fEntType, fEntTerm, fEntIndex, fEntData = 1, 2, 3, 4
 
-	fFrameHandshake, fFrameMessages, fFrameHeartbeats, fFrameHeartbeatResps = 1, 2, 3, 4
+	fFrameHandshake, fFrameMessages, fFrameHeartbeats, fFrameHeartbeatResps, fFrameLiveness = 1, 2, 3, 4, 5
 
 	fGMGroup, fGMMessage = 1, 2
 
-	fHBGroup, fHBFrom, fHBTo, fHBTerm, fHBCommit, fHBContext = 1, 2, 3, 4, 5, 6
+	fHBGroup, fHBFrom, fHBTo, fHBTerm, fHBCommit, fHBContext, fHBQuiesce = 1, 2, 3, 4, 5, 6, 7
 
-	fHSCluster, fHSFrom, fHSTo = 1, 2, 3
+	fHSCluster, fHSFrom, fHSTo, fHSVersion = 1, 2, 3, 4
 )
 
 var errWire = errors.New("malformed frame encoding")
@@ -213,18 +213,21 @@ func appendGroupMessage(b []byte, group uint64, m *pb.Message, body int) []byte 
 
 // heartbeatBody is the size of a Heartbeat record's body; zero fields are
 // left out, as proto3 does.
-func heartbeatBody(group uint64, m *pb.Message) int {
-	n := 0
+func heartbeatBody(e Envelope) int {
+	m, n := e.Message, 0
 	for _, f := range [...]struct {
 		num protowire.Number
 		v   uint64
-	}{{fHBGroup, group}, {fHBFrom, m.GetFrom()}, {fHBTo, m.GetTo()}, {fHBTerm, m.GetTerm()}, {fHBCommit, m.GetCommit()}} {
+	}{{fHBGroup, e.GroupID}, {fHBFrom, m.GetFrom()}, {fHBTo, m.GetTo()}, {fHBTerm, m.GetTerm()}, {fHBCommit, m.GetCommit()}} {
 		if f.v != 0 {
 			n += sizeVarintField(f.num, f.v)
 		}
 	}
 	if len(m.Context) > 0 {
 		n += sizeBytesField(fHBContext, len(m.Context))
+	}
+	if e.Quiesce {
+		n += sizeVarintField(fHBQuiesce, 1)
 	}
 	return n
 }
@@ -236,23 +239,27 @@ func heartbeatField(m *pb.Message) protowire.Number {
 	return fFrameHeartbeatResps
 }
 
-func sizeHeartbeat(group uint64, m *pb.Message) int {
-	return sizeBytesField(heartbeatField(m), heartbeatBody(group, m))
+func sizeHeartbeat(e Envelope) int {
+	return sizeBytesField(heartbeatField(e.Message), heartbeatBody(e))
 }
 
-func appendHeartbeat(b []byte, group uint64, m *pb.Message) []byte {
+func appendHeartbeat(b []byte, e Envelope) []byte {
+	m := e.Message
 	b = protowire.AppendTag(b, heartbeatField(m), protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(heartbeatBody(group, m)))
+	b = protowire.AppendVarint(b, uint64(heartbeatBody(e)))
 	for _, f := range [...]struct {
 		num protowire.Number
 		v   uint64
-	}{{fHBGroup, group}, {fHBFrom, m.GetFrom()}, {fHBTo, m.GetTo()}, {fHBTerm, m.GetTerm()}, {fHBCommit, m.GetCommit()}} {
+	}{{fHBGroup, e.GroupID}, {fHBFrom, m.GetFrom()}, {fHBTo, m.GetTo()}, {fHBTerm, m.GetTerm()}, {fHBCommit, m.GetCommit()}} {
 		if f.v != 0 {
 			b = appendVarintField(b, f.num, f.v)
 		}
 	}
 	if len(m.Context) > 0 {
 		b = appendBytesField(b, fHBContext, m.Context)
+	}
+	if e.Quiesce {
+		b = appendVarintField(b, fHBQuiesce, 1)
 	}
 	return b
 }
@@ -270,7 +277,8 @@ type inFrame struct {
 	handshake *peerpb.Handshake
 	envs      []Envelope
 	size      int
-	badHB     int // malformed heartbeat records
+	liveness  bool // the frame is a liveness record
+	badHB     int  // malformed heartbeat records
 	badMsg    int // malformed message records
 }
 
@@ -340,6 +348,9 @@ func decodeFrame(b []byte, f *inFrame) error {
 	f.decoded, f.size = true, len(b)
 	nhb, nmsg := 0, 0
 	err := fields(b, func(fl field) error {
+		if fl.num == fFrameLiveness && fl.typ == protowire.VarintType {
+			f.liveness = fl.v != 0
+		}
 		if fl.typ != protowire.BytesType {
 			return nil // not ours: skipped, as an unknown field would be
 		}
@@ -372,8 +383,8 @@ func decodeFrame(b []byte, f *inFrame) error {
 			}
 			s := &hbs[0]
 			hbs = hbs[1:]
-			if g, ok := decodeHeartbeat(fl.b, t, s); ok {
-				f.envs = append(f.envs, Envelope{GroupID: g, Message: &s.m})
+			if g, quiesce, ok := decodeHeartbeat(fl.b, t, s); ok {
+				f.envs = append(f.envs, Envelope{GroupID: g, Message: &s.m, Quiesce: quiesce && t == pb.MsgHeartbeat})
 			} else {
 				f.badHB++
 			}
@@ -404,6 +415,8 @@ func decodeHandshake(b []byte) (*peerpb.Handshake, error) {
 			hs.FromNode = fl.v
 		case fHSTo:
 			hs.ToNode = fl.v
+		case fHSVersion:
+			hs.ProtocolVersion = uint32(min(fl.v, math.MaxUint32))
 		}
 		return nil
 	})
@@ -412,10 +425,12 @@ func decodeHandshake(b []byte) (*peerpb.Handshake, error) {
 
 // decodeHeartbeat fills s from a Heartbeat record; ok is false if the
 // record is malformed.
-func decodeHeartbeat(b []byte, t pb.MessageType, s *heartbeatSlab) (group uint64, ok bool) {
+func decodeHeartbeat(b []byte, t pb.MessageType, s *heartbeatSlab) (group uint64, quiesce, ok bool) {
 	var context []byte
 	err := fields(b, func(fl field) error {
 		switch fl.num {
+		case fHBQuiesce:
+			quiesce = fl.v != 0
 		case fHBGroup:
 			group = fl.v
 		case fHBFrom:
@@ -432,7 +447,7 @@ func decodeHeartbeat(b []byte, t pb.MessageType, s *heartbeatSlab) (group uint64
 		return nil
 	})
 	if err != nil || group == 0 || s.from == 0 || s.to == 0 {
-		return 0, false
+		return 0, false, false
 	}
 	s.typ = t
 	s.m.Type, s.m.From, s.m.To, s.m.Term = &s.typ, &s.from, &s.to, &s.term
@@ -442,7 +457,7 @@ func decodeHeartbeat(b []byte, t pb.MessageType, s *heartbeatSlab) (group uint64
 	if len(context) > 0 {
 		s.m.Context = context
 	}
-	return group, true
+	return group, quiesce, true
 }
 
 // decodeGroupMessage decodes a messages record; m is nil if it is

@@ -26,15 +26,19 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Handshake names the cluster and both ends; a node refuses a call whose
-// handshake does not name it and its cluster.
+// Handshake names the cluster and both ends, and the version of this
+// protocol the caller speaks; a node refuses a call whose handshake does
+// not name it and its cluster, or speaks a version it cannot read.
 type Handshake struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	FromNode      uint64                 `protobuf:"varint,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
-	ToNode        uint64                 `protobuf:"varint,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	FromNode  uint64                 `protobuf:"varint,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
+	ToNode    uint64                 `protobuf:"varint,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	// protocol_version: 0 (absent) is the first version, without
+	// quiescence or liveness records; 2 added them.
+	ProtocolVersion uint32 `protobuf:"varint,4,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Handshake) Reset() {
@@ -88,18 +92,29 @@ func (x *Handshake) GetToNode() uint64 {
 	return 0
 }
 
+func (x *Handshake) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
 // Frame is one batch of Raft traffic for many groups. The receiver
 // delivers the heartbeats and heartbeat responses first, then the
-// messages: the sender never puts a heartbeat of a group in a frame after
-// another message of that group, so each group's order is kept.
+// messages, in order. Heartbeats (and the other control messages, which
+// the sender puts first among the messages) may overtake a group's
+// appends: Raft tolerates that, and liveness must not wait behind data.
 type Frame struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Handshake          *Handshake             `protobuf:"bytes,1,opt,name=handshake,proto3" json:"handshake,omitempty"`
 	Messages           []*GroupMessage        `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
 	Heartbeats         []*Heartbeat           `protobuf:"bytes,3,rep,name=heartbeats,proto3" json:"heartbeats,omitempty"`
 	HeartbeatResponses []*Heartbeat           `protobuf:"bytes,4,rep,name=heartbeat_responses,json=heartbeatResponses,proto3" json:"heartbeat_responses,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// liveness: the frame carries nothing else and says only that its
+	// sender is alive; sent once per tick to a peer nothing else went to.
+	Liveness      bool `protobuf:"varint,5,opt,name=liveness,proto3" json:"liveness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Frame) Reset() {
@@ -160,6 +175,13 @@ func (x *Frame) GetHeartbeatResponses() []*Heartbeat {
 	return nil
 }
 
+func (x *Frame) GetLiveness() bool {
+	if x != nil {
+		return x.Liveness
+	}
+	return false
+}
+
 // GroupMessage is one Raft message of one group.
 type GroupMessage struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -216,13 +238,17 @@ func (x *GroupMessage) GetMessage() *raftpb.Message {
 // Heartbeat is a MsgHeartbeat or MsgHeartbeatResp of one group, coalesced
 // with the others of its frame: it keeps everything raft puts in one.
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	From          uint64                 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
-	To            uint64                 `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
-	Term          uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
-	Commit        uint64                 `protobuf:"varint,5,opt,name=commit,proto3" json:"commit,omitempty"`
-	Context       []byte                 `protobuf:"bytes,6,opt,name=context,proto3" json:"context,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	GroupId uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	From    uint64                 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	To      uint64                 `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
+	Term    uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Commit  uint64                 `protobuf:"varint,5,opt,name=commit,proto3" json:"commit,omitempty"`
+	Context []byte                 `protobuf:"bytes,6,opt,name=context,proto3" json:"context,omitempty"`
+	// quiesce (heartbeats only): the leader's group is idle and stops
+	// ticking; a follower that agrees on term, commit and leader stops too,
+	// and does not answer.
+	Quiesce       bool `protobuf:"varint,7,opt,name=quiesce,proto3" json:"quiesce,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -297,6 +323,13 @@ func (x *Heartbeat) GetContext() []byte {
 		return x.Context
 	}
 	return nil
+}
+
+func (x *Heartbeat) GetQuiesce() bool {
+	if x != nil {
+		return x.Quiesce
+	}
+	return false
 }
 
 // RaftClosed ends a Raft stream.
@@ -710,29 +743,32 @@ var File_peerpb_peer_proto protoreflect.FileDescriptor
 const file_peerpb_peer_proto_rawDesc = "" +
 	"\n" +
 	"\x11peerpb/peer.proto\x12\x10flotilla.peer.v1\x1a\n" +
-	"raft.proto\"`\n" +
+	"raft.proto\"\x8b\x01\n" +
 	"\tHandshake\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x1b\n" +
 	"\tfrom_node\x18\x02 \x01(\x04R\bfromNode\x12\x17\n" +
-	"\ato_node\x18\x03 \x01(\x04R\x06toNode\"\x89\x02\n" +
+	"\ato_node\x18\x03 \x01(\x04R\x06toNode\x12)\n" +
+	"\x10protocol_version\x18\x04 \x01(\rR\x0fprotocolVersion\"\xa5\x02\n" +
 	"\x05Frame\x129\n" +
 	"\thandshake\x18\x01 \x01(\v2\x1b.flotilla.peer.v1.HandshakeR\thandshake\x12:\n" +
 	"\bmessages\x18\x02 \x03(\v2\x1e.flotilla.peer.v1.GroupMessageR\bmessages\x12;\n" +
 	"\n" +
 	"heartbeats\x18\x03 \x03(\v2\x1b.flotilla.peer.v1.HeartbeatR\n" +
 	"heartbeats\x12L\n" +
-	"\x13heartbeat_responses\x18\x04 \x03(\v2\x1b.flotilla.peer.v1.HeartbeatR\x12heartbeatResponses\"T\n" +
+	"\x13heartbeat_responses\x18\x04 \x03(\v2\x1b.flotilla.peer.v1.HeartbeatR\x12heartbeatResponses\x12\x1a\n" +
+	"\bliveness\x18\x05 \x01(\bR\bliveness\"T\n" +
 	"\fGroupMessage\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12)\n" +
-	"\amessage\x18\x02 \x01(\v2\x0f.raftpb.MessageR\amessage\"\x90\x01\n" +
+	"\amessage\x18\x02 \x01(\v2\x0f.raftpb.MessageR\amessage\"\xaa\x01\n" +
 	"\tHeartbeat\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
 	"\x02to\x18\x03 \x01(\x04R\x02to\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x16\n" +
 	"\x06commit\x18\x05 \x01(\x04R\x06commit\x12\x18\n" +
-	"\acontext\x18\x06 \x01(\fR\acontext\"\f\n" +
+	"\acontext\x18\x06 \x01(\fR\acontext\x12\x18\n" +
+	"\aquiesce\x18\a \x01(\bR\aquiesce\"\f\n" +
 	"\n" +
 	"RaftClosed\"\xf1\x01\n" +
 	"\rSnapshotChunk\x129\n" +
