@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"strings"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -16,6 +15,7 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"

@@ -34,7 +34,7 @@ type recorder struct {
 	snapErr     error
 	gate        chan struct{}
 	entered     chan struct{} // signalled (if set) when a call waits at the gate
-	onSnapRead  func(n int) // called as snapshot data is read
+	onSnapRead  func(n int)   // called as snapshot data is read
 }
 
 func (r *recorder) HandleMessages(_ NodeID, batch []Envelope) {

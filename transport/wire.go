@@ -279,7 +279,7 @@ type inFrame struct {
 	size      int
 	liveness  bool // the frame is a liveness record
 	badHB     int  // malformed heartbeat records
-	badMsg    int // malformed message records
+	badMsg    int  // malformed message records
 }
 
 // heartbeatSlab holds a decoded heartbeat and its fields in one
