@@ -23,6 +23,10 @@ type Host struct {
 	DiskSpaceAlarm    prometheus.Gauge
 	DiskFreeBytes     prometheus.Gauge
 	DiskFullErrors    prometheus.Counter
+	QuiescedGroups    prometheus.Gauge
+	Wakeups           *prometheus.CounterVec // label cause: request, message, leader_down, peer_up, quorum, raft
+	PeerLive          *prometheus.GaugeVec   // label peer
+	PeerTransitions   *prometheus.CounterVec // label peer, to: live, dead
 }
 
 // NewHost creates the host's collectors, unregistered (see Register).
@@ -57,6 +61,16 @@ func NewHost() *Host {
 			Help: "Reads, leadership transfers and membership changes refused (ErrBusy) because their group had as many waiting as it may."}, []string{"request"}),
 		RequestsWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "requests_waiting",
 			Help: "Reads and leadership transfers taken and not yet answered (each group holds at most MaxGroupProposals of a kind)."}, []string{"request"}),
+		QuiescedGroups: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "quiesced_groups",
+			Help: "Groups quiesced here: idle, not ticked, sending nothing."}),
+		Wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "wakeups_total",
+			Help: "Quiesced groups woken, by cause: request (proposal, read, transfer, membership change), message (from a peer), " +
+				"leader_down (the leader's node stopped being live), peer_up (a lagging follower's node is live again), " +
+				"quorum (a leader lost a live quorum), raft (a response or completion left raft work)."}, []string{"cause"}),
+		PeerLive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "peer_live",
+			Help: "1 while a peer node is live (heard from within the election timeout), 0 once not."}, []string{"peer"}),
+		PeerTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "peer_liveness_changes_total",
+			Help: "Times a peer node became live or stopped being live."}, []string{"peer", "to"}),
 		GroupsFailed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "groups_failed",
 			Help: "Groups whose replica here failed alone (a panic while stepping or applying) and is no longer processed."}),
 		DiskSpaceAlarm: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "disk_space_alarm",
@@ -86,5 +100,5 @@ func (m *Host) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Groups, m.Leaders, m.LeaderChanges, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
 		m.Proposals, m.ProposeDuration, m.ApplyDuration,
 		m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.RequestsWaiting, m.GroupsFailed,
-		m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors}
+		m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors, m.QuiescedGroups, m.Wakeups, m.PeerLive, m.PeerTransitions}
 }

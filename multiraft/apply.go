@@ -170,7 +170,10 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 	if ss.Lead != g.leader {
 		g.leader = ss.Lead
 		g.leaderNode.Store(g.replicas[ss.Lead])
-		g.h.m.LeaderChanges.Inc()
+		if ss.Lead != 0 { // a new leader seen, not one forgotten
+			g.h.m.LeaderChanges.Inc()
+			g.campaignAt = 0
+		}
 		g.leaderIs(g.replicas[ss.Lead])
 		if ss.Lead != g.replicaID {
 			g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: NodeID(g.replicas[ss.Lead]), Term: g.term})

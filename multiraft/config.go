@@ -56,6 +56,10 @@ type Config struct {
 	HeartbeatTicks int
 	// Workers is the scheduler's pool size. Default 2 x GOMAXPROCS.
 	Workers int
+	// DisableQuiescence keeps every group ticking and heartbeating even
+	// when idle. Quiescence (on by default) is what lets a host keep
+	// thousands of idle groups at no cost; see quiesce.go.
+	DisableQuiescence bool
 
 	// MaxSizePerMsg bounds the entries of one append message. Default 1 MiB.
 	MaxSizePerMsg uint64

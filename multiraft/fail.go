@@ -2,6 +2,7 @@ package multiraft
 
 import (
 	"fmt"
+	"go.etcd.io/raft/v3"
 	"runtime/debug"
 )
 
@@ -126,7 +127,11 @@ func (h *Host) recoverGroup(g *group) {
 	if st := g.status.Load(); st != nil {
 		h.m.GroupsByRole.WithLabelValues(st.Role.String()).Dec() // it has no role any more
 	}
+	g.unquiesceOnRemoval()
 	h.sched.SetTicking(g.id, false)
+	if g.role == raft.StateLeader {
+		g.wakeFollowers()
+	}
 	if g.serving.Load() {
 		g.serving.Store(false)
 		h.m.Leaders.Dec()

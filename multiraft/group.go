@@ -51,9 +51,13 @@ type group struct {
 
 	// Published by the worker for other goroutines.
 	leaderNode atomic.Uint64 // node ID of the leader, 0 if unknown
-	serving    atomic.Bool   // this host leads and has applied an entry of its term
-	broken     atomic.Bool   // the group failed alone (failed is set)
-	status     atomic.Pointer[Status]
+	quiet      atomic.Bool   // quiesced (see quiesce.go)
+	// nudged is set by a liveness transition that concerns the group,
+	// before it is queued: its next pass looks at liveness.
+	nudged  atomic.Bool
+	serving atomic.Bool // this host leads and has applied an entry of its term
+	broken  atomic.Bool // the group failed alone (failed is set)
+	status  atomic.Pointer[Status]
 
 	// Owned by the worker.
 	rn            *raft.RawNode
@@ -90,11 +94,21 @@ type group struct {
 	// staged holds received snapshots until raft takes them (the append
 	// carrying one is installed, at once or from the backlog) or a pass
 	// ends without raft taking them.
-	staged  map[uint64]*stagedSnapshot
-	removed bool    // removed from the host; nothing more to do
-	failed  error   // the group failed alone (a panic); nothing more to do
-	pass    *intake // what the pass in progress took, for recoverGroup
-	intake  intake  // what a pass takes, reused
+	staged map[uint64]*stagedSnapshot
+	last   uint64 // raft's last log index, as of the last Ready
+	// Quiescence (quiesce.go): quiesced is the worker's own state;
+	// lagging lists the nodes whose replicas lagged when this leader
+	// quiesced; quiesceAsked is a quiesce heartbeat this pass stepped;
+	// campaignAt is the tick at which a follower whose leader's node
+	// stopped being live campaigns (0: none).
+	quiesced     bool
+	lagging      []uint64
+	quiesceAsked *quiesceCheck
+	campaignAt   uint64
+	removed      bool    // removed from the host; nothing more to do
+	failed       error   // the group failed alone (a panic); nothing more to do
+	pass         *intake // what the pass in progress took, for recoverGroup
+	intake       intake  // what a pass takes, reused
 }
 
 func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
@@ -112,6 +126,11 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 	g.applied, g.appliedTerm = applied.Index, applied.Term
 	g.durable = applied.Index
 	g.confState = applied.ConfState
+	last, err := st.LastIndex()
+	if err != nil {
+		return nil, fmt.Errorf("multiraft: group %d: %w", g.id, err)
+	}
+	g.last = last
 	g.nextReplicaID = applied.NextReplicaID
 	data, err := st.LoadStateSnapshot()
 	if err != nil {
@@ -286,8 +305,9 @@ const maxLearned = 16
 
 // inbound is a message from a peer and the node it came from.
 type inbound struct {
-	m    *pb.Message
-	from uint64
+	m       *pb.Message
+	from    uint64
+	quiesce bool // a quiesce heartbeat
 }
 
 // deliver queues an inbound message, dropping it if the group's inbox or
@@ -295,7 +315,7 @@ type inbound struct {
 // to another replica ID (a stale or future incarnation of this replica).
 // It reports whether the message found the inbox empty: only then must the
 // caller raise the group's flag (a worker drains the whole inbox).
-func (g *group) deliver(from uint64, m *pb.Message) bool {
+func (g *group) deliver(from uint64, m *pb.Message, quiesce bool) bool {
 	if m.GetTo() != g.replicaID {
 		g.h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
 		return false
@@ -322,7 +342,7 @@ func (g *group) deliver(from uint64, m *pb.Message) bool {
 		return false
 	}
 	first := len(g.mu.inbox) == 0
-	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from})
+	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from, quiesce: quiesce})
 	g.mu.inboxBytes += size
 	g.mu.Unlock()
 	g.h.m.InboxBytes.Add(float64(size))

@@ -45,6 +45,7 @@ type Host struct {
 		m map[uint64]*group
 	}
 	space         *spaceAlarm
+	live          *liveness
 	unregister    func() // the host's metrics from Config.Registerer; nil if none
 	proposalBytes atomic.Int64
 	inboxBytes    atomic.Int64
@@ -116,6 +117,7 @@ func NewHost(cfg Config) (*Host, error) {
 	sc.DiskStallThreshold = cfg.DiskStallThreshold
 	sc.OnFailure = func(err error) { h.fail(err) }
 	h.space = newSpaceAlarm(h)
+	h.live = newLiveness(h)
 	if h.space.enabled() {
 		sc.OnDiskFull = h.space.noteENOSPC
 	}
@@ -128,8 +130,13 @@ func NewHost(cfg Config) (*Host, error) {
 		Workers: cfg.Workers, TickInterval: cfg.TickInterval, Clock: cfg.Clock,
 		Metrics: schedMetrics,
 		// Heartbeats wait in the transport for the next tick, when they
-		// go for all groups at once: one frame per peer per tick.
-		OnTick: cfg.Transport.Flush,
+		// go for all groups at once: one frame per peer per tick (with a
+		// liveness record to a peer nothing else went to). Then the
+		// liveness view moves on, before any group ticks.
+		OnTick: func() {
+			cfg.Transport.Flush()
+			h.live.tick()
+		},
 	}, h.ports())
 	if err != nil {
 		_ = st.Close()

@@ -13,6 +13,7 @@ func (h *Host) handleMessages(from transport.NodeID, batch []transport.Envelope)
 	if h.usable() != nil {
 		return
 	}
+	h.live.heard(from) // any frame, an empty one too, says its sender is alive
 	var wake []uint64
 	for _, e := range batch {
 		g := h.group(GroupID(e.GroupID))
@@ -20,7 +21,7 @@ func (h *Host) handleMessages(from transport.NodeID, batch []transport.Envelope)
 			h.m.MessagesDropped.WithLabelValues("unknown_group").Inc()
 			continue
 		}
-		if g.deliver(from, e.Message) {
+		if g.deliver(from, e.Message, e.Quiesce) {
 			wake = append(wake, e.GroupID)
 		}
 	}

@@ -47,6 +47,15 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	if g.removing(in) {
 		return
 	}
+	// A quiesced group wakes before anything that needs it is stepped.
+	requests := len(in.proposals)+len(in.reads)+len(in.transfers)+len(in.confChanges) > 0
+	switch {
+	case requests:
+		g.wake("request")
+	case len(in.snapReports)+len(in.staged)+len(in.unreachable) > 0:
+		g.wake("raft")
+	}
+	g.checkLiveness(g.nudged.Swap(false))
 	g.retryAppends()
 	g.reportSnapshots(in.snapReports)
 	for _, m := range in.storage {
@@ -63,14 +72,33 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 		if hook := h.cfg.testing.beforeStep; hook != nil {
 			hook(g.id, m.m)
 		}
+		quiet := g.quiesced
+		switch {
+		case m.quiesce && quiet && g.agrees(m.m):
+			continue // a quiesced follower told again
+		case m.quiesce:
+			g.noteQuiesce(m.m)
+		}
 		g.step(m.m)
+		if quiet {
+			g.steppedQuietly(m.m)
+		}
 	}
 	for _, id := range in.unreachable {
 		g.rn.ReportUnreachable(id)
 	}
-	for i := 0; i < min(w.Ticks, maxTicksPerPass); i++ {
-		g.rn.Tick()
-		g.ticks++
+	if g.quiesced && g.rn.HasReady() {
+		g.wake("raft")
+	}
+	// A leader quiesces at a tick, instead of ticking, so that no other
+	// heartbeat follows its quiesce heartbeats. A quiesced group that a
+	// tick raced with stays quiet.
+	if w.Ticks > 0 && !g.quiesced && (requests || !g.maybeQuiesceLeader()) {
+		for i := 0; i < min(w.Ticks, maxTicksPerPass); i++ {
+			g.rn.Tick()
+			g.ticks++
+		}
+		g.maybeCampaign()
 	}
 	// Before any proposal: raft drops proposals while it transfers
 	// leadership, and an abandoned transfer must not cost one.
@@ -88,6 +116,10 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 		return
 	}
 	g.rejectRefusedConfChanges(confChanges)
+	if !requests {
+		g.maybeQuiesceFollower()
+	}
+	g.quiesceAsked = nil
 	g.publishStatus(w.Flags&scheduler.Tick != 0)
 }
 
@@ -223,6 +255,12 @@ func (g *group) handleReady(rd raft.Ready) {
 	}
 	if rd.SoftState != nil {
 		g.softStateChanged(*rd.SoftState)
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		g.last = rd.Snapshot.GetMetadata().GetIndex()
+	}
+	if n := len(rd.Entries); n > 0 {
+		g.last = rd.Entries[n-1].GetIndex() // an append may also cut the tail
 	}
 	if len(rd.ReadStates) > 0 {
 		indexes := make(map[string]uint64, len(rd.ReadStates))

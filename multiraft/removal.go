@@ -3,6 +3,7 @@ package multiraft
 import (
 	"context"
 	"fmt"
+	"go.etcd.io/raft/v3"
 
 	"github.com/flotilla-io/flotilla/scheduler"
 )
@@ -47,6 +48,10 @@ func (h *Host) removeGroup(g *group) error {
 		return nil
 	}
 	g.removed = true
+	g.unquiesceOnRemoval()
+	if g.role == raft.StateLeader && g.failed == nil {
+		g.wakeFollowers() // they may be quiesced, and this node stays live
+	}
 	h.sched.Remove(g.id)
 	h.groups.Lock()
 	if h.groups.m[g.id] == g {

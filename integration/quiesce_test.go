@@ -1,0 +1,260 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flotilla-io/flotilla/internal/await"
+	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// quiesced reports whether a group is quiesced on every running node
+// that hosts it.
+func quiescedEverywhere(c *Cluster, want float64) func() bool {
+	return func() bool { return c.Sum("flotilla_host_quiesced_groups") == want }
+}
+
+// quiescedCluster is a 3-node cluster whose groups are all led, with
+// leaders spread, and quiesced.
+func quiescedCluster(t *testing.T, groups int) (*Cluster, []multiraft.GroupID) {
+	c := NewCluster(t, ClusterConfig{Nodes: 3})
+	ids := c.CreateGroups(groups)
+	c.SpreadLeaders(ids)
+	c.WaitFor(fmt.Sprintf("all %d groups quiesced on 3 nodes", groups), time.Minute, quiescedEverywhere(c, float64(3*groups)))
+	return c, ids
+}
+
+// TestQuiescence: 1,000 idle groups on 3 hosts quiesce; then the tick loop
+// touches no group and the wire carries only liveness records (one per
+// ordered pair of hosts per tick). One proposal wakes its group alone, on
+// each host, and the group quiesces again.
+func TestQuiescence(t *testing.T) {
+	groups := 1000
+	if raceEnabled {
+		groups = 200
+	}
+	c, ids := quiescedCluster(t, groups)
+	for range 3 {
+		c.Step()
+	}
+	sums := func() (processed, messages, liveness, frames float64) {
+		return c.Sum("flotilla_scheduler_processed_total"), c.Sum("flotilla_transport_messages_sent_total"),
+			c.Sum("flotilla_transport_liveness_sent_total"), c.Sum("flotilla_transport_frames_sent_total")
+	}
+	p0, m0, l0, f0 := sums()
+	const ticks = 10
+	for range ticks {
+		c.Step()
+	}
+	p1, m1, l1, f1 := sums()
+	if ticking := c.Sum("flotilla_scheduler_ticking_groups"); ticking != 0 {
+		t.Fatalf("%v groups still ticking", ticking)
+	}
+	if p1 != p0 || m1 != m0 {
+		t.Fatalf("over %d ticks of a quiesced cluster: %v group passes and %v messages, want 0 and 0", ticks, p1-p0, m1-m0)
+	}
+	const pairs = 3 * 2
+	if l1-l0 != pairs*ticks || f1-f0 != pairs*ticks {
+		t.Fatalf("over %d ticks: %v liveness records in %v frames, want %d of each", ticks, l1-l0, f1-f0, pairs*ticks)
+	}
+
+	g := ids[len(ids)/2]
+	w0 := c.Sum("flotilla_host_wakeups_total")
+	if _, err := proposeWithTime(c, c.Leader(g), g, []byte("wake up")); err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Sum("flotilla_host_wakeups_total") - w0; w != 3 {
+		t.Fatalf("one proposal woke %v replicas, want its group's 3", w)
+	}
+	c.WaitFor("the group quiesced again", time.Minute, quiescedEverywhere(c, float64(3*groups)))
+	if w := c.Sum("flotilla_host_wakeups_total") - w0; w != 3 {
+		t.Fatalf("%v wake-ups by the time the group quiesced again, want 3", w)
+	}
+	for _, n := range c.Nodes() {
+		if got := c.SM(n, g).Len(); got != 1 {
+			t.Fatalf("node %d applied %d commands of group %d, want 1", n, got, g)
+		}
+	}
+}
+
+// TestDeadFollowerNode: a node that stops being live keeps no group
+// awake: the groups the others lead quiesce without it (those written
+// meanwhile too, with its replica lagging), and when it is back exactly
+// the groups where it lags are woken and caught up; the others stay
+// quiesced (their leaders tell its replicas so).
+func TestDeadFollowerNode(t *testing.T) {
+	groups := 60
+	c, ids := quiescedCluster(t, groups)
+	const dead = 3
+	lagging := map[multiraft.GroupID]bool{}
+	var led []multiraft.GroupID // by the others
+	for _, g := range ids {
+		if c.Leader(g) == dead {
+			lagging[g] = true // re-elected elsewhere: a new term's entry
+		} else {
+			led = append(led, g)
+		}
+	}
+	heal := c.Isolate(dead)
+	for _, g := range led[:10] {
+		if _, err := proposeWithTime(c, c.Leader(g), g, []byte("while 3 was away")); err != nil {
+			t.Fatal(err)
+		}
+		lagging[g] = true
+	}
+	c.WaitFor("every group led by 1 or 2 and quiesced there", time.Minute, func() bool {
+		for _, g := range ids {
+			if l := c.Leader(g); l == 0 || l == dead {
+				return false
+			}
+		}
+		return c.Metric(1, "flotilla_host_quiesced_groups")+c.Metric(2, "flotilla_host_quiesced_groups") == float64(2*groups)
+	})
+	for range 5 {
+		c.Step()
+	}
+	if ticking := c.Metric(1, "flotilla_scheduler_ticking_groups") + c.Metric(2, "flotilla_scheduler_ticking_groups"); ticking != 0 {
+		t.Fatalf("%v groups ticking on nodes 1 and 2 while node 3 is away", ticking)
+	}
+	wakeups := func() float64 { return c.Metric(1, "flotilla_host_wakeups_total") + c.Metric(2, "flotilla_host_wakeups_total") }
+	w0 := wakeups()
+	heal()
+	c.WaitFor("node 3 caught up", time.Minute, func() bool {
+		for g := range lagging {
+			if c.Leader(g) == 0 || c.SM(dead, g).Len() != c.SM(c.Leader(g), g).Len() {
+				return false
+			}
+		}
+		return true
+	})
+	c.WaitFor("every group quiesced again", time.Minute, quiescedEverywhere(c, float64(3*groups)))
+	// Each lagging group's leader wakes, and wakes its other follower.
+	if w := wakeups() - w0; w != float64(2*len(lagging)) {
+		t.Fatalf("node 3's return woke %v replicas on nodes 1 and 2, want the 2 of each of the %d groups where it lagged", w, len(lagging))
+	}
+}
+
+// TestKillHostUnderQuiescence: every group the killed host led gets a new
+// leader among the others, from quiescence; the groups the others led stay
+// quiesced and keep their leaders.
+func TestKillHostUnderQuiescence(t *testing.T) {
+	groups := 60
+	c, ids := quiescedCluster(t, groups)
+	const dead = 2
+	leaders := map[multiraft.GroupID]NodeID{}
+	for _, g := range ids {
+		leaders[g] = c.Leader(g)
+	}
+	changes0 := c.Metric(1, "flotilla_host_leader_changes_total") + c.Metric(3, "flotilla_host_leader_changes_total")
+	c.Crash(dead, nil)
+	c.WaitFor("new leaders for the dead host's groups", time.Minute, func() bool {
+		for _, g := range ids {
+			if l := c.Leader(g); l == 0 || l == dead {
+				return false
+			}
+		}
+		return true
+	})
+	moved := 0
+	for _, g := range ids {
+		if leaders[g] != dead && c.Leader(g) != leaders[g] {
+			t.Fatalf("group %d moved from node %d to %d though its leader lived", g, leaders[g], c.Leader(g))
+		}
+		if leaders[g] == dead {
+			moved++
+		}
+	}
+	// Each moved group's new leader is seen by both survivors, once.
+	if ch := c.Metric(1, "flotilla_host_leader_changes_total") + c.Metric(3, "flotilla_host_leader_changes_total") - changes0; ch != float64(2*moved) {
+		t.Fatalf("%v leader changes seen on the survivors, want %d (one new leader for each of %d groups, on 2 nodes)", ch, 2*moved, moved)
+	}
+	c.WaitFor("the survivors' groups quiesced", time.Minute, func() bool {
+		return c.Metric(1, "flotilla_host_quiesced_groups")+c.Metric(3, "flotilla_host_quiesced_groups") == float64(2*groups)
+	})
+}
+
+// TestPartitionBetweenLiveHosts: a partition between nodes 1 and 2, both
+// live to node 3, leaves node 3's groups quiesced everywhere and their
+// leadership where it was.
+func TestPartitionBetweenLiveHosts(t *testing.T) {
+	groups := 60
+	c, ids := quiescedCluster(t, groups)
+	var third []multiraft.GroupID
+	for _, g := range ids {
+		if c.Leader(g) == 3 {
+			third = append(third, g)
+		}
+	}
+	w0 := c.Sum("flotilla_host_wakeups_total")
+	heal := c.Net.AddFilter(transport.DropBetween(1, 2))
+	for range 3 * 10 { // three election timeouts
+		c.Step()
+	}
+	for _, g := range third {
+		if l := c.Leader(g); l != 3 {
+			t.Fatalf("group %d (led by 3) now led by %d", g, l)
+		}
+	}
+	if q := c.Metric(3, "flotilla_host_quiesced_groups"); q < float64(len(third)) {
+		t.Fatalf("node 3 has %v groups quiesced, fewer than the %d it leads", q, len(third))
+	}
+	// Only groups led by 1 or 2 wake (on the other side of the cut).
+	if w := c.Sum("flotilla_host_wakeups_total") - w0; w > float64(2*(groups-len(third))) {
+		t.Fatalf("%v wake-ups: more than the groups led by 1 or 2 on the far side", w)
+	}
+	heal()
+	c.WaitFor("every group quiesced again", time.Minute, quiescedEverywhere(c, float64(3*groups)))
+}
+
+// TestQuiescedLeaderPartitionedNoStaleRead: a quiesced leader cut off from
+// the others still believes it leads, but a read there does not complete
+// while the others elect a new leader and write, and after the partition
+// heals the read reflects that write.
+func TestQuiescedLeaderPartitionedNoStaleRead(t *testing.T) {
+	c, ids := quiescedCluster(t, 3)
+	g := ids[0]
+	old := c.Leader(g)
+	if st, _ := c.Host(old).Status(g); st.Role != multiraft.RoleLeader {
+		t.Fatalf("node %d: %v", old, st.Role)
+	}
+	heal := c.Isolate(old)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readDone := make(chan error, 1)
+	go func() { readDone <- c.Host(old).ReadIndex(ctx, g) }()
+	await.Until(t, 30*time.Second, "the read to be taken", func() bool {
+		return c.MetricLabel(old, "flotilla_host_requests_waiting", "request", "read") == 1
+	})
+	var newLeader NodeID
+	c.WaitFor("a new leader", 30*time.Second, func() bool {
+		select {
+		case err := <-readDone:
+			t.Fatalf("the read on the cut-off quiesced leader returned: %v", err)
+		default:
+		}
+		newLeader = c.Leader(g)
+		return newLeader != 0 && newLeader != old
+	})
+	if _, err := proposeWithTime(c, newLeader, g, []byte("after the cut")); err != nil {
+		t.Fatal(err)
+	}
+	heal()
+	c.WaitFor("the read to end", time.Minute, func() bool {
+		select {
+		case err := <-readDone:
+			if err == nil && c.SM(old, g).Len() < 1 {
+				t.Fatalf("the read on the old leader returned without the new leader's write")
+			}
+			if err != nil && !errors.Is(err, multiraft.ErrNotLeader) && !errors.Is(err, multiraft.ErrAmbiguous) {
+				t.Fatalf("the read ended with %v", err)
+			}
+			return true
+		default:
+			return false
+		}
+	})
+}

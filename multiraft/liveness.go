@@ -1,0 +1,159 @@
+package multiraft
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flotilla-io/flotilla/scheduler"
+)
+
+// Node liveness.
+//
+// A host keeps one view of which peer nodes are live: a peer is live while
+// anything from it (a frame of any group's traffic, or a liveness record,
+// which the transport sends at a tick when nothing else went) arrived
+// within the election timeout. Quiesced groups rely on it instead of
+// ticking: a follower whose leader's node stops being live wakes and
+// elects; a leader quiesces with followers on nodes that are not live, and
+// the groups in which such a node lags are woken when it is live again.
+// Every cost here is per peer (a frame notes its sender; a tick looks at
+// each peer), except the rare transitions, which look at the groups.
+
+// liveness is the host's view of its peers.
+type liveness struct {
+	h       *Host
+	timeout int64        // ticks without news after which a peer is not live
+	now     atomic.Int64 // the host's tick count
+
+	// peers is copied on write (a new peer is rare), so that noting a
+	// frame takes no lock.
+	peers atomic.Pointer[map[uint64]*peerState]
+	mu    sync.Mutex // serializes writers of peers
+}
+
+// peerState is one peer as the host sees it.
+type peerState struct {
+	heard atomic.Int64 // tick of the last frame from it
+	live  atomic.Bool  // as of the last tick (set at once when first heard)
+}
+
+func newLiveness(h *Host) *liveness {
+	l := &liveness{h: h, timeout: int64(h.cfg.ElectionTicks)}
+	l.peers.Store(&map[uint64]*peerState{})
+	return l
+}
+
+// heard notes that a frame from node arrived.
+func (l *liveness) heard(node uint64) {
+	if p := (*l.peers.Load())[node]; p != nil {
+		p.heard.Store(l.now.Load())
+		return
+	}
+	l.mu.Lock()
+	old := *l.peers.Load()
+	if p := old[node]; p != nil { // added meanwhile
+		l.mu.Unlock()
+		p.heard.Store(l.now.Load())
+		return
+	}
+	p := &peerState{}
+	p.heard.Store(l.now.Load())
+	next := make(map[uint64]*peerState, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[node] = p
+	l.peers.Store(&next)
+	l.mu.Unlock()
+	// First heard: live from now on. Groups may have quiesced with a
+	// lagging replica on a node never heard from (one just added).
+	p.live.Store(true)
+	l.h.m.PeerLive.WithLabelValues(strconv.FormatUint(node, 10)).Set(1)
+	l.up(node)
+}
+
+// isLive reports whether a node is live: this host always is; a peer is
+// once heard from within the election timeout.
+func (l *liveness) isLive(node uint64) bool {
+	if node == uint64(l.h.cfg.NodeID) {
+		return true
+	}
+	p := (*l.peers.Load())[node]
+	return p != nil && p.live.Load()
+}
+
+// tick advances the host's clock and looks at each peer. It runs on the
+// tick loop, before any group's tick: a transition wakes exactly the
+// groups it concerns.
+func (l *liveness) tick() {
+	now := l.now.Add(1)
+	for node, p := range *l.peers.Load() {
+		live := now-p.heard.Load() <= l.timeout
+		if p.live.Load() == live {
+			continue
+		}
+		p.live.Store(live)
+		label := strconv.FormatUint(node, 10)
+		if live {
+			l.h.m.PeerLive.WithLabelValues(label).Set(1)
+			l.h.m.PeerTransitions.WithLabelValues(label, "live").Inc()
+			l.h.log.Info("peer is live again", "peer", node)
+			l.up(node)
+		} else {
+			l.h.m.PeerLive.WithLabelValues(label).Set(0)
+			l.h.m.PeerTransitions.WithLabelValues(label, "dead").Inc()
+			l.h.log.Warn("peer is not live: nothing heard from it within the election timeout", "peer", node,
+				"timeout", time.Duration(l.timeout)*l.h.cfg.TickInterval)
+			l.down(node)
+		}
+	}
+}
+
+// down wakes the groups a node that stopped being live concerns: those
+// whose leader is there (their followers here elect), and quiesced groups
+// led here with a replica there (a leader that lost a live quorum must
+// wake to step down). Each group's pass decides.
+func (l *liveness) down(node uint64) {
+	l.nudge(func(g *group) bool {
+		return g.leaderNode.Load() == node || (g.quiet.Load() && hasReplicaOn(g, node))
+	})
+}
+
+// up nudges the quiesced groups led here with a replica on the node: a
+// leader wakes if that replica lags, and otherwise tells it again that
+// the group is quiesced (a restarted host's replicas know no leader, and
+// a partitioned one's forgot it).
+func (l *liveness) up(node uint64) {
+	l.nudge(func(g *group) bool {
+		return g.quiet.Load() && g.leaderNode.Load() == uint64(l.h.cfg.NodeID) && hasReplicaOn(g, node)
+	})
+}
+
+// hasReplicaOn reports whether the group's published status puts a
+// replica on the node.
+func hasReplicaOn(g *group, node uint64) bool {
+	for _, n := range g.status.Load().Replicas {
+		if uint64(n) == node {
+			return true
+		}
+	}
+	return false
+}
+
+// nudge makes every group that want picks look at liveness at its next
+// pass.
+func (l *liveness) nudge(want func(g *group) bool) {
+	var ids []uint64
+	l.h.groups.RLock()
+	for _, g := range l.h.groups.m {
+		if want(g) {
+			g.nudged.Store(true)
+			ids = append(ids, g.id)
+		}
+	}
+	l.h.groups.RUnlock()
+	l.h.sched.EnqueueMany(ids, scheduler.Requests)
+}
+

@@ -1,0 +1,294 @@
+package multiraft
+
+import (
+	"math/rand/v2"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+
+	"github.com/flotilla-io/flotilla/transport"
+)
+
+// Quiescence.
+//
+// An idle group costs nothing: at a tick, a leader whose group has nothing
+// in flight (no proposal, read, transfer or membership change; applied ==
+// commit == last index; every follower on a live node caught up in
+// replicate state; no snapshot in flight; nothing in its Ready) sends each
+// live follower one quiesce heartbeat, in the coalesced heartbeat frame,
+// instead of ticking, and leaves the tick loop. A follower that agrees on
+// term, leader and commit (after stepping the heartbeat, which may
+// advance its commit) and has nothing of its own in flight leaves it too,
+// without answering. A quiesced group is not ticked and sends nothing.
+//
+// Anything that needs the group wakes it, before it is stepped: a request,
+// a message from a peer (but a response that leaves raft nothing to do:
+// the answers to the leader's last heartbeats arrive after it quiesced),
+// or a change of liveness (liveness.go): a follower whose leader's node
+// stopped being live forgets the leader and campaigns, jittered; a leader
+// wakes when it no longer has a live quorum, or when the node of a
+// follower that lagged when it quiesced is live again. A woken leader
+// ticks and heartbeats, which wakes its followers. Nothing that waits for
+// a tick (retried appends or reads, transfers) can be stranded: a group
+// with any of it never quiesces.
+//
+// Quiescence is the replica's own state, never persisted: a restarted host
+// starts every group awake.
+
+// quiesceCheck is what a follower saw in a quiesce heartbeat, checked at
+// the end of the pass that stepped it.
+type quiesceCheck struct {
+	from, term, commit uint64
+}
+
+// idleLocally reports whether the replica has nothing of its own in flight.
+func (g *group) idleLocally() bool {
+	return len(g.pending) == 0 && len(g.byIndex) == 0 && len(g.reads) == 0 && len(g.transfers) == 0 &&
+		len(g.acks) == 0 && len(g.appendBacklog) == 0 && len(g.sending) == 0 && len(g.staged) == 0 &&
+		g.applied == g.commit && g.last == g.commit && !g.rn.HasReady()
+}
+
+// maybeQuiesceLeader quiesces a leader whose group is idle, at a tick
+// (instead of ticking). It reports whether it did.
+func (g *group) maybeQuiesceLeader() bool {
+	if g.h.cfg.DisableQuiescence || g.quiesced || g.role != raft.StateLeader || !g.serving.Load() || !g.idleLocally() {
+		return false
+	}
+	if len(g.confState.GetVotersOutgoing()) > 0 || g.rn.BasicStatus().LeadTransferee != 0 {
+		return false
+	}
+	ok, liveVoters, voters := true, 0, 0
+	var lagging []uint64             // nodes
+	live := make(map[uint64][]uint64) // node -> caught-up replicas there
+	g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
+		if !ok {
+			return
+		}
+		self := id == g.replicaID
+		node, known := g.replicas[id]
+		isLive := self || (known && g.h.live.isLive(node))
+		if typ == raft.ProgressTypePeer {
+			voters++
+			if isLive {
+				liveVoters++
+			}
+		}
+		caughtUp := pr.Match == g.commit && (self || pr.State == tracker.StateReplicate)
+		switch {
+		case self:
+			ok = caughtUp
+		case isLive && caughtUp:
+			live[node] = append(live[node], id)
+		case isLive:
+			ok = false // a live follower still catching up: keep ticking
+		case !caughtUp:
+			lagging = append(lagging, node)
+		}
+	})
+	if !ok || liveVoters <= voters/2 {
+		return false
+	}
+	// Published before the laggards' nodes are looked at again: a node
+	// that became live meanwhile either nudges this group or is seen live
+	// here.
+	g.quiet.Store(true)
+	for _, node := range lagging {
+		if g.h.live.isLive(node) {
+			g.quiet.Store(false)
+			return false
+		}
+	}
+	g.lagging = lagging
+	g.sendQuiesce(live)
+	g.setQuiesced()
+	return true
+}
+
+// noteQuiesce handles a quiesce heartbeat: it is stepped like any
+// heartbeat (it may carry a commit index this follower has not seen), and
+// the pass's end decides whether the follower quiesces.
+func (g *group) noteQuiesce(m *pb.Message) {
+	g.quiesceAsked = &quiesceCheck{from: m.GetFrom(), term: m.GetTerm(), commit: m.GetCommit()}
+}
+
+// agrees reports whether a quiesce heartbeat says what a quiesced
+// follower already knows.
+func (g *group) agrees(m *pb.Message) bool {
+	return g.role == raft.StateFollower && g.leader == m.GetFrom() && g.term == m.GetTerm() && g.commit == m.GetCommit()
+}
+
+// maybeQuiesceFollower quiesces a follower that a quiesce heartbeat of
+// this pass asked to, if it agrees and is idle.
+func (g *group) maybeQuiesceFollower() {
+	q := g.quiesceAsked
+	g.quiesceAsked = nil
+	if q == nil || g.quiesced || g.h.cfg.DisableQuiescence || g.role != raft.StateFollower ||
+		g.leader != q.from || g.term != q.term || g.commit != q.commit || !g.idleLocally() ||
+		!g.h.live.isLive(g.replicas[g.leader]) || g.campaignAt != 0 {
+		return
+	}
+	g.setQuiesced()
+}
+
+func (g *group) setQuiesced() {
+	g.quiesced = true
+	g.quiet.Store(true)
+	g.h.sched.SetTicking(g.id, false)
+	g.h.m.QuiescedGroups.Inc()
+}
+
+// wake ends the group's quiescence, if it is quiesced; cause labels the
+// wake-up's metric.
+func (g *group) wake(cause string) {
+	if !g.quiesced {
+		return
+	}
+	g.quiesced = false
+	g.quiet.Store(false)
+	g.h.sched.SetTicking(g.id, true)
+	g.h.m.QuiescedGroups.Dec()
+	g.h.m.Wakeups.WithLabelValues(cause).Inc()
+	g.lagging = nil
+}
+
+// unquiesceOnRemoval takes a removed or failed group out of the counts.
+func (g *group) unquiesceOnRemoval() {
+	if g.quiesced {
+		g.quiesced = false
+		g.quiet.Store(false)
+		g.h.m.QuiescedGroups.Dec()
+		g.lagging = nil
+	}
+}
+
+// checkLiveness acts on the liveness of the nodes the group depends on,
+// when a transition nudged it (and on every pass of an awake follower:
+// one map lookup). A follower whose leader's node is not live forgets the
+// leader (so that the other followers, which may have forgotten it too,
+// grant it their pre-votes at once) and campaigns after a jittered part
+// of the election timeout, so that one follower usually wins without a
+// split vote. A quiesced leader wakes if it lost a live quorum (raft's
+// CheckQuorum then steps it down) or a lagging follower's node is back.
+func (g *group) checkLiveness(nudged bool) {
+	switch g.role {
+	case raft.StateFollower:
+		node, known := g.replicas[g.leader]
+		if g.leader == 0 || !known || g.h.live.isLive(node) {
+			return
+		}
+		g.wake("leader_down")
+		if err := g.rn.ForgetLeader(); err != nil {
+			return
+		}
+		jitter := 0
+		if et := g.h.cfg.ElectionTicks / 2; et > 0 {
+			jitter = rand.IntN(et + 1)
+		}
+		g.campaignAt = g.ticks + 1 + uint64(jitter)
+	case raft.StateLeader:
+		if !nudged || !g.quiesced {
+			return
+		}
+		for _, node := range g.lagging {
+			if g.h.live.isLive(node) {
+				g.wake("peer_up")
+				return
+			}
+		}
+		live, voters := 0, len(g.confState.GetVoters())
+		for _, id := range g.confState.GetVoters() {
+			if node, ok := g.replicas[id]; (ok && g.h.live.isLive(node)) || id == g.replicaID {
+				live++
+			}
+		}
+		if live <= voters/2 {
+			g.wake("quorum")
+			return
+		}
+		// A node came back: tell its replicas again that the group is
+		// quiesced (they may know no leader), quietly.
+		to := make(map[uint64][]uint64)
+		g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+			if node, ok := g.replicas[id]; ok && id != g.replicaID && g.h.live.isLive(node) {
+				to[node] = append(to[node], id)
+			}
+		})
+		g.sendQuiesce(to)
+	}
+}
+
+// maybeCampaign starts the campaign checkLiveness scheduled, if the
+// follower still has no leader when its time comes.
+func (g *group) maybeCampaign() {
+	if g.campaignAt == 0 || g.ticks < g.campaignAt {
+		return
+	}
+	g.campaignAt = 0
+	if g.role == raft.StateFollower && g.leader == 0 {
+		_ = g.rn.Campaign()
+	}
+}
+
+// steppedQuietly follows a message stepped into a quiesced group: it
+// wakes the group if raft has work from it. Most messages that reach a
+// quiesced group leave raft nothing to do: the answers to the leader's
+// last heartbeats before it quiesced, a stale message, or a pre-vote
+// that raft ignores because its leader was heard from (or, here, is
+// quiesced) within the election timeout. A quiesced leader answers such a
+// pre-vote from a caught-up member with a quiesce heartbeat: a follower
+// that woke because it lost sight of this node learns that its leader is
+// alive and quiesces again, without waking the group.
+func (g *group) steppedQuietly(m *pb.Message) {
+	if g.rn.HasReady() {
+		g.wake("message")
+		return
+	}
+	if m.GetType() != pb.MsgPreVote || g.role != raft.StateLeader {
+		return
+	}
+	from := m.GetFrom()
+	node, member := g.replicas[from]
+	if !member {
+		return
+	}
+	caughtUp := false
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id == from {
+			caughtUp = pr.Match == g.commit && pr.State == tracker.StateReplicate
+		}
+	})
+	if !caughtUp {
+		g.wake("message")
+		return
+	}
+	g.sendQuiesce(map[uint64][]uint64{node: {from}})
+}
+
+// sendQuiesce sends quiesce heartbeats to the given replicas, by node.
+func (g *group) sendQuiesce(to map[uint64][]uint64) {
+	out := make(map[uint64][]transport.Envelope, len(to))
+	for node, replicas := range to {
+		for _, id := range replicas {
+			m := &pb.Message{Type: pb.MsgHeartbeat.Enum(), From: new(g.replicaID), To: new(id), Term: new(g.term), Commit: new(g.commit)}
+			out[node] = append(out[node], transport.Envelope{GroupID: g.id, Message: m, Quiesce: true})
+		}
+	}
+	g.send(out)
+}
+
+// wakeFollowers wakes the followers of a leader whose replica failed
+// alone (its node stays live, so liveness would never wake them): one
+// plain heartbeat each, carrying no commit index, after which their
+// election timers run and they elect a leader among themselves.
+func (g *group) wakeFollowers() {
+	out := make(map[uint64][]transport.Envelope)
+	for id, node := range g.replicas {
+		if id == g.replicaID {
+			continue
+		}
+		m := &pb.Message{Type: pb.MsgHeartbeat.Enum(), From: new(g.replicaID), To: new(id), Term: new(g.term), Commit: new(uint64(0))}
+		out[node] = append(out[node], transport.Envelope{GroupID: g.id, Message: m})
+	}
+	g.send(out)
+}
