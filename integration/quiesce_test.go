@@ -120,7 +120,9 @@ func TestDeadFollowerNode(t *testing.T) {
 	if ticking := c.Metric(1, "flotilla_scheduler_ticking_groups") + c.Metric(2, "flotilla_scheduler_ticking_groups"); ticking != 0 {
 		t.Fatalf("%v groups ticking on nodes 1 and 2 while node 3 is away", ticking)
 	}
-	wakeups := func() float64 { return c.Metric(1, "flotilla_host_wakeups_total") + c.Metric(2, "flotilla_host_wakeups_total") }
+	wakeups := func() float64 {
+		return c.Metric(1, "flotilla_host_wakeups_total") + c.Metric(2, "flotilla_host_wakeups_total")
+	}
 	w0 := wakeups()
 	heal()
 	c.WaitFor("node 3 caught up", time.Minute, func() bool {

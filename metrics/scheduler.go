@@ -5,14 +5,15 @@ import "github.com/prometheus/client_golang/prometheus"
 // Scheduler holds the collectors of the scheduler: its run queue, the
 // groups its workers process, and the tick loop.
 type Scheduler struct {
-	QueueDepth      prometheus.Gauge
-	Processing      prometheus.Gauge
-	Processed       prometheus.Counter
-	QueueWait       prometheus.Histogram
-	ProcessDuration prometheus.Histogram
-	Ticks           prometheus.Counter
-	TicksBehind     prometheus.Counter
-	TickingGroups   prometheus.Gauge
+	QueueDepth        prometheus.Gauge
+	ControlQueueDepth prometheus.Gauge
+	Processing        prometheus.Gauge
+	Processed         prometheus.Counter
+	QueueWait         prometheus.Histogram
+	ProcessDuration   prometheus.Histogram
+	Ticks             prometheus.Counter
+	TicksBehind       prometheus.Counter
+	TickingGroups     prometheus.Gauge
 }
 
 // NewScheduler creates the scheduler's collectors, unregistered (see Register).
@@ -22,6 +23,8 @@ func NewScheduler() *Scheduler {
 	m := &Scheduler{
 		QueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "queue_depth",
 			Help: "Groups waiting for a worker."}),
+		ControlQueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "control_queue_depth",
+			Help: "Groups waiting in the control lane (served before ordinary work): only heartbeats, votes and ticks to process, or no leader."}),
 		Processing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "processing",
 			Help: "Groups being processed by a worker."}),
 		Processed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "processed_total",
@@ -42,5 +45,5 @@ func NewScheduler() *Scheduler {
 
 // Collectors implements Set.
 func (m *Scheduler) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.QueueDepth, m.Processing, m.Processed, m.QueueWait, m.ProcessDuration, m.Ticks, m.TicksBehind, m.TickingGroups}
+	return []prometheus.Collector{m.ControlQueueDepth, m.QueueDepth, m.Processing, m.Processed, m.QueueWait, m.ProcessDuration, m.Ticks, m.TicksBehind, m.TickingGroups}
 }

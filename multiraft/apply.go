@@ -167,6 +167,12 @@ func (g *group) rejectOverwritten(index uint64) {
 // here as ambiguous: those entries may still commit under the new leader.
 func (g *group) softStateChanged(ss raft.SoftState) {
 	g.role = ss.RaftState
+	// A group without a leader, or holding an election, is processed in
+	// the scheduler's control lane until it has one.
+	if urgent := ss.Lead == 0 || ss.RaftState == raft.StateCandidate || ss.RaftState == raft.StatePreCandidate; urgent != g.urgent {
+		g.urgent = urgent
+		g.h.sched.SetUrgent(g.id, urgent)
+	}
 	if ss.Lead != g.leader {
 		g.leader = ss.Lead
 		g.leaderNode.Store(g.replicas[ss.Lead])

@@ -2,8 +2,9 @@ package multiraft
 
 import (
 	"fmt"
-	"go.etcd.io/raft/v3"
 	"runtime/debug"
+
+	"go.etcd.io/raft/v3"
 )
 
 // How a group stops being processed here: the host stops (it is closed or

@@ -101,6 +101,7 @@ type group struct {
 	// quiesced; quiesceAsked is a quiesce heartbeat this pass stepped;
 	// campaignAt is the tick at which a follower whose leader's node
 	// stopped being live campaigns (0: none).
+	urgent       bool // in the scheduler's control lane (no leader)
 	quiesced     bool
 	lagging      []uint64
 	quiesceAsked *quiesceCheck
@@ -320,17 +321,27 @@ func (g *group) deliver(from uint64, m *pb.Message, quiesce bool) bool {
 		g.h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
 		return false
 	}
-	size := int64(64 + len(m.GetContext()))
-	for _, e := range m.GetEntries() {
-		size += int64(32 + len(e.GetData()))
-	}
-	if g.h.inboxBytes.Add(size) > g.h.cfg.InboxBudgetBytes {
-		g.h.inboxBytes.Add(-size)
-		g.h.m.InboxDropped.Inc()
-		return false
+	// The failure detector's messages are not charged to the host's
+	// inbox budget, and a group takes as many again of them as its inbox
+	// holds: a host full of appends under overload must not drop the
+	// heartbeats and votes that keep its leaders.
+	control, limit := controlMessage(m), g.h.cfg.MaxGroupInbox
+	var size int64
+	if control {
+		limit *= 2
+	} else {
+		size = int64(64 + len(m.GetContext()))
+		for _, e := range m.GetEntries() {
+			size += int64(32 + len(e.GetData()))
+		}
+		if g.h.inboxBytes.Add(size) > g.h.cfg.InboxBudgetBytes {
+			g.h.inboxBytes.Add(-size)
+			g.h.m.InboxDropped.Inc()
+			return false
+		}
 	}
 	g.mu.Lock()
-	if g.mu.refuse != nil || len(g.mu.inbox) >= g.h.cfg.MaxGroupInbox {
+	if g.mu.refuse != nil || len(g.mu.inbox) >= limit {
 		closed := g.mu.refuse != nil
 		g.mu.Unlock()
 		g.h.inboxBytes.Add(-size)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"go.etcd.io/raft/v3"
 
@@ -190,6 +191,10 @@ func (h *Host) addGroup(st *store.GroupStorage) error {
 	h.groups.Unlock()
 	h.m.Groups.Inc()
 	h.sched.SetTicking(g.id, true)
+	if g.leader == 0 {
+		g.urgent = true
+		h.sched.SetUrgent(g.id, true)
+	}
 	return nil
 }
 

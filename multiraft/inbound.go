@@ -3,6 +3,7 @@ package multiraft
 import (
 	"github.com/flotilla-io/flotilla/scheduler"
 	"github.com/flotilla-io/flotilla/transport"
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 // handleMessages queues each message on its group and raises the group's
@@ -14,7 +15,7 @@ func (h *Host) handleMessages(from transport.NodeID, batch []transport.Envelope)
 		return
 	}
 	h.live.heard(from) // any frame, an empty one too, says its sender is alive
-	var wake []uint64
+	var data, control []uint64
 	for _, e := range batch {
 		g := h.group(GroupID(e.GroupID))
 		if g == nil {
@@ -22,10 +23,29 @@ func (h *Host) handleMessages(from transport.NodeID, batch []transport.Envelope)
 			continue
 		}
 		if g.deliver(from, e.Message, e.Quiesce) {
-			wake = append(wake, e.GroupID)
+			if controlMessage(e.Message) {
+				control = append(control, e.GroupID)
+			} else {
+				data = append(data, e.GroupID)
+			}
 		}
 	}
-	h.sched.EnqueueMany(wake, scheduler.Messages)
+	// A group whose inbox holds only the failure detector's messages is
+	// processed in the scheduler's control lane, ahead of data.
+	h.sched.EnqueueMany(control, scheduler.Control)
+	h.sched.EnqueueMany(data, scheduler.Messages)
+}
+
+// controlMessage reports whether m is the failure detector's: a
+// heartbeat or its response, a vote or pre-vote or their responses, a
+// timeout-now. They are tiny, and go ahead of data in the transport, the
+// inbox bounds and the scheduler.
+func controlMessage(m *pb.Message) bool {
+	switch m.GetType() {
+	case pb.MsgHeartbeat, pb.MsgHeartbeatResp, pb.MsgVote, pb.MsgVoteResp, pb.MsgPreVote, pb.MsgPreVoteResp, pb.MsgTimeoutNow:
+		return true
+	}
+	return false
 }
 
 // handleUnreachable tells raft that the replicas the dropped messages were

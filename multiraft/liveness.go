@@ -156,4 +156,3 @@ func (l *liveness) nudge(want func(g *group) bool) {
 	l.h.groups.RUnlock()
 	l.h.sched.EnqueueMany(ids, scheduler.Requests)
 }
-

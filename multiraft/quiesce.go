@@ -59,7 +59,7 @@ func (g *group) maybeQuiesceLeader() bool {
 		return false
 	}
 	ok, liveVoters, voters := true, 0, 0
-	var lagging []uint64             // nodes
+	var lagging []uint64              // nodes
 	live := make(map[uint64][]uint64) // node -> caught-up replicas there
 	g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
 		if !ok {

@@ -3,6 +3,7 @@ package multiraft
 import (
 	"context"
 	"fmt"
+
 	"go.etcd.io/raft/v3"
 
 	"github.com/flotilla-io/flotilla/scheduler"

@@ -25,14 +25,23 @@ const (
 	// Storage: storage completions (durable appends, applied entries) are
 	// ready to be stepped back into the group.
 	Storage
+	// Control: inbound messages of the failure detector (heartbeats and
+	// their responses, votes, pre-votes, timeout-now) are queued. A group
+	// whose only work is control messages and ticks is queued in the
+	// control lane, ahead of data.
+	Control
 )
+
+// controlWork is the work a pass in the control lane may have: cheap, and
+// what keeps leaders and elections alive.
+const controlWork = Control | Tick
 
 func (f Flags) String() string {
 	var parts []string
 	for _, n := range []struct {
 		f    Flags
 		name string
-	}{{Messages, "messages"}, {Requests, "requests"}, {Tick, "tick"}, {Storage, "storage"}} {
+	}{{Messages, "messages"}, {Requests, "requests"}, {Tick, "tick"}, {Storage, "storage"}, {Control, "control"}} {
 		if f&n.f != 0 {
 			parts = append(parts, n.name)
 		}
@@ -123,8 +132,10 @@ type Scheduler struct {
 		// progress; idle groups have no entry.
 		groups   map[uint64]entry
 		queue    ring // normal lane
+		control  ring // the failure detector's work and leaderless groups, served before the normal lane
 		prio     ring // system groups, served first
 		priority map[uint64]struct{}
+		urgent   map[uint64]struct{} // groups always queued in the control lane (SetUrgent)
 		stopped  bool
 	}
 	workReady sync.Cond // signalled when a lane gains a group
@@ -155,6 +166,7 @@ func New(cfg Config, proc Processor) (*Scheduler, error) {
 	s := &Scheduler{cfg: cfg, proc: proc, m: cfg.Metrics, stop: make(chan struct{})}
 	s.mu.groups = make(map[uint64]entry)
 	s.mu.priority = make(map[uint64]struct{})
+	s.mu.urgent = make(map[uint64]struct{})
 	s.workReady.L = &s.mu
 	s.ticking.pos = make(map[uint64]int)
 	return s, nil
@@ -239,16 +251,27 @@ func (s *Scheduler) raiseLocked(groupID uint64, f Flags, now time.Time) bool {
 	if queue {
 		e.queued = true
 		e.queuedAt = now
-		s.pushLocked(groupID)
+		s.pushLocked(groupID, e.flags)
 	}
 	s.mu.groups[groupID] = e
 	return queue
 }
 
-func (s *Scheduler) pushLocked(groupID uint64) {
-	if _, ok := s.mu.priority[groupID]; ok {
+// pushLocked queues a group in its lane: the priority lane for system
+// groups, the control lane for urgent groups and for work that is only
+// the failure detector's, the normal lane for the rest. The lane is
+// chosen when the group is queued; work raised while it waits rides
+// along.
+func (s *Scheduler) pushLocked(groupID uint64, f Flags) {
+	_, prio := s.mu.priority[groupID]
+	_, urgent := s.mu.urgent[groupID]
+	switch {
+	case prio:
 		s.mu.prio.push(groupID)
-	} else {
+	case urgent || f&^controlWork == 0:
+		s.mu.control.push(groupID)
+		s.m.ControlQueueDepth.Inc()
+	default:
 		s.mu.queue.push(groupID)
 	}
 	s.m.QueueDepth.Inc()
@@ -259,7 +282,7 @@ func (s *Scheduler) pushLocked(groupID uint64) {
 func (s *Scheduler) next() (groupID uint64, w Work, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.mu.prio.len() == 0 && s.mu.queue.len() == 0 {
+	for s.mu.prio.len() == 0 && s.mu.control.len() == 0 && s.mu.queue.len() == 0 {
 		if s.mu.stopped {
 			return 0, Work{}, false
 		}
@@ -272,13 +295,17 @@ func (s *Scheduler) next() (groupID uint64, w Work, ok bool) {
 	return groupID, w, true
 }
 
-// takeLocked pops the next group (priority lane first) and marks it as
-// being processed.
+// takeLocked pops the next group (priority lane first, then control) and
+// marks it as being processed.
 func (s *Scheduler) takeLocked() (uint64, Work) {
 	var groupID uint64
-	if s.mu.prio.len() > 0 {
+	switch {
+	case s.mu.prio.len() > 0:
 		groupID = s.mu.prio.pop()
-	} else {
+	case s.mu.control.len() > 0:
+		groupID = s.mu.control.pop()
+		s.m.ControlQueueDepth.Dec()
+	default:
 		groupID = s.mu.queue.pop()
 	}
 	s.m.QueueDepth.Dec()
@@ -306,7 +333,7 @@ func (s *Scheduler) done(groupID uint64) {
 	e.queued = true
 	e.queuedAt = time.Now()
 	s.mu.groups[groupID] = e
-	s.pushLocked(groupID)
+	s.pushLocked(groupID, e.flags)
 	s.workReady.Signal()
 }
 
@@ -337,9 +364,23 @@ func (s *Scheduler) SetPriority(groupID uint64, on bool) {
 	}
 }
 
-// Remove forgets a group's priority and ticking. Work already queued for it
+// SetUrgent puts a group in (or out of) the control lane from its next
+// queueing on, whatever its work: the host marks groups that have no
+// leader or hold an election, so that elections end fast under load.
+func (s *Scheduler) SetUrgent(groupID uint64, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		s.mu.urgent[groupID] = struct{}{}
+	} else {
+		delete(s.mu.urgent, groupID)
+	}
+}
+
+// Remove forgets a group's priority, urgency and ticking. Work already queued for it
 // is still handed to the processor, which must expect unknown groups.
 func (s *Scheduler) Remove(groupID uint64) {
 	s.SetPriority(groupID, false)
+	s.SetUrgent(groupID, false)
 	s.SetTicking(groupID, false)
 }

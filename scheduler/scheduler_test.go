@@ -19,7 +19,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var flagNames = map[string]Flags{"messages": Messages, "requests": Requests, "tick": Tick, "storage": Storage}
+var flagNames = map[string]Flags{"messages": Messages, "requests": Requests, "tick": Tick, "storage": Storage, "control": Control}
 
 // TestSchedulerTranscript walks testdata/: the scheduler's queueing rules
 // driven step by step, with no workers running. Commands:
@@ -29,6 +29,7 @@ var flagNames = map[string]Flags{"messages": Messages, "requests": Requests, "ti
 //	done g=                   a worker finishes a group
 //	ticking g= [off]          (un)mark a group for ticks
 //	priority g= [off]         (un)mark a system group
+//	urgent g= [off]           (un)mark a group for the control lane
 //	tick                      one pass of the tick loop
 //	queue                     the lanes, front first
 func TestSchedulerTranscript(t *testing.T) {
@@ -53,7 +54,7 @@ func TestSchedulerTranscript(t *testing.T) {
 			case "next":
 				s.mu.Lock()
 				defer s.mu.Unlock()
-				if s.mu.prio.len()+s.mu.queue.len() == 0 {
+				if s.mu.prio.len()+s.mu.control.len()+s.mu.queue.len() == 0 {
 					return "nothing queued"
 				}
 				id, w := s.takeLocked()
@@ -66,6 +67,9 @@ func TestSchedulerTranscript(t *testing.T) {
 				return "ok"
 			case "priority":
 				s.SetPriority(g, !d.HasArg("off"))
+				return "ok"
+			case "urgent":
+				s.SetUrgent(g, !d.HasArg("off"))
 				return "ok"
 			case "tick":
 				s.tick()
@@ -98,7 +102,7 @@ func describeQueues(s *Scheduler) string {
 		}
 	}
 	slices.Sort(busy)
-	return fmt.Sprintf("prio: [%s]\nqueue: [%s]\nprocessing: %v", lane(s.mu.prio), lane(s.mu.queue), busy)
+	return fmt.Sprintf("prio: [%s]\ncontrol: [%s]\nqueue: [%s]\nprocessing: %v", lane(s.mu.prio), lane(s.mu.control), lane(s.mu.queue), busy)
 }
 
 // TestNeverTwoWorkers: with many workers and producers, a group is never
