@@ -4,29 +4,32 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Host holds the collectors of the multiraft host.
 type Host struct {
-	Groups            prometheus.Gauge
-	Leaders           prometheus.Gauge
-	LeaderChanges     prometheus.Counter
-	GroupsByRole      *prometheus.GaugeVec // label role: leader, follower, candidate, pre-candidate
-	Elections         prometheus.Counter
-	ReadIndexDuration prometheus.Histogram
-	Proposals         *prometheus.CounterVec // label result: ok, rejected, ambiguous, busy, no_space, not_leader, error
-	ProposeDuration   prometheus.Histogram
-	ApplyDuration     prometheus.Histogram
-	ProposalBytes     prometheus.Gauge
-	InboxBytes        prometheus.Gauge
-	InboxDropped      prometheus.Counter
-	MessagesDropped   *prometheus.CounterVec // label reason: unknown_group, stale_replica, removed_replica, closed_group
-	RequestsRefused   *prometheus.CounterVec // label request: read, transfer, membership
-	RequestsWaiting   *prometheus.GaugeVec   // label request: read, transfer
-	GroupsFailed      prometheus.Gauge
-	DiskSpaceAlarm    prometheus.Gauge
-	DiskFreeBytes     prometheus.Gauge
-	DiskFullErrors    prometheus.Counter
-	QuiescedGroups    prometheus.Gauge
-	Wakeups           *prometheus.CounterVec // label cause: request, message, leader_down, peer_up, quorum, raft
-	PeerLive          *prometheus.GaugeVec   // label peer
-	PeerTransitions   *prometheus.CounterVec // label peer, to: live, dead
+	Groups              prometheus.Gauge
+	Leaders             prometheus.Gauge
+	LeaderChanges       prometheus.Counter
+	LeadershipsAcquired prometheus.Counter
+	GroupsByRole        *prometheus.GaugeVec // label role: leader, follower, candidate, pre-candidate
+	Elections           prometheus.Counter
+	ReadIndexDuration   prometheus.Histogram
+	Proposals           *prometheus.CounterVec // label result: ok, rejected, ambiguous, busy, no_space, not_leader, error
+	ProposeDuration     prometheus.Histogram
+	ApplyDuration       prometheus.Histogram
+	ProposalBytes       prometheus.Gauge
+	InboxBytes          prometheus.Gauge
+	InboxDropped        prometheus.Counter
+	MessagesDropped     *prometheus.CounterVec // label reason: unknown_group, stale_replica, removed_replica, closed_group
+	RequestsRefused     *prometheus.CounterVec // label request: read, transfer, membership
+	RequestsWaiting     *prometheus.GaugeVec   // label request: read, transfer
+	GroupsFailed        prometheus.Gauge
+	DiskSpaceAlarm      prometheus.Gauge
+	DiskFreeBytes       prometheus.Gauge
+	DiskFullErrors      prometheus.Counter
+	QuiescedGroups      prometheus.Gauge
+	ProposalsInFlight   prometheus.Gauge
+	AdmissionRefused    prometheus.Counter
+	Wakeups             *prometheus.CounterVec // label cause: request, message, leader_down, peer_up, quorum, raft
+	PeerLive            *prometheus.GaugeVec   // label peer
+	PeerTransitions     *prometheus.CounterVec // label peer, to: live, dead
 }
 
 // NewHost creates the host's collectors, unregistered (see Register).
@@ -37,6 +40,8 @@ func NewHost() *Host {
 		Groups:        prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "groups", Help: "Groups hosted."}),
 		Leaders:       prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "leaders", Help: "Groups led by this host and serving."}),
 		LeaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "leader_changes_total", Help: "Leader changes seen by this host's groups."}),
+		LeadershipsAcquired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "leaderships_acquired_total",
+			Help: "Times this host became a group's serving leader: summed over the hosts, a cluster's leader changes, each counted once."}),
 		GroupsByRole: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "groups_by_role",
 			Help: "Groups hosted, by the role of their replica here."}, []string{"role"}),
 		Elections: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "elections_total",
@@ -61,6 +66,10 @@ func NewHost() *Host {
 			Help: "Reads, leadership transfers and membership changes refused (ErrBusy) because their group had as many waiting as it may."}, []string{"request"}),
 		RequestsWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "requests_waiting",
 			Help: "Reads and leadership transfers taken and not yet answered (each group holds at most MaxGroupProposals of a kind)."}, []string{"request"}),
+		ProposalsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "proposals_in_flight",
+			Help: "Proposals admitted and not yet answered (bounded by MaxProposalsInFlight)."}),
+		AdmissionRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "admission_refused_total",
+			Help: "Proposals refused at once (ErrBusy with a retry hint) because the host held as many in flight, or as many bytes, as it may."}),
 		QuiescedGroups: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "quiesced_groups",
 			Help: "Groups quiesced here: idle, not ticked, sending nothing."}),
 		Wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "wakeups_total",
@@ -97,8 +106,8 @@ func NewHost() *Host {
 
 // Collectors implements Set.
 func (m *Host) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Groups, m.Leaders, m.LeaderChanges, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
+	return []prometheus.Collector{m.Groups, m.Leaders, m.LeaderChanges, m.LeadershipsAcquired, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
 		m.Proposals, m.ProposeDuration, m.ApplyDuration,
 		m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.RequestsWaiting, m.GroupsFailed,
-		m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors, m.QuiescedGroups, m.Wakeups, m.PeerLive, m.PeerTransitions}
+		m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors, m.QuiescedGroups, m.ProposalsInFlight, m.AdmissionRefused, m.Wakeups, m.PeerLive, m.PeerTransitions}
 }

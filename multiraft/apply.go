@@ -197,6 +197,7 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 func (g *group) startServing() {
 	g.serving.Store(true)
 	g.h.m.Leaders.Inc()
+	g.h.m.LeadershipsAcquired.Inc()
 	g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: g.h.cfg.NodeID, Term: g.term, Local: true})
 }
 

@@ -3,6 +3,8 @@ package multiraft
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 )
 
 // Sentinel errors. Every error the host returns wraps one of them (and
@@ -60,6 +62,32 @@ var (
 	// field or ID, and what to do where there is something to do.
 	ErrInvalid = errors.New("multiraft: invalid argument")
 )
+
+// BusyError is the ErrBusy of admission control: the host holds as many
+// proposals as it may (Config.MaxProposalsInFlight, or its byte budget)
+// or the group as many requests of the kind. Nothing was queued. Retry
+// after RetryAfter: at least one tick, jittered, so that many refused
+// callers do not come back in one wave and take the CPU the host needs to
+// drain what it holds.
+type BusyError struct {
+	// What is full, in words.
+	Reason string
+	// RetryAfter is when to try again.
+	RetryAfter time.Duration
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("multiraft: busy: %s (retry after %s)", e.Reason, e.RetryAfter)
+}
+
+// Is makes errors.Is(err, ErrBusy) true.
+func (e *BusyError) Is(target error) bool { return target == ErrBusy }
+
+// busy returns a *BusyError with a retry hint of one to two ticks.
+func (h *Host) busy(format string, args ...any) *BusyError {
+	tick := h.cfg.TickInterval
+	return &BusyError{Reason: fmt.Sprintf(format, args...), RetryAfter: tick + rand.N(tick)}
+}
 
 // NotLeaderError is returned when a request reaches a host that does not
 // lead the group.

@@ -295,7 +295,7 @@ func (g *group) admitLocked(outstanding int, kind string) error {
 		if kind != "proposal" {
 			g.h.m.RequestsRefused.WithLabelValues(kind).Inc()
 		}
-		return fmt.Errorf("%w: group %d has %d %ss waiting", ErrBusy, g.id, outstanding, kind)
+		return g.h.busy("group %d has %d %ss waiting", g.id, outstanding, kind)
 	}
 	return nil
 }

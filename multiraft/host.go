@@ -49,6 +49,7 @@ type Host struct {
 	live          *liveness
 	unregister    func() // the host's metrics from Config.Registerer; nil if none
 	proposalBytes atomic.Int64
+	inFlight      atomic.Int64 // proposals admitted and not yet answered
 	inboxBytes    atomic.Int64
 	nextProposal  atomic.Uint64
 	bootNonce     uint64 // distinguishes this incarnation's read contexts
@@ -385,12 +386,22 @@ func (h *Host) propose(ctx context.Context, groupID GroupID, data []byte) (Resul
 	if err := h.space.refuse(); err != nil {
 		return Result{}, err
 	}
+	// Admission control: a host holds a bounded number of proposals, so
+	// that under any load it stays well inside its election timeout.
+	if n := h.inFlight.Add(1); n > int64(h.cfg.MaxProposalsInFlight) {
+		h.inFlight.Add(-1)
+		h.m.AdmissionRefused.Inc()
+		return Result{}, h.busy("node %d holds %d proposals in flight, its bound", h.cfg.NodeID, h.cfg.MaxProposalsInFlight)
+	}
 	size := int64(len(data) + 64)
 	if h.proposalBytes.Add(size) > h.cfg.ProposalBudgetBytes {
 		h.proposalBytes.Add(-size)
-		return Result{}, fmt.Errorf("%w: host proposal budget of %d bytes in use", ErrBusy, h.cfg.ProposalBudgetBytes)
+		h.inFlight.Add(-1)
+		h.m.AdmissionRefused.Inc()
+		return Result{}, h.busy("node %d's proposal budget of %d bytes is in use", h.cfg.NodeID, h.cfg.ProposalBudgetBytes)
 	}
 	h.m.ProposalBytes.Add(float64(size))
+	h.m.ProposalsInFlight.Inc()
 	// The bytes stay charged until the proposal is finished, even if the
 	// caller stops waiting first.
 	p := &proposal{id: h.nextProposal.Add(1), data: data, start: time.Now(), done: make(chan proposalResult, 1), h: h, charged: size}

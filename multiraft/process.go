@@ -234,7 +234,7 @@ func (g *group) propose(ps []*proposal) {
 		// the check): it will never apply.
 		werr := fmt.Errorf("%w: %w", ErrRejected, err)
 		if errors.Is(err, raft.ErrProposalDropped) {
-			werr = fmt.Errorf("%w: group %d: raft dropped the proposal (uncommitted log full or leader changing)", ErrBusy, g.id)
+			werr = g.h.busy("group %d: raft dropped the proposal (uncommitted log full or leader changing)", g.id)
 		}
 		for _, p := range ps {
 			p.finish(Result{}, werr)

@@ -53,9 +53,11 @@ const entryBatchMagic byte = 0x01
 
 // release returns the proposal's bytes to the host's budget.
 func (p *proposal) release() {
-	if p.h != nil {
+	if p.h != nil && p.charged > 0 {
 		p.h.proposalBytes.Add(-p.charged)
 		p.h.m.ProposalBytes.Sub(float64(p.charged))
+		p.h.inFlight.Add(-1)
+		p.h.m.ProposalsInFlight.Dec()
 	}
 }
 

@@ -34,7 +34,9 @@ its own Pebble under one temporary root (removed at the end, also on Ctrl-C),
 creates the groups, spreads their leaders, warms up, and measures: committed
 proposals/s, latency p50/p99/p99.9 (client side), fsyncs/s per host,
 proposals per fsync, peer frames/s and messages per frame, heartbeat
-messages/s, CPU seconds per second, peak RSS, elections and errors. The
+messages/s, records on the wire per second, CPU seconds per second, peak
+RSS, leader changes and errors (busy answers among them). Latency runs
+from a proposal's first attempt. The
 flags override the workload's shape.`,
 		Example: `  flotilla bench --workload write-48
   flotilla bench --workload all --duration 10s --json results.json

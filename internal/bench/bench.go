@@ -58,34 +58,36 @@ var Names = []string{"write-48", "write-48-128", "write-1k", "latency-48", "idle
 
 // Report is what a run measured. Rates are over the measured window.
 type Report struct {
-	Workload         string            `json:"workload"`
-	Quick            bool              `json:"scaled_down,omitempty"`
-	Runs             int               `json:"runs,omitempty"`     // > 1: every figure is the median over this many runs
-	Each             []*Report         `json:"each_run,omitempty"` // the runs behind a median
-	Groups           int               `json:"groups"`
-	Payload          int               `json:"payload_bytes"`
-	Proposers        int               `json:"proposers"`
-	Seconds          float64           `json:"window_seconds"`
-	Proposals        uint64            `json:"proposals"`
-	ProposalsPerSec  float64           `json:"proposals_per_sec"`
-	P50Ms            float64           `json:"p50_ms"`
-	P99Ms            float64           `json:"p99_ms"`
-	P999Ms           float64           `json:"p999_ms"`
-	FsyncsPerSecHost float64           `json:"fsyncs_per_sec_per_host"`
-	ProposalsPerSync float64           `json:"proposals_per_fsync"`
-	FramesPerSec     float64           `json:"peer_frames_per_sec"`
-	MsgsPerFrame     float64           `json:"messages_per_frame"`
-	HeartbeatsPerSec float64           `json:"heartbeat_messages_per_sec"`
-	CPUCores         float64           `json:"cpu_seconds_per_sec"`
-	PeakRSS          int64             `json:"peak_rss_bytes"`
-	Elections        float64           `json:"elections"`
-	Errors           map[string]uint64 `json:"errors"`
-	ElectSeconds     float64           `json:"elect_all_seconds,omitempty"` // -1: not all within 2 minutes
-	LedGroups        int               `json:"led_groups,omitempty"`
-	RSSPerReplica    float64           `json:"rss_per_replica_bytes,omitempty"`
-	RestartSeconds   float64           `json:"restart_serving_seconds,omitempty"`
-	FailoverTimeouts float64           `json:"failover_election_timeouts,omitempty"`
-	RecoverySeconds  float64           `json:"recovery_seconds,omitempty"`
+	Workload          string            `json:"workload"`
+	Quick             bool              `json:"scaled_down,omitempty"`
+	Runs              int               `json:"runs,omitempty"`     // > 1: every figure is the median over this many runs
+	Each              []*Report         `json:"each_run,omitempty"` // the runs behind a median
+	Groups            int               `json:"groups"`
+	Payload           int               `json:"payload_bytes"`
+	Proposers         int               `json:"proposers"`
+	Seconds           float64           `json:"window_seconds"`
+	Proposals         uint64            `json:"proposals"`
+	ProposalsPerSec   float64           `json:"proposals_per_sec"`
+	P50Ms             float64           `json:"p50_ms"`
+	P99Ms             float64           `json:"p99_ms"`
+	P999Ms            float64           `json:"p999_ms"`
+	FsyncsPerSecHost  float64           `json:"fsyncs_per_sec_per_host"`
+	ProposalsPerSync  float64           `json:"proposals_per_fsync"`
+	FramesPerSec      float64           `json:"peer_frames_per_sec"`
+	MsgsPerFrame      float64           `json:"messages_per_frame"`
+	HeartbeatsPerSec  float64           `json:"heartbeat_messages_per_sec"`
+	WireRecordsPerSec float64           `json:"wire_records_per_sec"` // Raft messages, heartbeat records and liveness records
+	CPUCores          float64           `json:"cpu_seconds_per_sec"`
+	PeakRSS           int64             `json:"peak_rss_bytes"`
+	LeaderChanges     float64           `json:"leader_changes"` // a group's new leader serving, counted once
+	Campaigns         float64           `json:"campaigns"`      // elections and pre-votes started, by any replica
+	Errors            map[string]uint64 `json:"errors"`
+	ElectSeconds      float64           `json:"elect_all_seconds,omitempty"` // -1: not all within 2 minutes
+	LedGroups         int               `json:"led_groups,omitempty"`
+	RSSPerReplica     float64           `json:"rss_per_replica_bytes,omitempty"`
+	RestartSeconds    float64           `json:"restart_serving_seconds,omitempty"`
+	FailoverTimeouts  float64           `json:"failover_election_timeouts,omitempty"`
+	RecoverySeconds   float64           `json:"recovery_seconds,omitempty"`
 }
 
 // Run runs one workload; cfg's zero fields take the workload's shape.
@@ -170,11 +172,14 @@ type window struct {
 	c     cluster
 	start time.Time
 	cpu   time.Duration
-	at    [][5]float64 // per node: syncs, frames, messages, heartbeats, elections
+	at    [][nWindow]float64 // per node, windowMetrics
 }
 
-var windowMetrics = [5]string{"flotilla_store_log_batches_total", "flotilla_transport_frames_sent_total",
-	"flotilla_transport_messages_sent_total", "flotilla_transport_heartbeats_coalesced_total", "flotilla_host_elections_total"}
+const nWindow = 7
+
+var windowMetrics = [nWindow]string{"flotilla_store_log_batches_total", "flotilla_transport_frames_sent_total",
+	"flotilla_transport_messages_sent_total", "flotilla_transport_heartbeats_coalesced_total",
+	"flotilla_host_leaderships_acquired_total", "flotilla_host_elections_total", "flotilla_transport_liveness_sent_total"}
 
 func openWindow(c cluster) *window {
 	return &window{c: c, start: time.Now(), cpu: c.cpu(), at: samples(c)}
@@ -182,8 +187,8 @@ func openWindow(c cluster) *window {
 
 // samples reads the window's counters of each node (NaN-free zero for a
 // stopped node, marked by a negative first value).
-func samples(c cluster) [][5]float64 {
-	out := make([][5]float64, 3)
+func samples(c cluster) [][nWindow]float64 {
+	out := make([][nWindow]float64, 3)
 	for i := range out {
 		v, ok := c.metrics(i, windowMetrics[:])
 		if !ok {
@@ -198,7 +203,7 @@ func samples(c cluster) [][5]float64 {
 func (w *window) close(r *Report, proposals uint64) {
 	secs := time.Since(w.start).Seconds()
 	end := samples(w.c)
-	var d [5]float64
+	var d [nWindow]float64
 	hosts := 0
 	for i := range end {
 		if end[i][0] < 0 || w.at[i][0] < 0 {
@@ -209,7 +214,7 @@ func (w *window) close(r *Report, proposals uint64) {
 			d[j] += end[i][j] - w.at[i][j]
 		}
 	}
-	syncs, frames, msgs, heartbeats, elections := d[0], d[1], d[2], d[3], d[4]
+	syncs, frames, msgs, heartbeats, leaderships, campaigns, liveness := d[0], d[1], d[2], d[3], d[4], d[5], d[6]
 	r.Seconds = secs
 	r.Proposals = proposals
 	r.ProposalsPerSec = float64(proposals) / secs
@@ -224,8 +229,10 @@ func (w *window) close(r *Report, proposals uint64) {
 		r.MsgsPerFrame = msgs / frames
 	}
 	r.HeartbeatsPerSec = heartbeats / secs
+	r.WireRecordsPerSec = (msgs + liveness) / secs
 	r.CPUCores = (w.c.cpu() - w.cpu).Seconds() / secs
-	r.Elections = elections
+	r.LeaderChanges = leaderships
+	r.Campaigns = campaigns
 }
 
 // load is a set of closed-loop proposers, each on one group, proposing to
@@ -273,14 +280,18 @@ func (l *load) propose(ctx context.Context, g uint64) {
 		l.mu.Unlock()
 	}()
 	var nl *multiraft.NotLeaderError // out of the loop: errors.As would allocate it every proposal
+	var busy *multiraft.BusyError
 	var bo retry
+	var start time.Time // the first attempt of the proposal in hand: latency includes its retries
 	for ctx.Err() == nil {
+		if start.IsZero() {
+			start = time.Now()
+		}
 		leader := l.leaders[g].Load()
 		if !l.c.up(leader) {
 			l.relearn(ctx, g, &bo)
 			continue
 		}
-		start := time.Now()
 		err := l.c.propose(ctx, leader, g, l.data)
 		switch {
 		case err == nil:
@@ -289,8 +300,15 @@ func (l *load) propose(ctx context.Context, g uint64) {
 				h.Add(time.Since(start))
 				l.acked.Add(1)
 			}
+			start = time.Time{}
 			l.second.Add(1)
 		case ctx.Err() != nil:
+		case errors.As(err, &busy):
+			// Admission control: come back when the host says.
+			if l.measure.Load() {
+				errs["busy"]++
+			}
+			_ = sleepCtx(ctx, busy.RetryAfter)
 		case errors.As(err, &nl):
 			if l.measure.Load() {
 				errs["not_leader"]++
@@ -667,9 +685,9 @@ func Table(w io.Writer, reports []*Report) {
 
 // TableHeader writes the table's header line.
 func TableHeader(w io.Writer) {
-	fmt.Fprintf(w, "%-13s %7s %8s %11s %8s %8s %8s %10s %9s %9s %9s %9s %6s %9s %s\n",
+	fmt.Fprintf(w, "%-13s %7s %8s %11s %8s %8s %8s %10s %9s %9s %9s %9s %10s %6s %9s %7s %s\n",
 		"workload", "groups", "props", "proposals/s", "p50 ms", "p99 ms", "p99.9 ms", "fsync/s/h", "prop/sync",
-		"frames/s", "msg/frame", "hb msg/s", "cpu", "peak RSS", "other")
+		"frames/s", "msg/frame", "hb msg/s", "wire rec/s", "cpu", "peak RSS", "ldr chg", "other")
 }
 
 // TableRow writes one report's line.
@@ -702,7 +720,8 @@ func TableRow(w io.Writer, r *Report) {
 	if r.Runs > 1 {
 		other = fmt.Sprintf("median of %d;%s", r.Runs, other)
 	}
-	fmt.Fprintf(w, "%-13s %7d %8d %11.0f %8.2f %8.2f %8.2f %10.0f %9.1f %9.0f %9.1f %9.0f %6.2f %8.0fM %s\n",
+	fmt.Fprintf(w, "%-13s %7d %8d %11.0f %8.2f %8.2f %8.2f %10.0f %9.1f %9.0f %9.1f %9.0f %10.0f %6.2f %8.0fM %7.0f %s\n",
 		name, r.Groups, r.Proposers, r.ProposalsPerSec, r.P50Ms, r.P99Ms, r.P999Ms, r.FsyncsPerSecHost,
-		r.ProposalsPerSync, r.FramesPerSec, r.MsgsPerFrame, r.HeartbeatsPerSec, r.CPUCores, float64(r.PeakRSS)/(1<<20), other)
+		r.ProposalsPerSync, r.FramesPerSec, r.MsgsPerFrame, r.HeartbeatsPerSec, r.WireRecordsPerSec, r.CPUCores,
+		float64(r.PeakRSS)/(1<<20), r.LeaderChanges, other)
 }

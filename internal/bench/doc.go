@@ -11,6 +11,8 @@
 // workload runs either way.
 //
 // Figures come from the hosts' own metrics (fsyncs, frames, heartbeats,
-// elections) plus a client-side latency histogram, CPU time and peak
-// RSS. Several runs of a workload combine into medians (Median).
+// records on the wire, leader changes: a group's new leader serving,
+// counted once, never a campaign or pre-vote) plus a client-side latency
+// histogram (from a proposal's first attempt, its busy and not-leader
+// retries included), CPU time and peak RSS. Several runs of a workload combine into medians (Median).
 package bench

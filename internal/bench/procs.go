@@ -297,7 +297,11 @@ func hostError(g uint64, err error) error {
 	}
 	switch status.Code(err) {
 	case codes.ResourceExhausted:
-		return fmt.Errorf("%w: %w", multiraft.ErrBusy, err)
+		retry := 100 * time.Millisecond
+		if d := client.Exhausted(err); d != nil && d.GetRetryAfterMs() > 0 {
+			retry = time.Duration(d.GetRetryAfterMs()) * time.Millisecond
+		}
+		return &multiraft.BusyError{Reason: err.Error(), RetryAfter: retry}
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("%w: %w", multiraft.ErrAmbiguous, err)
 	case codes.Unavailable:

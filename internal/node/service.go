@@ -52,6 +52,7 @@ type service struct {
 // answered by Fetch, as its detail needs the high watermark.)
 func (s *service) statusOf(partitionID uint64, err error) error {
 	var nl *multiraft.NotLeaderError
+	var busy *multiraft.BusyError
 	switch {
 	case err == nil:
 		return nil
@@ -65,6 +66,8 @@ func (s *service) statusOf(partitionID uint64, err error) error {
 		return status.Errorf(codes.NotFound, "partition %d is not hosted on node %d", partitionID, s.n.cfg.NodeID)
 	case errors.Is(err, multiraft.ErrGroupExists):
 		return status.Errorf(codes.AlreadyExists, "partition %d: %v", partitionID, err)
+	case errors.As(err, &busy):
+		return exhausted("busy", busy.RetryAfter, "%v", err)
 	case errors.Is(err, multiraft.ErrBusy):
 		return exhausted("busy", 100*time.Millisecond, "%v", err)
 	case errors.Is(err, multiraft.ErrNoSpace):
