@@ -260,3 +260,55 @@ func TestQuiescedLeaderPartitionedNoStaleRead(t *testing.T) {
 		}
 	})
 }
+
+// TestNoElectionStormAtStart: a new cluster's groups, and a whole
+// cluster's groups after every host restarts, are led after one campaign
+// each (the preferred replica's; the others hold back), with leaders
+// spread evenly over the hosts; a host that restarts alone joins its
+// quiesced groups without a campaign winning anywhere or waking them.
+func TestNoElectionStormAtStart(t *testing.T) {
+	const groups = 60
+	c := NewCluster(t, ClusterConfig{Nodes: 3})
+	ids := c.CreateGroups(groups)
+	c.WaitLeaders(ids)
+	spread := func(when string) {
+		t.Helper()
+		led := map[NodeID]int{}
+		for _, g := range ids {
+			led[c.Leader(g)]++
+		}
+		for _, n := range c.Nodes() {
+			if led[n] != groups/3 {
+				t.Fatalf("%s: leaders per node %v, want %d each", when, led, groups/3)
+			}
+		}
+	}
+	if got := c.Sum("flotilla_host_elections_total"); got != groups {
+		t.Fatalf("%v campaigns to elect %d new groups, want one each", got, groups)
+	}
+	spread("new groups")
+	c.WaitFor("every group quiesced", time.Minute, quiescedEverywhere(c, 3*groups))
+
+	// One host restarts: its replicas learn their leaders from the
+	// quiesced groups' leaders, and nobody else wakes.
+	changes := c.Sum("flotilla_host_leaderships_acquired_total")
+	c.Crash(2, nil)
+	c.Restart(2)
+	c.WaitFor("the restarted host's replicas quiesced", time.Minute, quiescedEverywhere(c, 3*groups))
+	if got := c.Sum("flotilla_host_leaderships_acquired_total"); got != changes {
+		t.Fatalf("%v leader changes after one host restarted, want none", got-changes)
+	}
+
+	// Every host restarts.
+	for _, n := range c.Nodes() {
+		c.Crash(n, nil)
+	}
+	for _, n := range []NodeID{1, 2, 3} {
+		c.Restart(n)
+	}
+	c.WaitLeaders(ids)
+	if got := c.Sum("flotilla_host_elections_total"); got != groups {
+		t.Fatalf("%v campaigns to elect %d groups after a whole-cluster restart, want one each", got, groups)
+	}
+	spread("after a restart")
+}

@@ -176,6 +176,7 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 	if ss.Lead != g.leader {
 		g.leader = ss.Lead
 		g.leaderNode.Store(g.replicas[ss.Lead])
+		g.leaderEpoch = g.h.live.epoch(g.replicas[ss.Lead])
 		if ss.Lead != 0 { // a new leader seen, not one forgotten
 			g.h.m.LeaderChanges.Inc()
 			g.campaignAt = 0

@@ -106,10 +106,14 @@ type group struct {
 	lagging      []uint64
 	quiesceAsked *quiesceCheck
 	campaignAt   uint64
-	removed      bool    // removed from the host; nothing more to do
-	failed       error   // the group failed alone (a panic); nothing more to do
-	pass         *intake // what the pass in progress took, for recoverGroup
-	intake       intake  // what a pass takes, reused
+	leaderEpoch  uint64 // restarts of the leader's node seen when it was learned
+	// holdTicks is how many more ticks a replica that is not its group's
+	// preferred one waits before its election clock runs, at start.
+	holdTicks int
+	removed   bool    // removed from the host; nothing more to do
+	failed    error   // the group failed alone (a panic); nothing more to do
+	pass      *intake // what the pass in progress took, for recoverGroup
+	intake    intake  // what a pass takes, reused
 }
 
 func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
@@ -168,6 +172,9 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 	bs := rn.BasicStatus()
 	g.role, g.leader, g.term, g.commit = bs.RaftState, bs.Lead, bs.GetTerm(), bs.GetCommit()
 	g.publishStatus(false)
+	if g.leader == 0 {
+		g.spreadFirstElection()
+	}
 	return g, nil
 }
 

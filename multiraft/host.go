@@ -151,7 +151,7 @@ func NewHost(cfg Config) (*Host, error) {
 			return nil, fmt.Errorf("%w: %w", ErrDataDir, err)
 		}
 	}
-	if err := h.trans.Start(h.ports(), transport.Env{NodeID: uint64(cfg.NodeID), Logger: h.log, Registerer: reg}); err != nil {
+	if err := h.trans.Start(h.ports(), transport.Env{NodeID: uint64(cfg.NodeID), Logger: h.log, Registerer: reg, Incarnation: h.bootNonce | 1}); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("%w: Config.Transport: %w", ErrInvalid, err)
 	}

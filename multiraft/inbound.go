@@ -14,7 +14,6 @@ func (h *Host) handleMessages(from transport.NodeID, batch []transport.Envelope)
 	if h.usable() != nil {
 		return
 	}
-	h.live.heard(from) // any frame, an empty one too, says its sender is alive
 	var data, control []uint64
 	for _, e := range batch {
 		g := h.group(GroupID(e.GroupID))

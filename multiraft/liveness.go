@@ -37,6 +37,11 @@ type liveness struct {
 type peerState struct {
 	heard atomic.Int64 // tick of the last frame from it
 	live  atomic.Bool  // as of the last tick (set at once when first heard)
+	// incarnation is the peer's current run; epoch counts the restarts
+	// seen (a new incarnation), so that a group can tell whether its
+	// leader's node restarted since it learned the leader.
+	incarnation atomic.Uint64
+	epoch       atomic.Uint64
 }
 
 func newLiveness(h *Host) *liveness {
@@ -45,21 +50,48 @@ func newLiveness(h *Host) *liveness {
 	return l
 }
 
-// heard notes that a frame from node arrived.
-func (l *liveness) heard(node uint64) {
-	if p := (*l.peers.Load())[node]; p != nil {
-		p.heard.Store(l.now.Load())
+// heard notes that a frame from node arrived, from its given incarnation
+// (0: unknown).
+func (l *liveness) heard(node, incarnation uint64) {
+	p := (*l.peers.Load())[node]
+	if p == nil {
+		p = l.add(node, incarnation)
+	}
+	p.heard.Store(l.now.Load())
+	if incarnation == 0 || p.incarnation.Load() == incarnation {
 		return
 	}
+	l.mu.Lock()
+	old := p.incarnation.Swap(incarnation)
+	if old != 0 && old != incarnation {
+		p.epoch.Add(1)
+	}
+	l.mu.Unlock()
+	if old != 0 && old != incarnation {
+		// The peer restarted within the election timeout: it knows no
+		// leaders any more, and leads nothing. Its groups' followers here
+		// elect; the groups led here tell its replicas who leads.
+		l.h.log.Info("peer restarted", "peer", node)
+		l.h.m.PeerTransitions.WithLabelValues(strconv.FormatUint(node, 10), "restarted").Inc()
+		l.down(node)
+		l.up(node)
+	}
+}
+
+// add makes a peer first heard from: live from now on. Groups may have
+// quiesced with a lagging replica on a node never heard from (one just
+// added).
+func (l *liveness) add(node, incarnation uint64) *peerState {
 	l.mu.Lock()
 	old := *l.peers.Load()
 	if p := old[node]; p != nil { // added meanwhile
 		l.mu.Unlock()
-		p.heard.Store(l.now.Load())
-		return
+		return p
 	}
 	p := &peerState{}
 	p.heard.Store(l.now.Load())
+	p.incarnation.Store(incarnation)
+	p.live.Store(true)
 	next := make(map[uint64]*peerState, len(old)+1)
 	for k, v := range old {
 		next[k] = v
@@ -67,11 +99,17 @@ func (l *liveness) heard(node uint64) {
 	next[node] = p
 	l.peers.Store(&next)
 	l.mu.Unlock()
-	// First heard: live from now on. Groups may have quiesced with a
-	// lagging replica on a node never heard from (one just added).
-	p.live.Store(true)
 	l.h.m.PeerLive.WithLabelValues(strconv.FormatUint(node, 10)).Set(1)
 	l.up(node)
+	return p
+}
+
+// epoch returns how many restarts of a node this host has seen.
+func (l *liveness) epoch(node uint64) uint64 {
+	if p := (*l.peers.Load())[node]; p != nil {
+		return p.epoch.Load()
+	}
+	return 0
 }
 
 // isLive reports whether a node is live: this host always is; a peer is

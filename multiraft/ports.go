@@ -28,6 +28,11 @@ func (p *hostPorts) HandleMessages(from transport.NodeID, batch []transport.Enve
 	(*Host)(p).handleMessages(from, batch)
 }
 
+// HandleAlive implements transport.Handler.
+func (p *hostPorts) HandleAlive(from transport.NodeID, incarnation uint64) {
+	(*Host)(p).live.heard(from, incarnation)
+}
+
 // HandleUnreachable implements transport.Handler.
 func (p *hostPorts) HandleUnreachable(to transport.NodeID, dropped []transport.Envelope) {
 	(*Host)(p).handleUnreachable(to, dropped)

@@ -95,8 +95,12 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	// tick raced with stays quiet.
 	if w.Ticks > 0 && !g.quiesced && (requests || !g.maybeQuiesceLeader()) {
 		for i := 0; i < min(w.Ticks, maxTicksPerPass); i++ {
-			g.rn.Tick()
 			g.ticks++
+			if g.holdTicks > 0 && g.leader == 0 {
+				g.holdTicks-- // see spreadFirstElection
+				continue
+			}
+			g.rn.Tick()
 		}
 		g.maybeCampaign()
 	}

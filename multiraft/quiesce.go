@@ -1,7 +1,9 @@
 package multiraft
 
 import (
+	"maps"
 	"math/rand/v2"
+	"slices"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -164,8 +166,8 @@ func (g *group) unquiesceOnRemoval() {
 
 // checkLiveness acts on the liveness of the nodes the group depends on,
 // when a transition nudged it (and on every pass of an awake follower:
-// one map lookup). A follower whose leader's node is not live forgets the
-// leader (so that the other followers, which may have forgotten it too,
+// one map lookup). A follower whose leader's node is not live, or
+// restarted since the follower learned the leader, forgets the leader (so that the other followers, which may have forgotten it too,
 // grant it their pre-votes at once) and campaigns after a jittered part
 // of the election timeout, so that one follower usually wins without a
 // split vote. A quiesced leader wakes if it lost a live quorum (raft's
@@ -174,9 +176,14 @@ func (g *group) checkLiveness(nudged bool) {
 	switch g.role {
 	case raft.StateFollower:
 		node, known := g.replicas[g.leader]
-		if g.leader == 0 || !known || g.h.live.isLive(node) {
+		if g.leader == 0 || !known {
 			return
 		}
+		epoch := g.h.live.epoch(node)
+		if g.h.live.isLive(node) && epoch == g.leaderEpoch {
+			return
+		}
+		g.leaderEpoch = epoch // a restart is acted on once
 		g.wake("leader_down")
 		if err := g.rn.ForgetLeader(); err != nil {
 			return
@@ -291,4 +298,27 @@ func (g *group) wakeFollowers() {
 		out[node] = append(out[node], transport.Envelope{GroupID: g.id, Message: m})
 	}
 	g.send(out)
+}
+
+// spreadFirstElection keeps a host that starts with many leaderless
+// groups (a new cluster, or every host restarting) from starting an
+// election storm: only the group's preferred replica (one of the voters,
+// by the group's ID, so that leaders spread over the hosts) campaigns, a
+// tick or two after start; the others hold their election clocks for an
+// election timeout, so they campaign only if the preferred one did not
+// win (its host is down, or its log is behind). A replica that hears from
+// a leader meanwhile stops holding.
+func (g *group) spreadFirstElection() {
+	voters := slices.Sorted(slices.Values(g.confState.GetVoters()))
+	if len(voters) == 0 { // a new group: its founding members
+		voters = slices.Sorted(maps.Keys(g.replicas))
+	}
+	if len(voters) == 0 {
+		return // a joining replica: it waits to be added
+	}
+	if voters[g.id%uint64(len(voters))] == g.replicaID {
+		g.campaignAt = 1 + uint64(rand.IntN(2))
+	} else {
+		g.holdTicks = g.h.cfg.ElectionTicks
+	}
 }

@@ -50,6 +50,7 @@ type core struct {
 	ownLog, ownMetrics bool
 	unregister         func()
 	limiter            *rate.Limiter // snapshot bytes sent; nil: unlimited
+	incarnation        atomic.Uint64 // the host's, set at start; in every frame
 
 	sendSlots, recvSlots chan struct{}
 
@@ -114,6 +115,7 @@ func (c *core) start(h Handler, env Env) error {
 		c.logp.Store(env.Logger.With("component", "transport"))
 	}
 	c.mu.h, c.mu.started = h, true
+	c.incarnation.Store(env.Incarnation)
 	return nil
 }
 
@@ -284,8 +286,9 @@ func (c *core) sendLoop(p *outbox) {
 			}
 			return true
 		}
+		fr.incarnation = c.incarnation.Load()
 		if alive {
-			if send(livenessFrame(fr.pool), nil, 0) {
+			if send(fr.liveness(), nil, 0) {
 				p.live.Inc()
 			}
 		}
@@ -357,6 +360,9 @@ func (c *core) receiveFrame(from NodeID, f *inFrame) {
 		alive = alive || len(envs) > 0
 	}
 	if alive {
+		h.HandleAlive(from, f.incarnation)
+	}
+	if len(envs) > 0 {
 		h.HandleMessages(from, envs)
 	}
 }

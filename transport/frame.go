@@ -51,7 +51,8 @@ func coalescible(m *pb.Message) bool {
 // bounds (exact: every record is sized before the frame is cut).
 type framer struct {
 	maxMessages, maxBytes int
-	sizes                 []int // per envelope of the frame: its message's body size, -1 for a heartbeat
+	incarnation           uint64 // the sender's, written in every frame
+	sizes                 []int  // per envelope of the frame: its message's body size, -1 for a heartbeat
 	pool                  mem.BufferPool
 }
 
@@ -59,11 +60,26 @@ func newFramer(cfg Config) *framer {
 	return &framer{maxMessages: cfg.MaxFrameMessages, maxBytes: cfg.MaxFrameBytes, pool: mem.DefaultBufferPool()}
 }
 
-// livenessFrame encodes a frame that is only a liveness record.
-func livenessFrame(pool mem.BufferPool) *[]byte {
-	buf := pool.Get(sizeVarintField(fFrameLiveness, 1))
-	*buf = appendVarintField((*buf)[:0], fFrameLiveness, 1)
+// liveness encodes a frame that is only a liveness record.
+func (f *framer) liveness() *[]byte {
+	buf := f.pool.Get(f.sizeIncarnation() + sizeVarintField(fFrameLiveness, 1))
+	b := f.appendIncarnation((*buf)[:0])
+	*buf = appendVarintField(b, fFrameLiveness, 1)
 	return buf
+}
+
+func (f *framer) sizeIncarnation() int {
+	if f.incarnation == 0 {
+		return 0
+	}
+	return sizeVarintField(fFrameIncarnation, f.incarnation)
+}
+
+func (f *framer) appendIncarnation(b []byte) []byte {
+	if f.incarnation == 0 {
+		return b
+	}
+	return appendVarintField(b, fFrameIncarnation, f.incarnation)
 }
 
 // pack calls emit with each frame, encoded in a buffer from the pool, and
@@ -75,7 +91,7 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 	start := 0
 	for start < len(queue) {
 		f.sizes = f.sizes[:0]
-		bytes, heartbeats, messages := 0, 0, 0
+		bytes, heartbeats, messages := f.sizeIncarnation(), 0, 0
 		end := start
 		for ; end < len(queue); end++ {
 			e := queue[end]
@@ -101,7 +117,7 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 			bytes += size
 		}
 		buf := f.pool.Get(bytes)
-		b := (*buf)[:0]
+		b := f.appendIncarnation((*buf)[:0])
 		for i, e := range queue[start:end] {
 			if f.sizes[i] < 0 {
 				b = appendHeartbeat(b, e)
@@ -120,7 +136,7 @@ func (f *framer) pack(queue []Envelope, emit func(frame *[]byte, carried []Envel
 // unpack turns a frame decoded by gRPC's standard protobuf codec into
 // envelopes, heartbeats first, counting what it drops as malformed.
 func unpack(frame *peerpb.Frame, in *inFrame) {
-	in.handshake, in.size, in.liveness = frame.GetHandshake(), proto.Size(frame), frame.GetLiveness()
+	in.handshake, in.size, in.liveness, in.incarnation = frame.GetHandshake(), proto.Size(frame), frame.GetLiveness(), frame.GetIncarnation()
 	in.envs = make([]Envelope, 0, len(frame.GetHeartbeats())+len(frame.GetHeartbeatResponses())+len(frame.GetMessages()))
 	for _, list := range [...]struct {
 		recs []*peerpb.Heartbeat

@@ -14,6 +14,7 @@ import (
 type nopHandler struct{}
 
 func (nopHandler) HandleMessages(NodeID, []Envelope)             {}
+func (nopHandler) HandleAlive(NodeID, uint64)                    {}
 func (nopHandler) HandleUnreachable(NodeID, []Envelope)          {}
 func (nopHandler) HandleSnapshot(NodeID, *InboundSnapshot) error { return nil }
 func (nopHandler) HandleAdmin(context.Context, NodeID, *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {

@@ -50,9 +50,13 @@ type InboundSnapshot struct {
 // HandleUnreachable must not block; HandleSnapshot may take as long as the
 // data does, and its error is the sender's failure.
 type Handler interface {
+	// HandleAlive says that a frame from a peer arrived (one that the
+	// filters did not cut off): the peer is alive, in the given
+	// incarnation (see Env.Incarnation; 0 from a peer that sends none).
+	// It comes before the frame's messages.
+	HandleAlive(from NodeID, incarnation uint64)
 	// HandleMessages delivers a frame's batch from one peer, in the order
-	// sent (control messages first). Every frame that arrives says its
-	// peer is alive: a liveness record comes as an empty batch.
+	// sent (control messages first).
 	HandleMessages(from NodeID, batch []Envelope)
 	// HandleUnreachable reports messages to a peer that were dropped or
 	// could not be sent.
@@ -76,6 +80,9 @@ type Env struct {
 	// Registerer receives the transport's metrics, if its Config.Metrics
 	// was left unset (nil: they stay unregistered); Close unregisters them.
 	Registerer prometheus.Registerer
+	// Incarnation names the host's current run (random, drawn at start);
+	// every frame carries it, so that peers notice a restart.
+	Incarnation uint64
 }
 
 // Transport sends a host's Raft traffic to its peers.

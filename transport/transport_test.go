@@ -28,7 +28,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type recorder struct {
 	mu          sync.Mutex
 	got         []Envelope
-	calls       int // HandleMessages calls (a liveness record is one)
+	calls       int    // HandleAlive calls: frames that arrived
+	incarnation uint64 // the last HandleAlive's
 	unreachable []Envelope
 	snapshots   [][]byte
 	snapErr     error
@@ -50,7 +51,13 @@ func (r *recorder) HandleMessages(_ NodeID, batch []Envelope) {
 	}
 	r.mu.Lock()
 	r.got = append(r.got, batch...)
+	r.mu.Unlock()
+}
+
+func (r *recorder) HandleAlive(_ NodeID, incarnation uint64) {
+	r.mu.Lock()
 	r.calls++
+	r.incarnation = incarnation
 	r.mu.Unlock()
 }
 

@@ -38,7 +38,7 @@ const (
 
 	fEntType, fEntTerm, fEntIndex, fEntData = 1, 2, 3, 4
 
-	fFrameHandshake, fFrameMessages, fFrameHeartbeats, fFrameHeartbeatResps, fFrameLiveness = 1, 2, 3, 4, 5
+	fFrameHandshake, fFrameMessages, fFrameHeartbeats, fFrameHeartbeatResps, fFrameLiveness, fFrameIncarnation = 1, 2, 3, 4, 5, 6
 
 	fGMGroup, fGMMessage = 1, 2
 
@@ -273,13 +273,14 @@ func appendHeartbeat(b []byte, e Envelope) []byte {
 // fills the embedded frame, which unpack then turns into envelopes.
 type inFrame struct {
 	*peerpb.Frame
-	decoded   bool // filled by decodeFrame, not by the standard codec
-	handshake *peerpb.Handshake
-	envs      []Envelope
-	size      int
-	liveness  bool // the frame is a liveness record
-	badHB     int  // malformed heartbeat records
-	badMsg    int  // malformed message records
+	decoded     bool // filled by decodeFrame, not by the standard codec
+	handshake   *peerpb.Handshake
+	envs        []Envelope
+	size        int
+	liveness    bool   // the frame is a liveness record
+	incarnation uint64 // the sender's
+	badHB       int    // malformed heartbeat records
+	badMsg      int    // malformed message records
 }
 
 // heartbeatSlab holds a decoded heartbeat and its fields in one
@@ -348,8 +349,11 @@ func decodeFrame(b []byte, f *inFrame) error {
 	f.decoded, f.size = true, len(b)
 	nhb, nmsg := 0, 0
 	err := fields(b, func(fl field) error {
-		if fl.num == fFrameLiveness && fl.typ == protowire.VarintType {
+		switch {
+		case fl.num == fFrameLiveness && fl.typ == protowire.VarintType:
 			f.liveness = fl.v != 0
+		case fl.num == fFrameIncarnation && fl.typ == protowire.VarintType:
+			f.incarnation = fl.v
 		}
 		if fl.typ != protowire.BytesType {
 			return nil // not ours: skipped, as an unknown field would be

@@ -25,7 +25,7 @@ func TestWorkloadsRun(t *testing.T) {
 			return r.Proposals > 0 && r.P99Ms > 0 && r.FsyncsPerSecHost > 0 && r.FramesPerSec > 0 && r.CPUCores > 0
 		}},
 		{Config{Workload: "idle-10k", Groups: 30}, func(r *Report) bool {
-			return r.ElectSeconds > 0 && r.HeartbeatsPerSec > 0 && r.Proposals == 0
+			return r.ElectSeconds > 0 && r.WireRecordsPerSec > 0 && r.Proposals == 0
 		}},
 		{Config{Workload: "restart-10k", Groups: 10, Entries: 5, Proposers: 10}, func(r *Report) bool {
 			return r.RestartSeconds > 0 && r.Proposals == 50

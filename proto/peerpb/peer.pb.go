@@ -112,7 +112,12 @@ type Frame struct {
 	HeartbeatResponses []*Heartbeat           `protobuf:"bytes,4,rep,name=heartbeat_responses,json=heartbeatResponses,proto3" json:"heartbeat_responses,omitempty"`
 	// liveness: the frame carries nothing else and says only that its
 	// sender is alive; sent once per tick to a peer nothing else went to.
-	Liveness      bool `protobuf:"varint,5,opt,name=liveness,proto3" json:"liveness,omitempty"`
+	Liveness bool `protobuf:"varint,5,opt,name=liveness,proto3" json:"liveness,omitempty"`
+	// incarnation names the sender's current run (a random number drawn at
+	// start): a peer whose incarnation changes has restarted, and lost what
+	// it knew of its groups' leaders, so the receiver treats it as down and
+	// up again at once.
+	Incarnation   uint64 `protobuf:"varint,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +185,13 @@ func (x *Frame) GetLiveness() bool {
 		return x.Liveness
 	}
 	return false
+}
+
+func (x *Frame) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 // GroupMessage is one Raft message of one group.
@@ -749,7 +761,7 @@ const file_peerpb_peer_proto_rawDesc = "" +
 	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x1b\n" +
 	"\tfrom_node\x18\x02 \x01(\x04R\bfromNode\x12\x17\n" +
 	"\ato_node\x18\x03 \x01(\x04R\x06toNode\x12)\n" +
-	"\x10protocol_version\x18\x04 \x01(\rR\x0fprotocolVersion\"\xa5\x02\n" +
+	"\x10protocol_version\x18\x04 \x01(\rR\x0fprotocolVersion\"\xc7\x02\n" +
 	"\x05Frame\x129\n" +
 	"\thandshake\x18\x01 \x01(\v2\x1b.flotilla.peer.v1.HandshakeR\thandshake\x12:\n" +
 	"\bmessages\x18\x02 \x03(\v2\x1e.flotilla.peer.v1.GroupMessageR\bmessages\x12;\n" +
@@ -757,7 +769,8 @@ const file_peerpb_peer_proto_rawDesc = "" +
 	"heartbeats\x18\x03 \x03(\v2\x1b.flotilla.peer.v1.HeartbeatR\n" +
 	"heartbeats\x12L\n" +
 	"\x13heartbeat_responses\x18\x04 \x03(\v2\x1b.flotilla.peer.v1.HeartbeatR\x12heartbeatResponses\x12\x1a\n" +
-	"\bliveness\x18\x05 \x01(\bR\bliveness\"T\n" +
+	"\bliveness\x18\x05 \x01(\bR\bliveness\x12 \n" +
+	"\vincarnation\x18\x06 \x01(\x04R\vincarnation\"T\n" +
 	"\fGroupMessage\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12)\n" +
 	"\amessage\x18\x02 \x01(\v2\x0f.raftpb.MessageR\amessage\"\xaa\x01\n" +
