@@ -24,8 +24,13 @@ func TestAdmissionControl(t *testing.T) {
 	c.WaitLeaders(ids)
 	leader := c.Leader(ids[0])
 	for c.Leader(ids[1]) != leader {
+		from := c.Leader(ids[1])
+		if from == 0 {
+			c.WaitLeaders(ids[1:])
+			continue
+		}
 		if err := c.Do("moving group 2's leader", func(ctx context.Context) error {
-			return c.Host(c.Leader(ids[1])).TransferLeadership(ctx, ids[1], leader)
+			return c.Host(from).TransferLeadership(ctx, ids[1], leader)
 		}); err != nil && !errors.Is(err, multiraft.ErrNotLeader) {
 			t.Fatal(err)
 		}

@@ -80,15 +80,37 @@
 //     a storage read error (raft's panic on it included) fail the whole
 //     host (fail-stop, EventListener.HostFailed, ErrStopped).
 //
+// # Liveness at scale and under load
+//
+// Leadership must survive thousands of idle groups and any offered load,
+// so the failure detector is kept apart from the data:
+//
+//   - Quiescence (quiesce.go). An idle group's leader sends one quiesce
+//     heartbeat instead of ticking and leaves the tick loop with its
+//     followers: a quiesced group costs no CPU and sends nothing. Any
+//     request, or a message that leaves raft work, wakes it.
+//   - Node liveness (liveness.go). One view per host of which peers are
+//     live, fed by every frame (and a liveness record per peer per tick
+//     when nothing else goes), and of each peer's incarnation. Followers
+//     of a dead or restarted leader's node forget it and elect, jittered;
+//     a leader quiesces past a dead follower's node and wakes when it is
+//     back where it lags. Costs are per peer, not per group.
+//   - A control lane in the transport's queues and frames and in the
+//     scheduler: heartbeats, votes and timeout-now go ahead of appends,
+//     are not charged to the inbox budget, and groups without a leader are
+//     processed first.
+//   - Admission control: a host holds at most MaxProposalsInFlight
+//     proposals; beyond it Propose fails at once with a *BusyError and a
+//     jittered retry hint, so callers queue and the host stays well within
+//     its election timeout.
+//   - Start-up: only a group's preferred replica campaigns at first; the
+//     others hold back an election timeout, so a host starting with many
+//     groups does not start an election storm and leaders spread.
+//
 // # Goroutines
 //
 // The host runs one of its own, the space alarm's disk check; the
-// scheduler's workers and tick loop, the store's log writer and the
-// transport's senders do the rest, and each is stopped by Close. A group
-// owns nothing but memory.
-//
-// # Not yet here
-//
-// Quiescence of idle groups, node liveness and admission control come
-// with their own issues.
+// scheduler's workers and tick loop (which also moves the liveness view),
+// the store's log writer and the transport's senders do the rest, and
+// each is stopped by Close. A group owns nothing but memory.
 package multiraft

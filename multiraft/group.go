@@ -117,10 +117,8 @@ type group struct {
 }
 
 func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
-	g := &group{h: h, id: st.ID(), st: st,
-		pending: make(map[uint64]*proposal), byIndex: make(map[uint64][]*proposal), reads: make(map[string]*readRequest), sending: make(map[uint64]uint64),
-		learned: make(map[uint64]uint64), staged: make(map[uint64]*stagedSnapshot)}
-	g.mu.unreachable = make(map[uint64]struct{})
+	// The group's maps are made on first use: an idle group needs none.
+	g := &group{h: h, id: st.ID(), st: st}
 	g.sm = h.newMachine(g)
 	applied := st.Applied()
 	g.replicaID = st.ReplicaID()

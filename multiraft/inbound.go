@@ -56,6 +56,9 @@ func (h *Host) handleUnreachable(_ transport.NodeID, dropped []transport.Envelop
 			continue
 		}
 		g.mu.Lock()
+		if g.mu.unreachable == nil {
+			g.mu.unreachable = make(map[uint64]struct{})
+		}
 		g.mu.unreachable[e.Message.GetTo()] = struct{}{}
 		g.mu.Unlock()
 		h.sched.Enqueue(e.GroupID, scheduler.Messages)

@@ -99,7 +99,11 @@ func (l *liveness) add(node, incarnation uint64) *peerState {
 	next[node] = p
 	l.peers.Store(&next)
 	l.mu.Unlock()
-	l.h.m.PeerLive.WithLabelValues(strconv.FormatUint(node, 10)).Set(1)
+	label := strconv.FormatUint(node, 10)
+	l.h.m.PeerLive.WithLabelValues(label).Set(1)
+	for _, to := range []string{"live", "dead", "restarted"} {
+		l.h.m.PeerTransitions.WithLabelValues(label, to)
+	}
 	l.up(node)
 	return p
 }

@@ -121,7 +121,7 @@ func (g *group) proposeConfChanges(reqs []*confChangeRequest) []*proposal {
 			r.p.finish(Result{}, fmt.Errorf("%w: %w", ErrRejected, err))
 			continue
 		}
-		g.pending[r.p.id] = r.p
+		g.addPending(r.p)
 		proposed = append(proposed, r.p)
 	}
 	return proposed

@@ -67,6 +67,9 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 			continue
 		}
 		if _, known := g.replicas[m.m.GetFrom()]; !known && len(g.learned) < maxLearned {
+			if g.learned == nil {
+				g.learned = make(map[uint64]uint64)
+			}
 			g.learned[m.m.GetFrom()] = m.from
 		}
 		if hook := h.cfg.testing.beforeStep; hook != nil {
@@ -246,7 +249,7 @@ func (g *group) propose(ps []*proposal) {
 		return
 	}
 	for _, p := range ps {
-		g.pending[p.id] = p
+		g.addPending(p)
 	}
 }
 
@@ -325,6 +328,9 @@ func (g *group) notePositions(entries []*pb.Entry) {
 	note := func(id uint64, index uint64) {
 		if p, ok := g.pending[id]; ok && p.index == 0 {
 			p.index = index
+			if g.byIndex == nil {
+				g.byIndex = make(map[uint64][]*proposal)
+			}
 			g.byIndex[index] = append(g.byIndex[index], p)
 		}
 	}

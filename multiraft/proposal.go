@@ -118,3 +118,12 @@ func decodeBatch(b []byte, fn func(slot int, id uint64, data []byte)) error {
 	}
 	return nil
 }
+
+// addPending notes a proposal handed to raft (the map is made on first
+// use: an idle group has none).
+func (g *group) addPending(p *proposal) {
+	if g.pending == nil {
+		g.pending = make(map[uint64]*proposal)
+	}
+	g.pending[p.id] = p
+}

@@ -112,6 +112,9 @@ func (g *group) issueRead(r *readRequest) {
 	}
 	r.ctx = g.h.newReadContext()
 	r.issued = g.ticks
+	if g.reads == nil {
+		g.reads = make(map[string]*readRequest)
+	}
 	g.reads[r.ctx] = r
 	g.rn.ReadIndex([]byte(r.ctx))
 }

@@ -89,6 +89,9 @@ func (g *group) sendSnapshot(m *pb.Message) {
 	m.Snapshot = &pb.Snapshot{Metadata: &pb.SnapshotMetadata{
 		Index: new(applied.Index), Term: new(applied.Term), ConfState: proto.Clone(pb.EnsureConfState(applied.ConfState)).(*pb.ConfState),
 	}}
+	if g.sending == nil {
+		g.sending = make(map[uint64]uint64)
+	}
 	g.sending[to] = applied.Index
 	g.h.trans.SendSnapshot(node, &transport.OutboundSnapshot{
 		GroupID: g.id,
@@ -214,6 +217,9 @@ func (g *group) stage(received map[uint64]*stagedSnapshot) {
 	for index, s := range received {
 		if old := g.staged[index]; old != nil {
 			g.h.releaseStaged(old)
+		}
+		if g.staged == nil {
+			g.staged = make(map[uint64]*stagedSnapshot)
 		}
 		g.staged[index] = s
 	}

@@ -5,7 +5,7 @@
 // # What it owns
 //
 // Work flags. Each group has a set of flags (Messages, Requests, Tick,
-// Storage) saying what kind of work waits for it. Enqueue raises flags;
+// Storage, Control) saying what kind of work waits for it. Enqueue raises flags;
 // raising a flag that is already raised does nothing except that ticks are
 // counted. A group with raised flags sits in the run queue at most once,
 // and a group is never processed by two workers at once: flags raised while
@@ -13,8 +13,14 @@
 // queue when the worker is done (FIFO fairness). A group whose flags are all
 // cleared is forgotten, so an idle group takes no memory here.
 //
-// A priority lane. Groups marked with SetPriority (the embedder's system
-// groups) are queued in a lane that workers always serve first.
+// Lanes. Groups marked with SetPriority (the embedder's system groups) are
+// queued in a lane that workers always serve first. Then comes the control
+// lane: groups whose only work is the failure detector's (the Control flag
+// for heartbeats and votes, and ticks), and groups marked with SetUrgent
+// (the host marks those without a leader or in an election). Everything
+// else waits in the normal lane. A group's lane is chosen when it is
+// queued, and work raised while it waits rides along, so it sits in one
+// lane at a time.
 //
 // The tick loop. One goroutine, driven by the host's Clock, raises the Tick
 // flag of every group marked with SetTicking, once per TickInterval. It

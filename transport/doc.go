@@ -14,24 +14,42 @@
 //
 // # The core both transports share (core.go, outbox.go, frame.go, wire.go)
 //
-// Each peer has one queue, bounded in messages and bytes (heartbeats and
-// responses apart, under their own bound, so that an overloaded queue
-// drops appends, which raft resends, and never the heartbeats whose loss
-// would end in elections), and one sender
-// goroutine that drains it into frames (bounded in messages and bytes)
-// carrying the messages of every group for that peer. Messages of one
-// group to one peer stay in order.
+// Each peer has one queue in two lanes, and one sender goroutine that
+// drains it into frames (bounded in messages and bytes) carrying the
+// messages of every group for that peer. The control lane holds the
+// failure detector's messages (heartbeats and their responses, votes,
+// pre-votes and theirs, timeout-now) under a bound of its own; the data
+// lane holds the rest, bounded in messages and bytes. The sender takes
+// the control lane first, and a frame carries control records before
+// data, so a heartbeat or a vote never waits behind appends (only behind
+// the frame being written), and an overloaded data lane drops appends,
+// which raft resends, never the heartbeats whose loss would end in
+// elections. The failure detector's messages may therefore overtake a
+// group's appends, which Raft tolerates: a heartbeat's commit never
+// exceeds what the follower acknowledged, a vote from a newer term makes
+// older appends stale, and timeout-now follows the transferee's
+// acknowledgement. Any other two messages of one group to one peer stay
+// in order, and so do two control messages.
 //
 // Heartbeats and heartbeat responses are coalesced: each becomes a small
-// record (group, from, to, term, commit, context) in its frame, and plain
+// record (group, from, to, term, commit, context, and the quiesce flag
+// with which a leader quiesces an idle group) in its frame, and plain
 // ones (without a ReadIndex context) do not wake the sender. They wait for
 // the host's tick, which calls Flush before it ticks any group: each tick
 // sends exactly the heartbeats and responses of the tick before, in one
 // frame per peer, whatever the number of groups. A heartbeat with a
 // ReadIndex context, or any other message, wakes the sender, and whatever
-// heartbeats wait ride along. A heartbeat is never placed in a frame after
-// another message of its group (the receiver delivers a frame's heartbeats
-// first), and two heartbeats of a group are never merged.
+// heartbeats wait ride along. Two heartbeats of a group are never merged.
+//
+// Liveness. Every frame carries its sender's incarnation (a number drawn
+// when the host starts) and tells the receiving host, through
+// Handler.HandleAlive, that its sender is alive in that incarnation; a
+// flush that finds nothing to send to a peer that nothing went to since
+// the last flush sends a liveness record, a frame with nothing else in
+// it. An idle host thus sends one small frame per peer per tick, and a
+// host sees any peer it hears from at least once a tick, whatever the
+// groups do. A peer first heard from gets a queue and sender too, so
+// liveness flows both ways.
 //
 // A failed send reports the frame and everything queued behind it
 // unreachable and marks the peer down: until the next successful dial,
@@ -69,8 +87,10 @@
 // GRPC (grpc.go, grpc_snapshot.go, tls.go) is the production transport:
 // each host opens one long-lived client stream of frames to each peer (so
 // a pair of nodes has one stream per direction, and responses travel on
-// the other node's stream). The first frame's handshake names the cluster
-// and both nodes; a wrong cluster or receiver is refused and counted.
+// the other node's stream). The first frame's handshake names the cluster,
+// both nodes and the peer protocol's version (ProtocolVersion); a wrong
+// cluster, receiver or version is refused, counted and logged, so a node
+// of another version refuses clearly rather than misreads.
 // Snapshots travel on their own streams in chunks with a CRC-32C,
 // throttled by one rate limiter per host and bounded in concurrent sends
 // and receives; the receiver's reader reaches EOF only once the last chunk
