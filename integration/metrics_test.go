@@ -95,7 +95,8 @@ func TestMetricsMove(t *testing.T) {
 	var stuck []string
 	for _, name := range []string{
 		"flotilla_host_groups", "flotilla_host_groups_by_role", "flotilla_host_leaders", "flotilla_host_elections_total",
-		"flotilla_host_leader_changes_total", "flotilla_host_proposals_total", "flotilla_host_propose_duration_seconds",
+		"flotilla_host_leader_changes_total", "flotilla_host_leaderships_acquired_total", "flotilla_host_wakeups_total",
+		"flotilla_host_peer_live", "flotilla_host_peer_liveness_changes_total", "flotilla_host_proposals_total", "flotilla_host_propose_duration_seconds",
 		"flotilla_host_apply_duration_seconds", "flotilla_host_read_index_duration_seconds", "flotilla_host_messages_dropped_total",
 		"flotilla_store_log_batches_total", "flotilla_store_log_items_total", "flotilla_store_log_entries_total",
 		"flotilla_store_log_bytes_total", "flotilla_store_log_batch_items", "flotilla_store_log_batch_bytes",
@@ -107,6 +108,7 @@ func TestMetricsMove(t *testing.T) {
 		"flotilla_transport_messages_sent_total", "flotilla_transport_messages_received_total", "flotilla_transport_bytes_sent_total",
 		"flotilla_transport_bytes_received_total", "flotilla_transport_frames_sent_total", "flotilla_transport_frames_received_total",
 		"flotilla_transport_heartbeats_coalesced_total", "flotilla_transport_heartbeat_flushes_total",
+		"flotilla_transport_liveness_sent_total", "flotilla_transport_liveness_received_total",
 		"flotilla_transport_queue_dropped_total", "flotilla_transport_reconnects_total", "flotilla_transport_stream_up",
 		"flotilla_transport_filter_dropped_total", "flotilla_transport_snapshots_sent_total", "flotilla_transport_snapshots_received_total",
 		"flotilla_transport_snapshots_failed_total", "flotilla_transport_snapshot_bytes_sent_total",

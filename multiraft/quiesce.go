@@ -138,7 +138,6 @@ func (g *group) setQuiesced() {
 	g.quiet.Store(true)
 	g.h.sched.SetTicking(g.id, false)
 	g.h.m.QuiescedGroups.Inc()
-	g.st.DropCache() // nothing in flight: every cached entry is on disk
 }
 
 // wake ends the group's quiescence, if it is quiesced; cause labels the

@@ -120,12 +120,6 @@ func (g *GroupStorage) Applied() AppliedState {
 	return a
 }
 
-// DropCache forgets the group's entries in the host's shared entry cache
-// (they stay on disk, and reads fall through to it): a quiesced group's
-// entries are rarely read again, and the cache's budget is better spent
-// on active groups.
-func (g *GroupStorage) DropCache() { g.s.cache.drop(g.id) }
-
 // FirstIndex implements raft.Storage.
 func (g *GroupStorage) FirstIndex() (uint64, error) {
 	return g.view().first, nil

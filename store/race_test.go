@@ -49,11 +49,15 @@ func readers(t *testing.T, n int, stop <-chan struct{}, read func(rng *rand.Rand
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 7))
-			for {
-				select {
-				case <-stop:
-					return
-				default:
+			// At least one read each, however early stop comes (a busy
+			// machine may run the writer to its end first).
+			for first := true; ; first = false {
+				if !first {
+					select {
+					case <-stop:
+						return
+					default:
+					}
 				}
 				if err := read(rng); err != nil {
 					errc <- err

@@ -51,10 +51,12 @@ var Workloads = map[string]Config{
 	"idle-100k":    {Groups: 100000},
 	"restart-10k":  {Groups: 10000, Payload: 16, Proposers: 1000, Entries: 1000},
 	"failover-1k":  {Groups: 1000, Payload: 128, Proposers: 10000},
+	// failover-idle-10k: idle-10k, then one host is killed.
+	"failover-idle-10k": {Groups: 10000},
 }
 
 // Names lists the workloads in BENCH.md's order.
-var Names = []string{"write-48", "write-48-128", "write-1k", "latency-48", "idle-10k", "idle-100k", "restart-10k", "failover-1k"}
+var Names = []string{"write-48", "write-48-128", "write-1k", "latency-48", "idle-10k", "idle-100k", "restart-10k", "failover-1k", "failover-idle-10k"}
 
 // Report is what a run measured. Rates are over the measured window.
 type Report struct {
@@ -154,6 +156,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	case "idle-10k", "idle-100k":
 		r.Proposers = 0
 		err = runIdle(ctx, c, cfg, r)
+	case "failover-idle-10k":
+		r.Proposers = 0
+		err = runFailoverIdle(ctx, c, cfg, r)
 	case "restart-10k":
 		err = runRestart(ctx, c, cfg, r)
 	case "failover-1k":
@@ -473,26 +478,8 @@ func failoverPhase(ctx context.Context, c cluster, cfg Config, r *Report, l *loa
 		return err
 	}
 	// How long until every group node 3 led has a new serving leader:
-	// watched apart from the throughput, for up to 30 s.
-	electedCh := make(chan time.Duration, 1)
-	go func() {
-		for time.Since(killed) < 30*time.Second && ctx.Err() == nil {
-			leaders, _ := c.leaders(cfg.Groups)
-			all := true
-			for _, g := range orphans {
-				if leaders[g] == 0 {
-					all = false
-					break
-				}
-			}
-			if all {
-				electedCh <- time.Since(killed)
-				return
-			}
-			_ = sleepCtx(ctx, 20*time.Millisecond)
-		}
-		electedCh <- 0
-	}()
+	// watched apart from the throughput.
+	electedCh := watchElections(ctx, c, cfg.Groups, orphans, killed)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for time.Since(killed) < cfg.Duration/2 {
@@ -530,6 +517,57 @@ func failoverPhase(ctx context.Context, c cluster, cfg Config, r *Report, l *loa
 		}
 	}
 	return nil
+}
+
+// watchElections reports how long after killed every orphan group had a
+// serving leader again (0: not within 30 s).
+func watchElections(ctx context.Context, c cluster, groups int, orphans []int, killed time.Time) <-chan time.Duration {
+	electedCh := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(killed) < 30*time.Second && ctx.Err() == nil {
+			leaders, _ := c.leaders(groups)
+			all := true
+			for _, g := range orphans {
+				if leaders[g] == 0 {
+					all = false
+					break
+				}
+			}
+			if all {
+				electedCh <- time.Since(killed)
+				return
+			}
+			_ = sleepCtx(ctx, 20*time.Millisecond)
+		}
+		electedCh <- 0
+	}()
+	return electedCh
+}
+
+// runFailoverIdle is idle-10k, then node 3 is killed: how many election
+// timeouts until every group it led has a new leader (BENCH.md's bar: 2),
+// from quiescence, where only node liveness can notice.
+func runFailoverIdle(ctx context.Context, c cluster, cfg Config, r *Report) error {
+	if err := runIdle(ctx, c, cfg, r); err != nil {
+		return err
+	}
+	leaders, _ := c.leaders(cfg.Groups)
+	var orphans []int
+	for g := 1; g <= cfg.Groups; g++ {
+		if leaders[g] == 3 {
+			orphans = append(orphans, g)
+		}
+	}
+	killed := time.Now()
+	if err := c.stop(2); err != nil {
+		return err
+	}
+	elected := <-watchElections(ctx, c, cfg.Groups, orphans, killed)
+	r.FailoverTimeouts = -1
+	if elected > 0 {
+		r.FailoverTimeouts = elected.Seconds() / c.electionTimeout().Seconds()
+	}
+	return ctx.Err()
 }
 
 func runIdle(ctx context.Context, c cluster, cfg Config, r *Report) error {
@@ -694,6 +732,8 @@ func TableHeader(w io.Writer) {
 func TableRow(w io.Writer, r *Report) {
 	other := ""
 	switch {
+	case r.Workload == "failover-idle-10k":
+		other = fmt.Sprintf("elected in %.1fs; new leaders %.2f election timeouts after the kill", r.ElectSeconds, r.FailoverTimeouts)
 	case r.ElectSeconds > 0:
 		other = fmt.Sprintf("elected in %.1fs, %.0f B RSS/replica", r.ElectSeconds, r.RSSPerReplica)
 	case r.ElectSeconds < 0:

@@ -27,6 +27,9 @@ func TestWorkloadsRun(t *testing.T) {
 		{Config{Workload: "idle-10k", Groups: 30}, func(r *Report) bool {
 			return r.ElectSeconds > 0 && r.WireRecordsPerSec > 0 && r.Proposals == 0
 		}},
+		{Config{Workload: "failover-idle-10k", Groups: 30}, func(r *Report) bool {
+			return r.ElectSeconds > 0 && r.FailoverTimeouts > 0
+		}},
 		{Config{Workload: "restart-10k", Groups: 10, Entries: 5, Proposers: 10}, func(r *Report) bool {
 			return r.RestartSeconds > 0 && r.Proposals == 50
 		}},
