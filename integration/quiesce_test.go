@@ -312,3 +312,31 @@ func TestNoElectionStormAtStart(t *testing.T) {
 	}
 	spread("after a restart")
 }
+
+// TestFailedHostUnderQuiescence: a host that fails (a sync failed) stops
+// sending liveness records too, so the quiesced groups it led, which
+// nothing else would wake, get new leaders among the others.
+func TestFailedHostUnderQuiescence(t *testing.T) {
+	groups := 30
+	c, ids := quiescedCluster(t, groups)
+	const victim = 1
+	var led []multiraft.GroupID
+	for _, g := range ids {
+		if c.Leader(g) == victim {
+			led = append(led, g)
+		}
+	}
+	c.FailSyncs(victim)
+	if _, err := proposeWithTime(c, victim, led[0], []byte("on a dying disk")); err == nil {
+		t.Fatal("a proposal was acknowledged by a host whose sync failed")
+	}
+	c.WaitFor("the host to stop", 30*time.Second, func() bool { return c.Host(victim).Err() != nil })
+	c.WaitFor("new leaders for every group the failed host led", time.Minute, func() bool {
+		for _, g := range led {
+			if l := c.Leader(g); l == 0 || l == victim {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -139,6 +139,11 @@ func NewHost(cfg Config) (*Host, error) {
 		// liveness record to a peer nothing else went to). Then the
 		// liveness view moves on, before any group ticks.
 		OnTick: func() {
+			if h.Err() != nil {
+				// A failed host says nothing more, liveness records
+				// included: its peers must see it dead, and elect.
+				return
+			}
 			cfg.Transport.Flush()
 			h.live.tick()
 		},
