@@ -75,7 +75,8 @@ func NewHost() *Host {
 		Wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "wakeups_total",
 			Help: "Quiesced groups woken, by cause: request (proposal, read, transfer, membership change), message (from a peer), " +
 				"leader_down (the leader's node stopped being live), peer_up (a lagging follower's node is live again), " +
-				"quorum (a leader lost a live quorum), raft (a response or completion left raft work)."}, []string{"cause"}),
+				"quorum (a leader lost a live quorum), raft (a response or completion left raft work), " +
+				"asked (a follower woke its leader, or a gone leader replica's host woke its followers)."}, []string{"cause"}),
 		PeerLive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "peer_live",
 			Help: "1 while a peer node is live (heard from within the election timeout), 0 once not."}, []string{"peer"}),
 		PeerTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "peer_liveness_changes_total",

@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/raft/v3/tracker"
 
 	"github.com/flotilla-io/flotilla/store"
+	"github.com/flotilla-io/flotilla/transport"
 )
 
 // group is one Raft group hosted here.
@@ -54,9 +55,9 @@ type group struct {
 	quiet      atomic.Bool   // quiesced (see quiesce.go)
 	// nudged is set by a liveness transition that concerns the group,
 	// before it is queued: its next pass looks at liveness.
-	nudged  atomic.Bool
-	serving atomic.Bool // this host leads and has applied an entry of its term
-	broken  atomic.Bool // the group failed alone (failed is set)
+	nudged  atomic.Uint32 // nudgeDown | nudgeUp
+	serving atomic.Bool   // this host leads and has applied an entry of its term
+	broken  atomic.Bool   // the group failed alone (failed is set)
 	status  atomic.Pointer[Status]
 
 	// Owned by the worker.
@@ -107,6 +108,7 @@ type group struct {
 	quiesceAsked *quiesceCheck
 	campaignAt   uint64
 	leaderEpoch  uint64 // restarts of the leader's node seen when it was learned
+	leaderHeard  uint64 // g.ticks when a message from the leader was last stepped
 	// holdTicks is how many more ticks a replica that is not its group's
 	// preferred one waits before its election clock runs, at start.
 	holdTicks int
@@ -314,6 +316,7 @@ type inbound struct {
 	m       *pb.Message
 	from    uint64
 	quiesce bool // a quiesce heartbeat
+	wake    bool // not a Raft message: a request to wake (never stepped)
 }
 
 // deliver queues an inbound message, dropping it if the group's inbox or
@@ -321,29 +324,28 @@ type inbound struct {
 // to another replica ID (a stale or future incarnation of this replica).
 // It reports whether the message found the inbox empty: only then must the
 // caller raise the group's flag (a worker drains the whole inbox).
-func (g *group) deliver(from uint64, m *pb.Message, quiesce bool) bool {
+func (g *group) deliver(from uint64, e transport.Envelope) bool {
+	m := e.Message
 	if m.GetTo() != g.replicaID {
 		g.h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
 		return false
 	}
-	// The failure detector's messages are not charged to the host's
-	// inbox budget, and a group takes as many again of them as its inbox
-	// holds: a host full of appends under overload must not drop the
-	// heartbeats and votes that keep its leaders.
-	control, limit := controlMessage(m), g.h.cfg.MaxGroupInbox
-	var size int64
-	if control {
-		limit *= 2
-	} else {
-		size = int64(64 + len(m.GetContext()))
-		for _, e := range m.GetEntries() {
-			size += int64(32 + len(e.GetData()))
-		}
-		if g.h.inboxBytes.Add(size) > g.h.cfg.InboxBudgetBytes {
-			g.h.inboxBytes.Add(-size)
-			g.h.m.InboxDropped.Inc()
-			return false
-		}
+	// The failure detector's messages have room of their own: an eighth
+	// more of the host's inbox budget, and as many again as a group's
+	// inbox holds. A host full of appends under overload must not drop
+	// the heartbeats and votes that keep its leaders.
+	size := int64(64 + len(m.GetContext()))
+	for _, e := range m.GetEntries() {
+		size += int64(32 + len(e.GetData()))
+	}
+	budget, limit := g.h.cfg.InboxBudgetBytes, g.h.cfg.MaxGroupInbox
+	if controlMessage(m) {
+		budget, limit = budget+budget/8, 2*limit
+	}
+	if g.h.inboxBytes.Add(size) > budget {
+		g.h.inboxBytes.Add(-size)
+		g.h.m.InboxDropped.Inc()
+		return false
 	}
 	g.mu.Lock()
 	if g.mu.refuse != nil || len(g.mu.inbox) >= limit {
@@ -358,7 +360,7 @@ func (g *group) deliver(from uint64, m *pb.Message, quiesce bool) bool {
 		return false
 	}
 	first := len(g.mu.inbox) == 0
-	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from, quiesce: quiesce})
+	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from, quiesce: e.Quiesce, wake: e.Wake})
 	g.mu.inboxBytes += size
 	g.mu.Unlock()
 	g.h.m.InboxBytes.Add(float64(size))

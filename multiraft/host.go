@@ -96,7 +96,7 @@ func NewHost(cfg Config) (*Host, error) {
 	for _, result := range []string{"ok", "not_leader", "busy", "no_space", "rejected", "ambiguous", "error"} {
 		h.proposed[result] = h.m.Proposals.WithLabelValues(result)
 	}
-	for _, cause := range []string{"request", "message", "leader_down", "peer_up", "quorum", "raft"} {
+	for _, cause := range []string{"request", "message", "leader_down", "peer_up", "quorum", "raft", "asked"} {
 		h.m.Wakeups.WithLabelValues(cause) // every cause's series exists from the start
 	}
 	h.readsWaiting, h.transfersWaiting = h.m.RequestsWaiting.WithLabelValues("read"), h.m.RequestsWaiting.WithLabelValues("transfer")

@@ -14,23 +14,35 @@ func (h *Host) handleMessages(from transport.NodeID, batch []transport.Envelope)
 	if h.usable() != nil {
 		return
 	}
-	var data, control []uint64
+	// The groups this frame queues (their inbox was empty), and whether it
+	// brought them data or only the failure detector's messages: those go
+	// to the scheduler's control lane, ahead of data. (A group queued
+	// already keeps its lane; its pass steps whatever its inbox holds.)
+	var queued map[uint64]bool
 	for _, e := range batch {
 		g := h.group(GroupID(e.GroupID))
 		if g == nil {
 			h.m.MessagesDropped.WithLabelValues("unknown_group").Inc()
 			continue
 		}
-		if g.deliver(from, e.Message, e.Quiesce) {
-			if controlMessage(e.Message) {
-				control = append(control, e.GroupID)
-			} else {
-				data = append(data, e.GroupID)
+		data := !controlMessage(e.Message)
+		if g.deliver(from, e) {
+			if queued == nil {
+				queued = make(map[uint64]bool)
 			}
+			queued[e.GroupID] = data
+		} else if _, ok := queued[e.GroupID]; ok && data {
+			queued[e.GroupID] = true
 		}
 	}
-	// A group whose inbox holds only the failure detector's messages is
-	// processed in the scheduler's control lane, ahead of data.
+	var data, control []uint64
+	for id, d := range queued {
+		if d {
+			data = append(data, id)
+		} else {
+			control = append(control, id)
+		}
+	}
 	h.sched.EnqueueMany(control, scheduler.Control)
 	h.sched.EnqueueMany(data, scheduler.Messages)
 }

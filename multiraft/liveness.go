@@ -6,7 +6,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/raft/v3/raftpb"
+
 	"github.com/flotilla-io/flotilla/scheduler"
+	"github.com/flotilla-io/flotilla/transport"
 )
 
 // Node liveness.
@@ -30,8 +33,23 @@ type liveness struct {
 	// peers is copied on write (a new peer is rare), so that noting a
 	// frame takes no lock.
 	peers atomic.Pointer[map[uint64]*peerState]
-	mu    sync.Mutex // serializes writers of peers
+	mu    sync.Mutex // serializes writers of peers; guards orphans
+	// orphans are the followers of leader replicas that are gone from
+	// this host (failed or removed) while it stays live: asked to wake at
+	// every tick for a while (see group.wakeFollowers).
+	orphans []orphan
 }
+
+// orphan is a gone leader replica's group, and until when its followers
+// are asked to wake.
+type orphan struct {
+	group, replica uint64
+	followers      map[uint64]uint64 // replica -> node
+	until          int64
+}
+
+// maxOrphans bounds the orphan list (oldest dropped first).
+const maxOrphans = 1 << 16
 
 // peerState is one peer as the host sees it.
 type peerState struct {
@@ -126,11 +144,52 @@ func (l *liveness) isLive(node uint64) bool {
 	return p != nil && p.live.Load()
 }
 
+// orphaned asks the followers of a leader replica that is gone from this
+// host to wake, at every tick for two election timeouts.
+func (l *liveness) orphaned(groupID, replica uint64, replicas map[uint64]uint64) {
+	followers := make(map[uint64]uint64, len(replicas))
+	for r, n := range replicas {
+		if r != replica && n != uint64(l.h.cfg.NodeID) {
+			followers[r] = n
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.orphans) >= maxOrphans {
+		l.orphans = l.orphans[1:]
+	}
+	l.orphans = append(l.orphans, orphan{group: groupID, replica: replica, followers: followers, until: l.now.Load() + 2*l.timeout})
+}
+
+// wakeOrphans sends this tick's wake requests to orphaned followers.
+func (l *liveness) wakeOrphans(now int64) {
+	l.mu.Lock()
+	kept := l.orphans[:0]
+	out := make(map[uint64][]transport.Envelope)
+	for _, o := range l.orphans {
+		if now > o.until {
+			continue
+		}
+		kept = append(kept, o)
+		for r, node := range o.followers {
+			m := &pb.Message{Type: pb.MsgHeartbeat.Enum(), From: new(o.replica), To: new(r)}
+			out[node] = append(out[node], transport.Envelope{GroupID: o.group, Message: m, Wake: true})
+		}
+	}
+	clear(l.orphans[len(kept):])
+	l.orphans = kept
+	l.mu.Unlock()
+	for node, batch := range out {
+		l.h.trans.Send(node, batch)
+	}
+}
+
 // tick advances the host's clock and looks at each peer. It runs on the
 // tick loop, before any group's tick: a transition wakes exactly the
 // groups it concerns.
 func (l *liveness) tick() {
 	now := l.now.Add(1)
+	l.wakeOrphans(now)
 	for node, p := range *l.peers.Load() {
 		live := now-p.heard.Load() <= l.timeout
 		if p.live.Load() == live {
@@ -158,7 +217,7 @@ func (l *liveness) tick() {
 // led here with a replica there (a leader that lost a live quorum must
 // wake to step down). Each group's pass decides.
 func (l *liveness) down(node uint64) {
-	l.nudge(func(g *group) bool {
+	l.nudge(nudgeDown, func(g *group) bool {
 		return g.leaderNode.Load() == node || (g.quiet.Load() && hasReplicaOn(g, node))
 	})
 }
@@ -168,7 +227,7 @@ func (l *liveness) down(node uint64) {
 // the group is quiesced (a restarted host's replicas know no leader, and
 // a partitioned one's forgot it).
 func (l *liveness) up(node uint64) {
-	l.nudge(func(g *group) bool {
+	l.nudge(nudgeUp, func(g *group) bool {
 		return g.quiet.Load() && g.leaderNode.Load() == uint64(l.h.cfg.NodeID) && hasReplicaOn(g, node)
 	})
 }
@@ -184,14 +243,20 @@ func hasReplicaOn(g *group, node uint64) bool {
 	return false
 }
 
+// Why a group was nudged.
+const (
+	nudgeDown uint32 = 1 << iota // a node stopped being live, or restarted
+	nudgeUp                      // a node is live again, or restarted
+)
+
 // nudge makes every group that want picks look at liveness at its next
 // pass.
-func (l *liveness) nudge(want func(g *group) bool) {
+func (l *liveness) nudge(why uint32, want func(g *group) bool) {
 	var ids []uint64
 	l.h.groups.RLock()
 	for _, g := range l.h.groups.m {
 		if want(g) {
-			g.nudged.Store(true)
+			g.nudged.Or(why)
 			ids = append(ids, g.id)
 		}
 	}

@@ -279,6 +279,7 @@ func (g *group) applyConfChange(e *pb.Entry) (removedSelf bool, err error) {
 		}
 	}
 	g.replicasVersion++
+	g.leaderNode.Store(g.replicas[g.leader]) // a joining replica may learn its leader's node only now
 	if p, ok := g.pending[id]; ok {
 		delete(g.pending, id)
 		p.replicas = maps.Clone(g.replicas)

@@ -55,7 +55,7 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	case len(in.snapReports)+len(in.staged)+len(in.unreachable) > 0:
 		g.wake("raft")
 	}
-	g.checkLiveness(g.nudged.Swap(false))
+	g.checkLiveness(g.nudged.Swap(0))
 	g.retryAppends()
 	g.reportSnapshots(in.snapReports)
 	for _, m := range in.storage {
@@ -63,6 +63,10 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	}
 	g.releaseAcks()
 	for _, m := range in.inbox {
+		if m.wake {
+			g.wake("asked") // never stepped: see quiesce.go
+			continue
+		}
 		if isRemovedNotice(m.m) || g.fromRemovedReplica(m) {
 			continue
 		}
@@ -82,6 +86,9 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 		case m.quiesce:
 			g.noteQuiesce(m.m)
 		}
+		if g.leader != 0 && m.m.GetFrom() == g.leader {
+			g.leaderHeard = g.ticks
+		}
 		g.step(m.m)
 		if quiet {
 			g.steppedQuietly(m.m)
@@ -99,13 +106,14 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	if w.Ticks > 0 && !g.quiesced && (requests || !g.maybeQuiesceLeader()) {
 		for i := 0; i < min(w.Ticks, maxTicksPerPass); i++ {
 			g.ticks++
-			if g.holdTicks > 0 && g.leader == 0 {
+			if g.holdTicks > 0 {
 				g.holdTicks-- // see spreadFirstElection
 				continue
 			}
 			g.rn.Tick()
 		}
 		g.maybeCampaign()
+		g.maybeWakeLeader()
 	}
 	// Before any proposal: raft drops proposals while it transfers
 	// leadership, and an abandoned transfer must not cost one.

@@ -21,19 +21,24 @@ import (
 // live follower one quiesce heartbeat, in the coalesced heartbeat frame,
 // instead of ticking, and leaves the tick loop. A follower that agrees on
 // term, leader and commit (after stepping the heartbeat, which may
-// advance its commit) and has nothing of its own in flight leaves it too,
-// without answering. A quiesced group is not ticked and sends nothing.
+// advance its commit) and has nothing of its own in flight leaves it too;
+// its answer to the heartbeat changes nothing at the leader, which stays
+// quiet. A quiesced group is not ticked and sends nothing.
 //
-// Anything that needs the group wakes it, before it is stepped: a request,
-// a message from a peer (but a response that leaves raft nothing to do:
-// the answers to the leader's last heartbeats arrive after it quiesced),
-// or a change of liveness (liveness.go): a follower whose leader's node
-// stopped being live forgets the leader and campaigns, jittered; a leader
-// wakes when it no longer has a live quorum, or when the node of a
-// follower that lagged when it quiesced is live again. A woken leader
-// ticks and heartbeats, which wakes its followers. Nothing that waits for
-// a tick (retried appends or reads, transfers) can be stranded: a group
-// with any of it never quiesces.
+// Anything that needs the group wakes it: a request; a message from a
+// peer that leaves raft work (most that reach a quiesced group leave none:
+// the answers to the leader's last heartbeats, stale messages, pre-votes
+// within a lease); a wake request (a heartbeat record marked wake, never
+// stepped) from a follower that woke, or from the host of a leader
+// replica that failed or was removed; or a change of liveness
+// (liveness.go): a follower whose leader's node stopped being live, or
+// restarted, forgets the leader and campaigns, jittered; a leader wakes
+// when it no longer has a live quorum, or when the node of a follower
+// that lagged when it quiesced is live again. A woken leader ticks and
+// heartbeats, which wakes its followers; a woken follower wakes its
+// leader, and asks again after an election timeout without news from it.
+// Nothing that waits for a tick (retried appends or reads, transfers) can
+// be stranded: a group with any of it never quiesces.
 //
 // Quiescence is the replica's own state, never persisted: a restarted host
 // starts every group awake.
@@ -60,6 +65,10 @@ func (g *group) maybeQuiesceLeader() bool {
 	if len(g.confState.GetVotersOutgoing()) > 0 || g.rn.BasicStatus().LeadTransferee != 0 {
 		return false
 	}
+	// Published before the nodes' liveness is looked at: a node whose
+	// liveness changes meanwhile either nudges this group (a transition
+	// nudges the quiet groups with a replica there) or is seen here.
+	g.quiet.Store(true)
 	ok, liveVoters, voters := true, 0, 0
 	var lagging []uint64              // nodes
 	live := make(map[uint64][]uint64) // node -> caught-up replicas there
@@ -89,17 +98,8 @@ func (g *group) maybeQuiesceLeader() bool {
 		}
 	})
 	if !ok || liveVoters <= voters/2 {
+		g.quiet.Store(false)
 		return false
-	}
-	// Published before the laggards' nodes are looked at again: a node
-	// that became live meanwhile either nudges this group or is seen live
-	// here.
-	g.quiet.Store(true)
-	for _, node := range lagging {
-		if g.h.live.isLive(node) {
-			g.quiet.Store(false)
-			return false
-		}
 	}
 	g.lagging = lagging
 	g.sendQuiesce(live)
@@ -152,6 +152,37 @@ func (g *group) wake(cause string) {
 	g.h.m.QuiescedGroups.Dec()
 	g.h.m.Wakeups.WithLabelValues(cause).Inc()
 	g.lagging = nil
+	g.leaderHeard = g.ticks // maybeWakeLeader counts from here
+	if cause == "request" || cause == "raft" {
+		g.wakeLeader() // a waking follower wakes its leader
+	}
+}
+
+// wakeLeader asks a follower's quiesced leader to wake (a heartbeat
+// response marked wake, never stepped): a follower that ticks needs its
+// leader's heartbeats, or its election clock runs out.
+func (g *group) wakeLeader() {
+	if g.role != raft.StateFollower || g.leader == 0 {
+		return
+	}
+	node, ok := g.replicas[g.leader]
+	if !ok || !g.h.live.isLive(node) {
+		return
+	}
+	m := &pb.Message{Type: pb.MsgHeartbeatResp.Enum(), From: new(g.replicaID), To: new(g.leader), Term: new(g.term)}
+	g.h.trans.Send(node, []transport.Envelope{{GroupID: g.id, Message: m, Wake: true}})
+}
+
+// maybeWakeLeader wakes the leader of an awake follower (or learner)
+// that heard nothing from it for an election timeout: a voter would soon
+// pre-vote and be answered, but a learner never does, and one quiesce
+// heartbeat lost would leave it ticking alone for good.
+func (g *group) maybeWakeLeader() {
+	if g.leader == 0 || g.role != raft.StateFollower || g.ticks-g.leaderHeard < uint64(g.h.cfg.ElectionTicks) {
+		return
+	}
+	g.leaderHeard = g.ticks
+	g.wakeLeader()
 }
 
 // unquiesceOnRemoval takes a removed or failed group out of the counts.
@@ -172,7 +203,7 @@ func (g *group) unquiesceOnRemoval() {
 // of the election timeout, so that one follower usually wins without a
 // split vote. A quiesced leader wakes if it lost a live quorum (raft's
 // CheckQuorum then steps it down) or a lagging follower's node is back.
-func (g *group) checkLiveness(nudged bool) {
+func (g *group) checkLiveness(nudged uint32) {
 	switch g.role {
 	case raft.StateFollower:
 		node, known := g.replicas[g.leader]
@@ -194,7 +225,7 @@ func (g *group) checkLiveness(nudged bool) {
 		}
 		g.campaignAt = g.ticks + 1 + uint64(jitter)
 	case raft.StateLeader:
-		if !nudged || !g.quiesced {
+		if nudged == 0 || !g.quiesced {
 			return
 		}
 		for _, node := range g.lagging {
@@ -213,8 +244,11 @@ func (g *group) checkLiveness(nudged bool) {
 			g.wake("quorum")
 			return
 		}
-		// A node came back: tell its replicas again that the group is
-		// quiesced (they may know no leader), quietly.
+		if nudged&nudgeUp == 0 {
+			return
+		}
+		// A node came back (or restarted): tell its replicas again that
+		// the group is quiesced (they may know no leader), quietly.
 		to := make(map[uint64][]uint64)
 		g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 			if node, ok := g.replicas[id]; ok && id != g.replicaID && g.h.live.isLive(node) {
@@ -251,6 +285,10 @@ func (g *group) steppedQuietly(m *pb.Message) {
 		g.wake("message")
 		return
 	}
+	// A quiesced follower ignores a pre-vote as raft does within its
+	// lease: its leader is live (or liveness would have woken it), and a
+	// leader replica that is gone from a live node has its host wake the
+	// followers (wakeFollowers).
 	if m.GetType() != pb.MsgPreVote || g.role != raft.StateLeader {
 		return
 	}
@@ -285,19 +323,12 @@ func (g *group) sendQuiesce(to map[uint64][]uint64) {
 }
 
 // wakeFollowers wakes the followers of a leader whose replica failed
-// alone (its node stays live, so liveness would never wake them): one
-// plain heartbeat each, carrying no commit index, after which their
-// election timers run and they elect a leader among themselves.
+// alone or was removed from this host (its node stays live, so liveness
+// would never wake them): the host asks them to wake at every tick for two
+// election timeouts (liveness.orphaned), after which their election
+// clocks have run out and they elect a leader among themselves.
 func (g *group) wakeFollowers() {
-	out := make(map[uint64][]transport.Envelope)
-	for id, node := range g.replicas {
-		if id == g.replicaID {
-			continue
-		}
-		m := &pb.Message{Type: pb.MsgHeartbeat.Enum(), From: new(g.replicaID), To: new(id), Term: new(g.term), Commit: new(uint64(0))}
-		out[node] = append(out[node], transport.Envelope{GroupID: g.id, Message: m})
-	}
-	g.send(out)
+	g.h.live.orphaned(g.id, g.replicaID, g.replicas)
 }
 
 // spreadFirstElection keeps a host that starts with many leaderless

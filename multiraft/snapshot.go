@@ -283,7 +283,8 @@ func (g *group) installSnapshot(m *pb.Message) error {
 		g.replicas = make(map[uint64]uint64)
 	}
 	g.replicasVersion++
-	clear(g.learned) // the snapshot says who is who
+	g.leaderNode.Store(g.replicas[g.leader]) // a joining replica may learn its leader's node only now
+	clear(g.learned)                         // the snapshot says who is who
 	g.failPending(fmt.Errorf("%w: group %d: replaced by a snapshot", ErrAmbiguous, g.id))
 	resps := g.sortResponses(m.GetResponses()) // with the snapshot's replicas
 	if len(m.GetEntries()) == 0 && hs.GetCommit() <= index {

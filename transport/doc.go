@@ -29,11 +29,14 @@
 // exceeds what the follower acknowledged, a vote from a newer term makes
 // older appends stale, and timeout-now follows the transferee's
 // acknowledgement. Any other two messages of one group to one peer stay
-// in order, and so do two control messages.
+// in order, and so do two heartbeats or two other control messages (the
+// receiver delivers a frame's heartbeat records before its messages, so a
+// heartbeat may overtake a vote too).
 //
 // Heartbeats and heartbeat responses are coalesced: each becomes a small
 // record (group, from, to, term, commit, context, and the quiesce flag
-// with which a leader quiesces an idle group) in its frame, and plain
+// with which a leader quiesces an idle group, or the wake flag of a
+// request to wake one) in its frame, and plain
 // ones (without a ReadIndex context) do not wake the sender. They wait for
 // the host's tick, which calls Flush before it ticks any group: each tick
 // sends exactly the heartbeats and responses of the tick before, in one

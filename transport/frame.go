@@ -154,7 +154,8 @@ func unpack(frame *peerpb.Frame, in *inFrame) {
 			if len(h.GetContext()) > 0 {
 				m.Context = h.GetContext()
 			}
-			in.envs = append(in.envs, Envelope{GroupID: h.GetGroupId(), Message: m, Quiesce: h.GetQuiesce() && list.t == pb.MsgHeartbeat})
+			in.envs = append(in.envs, Envelope{GroupID: h.GetGroupId(), Message: m, Quiesce: h.GetQuiesce() && list.t == pb.MsgHeartbeat,
+				Wake: h.GetWake()})
 		}
 	}
 	for _, gm := range frame.GetMessages() {

@@ -28,6 +28,10 @@ type Envelope struct {
 	// Quiesce marks a MsgHeartbeat by which the leader quiesces the
 	// group (see multiraft); it travels in the coalesced heartbeat record.
 	Quiesce bool
+	// Wake marks a heartbeat or heartbeat response that is no Raft
+	// message but asks the receiving replica to wake from quiescence; it
+	// is never stepped.
+	Wake bool
 }
 
 // OutboundSnapshot is a snapshot to send: the MsgSnap raft produced and a

@@ -42,7 +42,7 @@ const (
 
 	fGMGroup, fGMMessage = 1, 2
 
-	fHBGroup, fHBFrom, fHBTo, fHBTerm, fHBCommit, fHBContext, fHBQuiesce = 1, 2, 3, 4, 5, 6, 7
+	fHBGroup, fHBFrom, fHBTo, fHBTerm, fHBCommit, fHBContext, fHBQuiesce, fHBWake = 1, 2, 3, 4, 5, 6, 7, 8
 
 	fHSCluster, fHSFrom, fHSTo, fHSVersion = 1, 2, 3, 4
 )
@@ -229,6 +229,9 @@ func heartbeatBody(e Envelope) int {
 	if e.Quiesce {
 		n += sizeVarintField(fHBQuiesce, 1)
 	}
+	if e.Wake {
+		n += sizeVarintField(fHBWake, 1)
+	}
 	return n
 }
 
@@ -260,6 +263,9 @@ func appendHeartbeat(b []byte, e Envelope) []byte {
 	}
 	if e.Quiesce {
 		b = appendVarintField(b, fHBQuiesce, 1)
+	}
+	if e.Wake {
+		b = appendVarintField(b, fHBWake, 1)
 	}
 	return b
 }
@@ -387,8 +393,8 @@ func decodeFrame(b []byte, f *inFrame) error {
 			}
 			s := &hbs[0]
 			hbs = hbs[1:]
-			if g, quiesce, ok := decodeHeartbeat(fl.b, t, s); ok {
-				f.envs = append(f.envs, Envelope{GroupID: g, Message: &s.m, Quiesce: quiesce && t == pb.MsgHeartbeat})
+			if g, flags, ok := decodeHeartbeat(fl.b, t, s); ok {
+				f.envs = append(f.envs, Envelope{GroupID: g, Message: &s.m, Quiesce: flags.quiesce && t == pb.MsgHeartbeat, Wake: flags.wake})
 			} else {
 				f.badHB++
 			}
@@ -429,12 +435,17 @@ func decodeHandshake(b []byte) (*peerpb.Handshake, error) {
 
 // decodeHeartbeat fills s from a Heartbeat record; ok is false if the
 // record is malformed.
-func decodeHeartbeat(b []byte, t pb.MessageType, s *heartbeatSlab) (group uint64, quiesce, ok bool) {
+// heartbeatFlags are a Heartbeat record's flags.
+type heartbeatFlags struct{ quiesce, wake bool }
+
+func decodeHeartbeat(b []byte, t pb.MessageType, s *heartbeatSlab) (group uint64, flags heartbeatFlags, ok bool) {
 	var context []byte
 	err := fields(b, func(fl field) error {
 		switch fl.num {
 		case fHBQuiesce:
-			quiesce = fl.v != 0
+			flags.quiesce = fl.v != 0
+		case fHBWake:
+			flags.wake = fl.v != 0
 		case fHBGroup:
 			group = fl.v
 		case fHBFrom:
@@ -451,7 +462,7 @@ func decodeHeartbeat(b []byte, t pb.MessageType, s *heartbeatSlab) (group uint64
 		return nil
 	})
 	if err != nil || group == 0 || s.from == 0 || s.to == 0 {
-		return 0, false, false
+		return 0, flags, false
 	}
 	s.typ = t
 	s.m.Type, s.m.From, s.m.To, s.m.Term = &s.typ, &s.from, &s.to, &s.term
@@ -461,7 +472,7 @@ func decodeHeartbeat(b []byte, t pb.MessageType, s *heartbeatSlab) (group uint64
 	if len(context) > 0 {
 		s.m.Context = context
 	}
-	return group, quiesce, true
+	return group, flags, true
 }
 
 // decodeGroupMessage decodes a messages record; m is nil if it is

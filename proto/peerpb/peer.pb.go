@@ -258,9 +258,13 @@ type Heartbeat struct {
 	Commit  uint64                 `protobuf:"varint,5,opt,name=commit,proto3" json:"commit,omitempty"`
 	Context []byte                 `protobuf:"bytes,6,opt,name=context,proto3" json:"context,omitempty"`
 	// quiesce (heartbeats only): the leader's group is idle and stops
-	// ticking; a follower that agrees on term, commit and leader stops too,
-	// and does not answer.
-	Quiesce       bool `protobuf:"varint,7,opt,name=quiesce,proto3" json:"quiesce,omitempty"`
+	// ticking; a follower that agrees on term, commit and leader stops too.
+	Quiesce bool `protobuf:"varint,7,opt,name=quiesce,proto3" json:"quiesce,omitempty"`
+	// wake: not a Raft message but a host's request that the receiving
+	// replica wake from quiescence (a follower waking its quiesced leader,
+	// or the host of a leader replica that is gone waking its followers);
+	// it is never stepped.
+	Wake          bool `protobuf:"varint,8,opt,name=wake,proto3" json:"wake,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -340,6 +344,13 @@ func (x *Heartbeat) GetContext() []byte {
 func (x *Heartbeat) GetQuiesce() bool {
 	if x != nil {
 		return x.Quiesce
+	}
+	return false
+}
+
+func (x *Heartbeat) GetWake() bool {
+	if x != nil {
+		return x.Wake
 	}
 	return false
 }
@@ -773,7 +784,7 @@ const file_peerpb_peer_proto_rawDesc = "" +
 	"\vincarnation\x18\x06 \x01(\x04R\vincarnation\"T\n" +
 	"\fGroupMessage\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12)\n" +
-	"\amessage\x18\x02 \x01(\v2\x0f.raftpb.MessageR\amessage\"\xaa\x01\n" +
+	"\amessage\x18\x02 \x01(\v2\x0f.raftpb.MessageR\amessage\"\xbe\x01\n" +
 	"\tHeartbeat\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
@@ -781,7 +792,8 @@ const file_peerpb_peer_proto_rawDesc = "" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x16\n" +
 	"\x06commit\x18\x05 \x01(\x04R\x06commit\x12\x18\n" +
 	"\acontext\x18\x06 \x01(\fR\acontext\x12\x18\n" +
-	"\aquiesce\x18\a \x01(\bR\aquiesce\"\f\n" +
+	"\aquiesce\x18\a \x01(\bR\aquiesce\x12\x12\n" +
+	"\x04wake\x18\b \x01(\bR\x04wake\"\f\n" +
 	"\n" +
 	"RaftClosed\"\xf1\x01\n" +
 	"\rSnapshotChunk\x129\n" +
