@@ -107,6 +107,7 @@ type group struct {
 	lagging      []uint64
 	quiesceAsked *quiesceCheck
 	campaignAt   uint64
+	campaigns    int    // campaigns maybeCampaign started since the leader was lost
 	leaderEpoch  uint64 // restarts of the leader's node seen when it was learned
 	leaderHeard  uint64 // g.ticks when a message from the leader was last stepped
 	// holdTicks is how many more ticks a replica that is not its group's

@@ -223,7 +223,7 @@ func (g *group) checkLiveness(nudged uint32) {
 		if et := g.h.cfg.ElectionTicks / 2; et > 0 {
 			jitter = rand.IntN(et + 1)
 		}
-		g.campaignAt = g.ticks + 1 + uint64(jitter)
+		g.campaignAt, g.campaigns = g.ticks+1+uint64(jitter), 0
 	case raft.StateLeader:
 		if nudged == 0 || !g.quiesced {
 			return
@@ -260,16 +260,28 @@ func (g *group) checkLiveness(nudged uint32) {
 }
 
 // maybeCampaign starts the campaign checkLiveness scheduled, if the
-// follower still has no leader when its time comes.
+// replica still has no leader when its time comes, and tries again a few
+// ticks later while it has none (up to campaignTries times): a pre-vote
+// that reached a follower which had not yet seen the leader's node die
+// (it ignores the pre-vote within its lease), or a split vote, would
+// otherwise wait out a whole randomized election timeout.
 func (g *group) maybeCampaign() {
 	if g.campaignAt == 0 || g.ticks < g.campaignAt {
 		return
 	}
 	g.campaignAt = 0
-	if g.role == raft.StateFollower && g.leader == 0 {
-		_ = g.rn.Campaign()
+	if g.leader != 0 || g.role == raft.StateLeader || g.campaigns >= campaignTries {
+		g.campaigns = 0
+		return
 	}
+	g.campaigns++
+	_ = g.rn.Campaign()
+	g.campaignAt = g.ticks + 2 + uint64(rand.IntN(3))
 }
+
+// campaignTries bounds the campaigns maybeCampaign starts for one lost
+// leader; raft's own election timer goes on after them.
+const campaignTries = 4
 
 // steppedQuietly follows a message stepped into a quiesced group: it
 // wakes the group if raft has work from it. Most messages that reach a

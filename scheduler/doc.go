@@ -15,8 +15,9 @@
 //
 // Lanes. Groups marked with SetPriority (the embedder's system groups) are
 // queued in a lane that workers always serve first. Then comes the control
-// lane: groups whose only work is the failure detector's (the Control flag
-// for heartbeats and votes, and ticks), and groups marked with SetUrgent
+// lane: groups whose only work is the failure detector's messages (the
+// Control flag: heartbeats, votes; not ticks, which must wait as long for
+// a follower as for its busy leader), and groups marked with SetUrgent
 // (the host marks those without a leader or in an election). Everything
 // else waits in the normal lane. A group's lane is chosen when it is
 // queued, and work raised while it waits rides along, so it sits in one

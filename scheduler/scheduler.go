@@ -32,9 +32,11 @@ const (
 	Control
 )
 
-// controlWork is the work a pass in the control lane may have: cheap, and
-// what keeps leaders and elections alive.
-const controlWork = Control | Tick
+// controlWork is the work that puts a group in the control lane: cheap,
+// and what keeps leaders and elections alive. Ticks are not: a follower
+// whose ticks ran ahead of its busy leader's (whose ticks wait with its
+// data) would time out on it.
+const controlWork = Control
 
 func (f Flags) String() string {
 	var parts []string

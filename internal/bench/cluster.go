@@ -168,22 +168,29 @@ func (c *localCluster) host(nodeID uint64) *multiraft.Host {
 	return c.nodes[nodeID-1].Host()
 }
 
+// createPerNode is how many groups a node creates at once: each
+// creation is a synced write, and concurrent ones share an fsync, as a
+// broker creating many partitions would have them.
+const createPerNode = 32
+
 // createGroups creates groups 1..n on every node, in parallel.
 func (c *localCluster) createGroups(ctx context.Context, n int) error {
 	var wg sync.WaitGroup
 	nodes := c.running()
-	errs := make(chan error, len(nodes))
+	errs := make(chan error, len(nodes)*createPerNode)
 	for _, nd := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for g := uint64(1); g <= uint64(n) && ctx.Err() == nil; g++ {
-				if err := nd.Host().CreateGroup(multiraft.GroupID(g), []multiraft.NodeID{1, 2, 3}); err != nil {
-					errs <- err
-					return
+		for w := range uint64(createPerNode) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for g := 1 + w; g <= uint64(n) && ctx.Err() == nil; g += createPerNode {
+					if err := nd.Host().CreateGroup(multiraft.GroupID(g), []multiraft.NodeID{1, 2, 3}); err != nil {
+						errs <- err
+						return
+					}
 				}
-			}
-		}()
+			}()
+		}
 	}
 	wg.Wait()
 	close(errs)
