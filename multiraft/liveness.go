@@ -217,8 +217,9 @@ func (l *liveness) tick() {
 // led here with a replica there (a leader that lost a live quorum must
 // wake to step down). Each group's pass decides.
 func (l *liveness) down(node uint64) {
+	self := uint64(l.h.cfg.NodeID)
 	l.nudge(nudgeDown, func(g *group) bool {
-		return g.leaderNode.Load() == node || (g.quiet.Load() && hasReplicaOn(g, node))
+		return g.leaderNode.Load() == node || (g.quiet.Load() && g.leaderNode.Load() == self && hasReplicaOn(g, node))
 	})
 }
 

@@ -219,11 +219,15 @@ func (g *group) checkLiveness(nudged uint32) {
 		if err := g.rn.ForgetLeader(); err != nil {
 			return
 		}
-		jitter := 0
-		if et := g.h.cfg.ElectionTicks / 2; et > 0 {
-			jitter = rand.IntN(et + 1)
+		// The first live voter in the group's order of preference
+		// campaigns at the next tick; the others a half election timeout
+		// later, if it did not win: with two of three voters left, two
+		// candidates at once would split the vote.
+		delay := uint64(1)
+		if !g.preferredAmongLive() {
+			delay += uint64(g.h.cfg.ElectionTicks/2) + uint64(rand.IntN(2))
 		}
-		g.campaignAt, g.campaigns = g.ticks+1+uint64(jitter), 0
+		g.campaignAt, g.campaigns = g.ticks+delay, 0
 	case raft.StateLeader:
 		if nudged == 0 || !g.quiesced {
 			return
@@ -343,6 +347,32 @@ func (g *group) wakeFollowers() {
 	g.h.live.orphaned(g.id, g.replicaID, g.replicas)
 }
 
+// preference is the group's voters in its order of preference for
+// leadership: sorted, starting at the group's ID (so that leaders spread
+// over the hosts).
+func (g *group) preference() []uint64 {
+	voters := slices.Sorted(slices.Values(g.confState.GetVoters()))
+	if len(voters) == 0 { // a new group: its founding members
+		voters = slices.Sorted(maps.Keys(g.replicas))
+	}
+	if len(voters) == 0 {
+		return nil
+	}
+	start := int(g.id % uint64(len(voters)))
+	return append(voters[start:], voters[:start]...)
+}
+
+// preferredAmongLive reports whether this replica is the first voter of
+// the group's preference whose node is live.
+func (g *group) preferredAmongLive() bool {
+	for _, id := range g.preference() {
+		if node, ok := g.replicas[id]; id == g.replicaID || (ok && g.h.live.isLive(node)) {
+			return id == g.replicaID
+		}
+	}
+	return false
+}
+
 // spreadFirstElection keeps a host that starts with many leaderless
 // groups (a new cluster, or every host restarting) from starting an
 // election storm: only the group's preferred replica (one of the voters,
@@ -352,14 +382,11 @@ func (g *group) wakeFollowers() {
 // win (its host is down, or its log is behind). A replica that hears from
 // a leader meanwhile stops holding.
 func (g *group) spreadFirstElection() {
-	voters := slices.Sorted(slices.Values(g.confState.GetVoters()))
-	if len(voters) == 0 { // a new group: its founding members
-		voters = slices.Sorted(maps.Keys(g.replicas))
-	}
-	if len(voters) == 0 {
+	pref := g.preference()
+	if len(pref) == 0 {
 		return // a joining replica: it waits to be added
 	}
-	if voters[g.id%uint64(len(voters))] == g.replicaID {
+	if pref[0] == g.replicaID {
 		g.campaignAt = 1 + uint64(rand.IntN(2))
 	} else {
 		g.holdTicks = g.h.cfg.ElectionTicks

@@ -356,26 +356,21 @@ func (s *Scheduler) worker() {
 
 // SetPriority puts a group in (or out of) the priority lane from its next
 // queueing on.
-func (s *Scheduler) SetPriority(groupID uint64, on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if on {
-		s.mu.priority[groupID] = struct{}{}
-	} else {
-		delete(s.mu.priority, groupID)
-	}
-}
+func (s *Scheduler) SetPriority(groupID uint64, on bool) { s.mark(s.mu.priority, groupID, on) }
 
 // SetUrgent puts a group in (or out of) the control lane from its next
 // queueing on, whatever its work: the host marks groups that have no
 // leader or hold an election, so that elections end fast under load.
-func (s *Scheduler) SetUrgent(groupID uint64, on bool) {
+func (s *Scheduler) SetUrgent(groupID uint64, on bool) { s.mark(s.mu.urgent, groupID, on) }
+
+// mark adds a group to (or removes it from) one of the lane sets.
+func (s *Scheduler) mark(set map[uint64]struct{}, groupID uint64, on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if on {
-		s.mu.urgent[groupID] = struct{}{}
+		set[groupID] = struct{}{}
 	} else {
-		delete(s.mu.urgent, groupID)
+		delete(set, groupID)
 	}
 }
 

@@ -81,8 +81,9 @@ type Report struct {
 	WireRecordsPerSec float64           `json:"wire_records_per_sec"` // Raft messages, heartbeat records and liveness records
 	CPUCores          float64           `json:"cpu_seconds_per_sec"`
 	PeakRSS           int64             `json:"peak_rss_bytes"`
-	LeaderChanges     float64           `json:"leader_changes"` // a group's new leader serving, counted once
-	Campaigns         float64           `json:"campaigns"`      // elections and pre-votes started, by any replica
+	LeaderChanges     float64           `json:"leader_changes"`        // a group's new leader serving, counted once
+	Campaigns         float64           `json:"campaigns"`             // elections and pre-votes started, by any replica
+	LivenessChanges   float64           `json:"peer_liveness_changes"` // peers seen dead, live again or restarted, by any host
 	Errors            map[string]uint64 `json:"errors"`
 	ElectSeconds      float64           `json:"elect_all_seconds,omitempty"` // -1: not all within 2 minutes
 	LedGroups         int               `json:"led_groups,omitempty"`
@@ -180,11 +181,12 @@ type window struct {
 	at    [][nWindow]float64 // per node, windowMetrics
 }
 
-const nWindow = 7
+const nWindow = 8
 
 var windowMetrics = [nWindow]string{"flotilla_store_log_batches_total", "flotilla_transport_frames_sent_total",
 	"flotilla_transport_messages_sent_total", "flotilla_transport_heartbeats_coalesced_total",
-	"flotilla_host_leaderships_acquired_total", "flotilla_host_elections_total", "flotilla_transport_liveness_sent_total"}
+	"flotilla_host_leaderships_acquired_total", "flotilla_host_elections_total", "flotilla_transport_liveness_sent_total",
+	"flotilla_host_peer_liveness_changes_total"}
 
 func openWindow(c cluster) *window {
 	return &window{c: c, start: time.Now(), cpu: c.cpu(), at: samples(c)}
@@ -220,6 +222,7 @@ func (w *window) close(r *Report, proposals uint64) {
 		}
 	}
 	syncs, frames, msgs, heartbeats, leaderships, campaigns, liveness := d[0], d[1], d[2], d[3], d[4], d[5], d[6]
+	r.LivenessChanges = d[7]
 	r.Seconds = secs
 	r.Proposals = proposals
 	r.ProposalsPerSec = float64(proposals) / secs
@@ -464,13 +467,7 @@ func failoverPhase(ctx context.Context, c cluster, cfg Config, r *Report, l *loa
 	if err := sleepCtx(ctx, cfg.Duration/2); err != nil {
 		return err
 	}
-	leaders, _ := c.leaders(cfg.Groups)
-	var orphans []int
-	for g := 1; g <= cfg.Groups; g++ {
-		if leaders[g] == 3 {
-			orphans = append(orphans, g)
-		}
-	}
+	orphans := ledBy(c, cfg.Groups, 3)
 	var buckets []uint64 // acknowledged per 100 ms after the kill
 	before := l.acked.Load()
 	killed := time.Now()
@@ -519,6 +516,18 @@ func failoverPhase(ctx context.Context, c cluster, cfg Config, r *Report, l *loa
 	return nil
 }
 
+// ledBy returns the groups the node leads.
+func ledBy(c cluster, groups int, node uint64) []int {
+	leaders, _ := c.leaders(groups)
+	var led []int
+	for g := 1; g <= groups; g++ {
+		if leaders[g] == node {
+			led = append(led, g)
+		}
+	}
+	return led
+}
+
 // watchElections reports how long after killed every orphan group had a
 // serving leader again (0: not within 30 s).
 func watchElections(ctx context.Context, c cluster, groups int, orphans []int, killed time.Time) <-chan time.Duration {
@@ -551,13 +560,7 @@ func runFailoverIdle(ctx context.Context, c cluster, cfg Config, r *Report) erro
 	if err := runIdle(ctx, c, cfg, r); err != nil {
 		return err
 	}
-	leaders, _ := c.leaders(cfg.Groups)
-	var orphans []int
-	for g := 1; g <= cfg.Groups; g++ {
-		if leaders[g] == 3 {
-			orphans = append(orphans, g)
-		}
-	}
+	orphans := ledBy(c, cfg.Groups, 3)
 	killed := time.Now()
 	if err := c.stop(2); err != nil {
 		return err
