@@ -134,9 +134,12 @@ func TestDeadFollowerNode(t *testing.T) {
 		return true
 	})
 	c.WaitFor("every group quiesced again", time.Minute, quiescedEverywhere(c, float64(3*groups)))
-	// Each lagging group's leader wakes, and wakes its other follower.
-	if w := wakeups() - w0; w != float64(2*len(lagging)) {
-		t.Fatalf("node 3's return woke %v replicas on nodes 1 and 2, want the 2 of each of the %d groups where it lagged", w, len(lagging))
+	// Each lagging group's leader wakes, and wakes its other follower; a
+	// lagging group may wake once more while node 3's replicas settle (a
+	// late message of theirs), but groups where node 3 did not lag do not
+	// wake: their leaders answer its replicas with quiesce heartbeats.
+	if w := wakeups() - w0; w < float64(2*len(lagging)) || w > float64(3*len(lagging)) {
+		t.Fatalf("node 3's return woke %v replicas on nodes 1 and 2, want 2 to 3 for each of the %d groups where it lagged", w, len(lagging))
 	}
 }
 
