@@ -18,6 +18,14 @@ func quiescedEverywhere(c *Cluster, want float64) func() bool {
 	return func() bool { return c.Sum("flotilla_host_quiesced_groups") == want }
 }
 
+// leaderOf waits for the group's serving leader (a Status read may fall
+// between two of them) and returns it.
+func leaderOf(c *Cluster, g multiraft.GroupID) NodeID {
+	var l NodeID
+	c.WaitFor(fmt.Sprintf("a leader of group %d", g), time.Minute, func() bool { l = c.Leader(g); return l != 0 })
+	return l
+}
+
 // quiescedCluster is a 3-node cluster whose groups are all led, with
 // leaders spread, and quiesced.
 func quiescedCluster(t *testing.T, groups int) (*Cluster, []multiraft.GroupID) {
@@ -64,7 +72,7 @@ func TestQuiescence(t *testing.T) {
 
 	g := ids[len(ids)/2]
 	w0 := c.Sum("flotilla_host_wakeups_total")
-	if _, err := proposeWithTime(c, c.Leader(g), g, []byte("wake up")); err != nil {
+	if _, err := proposeWithTime(c, leaderOf(c, g), g, []byte("wake up")); err != nil {
 		t.Fatal(err)
 	}
 	if w := c.Sum("flotilla_host_wakeups_total") - w0; w != 3 {
@@ -101,7 +109,7 @@ func TestDeadFollowerNode(t *testing.T) {
 	}
 	heal := c.Isolate(dead)
 	for _, g := range led[:10] {
-		if _, err := proposeWithTime(c, c.Leader(g), g, []byte("while 3 was away")); err != nil {
+		if _, err := proposeWithTime(c, leaderOf(c, g), g, []byte("while 3 was away")); err != nil {
 			t.Fatal(err)
 		}
 		lagging[g] = true
@@ -173,9 +181,10 @@ func TestKillHostUnderQuiescence(t *testing.T) {
 			moved++
 		}
 	}
-	// Each moved group's new leader is seen by both survivors, once.
-	if ch := c.Metric(1, "flotilla_host_leader_changes_total") + c.Metric(3, "flotilla_host_leader_changes_total") - changes0; ch != float64(2*moved) {
-		t.Fatalf("%v leader changes seen on the survivors, want %d (one new leader for each of %d groups, on 2 nodes)", ch, 2*moved, moved)
+	// Each moved group's new leader is seen by both survivors; a slow host
+	// (-race) may see a few groups elect twice, never every group.
+	if ch := c.Metric(1, "flotilla_host_leader_changes_total") + c.Metric(3, "flotilla_host_leader_changes_total") - changes0; ch < float64(2*moved) || ch > float64(3*moved) {
+		t.Fatalf("%v leader changes seen on the survivors, want 2 to 3 for each of the %d groups that lost their leader", ch, moved)
 	}
 	c.WaitFor("the survivors' groups quiesced", time.Minute, func() bool {
 		return c.Metric(1, "flotilla_host_quiesced_groups")+c.Metric(3, "flotilla_host_quiesced_groups") == float64(2*groups)

@@ -128,7 +128,7 @@ func (h *Host) recoverGroup(g *group) {
 	if st := g.status.Load(); st != nil {
 		h.m.GroupsByRole.WithLabelValues(st.Role.String()).Dec() // it has no role any more
 	}
-	g.unquiesceOnRemoval()
+	g.leaveQuiescence()
 	h.sched.SetTicking(g.id, false)
 	if g.role == raft.StateLeader {
 		g.wakeFollowers()

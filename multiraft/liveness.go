@@ -164,6 +164,10 @@ func (l *liveness) orphaned(groupID, replica uint64, replicas map[uint64]uint64)
 // wakeOrphans sends this tick's wake requests to orphaned followers.
 func (l *liveness) wakeOrphans(now int64) {
 	l.mu.Lock()
+	if len(l.orphans) == 0 { // the usual tick: nothing to do, nothing made
+		l.mu.Unlock()
+		return
+	}
 	kept := l.orphans[:0]
 	out := make(map[uint64][]transport.Envelope)
 	for _, o := range l.orphans {

@@ -143,15 +143,11 @@ func (g *group) setQuiesced() {
 // wake ends the group's quiescence, if it is quiesced; cause labels the
 // wake-up's metric.
 func (g *group) wake(cause string) {
-	if !g.quiesced {
+	if !g.leaveQuiescence() {
 		return
 	}
-	g.quiesced = false
-	g.quiet.Store(false)
 	g.h.sched.SetTicking(g.id, true)
-	g.h.m.QuiescedGroups.Dec()
 	g.h.m.Wakeups.WithLabelValues(cause).Inc()
-	g.lagging = nil
 	g.leaderHeard = g.ticks // maybeWakeLeader counts from here
 	if cause == "request" || cause == "raft" {
 		g.wakeLeader() // a waking follower wakes its leader
@@ -185,14 +181,17 @@ func (g *group) maybeWakeLeader() {
 	g.wakeLeader()
 }
 
-// unquiesceOnRemoval takes a removed or failed group out of the counts.
-func (g *group) unquiesceOnRemoval() {
-	if g.quiesced {
-		g.quiesced = false
-		g.quiet.Store(false)
-		g.h.m.QuiescedGroups.Dec()
-		g.lagging = nil
+// leaveQuiescence ends the group's quiescence (wake, or a removed or
+// failed group leaving the counts), and reports whether it was quiesced.
+func (g *group) leaveQuiescence() bool {
+	if !g.quiesced {
+		return false
 	}
+	g.quiesced = false
+	g.quiet.Store(false)
+	g.h.m.QuiescedGroups.Dec()
+	g.lagging = nil
+	return true
 }
 
 // checkLiveness acts on the liveness of the nodes the group depends on,

@@ -49,7 +49,7 @@ func (h *Host) removeGroup(g *group) error {
 		return nil
 	}
 	g.removed = true
-	g.unquiesceOnRemoval()
+	g.leaveQuiescence()
 	if g.role == raft.StateLeader && g.failed == nil {
 		g.wakeFollowers() // they may be quiesced, and this node stays live
 	}
