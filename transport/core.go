@@ -162,8 +162,9 @@ func (c *core) addPeer(to NodeID) *outbox {
 	if !ok {
 		p = newOutbox(to, c.m)
 		c.mu.peers[to] = p
-		c.wg.Add(1)
-		go c.sendLoop(p)
+		c.wg.Add(int(numLanes))
+		go c.sendLoop(p, laneControl)
+		go c.sendLoop(p, laneData)
 	}
 	return p
 }
@@ -197,17 +198,18 @@ func (c *core) Flush() {
 	c.mu.Unlock()
 	for _, p := range peers {
 		if p.flush() {
-			p.signal()
+			p.signal(laneControl)
 		}
 	}
 	c.m.Flushes.Inc()
 }
 
-// sendLoop is a peer's sender: it keeps a link open (reconnecting with
-// backoff), drains the queue into frames and sends them. A frame that
-// fails is reported unreachable with everything queued behind it, and the
-// peer is down until the next successful dial.
-func (c *core) sendLoop(p *outbox) {
+// sendLoop is the sender of one of a peer's lanes: it keeps the lane's
+// own stream open (reconnecting with backoff), drains the lane into
+// frames and sends them. A frame that fails is reported unreachable with
+// everything queued behind it in the lane, and the lane is down until its
+// next successful dial.
+func (c *core) sendLoop(p *outbox, ln lane) {
 	defer c.wg.Done()
 	fr := newFramer(c.cfg)
 	bo := retryBackoff{max: c.cfg.MaxBackoff}
@@ -219,8 +221,8 @@ func (c *core) sendLoop(p *outbox) {
 		wasUp  bool
 	)
 	down := func(err error) {
-		c.log().Debug("peer unreachable", "peer", p.to, "err", err)
-		c.unreachable(p.to, p.setDown(true))
+		c.log().Debug("peer unreachable", "peer", p.to, "lane", ln, "err", err)
+		c.unreachable(p.to, p.setDown(ln, true))
 		retry = time.NewTimer(bo.next())
 		retryC = retry.C
 	}
@@ -237,7 +239,7 @@ func (c *core) sendLoop(p *outbox) {
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-p.wake:
+		case <-p.wake[ln]:
 		case <-retryC:
 			retryC = nil
 		}
@@ -253,13 +255,13 @@ func (c *core) sendLoop(p *outbox) {
 			}
 			if wasUp {
 				p.reconnects.Inc()
-				c.log().Info("reconnected to peer", "peer", p.to)
+				c.log().Info("reconnected to peer", "peer", p.to, "lane", ln)
 			}
 			wasUp = true
 			bo.reset()
-			p.setDown(false)
+			p.setDown(ln, false)
 		}
-		batch, alive := p.take(spare)
+		batch, alive := p.take(ln, spare)
 		if !c.cfg.Filters.empty() {
 			batch = c.filterOut(p, batch)
 		}

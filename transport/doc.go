@@ -14,35 +14,38 @@
 //
 // # The core both transports share (core.go, outbox.go, frame.go, wire.go)
 //
-// Each peer has one queue in two lanes, and one sender goroutine that
-// drains it into frames (bounded in messages and bytes) carrying the
-// messages of every group for that peer. The control lane holds the
-// failure detector's messages (heartbeats and their responses, votes,
-// pre-votes and theirs, timeout-now) under a bound of its own; the data
-// lane holds the rest, bounded in messages and bytes. The sender takes
-// the control lane first, and a frame carries control records before
-// data, so a heartbeat or a vote never waits behind appends (only behind
-// the frame being written), and an overloaded data lane drops appends,
-// which raft resends, never the heartbeats whose loss would end in
-// elections. The failure detector's messages may therefore overtake a
-// group's appends, which Raft tolerates: a heartbeat's commit never
-// exceeds what the follower acknowledged, a vote from a newer term makes
-// older appends stale, and timeout-now follows the transferee's
-// acknowledgement. Any other two messages of one group to one peer stay
-// in order, and so do two heartbeats or two other control messages (the
-// receiver delivers a frame's heartbeat records before its messages, so a
-// heartbeat may overtake a vote too).
+// Each peer has one queue in two lanes, and each lane has its own sender
+// goroutine and its own stream to the peer (two streams on one
+// connection), draining the lane into frames (bounded in messages and
+// bytes) that carry the messages of every group for that peer. The
+// control lane holds the failure detector's messages (heartbeats and
+// their responses, votes, pre-votes and theirs, timeout-now) and the
+// liveness records, under a bound of its own; the data lane holds the
+// rest, bounded in messages and bytes. So a heartbeat or a vote never
+// waits behind appends: not in the queue, not in a frame, not behind a
+// data frame the peer's flow control holds back (HTTP/2 interleaves the
+// two streams); and an overloaded data lane drops appends, which raft
+// resends, never the heartbeats whose loss would end in elections. The
+// failure detector's messages may therefore overtake a group's appends,
+// and appends may overtake them, which Raft tolerates: a heartbeat's
+// commit never exceeds what the follower acknowledged, a vote from a
+// newer term makes older appends stale, and timeout-now follows the
+// transferee's acknowledgement. Within a lane, two messages of one group
+// to one peer stay in order (the receiver delivers a frame's heartbeat
+// records before its other messages, so a heartbeat may overtake a vote
+// of the same frame).
 //
 // Heartbeats and heartbeat responses are coalesced: each becomes a small
 // record (group, from, to, term, commit, context, and the quiesce flag
 // with which a leader quiesces an idle group, or the wake flag of a
-// request to wake one) in its frame, and plain
-// ones (without a ReadIndex context) do not wake the sender. They wait for
+// request to wake one) in its frame, and plain ones (without a ReadIndex
+// context) do not wake the sender. They wait for
 // the host's tick, which calls Flush before it ticks any group: each tick
 // sends exactly the heartbeats and responses of the tick before, in one
 // frame per peer, whatever the number of groups. A heartbeat with a
-// ReadIndex context, or any other message, wakes the sender, and whatever
-// heartbeats wait ride along. Two heartbeats of a group are never merged.
+// ReadIndex context, or any other control message, wakes the control
+// lane's sender, and whatever heartbeats wait ride along. Two heartbeats
+// of a group are never merged.
 //
 // Liveness. Every frame carries its sender's incarnation (a number drawn
 // when the host starts) and tells the receiving host, through
@@ -54,10 +57,10 @@
 // groups do. A peer first heard from gets a queue and sender too, so
 // liveness flows both ways.
 //
-// A failed send reports the frame and everything queued behind it
-// unreachable and marks the peer down: until the next successful dial,
-// after an exponential backoff with jitter capped by Config.MaxBackoff,
-// messages to it are dropped at once and reported.
+// A failed send reports the frame and everything queued behind it in its
+// lane unreachable and marks the lane down: until its next successful
+// dial, after an exponential backoff with jitter capped by
+// Config.MaxBackoff, messages for it are dropped at once and reported.
 //
 // # The wire (wire.go, codec.go)
 //
@@ -88,9 +91,9 @@
 // so every in-memory cluster test runs the wire code too.
 //
 // GRPC (grpc.go, grpc_snapshot.go, tls.go) is the production transport:
-// each host opens one long-lived client stream of frames to each peer (so
-// a pair of nodes has one stream per direction, and responses travel on
-// the other node's stream). The first frame's handshake names the cluster,
+// each host opens two long-lived client streams of frames to each peer,
+// one per lane, on one connection (so a pair of nodes has two streams per
+// direction, and responses travel on the other node's streams). The first frame's handshake names the cluster,
 // both nodes and the peer protocol's version (ProtocolVersion); a wrong
 // cluster, receiver or version is refused, counted and logged, so a node
 // of another version refuses clearly rather than misreads.

@@ -43,10 +43,10 @@ type GRPCConfig struct {
 	DialTimeout time.Duration
 }
 
-// GRPC is the production Transport: one long-lived client stream of
-// frames to each peer (so one stream per direction per pair of nodes),
-// snapshot streams and admin calls on the same connection, optional mutual
-// TLS.
+// GRPC is the production Transport: two long-lived client streams of
+// frames to each peer, one for the control lane and one for data (see
+// outbox), snapshot streams and admin calls on the same connection,
+// optional mutual TLS.
 type GRPC struct {
 	*core
 	cfg        GRPCConfig

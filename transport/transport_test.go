@@ -296,13 +296,14 @@ func TestHeartbeatCoalescing(t *testing.T) {
 			t.Fatalf("ReadIndex heartbeat arrived as %v", got.Message)
 		}
 
-		// Order within a group: heartbeats keep theirs and may overtake
-		// appends (the control lane), and are never merged.
+		// Order within a group: heartbeats keep theirs, and travel apart
+		// from appends (the control lane's own stream), so either may
+		// arrive first; none is merged or lost.
 		resp := Envelope{GroupID: 8, Message: &pb.Message{Type: pb.MsgHeartbeatResp.Enum(), From: new(uint64(2)), To: new(uint64(1)),
 			Term: new(uint64(4)), Context: []byte("read-2")}}
 		batch := []Envelope{
 			heartbeat(7, 1, nil), msg(7, 1, pb.MsgApp),
-			msg(6, 1, pb.MsgApp), heartbeat(6, 2, []byte("r")), // the heartbeat overtakes
+			msg(6, 1, pb.MsgApp), heartbeat(6, 2, []byte("r")),
 			heartbeat(9, 3, nil), heartbeat(9, 4, nil), resp,
 		}
 		ns[1].Send(2, batch)
@@ -318,8 +319,8 @@ func TestHeartbeatCoalescing(t *testing.T) {
 				t.Fatalf("want %s before %s, got positions %v", a, b, pos)
 			}
 		}
-		order("7/MsgHeartbeat/0/1", "7/MsgApp/1/0")
-		order("6/MsgHeartbeat/0/2", "6/MsgApp/1/0")
+		order("7/MsgHeartbeat/0/1", "6/MsgHeartbeat/0/2")
+		order("7/MsgApp/1/0", "6/MsgApp/1/0")
 		order("9/MsgHeartbeat/0/3", "9/MsgHeartbeat/0/4")
 		if _, ok := pos["8/MsgHeartbeatResp/0/0"]; !ok {
 			t.Fatalf("heartbeat response lost: %v", pos)
@@ -328,45 +329,51 @@ func TestHeartbeatCoalescing(t *testing.T) {
 }
 
 // TestControlLane: a heartbeat and a vote pushed after a full queue of
-// appends reach the wire before those appends: only the frame being
-// written when they came goes first. (On the memory transport a frame is
-// delivered as it is sent, so a blocked peer blocks the sender.)
+// appends reach the peer while those appends are still held up: the
+// control lane has its own sender and stream, so neither the queue, nor
+// a frame, nor a peer that stopped taking appends delays it; and a full
+// data lane drops appends only.
 func TestControlLane(t *testing.T) {
-	n := newTestNet(t, kindMemory)
-	ns := n.start(Config{MaxQueueMessages: 64, MaxFrameMessages: 4}, nil, 1, 2)
-	gate, entered := make(chan struct{}), make(chan struct{}, 1)
-	ns[2].r.mu.Lock()
-	ns[2].r.gate, ns[2].r.entered = gate, entered
-	ns[2].r.mu.Unlock()
-	defer func() {
-		select {
-		case <-gate:
-		default:
-			close(gate)
+	forEachKind(t, func(t *testing.T, n *testNet) {
+		ns := n.start(Config{MaxQueueMessages: 64, MaxFrameMessages: 4}, nil, 1, 2)
+		gate, entered := make(chan struct{}), make(chan struct{}, 1)
+		ns[2].r.mu.Lock()
+		ns[2].r.gate, ns[2].r.entered = gate, entered
+		ns[2].r.mu.Unlock()
+		defer func() {
+			select {
+			case <-gate:
+			default:
+				close(gate)
+			}
+		}()
+		ns[1].Send(2, []Envelope{msg(1, 0, pb.MsgApp)})
+		<-entered // the peer holds that append: the data stream is stuck
+		ns[2].r.mu.Lock()
+		ns[2].r.gate = nil // only the stuck call waits
+		ns[2].r.mu.Unlock()
+		var apps []Envelope
+		for i := uint64(1); i <= 65; i++ {
+			apps = append(apps, msg(1, i, pb.MsgApp))
 		}
-	}()
-	ns[1].Send(2, []Envelope{msg(1, 0, pb.MsgApp)})
-	<-entered // the sender is stuck in that frame
-	var apps []Envelope
-	for i := uint64(1); i <= 65; i++ {
-		apps = append(apps, msg(1, i, pb.MsgApp))
-	}
-	ns[1].Send(2, apps)
-	vote := Envelope{GroupID: 2, Message: &pb.Message{Type: pb.MsgVote.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(9))}}
-	ns[1].Send(2, []Envelope{heartbeat(3, 1, nil), vote})
-	ns[1].Flush()
-	if d := testutil.ToFloat64(ns[1].m.QueueDropped.WithLabelValues("2")); d != 1 {
-		t.Fatalf("%v messages dropped, want the one append over the bound: the full data lane took control messages with it", d)
-	}
-	close(gate)
-	waitUntil(t, "everything queued", func() bool { got, _ := ns[2].r.count(); return got == 1+64+2 })
-	var order []string
-	for _, e := range ns[2].r.received()[:4] {
-		order = append(order, fmt.Sprintf("%d/%s", e.GroupID, e.Message.GetType()))
-	}
-	if want := []string{"1/MsgApp", "3/MsgHeartbeat", "2/MsgVote", "1/MsgApp"}; fmt.Sprint(order) != fmt.Sprint(want) {
-		t.Fatalf("arrived %v, want %v: control waited behind data", order, want)
-	}
+		ns[1].Send(2, apps)
+		vote := Envelope{GroupID: 2, Message: &pb.Message{Type: pb.MsgVote.Enum(), From: new(uint64(1)), To: new(uint64(2)), Term: new(uint64(9))}}
+		ns[1].Send(2, []Envelope{heartbeat(3, 1, nil), vote})
+		ns[1].Flush()
+		if d := testutil.ToFloat64(ns[1].m.QueueDropped.WithLabelValues("2")); d != 1 {
+			t.Fatalf("%v messages dropped, want the one append over the bound: the full data lane took control messages with it", d)
+		}
+		waitUntil(t, "the heartbeat and the vote", func() bool { got, _ := ns[2].r.count(); return got == 2 })
+		var order []string
+		for _, e := range ns[2].r.received() {
+			order = append(order, fmt.Sprintf("%d/%s", e.GroupID, e.Message.GetType()))
+		}
+		if want := []string{"3/MsgHeartbeat", "2/MsgVote"}; fmt.Sprint(order) != fmt.Sprint(want) {
+			t.Fatalf("arrived %v while the appends were held, want %v", order, want)
+		}
+		close(gate)
+		waitUntil(t, "everything queued", func() bool { got, _ := ns[2].r.count(); return got == 2+1+64 })
+	})
 }
 
 // TestLivenessRecords: a peer that nothing went to since the last flush
@@ -636,8 +643,11 @@ func TestQueueBoundSparesHeartbeats(t *testing.T) {
 	}
 	// What the sender takes leaves room for more of both.
 	p.flush()
-	if got, _ := p.take(nil); len(got) != 15 {
-		t.Fatalf("took %d, want the 10 appends and 5 heartbeats", len(got))
+	if got, _ := p.take(laneControl, nil); len(got) != 5 {
+		t.Fatalf("took %d from the control lane, want the 5 heartbeats", len(got))
+	}
+	if got, _ := p.take(laneData, nil); len(got) != 10 {
+		t.Fatalf("took %d from the data lane, want the 10 appends", len(got))
 	}
 	if dropped := p.push(batch[:1], &cfg); len(dropped) != 0 {
 		t.Fatalf("an append after the queue drained was dropped")
