@@ -167,12 +167,7 @@ func (g *group) rejectOverwritten(index uint64) {
 // here as ambiguous: those entries may still commit under the new leader.
 func (g *group) softStateChanged(ss raft.SoftState) {
 	g.role = ss.RaftState
-	// A group without a leader, or holding an election, is processed in
-	// the scheduler's control lane until it has one.
-	if urgent := ss.Lead == 0 || ss.RaftState == raft.StateCandidate || ss.RaftState == raft.StatePreCandidate; urgent != g.urgent {
-		g.urgent = urgent
-		g.h.sched.SetUrgent(g.id, urgent)
-	}
+	g.markUrgent(ss.Lead == 0)
 	if ss.Lead != g.leader {
 		g.leader = ss.Lead
 		g.leaderNode.Store(g.replicas[ss.Lead])
@@ -193,10 +188,24 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 	}
 }
 
+// markUrgent keeps the group in the scheduler's control lane while it
+// has no serving leader: no leader known, an election, or a new leader
+// that has not yet applied an entry of its term (its clients wait for
+// that entry, and under load the normal lane is long).
+func (g *group) markUrgent(noLeader bool) {
+	urgent := noLeader || g.role == raft.StateCandidate || g.role == raft.StatePreCandidate ||
+		(g.role == raft.StateLeader && !g.serving.Load())
+	if urgent != g.urgent {
+		g.urgent = urgent
+		g.h.sched.SetUrgent(g.id, urgent)
+	}
+}
+
 // startServing announces this host as the group's leader: it has applied
 // an entry of its own term, so its state machine is up to date.
 func (g *group) startServing() {
 	g.serving.Store(true)
+	g.markUrgent(false)
 	g.h.m.Leaders.Inc()
 	g.h.m.LeadershipsAcquired.Inc()
 	g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: g.h.cfg.NodeID, Term: g.term, Local: true})

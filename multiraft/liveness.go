@@ -255,7 +255,9 @@ const (
 )
 
 // nudge makes every group that want picks look at liveness at its next
-// pass.
+// pass. A node that stopped being live is the failure detector's news:
+// its groups are processed ahead of data (a follower waiting in the
+// normal lane behind a busy host's appends would wait that long to elect).
 func (l *liveness) nudge(why uint32, want func(g *group) bool) {
 	var ids []uint64
 	l.h.groups.RLock()
@@ -266,5 +268,9 @@ func (l *liveness) nudge(why uint32, want func(g *group) bool) {
 		}
 	}
 	l.h.groups.RUnlock()
+	if why == nudgeDown {
+		l.h.sched.EnqueueUrgent(ids, scheduler.Requests)
+		return
+	}
 	l.h.sched.EnqueueMany(ids, scheduler.Requests)
 }

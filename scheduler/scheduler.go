@@ -132,10 +132,14 @@ type Scheduler struct {
 		sync.Mutex
 		// groups holds the state of every group with work queued or in
 		// progress; idle groups have no entry.
-		groups   map[uint64]entry
-		queue    ring // normal lane
-		control  ring // the failure detector's work and leaderless groups, served before the normal lane
-		prio     ring // system groups, served first
+		groups  map[uint64]entry
+		queue   ring // normal lane
+		control ring // the failure detector's work and leaderless groups, served before the normal lane
+		prio    ring // system groups, served first
+		// stale counts the entries of the normal lane left behind by
+		// groups moved to the control lane (see promoteLocked): skipped
+		// when they come up.
+		stale    int
 		priority map[uint64]struct{}
 		urgent   map[uint64]struct{} // groups always queued in the control lane (SetUrgent)
 		stopped  bool
@@ -156,9 +160,19 @@ type entry struct {
 	flags      Flags
 	ticks      int
 	queued     bool
+	lane       lane // where it is queued, if it is
 	processing bool
 	queuedAt   time.Time
 }
+
+// lane is one of the run queues.
+type lane uint8
+
+const (
+	laneNormal lane = iota
+	laneControl
+	lanePrio
+)
 
 // New creates a scheduler; Start starts it.
 func New(cfg Config, proc Processor) (*Scheduler, error) {
@@ -210,7 +224,7 @@ func (s *Scheduler) Enqueue(groupID uint64, f Flags) bool {
 	if s.mu.stopped {
 		return false
 	}
-	if s.raiseLocked(groupID, f, time.Now()) {
+	if s.raiseLocked(groupID, f, time.Now(), false) {
 		s.workReady.Signal()
 	}
 	return true
@@ -229,10 +243,40 @@ func (s *Scheduler) EnqueueMany(ids []uint64, f Flags) {
 	}
 	queued, now := 0, time.Now()
 	for _, id := range ids {
-		if s.raiseLocked(id, f, now) {
+		if s.raiseLocked(id, f, now, false) {
 			queued++
 		}
 	}
+	s.signalLocked(queued)
+}
+
+// EnqueueUrgent is EnqueueMany for work that must not wait behind data:
+// the groups are queued in the control lane, and a group already waiting
+// in the normal lane moves there. The host uses it when a peer's node
+// stops being live: the followers of its leaders must elect, whatever
+// data they hold.
+func (s *Scheduler) EnqueueUrgent(ids []uint64, f Flags) {
+	if len(ids) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.stopped {
+		return
+	}
+	queued, now := 0, time.Now()
+	for _, id := range ids {
+		if s.raiseLocked(id, f, now, true) {
+			queued++
+		} else {
+			s.promoteLocked(id)
+		}
+	}
+	s.signalLocked(queued)
+}
+
+// signalLocked wakes workers for n newly queued groups.
+func (s *Scheduler) signalLocked(queued int) {
 	if queued >= s.cfg.Workers {
 		s.workReady.Broadcast()
 	} else {
@@ -242,8 +286,9 @@ func (s *Scheduler) EnqueueMany(ids []uint64, f Flags) {
 	}
 }
 
-// raiseLocked raises f for the group and reports whether it was queued.
-func (s *Scheduler) raiseLocked(groupID uint64, f Flags, now time.Time) bool {
+// raiseLocked raises f for the group and reports whether it was queued
+// (in the control lane if control is set).
+func (s *Scheduler) raiseLocked(groupID uint64, f Flags, now time.Time, control bool) bool {
 	e := s.mu.groups[groupID]
 	e.flags |= f
 	if f&Tick != 0 && e.ticks < maxPendingTicks {
@@ -253,30 +298,53 @@ func (s *Scheduler) raiseLocked(groupID uint64, f Flags, now time.Time) bool {
 	if queue {
 		e.queued = true
 		e.queuedAt = now
-		s.pushLocked(groupID, e.flags)
+		e.lane = s.pushLocked(groupID, e.flags, control)
 	}
 	s.mu.groups[groupID] = e
 	return queue
 }
 
-// pushLocked queues a group in its lane: the priority lane for system
-// groups, the control lane for urgent groups and for work that is only
-// the failure detector's, the normal lane for the rest. The lane is
-// chosen when the group is queued; work raised while it waits rides
-// along.
-func (s *Scheduler) pushLocked(groupID uint64, f Flags) {
+// promoteLocked moves a group waiting in the normal lane to the back of
+// the control lane. Its entry in the normal lane stays (a ring has no
+// removal) and is skipped when it comes up.
+func (s *Scheduler) promoteLocked(groupID uint64) {
+	e, ok := s.mu.groups[groupID]
+	if !ok || !e.queued || e.lane != laneNormal {
+		return
+	}
+	s.mu.control.push(groupID)
+	s.m.ControlQueueDepth.Inc()
+	s.mu.stale++
+	e.lane = laneControl
+	s.mu.groups[groupID] = e
+}
+
+// pushLocked queues a group in its lane and returns it: the priority
+// lane for system groups, the control lane for urgent groups, for work
+// that is only the failure detector's and when control is set, the normal
+// lane for the rest. The lane is chosen when the group is queued; work
+// raised while it waits rides along (only promoteLocked moves it).
+func (s *Scheduler) pushLocked(groupID uint64, f Flags, control bool) lane {
 	_, prio := s.mu.priority[groupID]
 	_, urgent := s.mu.urgent[groupID]
+	s.m.QueueDepth.Inc()
 	switch {
 	case prio:
 		s.mu.prio.push(groupID)
-	case urgent || f&^controlWork == 0:
+		return lanePrio
+	case urgent || control || f&^controlWork == 0:
 		s.mu.control.push(groupID)
 		s.m.ControlQueueDepth.Inc()
+		return laneControl
 	default:
 		s.mu.queue.push(groupID)
+		return laneNormal
 	}
-	s.m.QueueDepth.Inc()
+}
+
+// queuedLocked reports whether any group is queued.
+func (s *Scheduler) queuedLocked() bool {
+	return s.mu.prio.len()+s.mu.control.len()+s.mu.queue.len()-s.mu.stale > 0
 }
 
 // next takes the next group to process, waiting for one; ok is false once
@@ -284,7 +352,7 @@ func (s *Scheduler) pushLocked(groupID uint64, f Flags) {
 func (s *Scheduler) next() (groupID uint64, w Work, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.mu.prio.len() == 0 && s.mu.control.len() == 0 && s.mu.queue.len() == 0 {
+	for !s.queuedLocked() {
 		if s.mu.stopped {
 			return 0, Work{}, false
 		}
@@ -308,7 +376,13 @@ func (s *Scheduler) takeLocked() (uint64, Work) {
 		groupID = s.mu.control.pop()
 		s.m.ControlQueueDepth.Dec()
 	default:
-		groupID = s.mu.queue.pop()
+		for {
+			groupID = s.mu.queue.pop()
+			if e := s.mu.groups[groupID]; e.queued && e.lane == laneNormal {
+				break
+			}
+			s.mu.stale-- // moved to the control lane meanwhile
+		}
 	}
 	s.m.QueueDepth.Dec()
 	s.m.Processing.Inc()
@@ -334,8 +408,8 @@ func (s *Scheduler) done(groupID uint64) {
 	}
 	e.queued = true
 	e.queuedAt = time.Now()
+	e.lane = s.pushLocked(groupID, e.flags, false)
 	s.mu.groups[groupID] = e
-	s.pushLocked(groupID, e.flags)
 	s.workReady.Signal()
 }
 
@@ -358,10 +432,19 @@ func (s *Scheduler) worker() {
 // queueing on.
 func (s *Scheduler) SetPriority(groupID uint64, on bool) { s.mark(s.mu.priority, groupID, on) }
 
-// SetUrgent puts a group in (or out of) the control lane from its next
-// queueing on, whatever its work: the host marks groups that have no
-// leader or hold an election, so that elections end fast under load.
-func (s *Scheduler) SetUrgent(groupID uint64, on bool) { s.mark(s.mu.urgent, groupID, on) }
+// SetUrgent puts a group in (or out of) the control lane whatever its
+// work: the host marks groups that have no leader or hold an election, so
+// that elections end fast under load. A group marked while it waits in
+// the normal lane moves to the control lane; unmarking takes effect at
+// its next queueing.
+func (s *Scheduler) SetUrgent(groupID uint64, on bool) {
+	s.mark(s.mu.urgent, groupID, on)
+	if on {
+		s.mu.Lock()
+		s.promoteLocked(groupID)
+		s.mu.Unlock()
+	}
+}
 
 // mark adds a group to (or removes it from) one of the lane sets.
 func (s *Scheduler) mark(set map[uint64]struct{}, groupID uint64, on bool) {

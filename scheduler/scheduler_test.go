@@ -24,7 +24,7 @@ var flagNames = map[string]Flags{"messages": Messages, "requests": Requests, "ti
 // TestSchedulerTranscript walks testdata/: the scheduler's queueing rules
 // driven step by step, with no workers running. Commands:
 //
-//	enqueue g= flags=(..)     raise flags
+//	enqueue g= flags=(..) [urgent]  raise flags (urgent: EnqueueUrgent)
 //	next                      a worker takes the next group
 //	done g=                   a worker finishes a group
 //	ticking g= [off]          (un)mark a group for ticks
@@ -49,12 +49,16 @@ func TestSchedulerTranscript(t *testing.T) {
 				for _, n := range names {
 					f |= flagNames[n]
 				}
-				s.Enqueue(g, f)
+				if d.HasArg("urgent") {
+					s.EnqueueUrgent([]uint64{g}, f)
+				} else {
+					s.Enqueue(g, f)
+				}
 				return describeQueues(s)
 			case "next":
 				s.mu.Lock()
 				defer s.mu.Unlock()
-				if s.mu.prio.len()+s.mu.control.len()+s.mu.queue.len() == 0 {
+				if !s.queuedLocked() {
 					return "nothing queued"
 				}
 				id, w := s.takeLocked()
@@ -86,11 +90,15 @@ func TestSchedulerTranscript(t *testing.T) {
 func describeQueues(s *Scheduler) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	lane := func(r ring) string {
+	lane := func(r ring, normal bool) string {
 		var ids []string
 		for i := 0; i < r.n; i++ {
 			id := r.buf[(r.head+i)%len(r.buf)]
 			e := s.mu.groups[id]
+			if normal && (!e.queued || e.lane != laneNormal) {
+				ids = append(ids, fmt.Sprintf("(g%d moved)", id))
+				continue
+			}
 			ids = append(ids, fmt.Sprintf("g%d(%s)", id, e.flags))
 		}
 		return strings.Join(ids, " ")
@@ -102,7 +110,7 @@ func describeQueues(s *Scheduler) string {
 		}
 	}
 	slices.Sort(busy)
-	return fmt.Sprintf("prio: [%s]\ncontrol: [%s]\nqueue: [%s]\nprocessing: %v", lane(s.mu.prio), lane(s.mu.control), lane(s.mu.queue), busy)
+	return fmt.Sprintf("prio: [%s]\ncontrol: [%s]\nqueue: [%s]\nprocessing: %v", lane(s.mu.prio, false), lane(s.mu.control, false), lane(s.mu.queue, true), busy)
 }
 
 // TestNeverTwoWorkers: with many workers and producers, a group is never
