@@ -122,6 +122,8 @@ func (a *applier) flush() bool {
 	}
 	if g.appliedTerm == g.term && !g.serving.Load() && g.role == raft.StateLeader {
 		g.startServing()
+	} else if g.urgent && g.appliedTerm == g.term {
+		g.markUrgent(g.leader == 0)
 	}
 	a.cmds, a.ids, a.indexes = a.cmds[:0], a.ids[:0], a.indexes[:0]
 	return true
@@ -166,6 +168,9 @@ func (g *group) rejectOverwritten(index uint64) {
 // softStateChanged follows leadership. Losing it fails what is pending
 // here as ambiguous: those entries may still commit under the new leader.
 func (g *group) softStateChanged(ss raft.SoftState) {
+	if ss.RaftState == raft.StatePreCandidate && g.role != raft.StatePreCandidate {
+		g.preCampaigned()
+	}
 	g.role = ss.RaftState
 	g.markUrgent(ss.Lead == 0)
 	if ss.Lead != g.leader {
@@ -190,11 +195,12 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 
 // markUrgent keeps the group in the scheduler's control lane while it
 // has no serving leader: no leader known, an election, or a new leader
-// that has not yet applied an entry of its term (its clients wait for
-// that entry, and under load the normal lane is long).
+// whose first entry of its term this replica has not yet applied (the
+// leader's clients wait for that entry to commit and apply, through its
+// followers too, and under load the normal lane is long).
 func (g *group) markUrgent(noLeader bool) {
 	urgent := noLeader || g.role == raft.StateCandidate || g.role == raft.StatePreCandidate ||
-		(g.role == raft.StateLeader && !g.serving.Load())
+		g.appliedTerm < g.term || (g.role == raft.StateLeader && !g.serving.Load())
 	if urgent != g.urgent {
 		g.urgent = urgent
 		g.h.sched.SetUrgent(g.id, urgent)

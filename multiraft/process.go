@@ -104,13 +104,16 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	// heartbeat follows its quiesce heartbeats. A quiesced group that a
 	// tick raced with stays quiet.
 	if w.Ticks > 0 && !g.quiesced && (requests || !g.maybeQuiesceLeader()) {
+		slow := g.slowElectionClock()
 		for i := 0; i < min(w.Ticks, maxTicksPerPass); i++ {
 			g.ticks++
-			if g.holdTicks > 0 {
+			switch {
+			case g.holdTicks > 0:
 				g.holdTicks-- // see spreadFirstElection
-				continue
+			case slow && g.ticks%2 == 1:
+			default:
+				g.rn.Tick()
 			}
-			g.rn.Tick()
 		}
 		g.maybeCampaign()
 		g.maybeWakeLeader()
@@ -266,6 +269,9 @@ func (g *group) propose(ps []*proposal) {
 // append for the log writer, and the apply, inline.
 func (g *group) handleReady(rd raft.Ready) {
 	if rd.HardState != nil {
+		if v := rd.HardState.GetVote(); v != 0 && v != g.replicaID && rd.HardState.GetTerm() > g.term {
+			g.deferCampaign() // voted for another candidate
+		}
 		g.term, g.commit = rd.HardState.GetTerm(), rd.HardState.GetCommit()
 	}
 	if rd.SoftState != nil {
@@ -302,6 +308,9 @@ func (g *group) handleReady(rd raft.Ready) {
 			if m.GetType() == pb.MsgSnap {
 				g.sendSnapshot(m)
 				continue
+			}
+			if m.GetType() == pb.MsgPreVoteResp && !m.GetReject() {
+				g.deferCampaign() // granted another's pre-vote
 			}
 			g.route(out, m)
 		}

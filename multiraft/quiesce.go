@@ -219,14 +219,19 @@ func (g *group) checkLiveness(nudged uint32) {
 			return
 		}
 		// The first live voter in the group's order of preference
-		// campaigns at the next tick; the others a half election timeout
-		// later, if it did not win: with two of three voters left, two
-		// candidates at once would split the vote.
-		delay := uint64(1)
-		if !g.preferredAmongLive() {
-			delay += uint64(g.h.cfg.ElectionTicks/2) + uint64(rand.IntN(2))
+		// campaigns at once; the others hold their election clocks and
+		// campaign three quarters of an election timeout later or more
+		// (jittered, within one), if it did not win: with two of three
+		// voters left, two candidates at once would split the vote, and
+		// under load an election takes several ticks.
+		if g.preferredAmongLive() {
+			g.campaignAt, g.campaigns = g.ticks+2+uint64(rand.IntN(3)), 1
+			_ = g.rn.Campaign()
+			return
 		}
-		g.campaignAt, g.campaigns = g.ticks+delay, 0
+		et := uint64(g.h.cfg.ElectionTicks)
+		delay := max(1, et*3/4+uint64(rand.IntN(int(et/4)+1)))
+		g.campaignAt, g.campaigns, g.holdTicks = g.ticks+delay, 0, int(delay)
 	case raft.StateLeader:
 		if nudged == 0 || !g.quiesced {
 			return
@@ -266,8 +271,12 @@ func (g *group) checkLiveness(nudged uint32) {
 // replica still has no leader when its time comes, and tries again a few
 // ticks later while it has none (up to campaignTries times): a pre-vote
 // that reached a follower which had not yet seen the leader's node die
-// (it ignores the pre-vote within its lease), or a split vote, would
-// otherwise wait out a whole randomized election timeout.
+// (it ignores the pre-vote within its lease) would otherwise wait out a
+// whole randomized election timeout. Only a follower or a pre-candidate
+// campaigns again (a pre-vote changes no term); a candidate waiting for
+// votes lets its election run (under load it takes several ticks, and a
+// new campaign would start a higher term and undo it), and raft's own
+// election timer ends one that fails.
 func (g *group) maybeCampaign() {
 	if g.campaignAt == 0 || g.ticks < g.campaignAt {
 		return
@@ -278,8 +287,36 @@ func (g *group) maybeCampaign() {
 		return
 	}
 	g.campaigns++
-	_ = g.rn.Campaign()
 	g.campaignAt = g.ticks + 2 + uint64(rand.IntN(3))
+	if g.role != raft.StateCandidate {
+		_ = g.rn.Campaign()
+	}
+}
+
+// preCampaigned follows raft's own election timer starting a pre-vote:
+// its retries are scheduled as for a campaign of maybeCampaign's, so that
+// a pre-vote ignored by a follower still within its lease is asked again
+// within a few ticks rather than a whole randomized election timeout.
+func (g *group) preCampaigned() {
+	if g.campaignAt == 0 {
+		g.campaignAt, g.campaigns = g.ticks+2+uint64(rand.IntN(3)), 1
+	}
+}
+
+// deferCampaign follows a pre-vote or vote this replica granted while it
+// waits to campaign for a lost leader: another voter, whose log is at
+// least as long, is already running, so this one waits half an election
+// timeout more, its election clock held, rather than split the vote. (A
+// request it refused defers nothing: that voter cannot win.)
+func (g *group) deferCampaign() {
+	if g.campaignAt == 0 || g.role == raft.StateLeader || g.role == raft.StateCandidate {
+		return
+	}
+	half := uint64(max(1, g.h.cfg.ElectionTicks/2))
+	if g.campaignAt < g.ticks+half {
+		g.campaignAt = g.ticks + half
+	}
+	g.holdTicks = max(g.holdTicks, int(g.campaignAt-g.ticks))
 }
 
 // campaignTries bounds the campaigns maybeCampaign starts for one lost
@@ -363,13 +400,33 @@ func (g *group) preference() []uint64 {
 
 // preferredAmongLive reports whether this replica is the first voter of
 // the group's preference whose node is live.
-func (g *group) preferredAmongLive() bool {
+func (g *group) preferredAmongLive() bool { return g.firstLiveBut(0) }
+
+// firstLiveBut reports whether this replica is the first voter of the
+// group's preference whose node is live, replica except left out.
+func (g *group) firstLiveBut(except uint64) bool {
 	for _, id := range g.preference() {
+		if id == except {
+			continue
+		}
 		if node, ok := g.replicas[id]; id == g.replicaID || (ok && g.h.live.isLive(node)) {
 			return id == g.replicaID
 		}
 	}
 	return false
+}
+
+// slowElectionClock reports whether a follower runs its election clock at
+// half speed: one that has a leader and is not its successor (the first
+// live voter of the preference after the leader). So when a busy leader's
+// node dies, its successor's clock, or its liveness, starts the election
+// before any other follower's clock can, and the two do not split the
+// vote (with two of three voters left, two candidates at once always
+// do). Liveness, not the clock, is what notices a dead node; the clock is
+// for a leader replica that fails alone, which the successor still
+// replaces within raft's election timeout.
+func (g *group) slowElectionClock() bool {
+	return g.role == raft.StateFollower && g.leader != 0 && !g.firstLiveBut(g.leader)
 }
 
 // spreadFirstElection keeps a host that starts with many leaderless

@@ -74,6 +74,21 @@ type localCluster struct {
 
 	mu    sync.RWMutex
 	nodes []*node.Node // nil while stopped; proposers read it as nodes stop
+
+	// served is when each group's leader last started to serve, stamped
+	// by the hosts (see servedClock).
+	served struct {
+		sync.Mutex
+		at map[uint64]time.Time
+	}
+}
+
+var _ servedClock = (*localCluster)(nil)
+
+func (c *localCluster) servedAt(g int) time.Time {
+	c.served.Lock()
+	defer c.served.Unlock()
+	return c.served.at[uint64(g)]
 }
 
 // running returns a copy of the node list (nil entries: stopped).
@@ -85,6 +100,7 @@ func (c *localCluster) running() []*node.Node {
 
 func startLocal(dir string) (*localCluster, error) {
 	c := &localCluster{dir: dir}
+	c.served.at = make(map[uint64]time.Time)
 	peers := map[uint64]string{}
 	var listeners []net.Listener
 	for i := 1; i <= 3; i++ {
@@ -104,6 +120,13 @@ func startLocal(dir string) (*localCluster, error) {
 				// WAL is preallocated near its size).
 				hc.MemTableSize = benchMemTableSize
 				hc.TickInterval, hc.ElectionTicks = benchTick, benchElectTicks
+				hc.Events.LeaderChanged = func(li multiraft.LeaderInfo) {
+					if li.Local {
+						c.served.Lock()
+						c.served.at[uint64(li.GroupID)] = time.Now()
+						c.served.Unlock()
+					}
+				}
 			}}
 		c.cfgs = append(c.cfgs, cfg)
 		n, err := node.Start(cfg)
