@@ -123,7 +123,7 @@ func (a *applier) flush() bool {
 	if g.appliedTerm == g.term && !g.serving.Load() && g.role == raft.StateLeader {
 		g.startServing()
 	} else if g.urgent && g.appliedTerm == g.term {
-		g.markUrgent(g.leader == 0)
+		g.markUrgent()
 	}
 	a.cmds, a.ids, a.indexes = a.cmds[:0], a.ids[:0], a.indexes[:0]
 	return true
@@ -172,7 +172,6 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 		g.preCampaigned()
 	}
 	g.role = ss.RaftState
-	g.markUrgent(ss.Lead == 0)
 	if ss.Lead != g.leader {
 		g.leader = ss.Lead
 		g.leaderNode.Store(g.replicas[ss.Lead])
@@ -191,15 +190,20 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 		g.h.m.Leaders.Dec()
 		g.failPending(fmt.Errorf("%w: group %d: leadership lost", ErrAmbiguous, g.id))
 	}
+	g.markUrgent()
 }
 
 // markUrgent keeps the group in the scheduler's control lane while it
-// has no serving leader: no leader known, an election, or a new leader
-// whose first entry of its term this replica has not yet applied (the
-// leader's clients wait for that entry to commit and apply, through its
-// followers too, and under load the normal lane is long).
-func (g *group) markUrgent(noLeader bool) {
-	urgent := noLeader || g.role == raft.StateCandidate || g.role == raft.StatePreCandidate ||
+// has no serving leader: no leader known, or one on a node that is not
+// live (a follower that learns of a leader from messages that waited
+// while its node died must forget it at once, not after the normal
+// lane's wait), an election, or a new leader whose first entry of its
+// term this replica has not yet applied (the leader's clients wait for
+// that entry to commit and apply, through its followers too, and under
+// load the normal lane is long).
+func (g *group) markUrgent() {
+	urgent := g.leader == 0 || !g.h.live.isLive(g.replicas[g.leader]) ||
+		g.role == raft.StateCandidate || g.role == raft.StatePreCandidate ||
 		g.appliedTerm < g.term || (g.role == raft.StateLeader && !g.serving.Load())
 	if urgent != g.urgent {
 		g.urgent = urgent
@@ -211,7 +215,7 @@ func (g *group) markUrgent(noLeader bool) {
 // an entry of its own term, so its state machine is up to date.
 func (g *group) startServing() {
 	g.serving.Store(true)
-	g.markUrgent(false)
+	g.markUrgent()
 	g.h.m.Leaders.Inc()
 	g.h.m.LeadershipsAcquired.Inc()
 	g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: g.h.cfg.NodeID, Term: g.term, Local: true})

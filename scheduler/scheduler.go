@@ -157,10 +157,13 @@ type Scheduler struct {
 }
 
 type entry struct {
-	flags      Flags
-	ticks      int
-	queued     bool
-	lane       lane // where it is queued, if it is
+	flags  Flags
+	ticks  int
+	queued bool
+	lane   lane // where it is queued, if it is
+	// control: queue in the control lane when next queued (EnqueueUrgent
+	// raised work while the group was being processed).
+	control    bool
 	processing bool
 	queuedAt   time.Time
 }
@@ -251,8 +254,9 @@ func (s *Scheduler) EnqueueMany(ids []uint64, f Flags) {
 }
 
 // EnqueueUrgent is EnqueueMany for work that must not wait behind data:
-// the groups are queued in the control lane, and a group already waiting
-// in the normal lane moves there. The host uses it when a peer's node
+// the groups are queued in the control lane, a group already waiting in
+// the normal lane moves there, and one being processed goes there when
+// it is queued again. The host uses it when a peer's node
 // stops being live: the followers of its leaders must elect, whatever
 // data they hold.
 func (s *Scheduler) EnqueueUrgent(ids []uint64, f Flags) {
@@ -299,6 +303,8 @@ func (s *Scheduler) raiseLocked(groupID uint64, f Flags, now time.Time, control 
 		e.queued = true
 		e.queuedAt = now
 		e.lane = s.pushLocked(groupID, e.flags, control)
+	} else if control && e.processing {
+		e.control = true
 	}
 	s.mu.groups[groupID] = e
 	return queue
@@ -408,7 +414,8 @@ func (s *Scheduler) done(groupID uint64) {
 	}
 	e.queued = true
 	e.queuedAt = time.Now()
-	e.lane = s.pushLocked(groupID, e.flags, false)
+	e.lane = s.pushLocked(groupID, e.flags, e.control)
+	e.control = false
 	s.mu.groups[groupID] = e
 	s.workReady.Signal()
 }
