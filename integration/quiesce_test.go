@@ -360,3 +360,49 @@ func TestFailedHostUnderQuiescence(t *testing.T) {
 		return true
 	})
 }
+
+// TestKillBusyLeaderHost: with quiescence off (every group awake and
+// ticking, as under load), killing a host gives each group it led a new
+// leader after one election: the successor (the first live voter after
+// the leader in the group's preference) campaigns as liveness notices the
+// dead node, and the other follower, whose election clock runs at half
+// speed while it has a leader and which holds it once the leader is gone,
+// never runs against it (two candidates of two live voters split the
+// vote, and the group waits a randomized election timeout or more).
+func TestKillBusyLeaderHost(t *testing.T) {
+	groups := 90
+	if raceEnabled {
+		groups = 30
+	}
+	c := NewCluster(t, ClusterConfig{Nodes: 3, Configure: func(cfg *multiraft.Config) { cfg.DisableQuiescence = true }})
+	ids := c.CreateGroups(groups)
+	c.SpreadLeaders(ids)
+	const dead = 2
+	moved := 0
+	for _, g := range ids {
+		if leaderOf(c, g) == dead {
+			moved++
+		}
+	}
+	// A few ticks with traffic, so that every follower's election clock
+	// runs from a recent message.
+	for range 3 {
+		c.Step()
+	}
+	elections := func() float64 {
+		return c.Metric(1, "flotilla_host_elections_total") + c.Metric(3, "flotilla_host_elections_total")
+	}
+	e0 := elections()
+	c.Crash(dead, nil)
+	c.WaitFor("new leaders for the dead host's groups", time.Minute, func() bool {
+		for _, g := range ids {
+			if l := c.Leader(g); l == 0 || l == dead {
+				return false
+			}
+		}
+		return true
+	})
+	if e := elections() - e0; e != float64(moved) {
+		t.Fatalf("%v elections (pre-votes included) on the survivors for the %d groups that lost their leader, want one each", e, moved)
+	}
+}
