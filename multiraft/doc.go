@@ -92,12 +92,20 @@
 //   - Node liveness (liveness.go). One view per host of which peers are
 //     live, fed by every frame (and a liveness record per peer per tick
 //     when nothing else goes), and of each peer's incarnation. Followers
-//     of a dead or restarted leader's node forget it and elect, jittered;
-//     a leader quiesces past a dead follower's node and wakes when it is
+//     of a dead or restarted leader's node forget it and elect: the
+//     successor (the first live voter of the group's preference) at once,
+//     the others three quarters of an election timeout later or more,
+//     unless they grant its votes meanwhile; and while a group has a
+//     leader, followers other than its successor run their election clock
+//     at half speed, so that raft's own timer does not start a second
+//     candidate first (two candidates of two live voters split the vote).
+//     A leader quiesces past a dead follower's node and wakes when it is
 //     back where it lags. Costs are per peer, not per group.
-//   - A control lane in the transport's queues and frames and in the
-//     scheduler: heartbeats, votes and timeout-now go ahead of appends,
-//     are not charged to the inbox budget, and groups without a leader are
+//   - A control lane in the transport (a queue and a stream per peer of
+//     its own) and in the scheduler: heartbeats, votes and timeout-now go
+//     ahead of appends, are not charged to the inbox budget, and groups
+//     without a serving leader (none known, one on a node that is not
+//     live, an election, or a new term's first entry not yet applied) are
 //     processed first.
 //   - Admission control: a host holds at most MaxProposalsInFlight
 //     proposals; beyond it Propose fails at once with a *BusyError and a

@@ -21,7 +21,9 @@
 // (the host marks those without a leader or in an election). Everything
 // else waits in the normal lane. A group's lane is chosen when it is
 // queued, and work raised while it waits rides along, so it sits in one
-// lane at a time.
+// lane at a time; only SetUrgent and EnqueueUrgent (the host's news that
+// a peer's node stopped being live) move a group waiting in the normal
+// lane to the control lane, leaving behind an entry that is skipped.
 //
 // The tick loop. One goroutine, driven by the host's Clock, raises the Tick
 // flag of every group marked with SetTicking, once per TickInterval. It
