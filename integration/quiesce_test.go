@@ -26,6 +26,19 @@ func leaderOf(c *Cluster, g multiraft.GroupID) NodeID {
 	return l
 }
 
+// waitNewLeaders waits until every group has a serving leader that is not
+// on the dead node.
+func waitNewLeaders(c *Cluster, ids []multiraft.GroupID, dead NodeID) {
+	c.WaitFor("new leaders for the dead host's groups", time.Minute, func() bool {
+		for _, g := range ids {
+			if l := c.Leader(g); l == 0 || l == dead {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // quiescedCluster is a 3-node cluster whose groups are all led, with
 // leaders spread, and quiesced.
 func quiescedCluster(t *testing.T, groups int) (*Cluster, []multiraft.GroupID) {
@@ -164,14 +177,7 @@ func TestKillHostUnderQuiescence(t *testing.T) {
 	}
 	changes0 := c.Metric(1, "flotilla_host_leader_changes_total") + c.Metric(3, "flotilla_host_leader_changes_total")
 	c.Crash(dead, nil)
-	c.WaitFor("new leaders for the dead host's groups", time.Minute, func() bool {
-		for _, g := range ids {
-			if l := c.Leader(g); l == 0 || l == dead {
-				return false
-			}
-		}
-		return true
-	})
+	waitNewLeaders(c, ids, dead)
 	moved := 0
 	for _, g := range ids {
 		if leaders[g] != dead && c.Leader(g) != leaders[g] {
@@ -394,14 +400,7 @@ func TestKillBusyLeaderHost(t *testing.T) {
 	}
 	e0 := elections()
 	c.Crash(dead, nil)
-	c.WaitFor("new leaders for the dead host's groups", time.Minute, func() bool {
-		for _, g := range ids {
-			if l := c.Leader(g); l == 0 || l == dead {
-				return false
-			}
-		}
-		return true
-	})
+	waitNewLeaders(c, ids, dead)
 	if e := elections() - e0; e != float64(moved) {
 		t.Fatalf("%v elections (pre-votes included) on the survivors for the %d groups that lost their leader, want one each", e, moved)
 	}

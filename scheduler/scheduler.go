@@ -235,31 +235,16 @@ func (s *Scheduler) Enqueue(groupID uint64, f Flags) bool {
 
 // EnqueueMany raises f for every group in ids under one lock: a frame of
 // many groups' messages, or a tick, takes the lock once.
-func (s *Scheduler) EnqueueMany(ids []uint64, f Flags) {
-	if len(ids) == 0 {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.mu.stopped {
-		return
-	}
-	queued, now := 0, time.Now()
-	for _, id := range ids {
-		if s.raiseLocked(id, f, now, false) {
-			queued++
-		}
-	}
-	s.signalLocked(queued)
-}
+func (s *Scheduler) EnqueueMany(ids []uint64, f Flags) { s.enqueueMany(ids, f, false) }
 
 // EnqueueUrgent is EnqueueMany for work that must not wait behind data:
 // the groups are queued in the control lane, a group already waiting in
 // the normal lane moves there, and one being processed goes there when
-// it is queued again. The host uses it when a peer's node
-// stops being live: the followers of its leaders must elect, whatever
-// data they hold.
-func (s *Scheduler) EnqueueUrgent(ids []uint64, f Flags) {
+// it is queued again. The host uses it when a peer's node stops being
+// live: the followers of its leaders must elect, whatever data they hold.
+func (s *Scheduler) EnqueueUrgent(ids []uint64, f Flags) { s.enqueueMany(ids, f, true) }
+
+func (s *Scheduler) enqueueMany(ids []uint64, f Flags, control bool) {
 	if len(ids) == 0 {
 		return
 	}
@@ -270,17 +255,12 @@ func (s *Scheduler) EnqueueUrgent(ids []uint64, f Flags) {
 	}
 	queued, now := 0, time.Now()
 	for _, id := range ids {
-		if s.raiseLocked(id, f, now, true) {
+		if s.raiseLocked(id, f, now, control) {
 			queued++
-		} else {
+		} else if control {
 			s.promoteLocked(id)
 		}
 	}
-	s.signalLocked(queued)
-}
-
-// signalLocked wakes workers for n newly queued groups.
-func (s *Scheduler) signalLocked(queued int) {
 	if queued >= s.cfg.Workers {
 		s.workReady.Broadcast()
 	} else {
