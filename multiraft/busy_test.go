@@ -10,6 +10,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/flotilla-io/flotilla/flotillatest"
+	"github.com/flotilla-io/flotilla/internal/await"
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
 )
@@ -124,4 +125,55 @@ func TestSnapshotOnFullDisk(t *testing.T) {
 	}
 	c.NoSpace(3, "")
 	waitApplied(t, c, g, 3, 1)
+}
+
+// TestBacklogKeepsControlInbox: a leader whose log writer cannot keep up
+// keeps its refused appends in backlogs charged to the inbox budget; past
+// the budget, the heartbeat answers and votes reaching the host are still
+// taken (they have a budget of their own), so CheckQuorum does not step
+// the leader down while its followers answer it.
+func TestBacklogKeepsControlInbox(t *testing.T) {
+	const budget = 512 << 10
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 3, Configure: func(cfg *multiraft.Config) {
+		cfg.InboxBudgetBytes = budget
+		cfg.DisableQuiescence = true
+		multiraft.SetLogQueueItems(cfg, 2)
+	}})
+	const g = multiraft.GroupID(1)
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]multiraft.GroupID{g})
+	leader := c.Leader(g)
+	c.HoldSyncs(leader)
+	defer c.ReleaseSyncs(leader)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+				_, _ = c.Host(leader).Propose(pctx, g, make([]byte, 60<<10))
+				pcancel()
+			}
+		}()
+	}
+	c.TickUntil("the leader's backlog past the inbox budget", 30*time.Second, func() bool {
+		return c.Metric(leader, "flotilla_host_inbox_bytes") > budget+budget/8
+	})
+	ticks := func() (n float64) {
+		for _, node := range c.Nodes() {
+			n += c.Metric(node, "flotilla_scheduler_ticks_total")
+		}
+		return n
+	}
+	for range 30 { // three election timeouts, each tick taken by every host
+		want := ticks() + float64(len(c.Nodes()))
+		c.Clock.Advance(c.TickInterval)
+		await.Until(t, 10*time.Second, "the hosts to take the tick", func() bool { return ticks() >= want })
+	}
+	if st, _ := c.Host(leader).Status(g); st.Role != multiraft.RoleLeader {
+		t.Fatalf("node %d lost its leadership while its followers answered: the heartbeat answers it received were dropped at the inbox budget", leader)
+	}
 }

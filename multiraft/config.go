@@ -94,7 +94,10 @@ type Config struct {
 	// messages are dropped (raft retransmits). Default 4096.
 	MaxGroupInbox int
 	// InboxBudgetBytes bounds the bytes of inbound messages queued in all
-	// groups. Default 256 MiB.
+	// groups, and of refused appends waiting for the log writer. The
+	// failure detector's messages (heartbeats, votes and their answers)
+	// have a budget of their own besides, an eighth of it, that data never
+	// takes. Default 256 MiB.
 	InboxBudgetBytes int64
 
 	// SnapshotEntries is how many entries a group applies between durable

@@ -26,12 +26,13 @@ func (g *group) failWaiting(pendingErr, queuedErr error) {
 		g.mu.refuse = queuedErr
 	}
 	proposals, confChanges, transfers, reads := g.mu.proposals, g.mu.confChanges, g.mu.transfers, g.mu.reads
-	inboxBytes, staged := g.mu.inboxBytes, g.mu.staged
+	inboxBytes, controlBytes, staged := g.mu.inboxBytes, g.mu.controlBytes, g.mu.staged
 	g.mu.proposals, g.mu.confChanges, g.mu.transfers, g.mu.reads = nil, nil, nil, nil
-	g.mu.inbox, g.mu.inboxBytes, g.mu.staged, g.mu.storage, g.mu.snapReports = nil, 0, nil, nil, nil
+	g.mu.inbox, g.mu.inboxBytes, g.mu.controlBytes, g.mu.staged, g.mu.storage, g.mu.snapReports = nil, 0, 0, nil, nil, nil
 	clear(g.mu.unreachable)
 	g.mu.Unlock()
 	g.h.releaseInbox(inboxBytes)
+	g.h.releaseControl(controlBytes)
 	for _, s := range staged {
 		g.h.releaseStaged(s)
 	}
@@ -162,6 +163,14 @@ func (g *group) processFailed() {
 func (h *Host) releaseInbox(n int64) {
 	if n != 0 {
 		h.inboxBytes.Add(-n)
+		h.m.InboxBytes.Sub(float64(n))
+	}
+}
+
+// releaseControl returns bytes to the failure detector's inbox budget.
+func (h *Host) releaseControl(n int64) {
+	if n != 0 {
+		h.controlBytes.Add(-n)
 		h.m.InboxBytes.Sub(float64(n))
 	}
 }

@@ -28,17 +28,18 @@ type group struct {
 
 	mu struct {
 		sync.Mutex
-		inbox       []inbound
-		inboxBytes  int64
-		proposals   []*proposal
-		storage     []*pb.Message // durable appends' local responses, in order
-		unreachable map[uint64]struct{}
-		reads       []*readRequest
-		transfers   []*transferRequest
-		confChanges []*confChangeRequest
-		snapReports []snapReport
-		staged      map[uint64]*stagedSnapshot // received snapshots by index, waiting for raft
-		remove      []chan error               // RemoveGroup requests
+		inbox        []inbound
+		inboxBytes   int64 // of data, charged to the host's inbox budget
+		controlBytes int64 // of control messages, charged to the control budget
+		proposals    []*proposal
+		storage      []*pb.Message // durable appends' local responses, in order
+		unreachable  map[uint64]struct{}
+		reads        []*readRequest
+		transfers    []*transferRequest
+		confChanges  []*confChangeRequest
+		snapReports  []snapReport
+		staged       map[uint64]*stagedSnapshot // received snapshots by index, waiting for raft
+		remove       []chan error               // RemoveGroup requests
 		// readCount and transferCount count the reads and transfers not
 		// yet answered, queued here or handed to the worker: both are
 		// bounded like the queues.
@@ -331,20 +332,23 @@ func (g *group) deliver(from uint64, e transport.Envelope) bool {
 		g.h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
 		return false
 	}
-	// The failure detector's messages have room of their own: an eighth
-	// more of the host's inbox budget, and as many again as a group's
-	// inbox holds. A host full of appends under overload must not drop
-	// the heartbeats and votes that keep its leaders.
+	// The failure detector's messages have room of their own: a budget
+	// of an eighth of the host's inbox budget that data (inbound appends,
+	// or a leader's own appends the log writer refused) never takes, and
+	// as many again as a group's inbox holds. A host full of appends under
+	// overload must not drop the heartbeats and votes that keep its
+	// leaders.
 	size := int64(64 + len(m.GetContext()))
 	for _, e := range m.GetEntries() {
 		size += int64(32 + len(e.GetData()))
 	}
-	budget, limit := g.h.cfg.InboxBudgetBytes, g.h.cfg.MaxGroupInbox
-	if controlMessage(m) {
-		budget, limit = budget+budget/8, 2*limit
+	control := controlMessage(m)
+	charged, budget, limit := &g.h.inboxBytes, g.h.cfg.InboxBudgetBytes, g.h.cfg.MaxGroupInbox
+	if control {
+		charged, budget, limit = &g.h.controlBytes, budget/8, 2*limit
 	}
-	if g.h.inboxBytes.Add(size) > budget {
-		g.h.inboxBytes.Add(-size)
+	if charged.Add(size) > budget {
+		charged.Add(-size)
 		g.h.m.InboxDropped.Inc()
 		return false
 	}
@@ -352,7 +356,7 @@ func (g *group) deliver(from uint64, e transport.Envelope) bool {
 	if g.mu.refuse != nil || len(g.mu.inbox) >= limit {
 		closed := g.mu.refuse != nil
 		g.mu.Unlock()
-		g.h.inboxBytes.Add(-size)
+		charged.Add(-size)
 		if closed {
 			g.h.m.MessagesDropped.WithLabelValues("closed_group").Inc()
 		} else {
@@ -362,7 +366,11 @@ func (g *group) deliver(from uint64, e transport.Envelope) bool {
 	}
 	first := len(g.mu.inbox) == 0
 	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from, quiesce: e.Quiesce, wake: e.Wake})
-	g.mu.inboxBytes += size
+	if control {
+		g.mu.controlBytes += size
+	} else {
+		g.mu.inboxBytes += size
+	}
 	g.mu.Unlock()
 	g.h.m.InboxBytes.Add(float64(size))
 	return first

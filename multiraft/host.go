@@ -50,7 +50,8 @@ type Host struct {
 	unregister    func() // the host's metrics from Config.Registerer; nil if none
 	proposalBytes atomic.Int64
 	inFlight      atomic.Int64 // proposals admitted and not yet answered
-	inboxBytes    atomic.Int64
+	inboxBytes    atomic.Int64 // data queued in inboxes and append backlogs
+	controlBytes  atomic.Int64 // the failure detector's messages queued in inboxes
 	nextProposal  atomic.Uint64
 	bootNonce     uint64 // distinguishes this incarnation's read contexts
 	nextRead      atomic.Uint64

@@ -163,8 +163,8 @@ func (g *group) take() *intake {
 	*in = intake{storage: g.mu.storage, inbox: g.mu.inbox, proposals: g.mu.proposals, reads: g.mu.reads,
 		transfers: g.mu.transfers, confChanges: g.mu.confChanges, snapReports: g.mu.snapReports, staged: g.mu.staged,
 		unreachable: in.unreachable[:0]}
-	inboxBytes := g.mu.inboxBytes
-	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.reads, g.mu.inboxBytes = nil, nil, nil, nil, 0
+	inboxBytes, controlBytes := g.mu.inboxBytes, g.mu.controlBytes
+	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.reads, g.mu.inboxBytes, g.mu.controlBytes = nil, nil, nil, nil, 0, 0
 	g.mu.transfers, g.mu.confChanges, g.mu.snapReports, g.mu.staged = nil, nil, nil, nil
 	for id := range g.mu.unreachable {
 		in.unreachable = append(in.unreachable, id)
@@ -172,6 +172,7 @@ func (g *group) take() *intake {
 	clear(g.mu.unreachable)
 	g.mu.Unlock()
 	g.h.releaseInbox(inboxBytes)
+	g.h.releaseControl(controlBytes)
 	return in
 }
 
