@@ -178,7 +178,7 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 		g.leaderEpoch = g.h.live.epoch(g.replicas[ss.Lead])
 		if ss.Lead != 0 { // a new leader seen, not one forgotten
 			g.h.m.LeaderChanges.Inc()
-			g.campaignAt, g.campaigns, g.holdTicks, g.leaderHeard = 0, 0, 0, g.ticks
+			g.campaignAt, g.campaigns, g.holdTicks, g.leaderHeard, g.fromLeader = 0, 0, 0, g.ticks, g.ticks
 		}
 		g.leaderIs(g.replicas[ss.Lead])
 		if ss.Lead != g.replicaID {

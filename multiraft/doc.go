@@ -103,7 +103,7 @@
 //     back where it lags. Costs are per peer, not per group.
 //   - A control lane in the transport (a queue and a stream per peer of
 //     its own) and in the scheduler: heartbeats, votes and timeout-now go
-//     ahead of appends, are not charged to the inbox budget, and groups
+//     ahead of appends, have an inbox budget of their own, and groups
 //     without a serving leader (none known, one on a node that is not
 //     live, an election, or a new term's first entry not yet applied) are
 //     processed first.

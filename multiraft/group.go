@@ -110,9 +110,12 @@ type group struct {
 	campaignAt   uint64
 	campaigns    int    // campaigns maybeCampaign started since the leader was lost
 	leaderEpoch  uint64 // restarts of the leader's node seen when it was learned
-	leaderHeard  uint64 // g.ticks when a message from the leader was last stepped
-	// holdTicks is how many more ticks a replica that is not its group's
-	// preferred one waits before its election clock runs, at start.
+	leaderHeard  uint64 // g.ticks when a message from the leader was last stepped (or a wake-up asked it)
+	fromLeader   uint64 // g.ticks when a message from the leader was last stepped (see slowElectionClock)
+	// holdTicks is how many more ticks the replica's election clock stands
+	// still: a replica that is not its group's preferred one at start
+	// (spreadFirstElection), or one that waits for another voter to
+	// replace a dead leader (checkLiveness, deferCampaign).
 	holdTicks int
 	removed   bool    // removed from the host; nothing more to do
 	failed    error   // the group failed alone (a panic); nothing more to do

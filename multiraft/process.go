@@ -87,7 +87,7 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 			g.noteQuiesce(m.m)
 		}
 		if g.leader != 0 && m.m.GetFrom() == g.leader {
-			g.leaderHeard = g.ticks
+			g.leaderHeard, g.fromLeader = g.ticks, g.ticks
 		}
 		g.step(m.m)
 		if quiet {
@@ -109,8 +109,8 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 			g.ticks++
 			switch {
 			case g.holdTicks > 0:
-				g.holdTicks-- // see spreadFirstElection
-			case slow && g.ticks%2 == 1:
+				g.holdTicks-- // see holdTicks
+			case slow && g.ticks%2 == 1 && g.ticks-g.fromLeader <= uint64(g.h.cfg.ElectionTicks):
 			default:
 				g.rn.Tick()
 			}
@@ -138,6 +138,9 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 		g.maybeQuiesceFollower()
 	}
 	g.quiesceAsked = nil
+	if g.urgent {
+		g.markUrgent() // what it depends on may change without a soft state
+	}
 	g.publishStatus(w.Flags&scheduler.Tick != 0)
 }
 
@@ -296,6 +299,13 @@ func (g *group) handleReady(rd raft.Ready) {
 	for _, m := range rd.Messages {
 		switch m.GetTo() {
 		case raft.LocalAppendThread:
+			for _, r := range m.GetResponses() {
+				// Answers leave once the append is durable; a granted
+				// pre-vote is among them.
+				if r.GetType() == pb.MsgPreVoteResp && !r.GetReject() && r.GetTo() != g.replicaID {
+					g.deferCampaign() // granted another's pre-vote
+				}
+			}
 			g.appendToLog(m)
 		case raft.LocalApplyThread:
 			g.apply(m.GetEntries())
@@ -309,9 +319,6 @@ func (g *group) handleReady(rd raft.Ready) {
 			if m.GetType() == pb.MsgSnap {
 				g.sendSnapshot(m)
 				continue
-			}
-			if m.GetType() == pb.MsgPreVoteResp && !m.GetReject() {
-				g.deferCampaign() // granted another's pre-vote
 			}
 			g.route(out, m)
 		}

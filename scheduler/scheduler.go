@@ -27,8 +27,8 @@ const (
 	Storage
 	// Control: inbound messages of the failure detector (heartbeats and
 	// their responses, votes, pre-votes, timeout-now) are queued. A group
-	// whose only work is control messages and ticks is queued in the
-	// control lane, ahead of data.
+	// whose only work is control messages is queued in the control lane,
+	// ahead of data.
 	Control
 )
 
@@ -450,4 +450,11 @@ func (s *Scheduler) Remove(groupID uint64) {
 	s.SetPriority(groupID, false)
 	s.SetUrgent(groupID, false)
 	s.SetTicking(groupID, false)
+}
+
+// UrgentGroups reports how many groups are marked urgent (SetUrgent).
+func (s *Scheduler) UrgentGroups() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.mu.urgent)
 }

@@ -17,9 +17,11 @@ type NodeID = uint64
 
 // ProtocolVersion is the version of the peer protocol this transport
 // speaks (peerpb.Handshake.protocol_version). Version 2 added quiesce
-// heartbeats and liveness records; a peer of an older version would
-// misread them, so its calls are refused.
-const ProtocolVersion = 2
+// heartbeats and liveness records, version 3 the wake flag of heartbeat
+// records (a request to wake, never stepped) and the control lane's
+// stream; a peer of another version would misread them, so its calls are
+// refused.
+const ProtocolVersion = 3
 
 // Envelope is one Raft message of one group.
 type Envelope struct {

@@ -433,11 +433,11 @@ func decodeHandshake(b []byte) (*peerpb.Handshake, error) {
 	return hs, err
 }
 
-// decodeHeartbeat fills s from a Heartbeat record; ok is false if the
-// record is malformed.
 // heartbeatFlags are a Heartbeat record's flags.
 type heartbeatFlags struct{ quiesce, wake bool }
 
+// decodeHeartbeat fills s from a Heartbeat record; ok is false if the
+// record is malformed.
 func decodeHeartbeat(b []byte, t pb.MessageType, s *heartbeatSlab) (group uint64, flags heartbeatFlags, ok bool) {
 	var context []byte
 	err := fields(b, func(fl field) error {
