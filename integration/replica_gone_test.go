@@ -9,11 +9,12 @@ import (
 )
 
 // TestLeaderReplicaGoneOnLiveNode: a leader replica leaves its host while
-// the node stays live (RemoveGroup), so liveness sees nothing and raft's
-// election clocks must replace it. The half-speed clock of followers that
-// are not the successor (slowElectionClock) lengthens their lease by half
-// an election timeout, never more: each group has a new leader within
-// three election timeouts, about two on average, awake or quiesced.
+// the node stays live (RemoveGroup), so liveness sees nothing; its host
+// asks the followers to wake (wakeFollowers) and they take that as the
+// leader gone: the successor campaigns at once and the other follower
+// holds back, so each group has a new leader within an election timeout,
+// awake or quiesced (raft's clocks alone would take one to two, and the
+// half-speed clock of followers that are not the successor more).
 func TestLeaderReplicaGoneOnLiveNode(t *testing.T) {
 	for _, quiesce := range []bool{false, true} {
 		t.Run(fmt.Sprintf("quiesce=%v", quiesce), func(t *testing.T) {
@@ -45,8 +46,8 @@ func TestLeaderReplicaGoneOnLiveNode(t *testing.T) {
 			}
 			mean := float64(total) / removed
 			t.Logf("new leaders after %.1f ticks on average, %d at worst (election timeout %d ticks)", mean, worst, electionTicks)
-			if worst > 3*electionTicks || mean > float64(2*electionTicks) {
-				t.Fatalf("a leader replica gone from a live node was replaced after %.1f ticks on average, %d at worst: want about two election timeouts, at most three", mean, worst)
+			if worst > electionTicks {
+				t.Fatalf("a leader replica gone from a live node was replaced after %.1f ticks on average, %d at worst: want within an election timeout", mean, worst)
 			}
 		})
 	}

@@ -57,7 +57,7 @@ func NewHost() *Host {
 		ProposalBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "proposal_bytes",
 			Help: "Bytes of proposals queued or pending on this host."}),
 		InboxBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_bytes",
-			Help: "Bytes of inbound messages queued for groups."}),
+			Help: "Bytes of inbound messages queued for groups, refused appends waiting for the log writer, and staged snapshot data."}),
 		InboxDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "inbox_dropped_total",
 			Help: "Inbound messages dropped because a group's inbox or the host's inbox budget was full."}),
 		MessagesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",

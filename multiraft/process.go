@@ -65,6 +65,11 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	for _, m := range in.inbox {
 		if m.wake {
 			g.wake("asked") // never stepped: see quiesce.go
+			if g.role == raft.StateFollower && g.leader != 0 && m.m.GetFrom() == g.leader {
+				// The leader replica's host says it is gone (see
+				// wakeFollowers): elect now, as for a dead node.
+				g.leaderLost()
+			}
 			continue
 		}
 		if isRemovedNotice(m.m) || g.fromRemovedReplica(m) {

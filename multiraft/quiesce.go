@@ -215,23 +215,7 @@ func (g *group) checkLiveness(nudged uint32) {
 		}
 		g.leaderEpoch = epoch // a restart is acted on once
 		g.wake("leader_down")
-		if err := g.rn.ForgetLeader(); err != nil {
-			return
-		}
-		// The first live voter in the group's order of preference
-		// campaigns at once; the others hold their election clocks and
-		// campaign three quarters of an election timeout later or more
-		// (jittered, within one), if it did not win: with two of three
-		// voters left, two candidates at once would split the vote, and
-		// under load an election takes several ticks.
-		if g.preferredAmongLive() {
-			g.campaignAt, g.campaigns = g.ticks+2+uint64(rand.IntN(3)), 1
-			_ = g.rn.Campaign()
-			return
-		}
-		et := uint64(g.h.cfg.ElectionTicks)
-		delay := max(1, et*3/4+uint64(rand.IntN(int(et/4)+1)))
-		g.campaignAt, g.campaigns, g.holdTicks = g.ticks+delay, 0, int(delay)
+		g.leaderLost()
 	case raft.StateLeader:
 		if nudged == 0 || !g.quiesced {
 			return
@@ -265,6 +249,29 @@ func (g *group) checkLiveness(nudged uint32) {
 		})
 		g.sendQuiesce(to)
 	}
+}
+
+// leaderLost follows news that a follower's leader is gone (its node is
+// not live or restarted, or its host says the replica left): the
+// follower forgets it, and the first live voter after it in the group's
+// order of preference campaigns at once; the others hold their election
+// clocks and campaign three quarters of an election timeout later or more
+// (jittered, within one), if it did not win: with two of three voters
+// left, two candidates at once would split the vote, and under load an
+// election takes several ticks.
+func (g *group) leaderLost() {
+	successor := g.firstLiveBut(g.leader)
+	if err := g.rn.ForgetLeader(); err != nil {
+		return
+	}
+	if successor {
+		g.campaignAt, g.campaigns = g.ticks+2+uint64(rand.IntN(3)), 1
+		_ = g.rn.Campaign()
+		return
+	}
+	et := uint64(g.h.cfg.ElectionTicks)
+	delay := max(1, et*3/4+uint64(rand.IntN(int(et/4)+1)))
+	g.campaignAt, g.campaigns, g.holdTicks = g.ticks+delay, 0, int(delay)
 }
 
 // maybeCampaign starts the campaign checkLiveness scheduled, if the
@@ -397,10 +404,6 @@ func (g *group) preference() []uint64 {
 	start := int(g.id % uint64(len(voters)))
 	return append(voters[start:], voters[:start]...)
 }
-
-// preferredAmongLive reports whether this replica is the first voter of
-// the group's preference whose node is live.
-func (g *group) preferredAmongLive() bool { return g.firstLiveBut(0) }
 
 // firstLiveBut reports whether this replica is the first voter of the
 // group's preference whose node is live, replica except left out.

@@ -35,7 +35,9 @@ type Handshake struct {
 	FromNode  uint64                 `protobuf:"varint,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
 	ToNode    uint64                 `protobuf:"varint,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
 	// protocol_version: 0 (absent) is the first version, without
-	// quiescence or liveness records; 2 added them.
+	// quiescence or liveness records; 2 added them; 3 added the wake flag
+	// of heartbeat records and a second stream per peer for the control
+	// lane.
 	ProtocolVersion uint32 `protobuf:"varint,4,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
