@@ -62,12 +62,17 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 		g.step(m)
 	}
 	g.releaseAcks()
+	leaderGone := false
 	for _, m := range in.inbox {
 		if m.wake {
 			g.wake("asked") // never stepped: see quiesce.go
-			if g.role == raft.StateFollower && g.leader != 0 && m.m.GetFrom() == g.leader {
-				// The leader replica's host says it is gone (see
-				// wakeFollowers): elect now, as for a dead node.
+			// A wake heartbeat in the name of the leader replica, from
+			// that replica's own node, says it is gone (wakeFollowers):
+			// elect now, as for a dead node (once per pass: the leader is
+			// forgotten only when the pass's Ready is handled).
+			if !leaderGone && g.role == raft.StateFollower && g.leader != 0 && m.m.GetType() == pb.MsgHeartbeat &&
+				m.m.GetFrom() == g.leader && m.from == g.replicas[g.leader] {
+				leaderGone = true
 				g.leaderLost()
 			}
 			continue

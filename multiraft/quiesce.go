@@ -265,7 +265,7 @@ func (g *group) leaderLost() {
 		return
 	}
 	if successor {
-		g.campaignAt, g.campaigns = g.ticks+2+uint64(rand.IntN(3)), 1
+		g.campaignAt, g.campaigns = g.retryTick(), 1
 		_ = g.rn.Campaign()
 		return
 	}
@@ -294,7 +294,7 @@ func (g *group) maybeCampaign() {
 		return
 	}
 	g.campaigns++
-	g.campaignAt = g.ticks + 2 + uint64(rand.IntN(3))
+	g.campaignAt = g.retryTick()
 	if g.role != raft.StateCandidate {
 		_ = g.rn.Campaign()
 	}
@@ -306,7 +306,7 @@ func (g *group) maybeCampaign() {
 // within a few ticks rather than a whole randomized election timeout.
 func (g *group) preCampaigned() {
 	if g.campaignAt == 0 {
-		g.campaignAt, g.campaigns = g.ticks+2+uint64(rand.IntN(3)), 1
+		g.campaignAt, g.campaigns = g.retryTick(), 1
 	}
 }
 
@@ -325,6 +325,10 @@ func (g *group) deferCampaign() {
 	}
 	g.holdTicks = max(g.holdTicks, int(g.campaignAt-g.ticks))
 }
+
+// retryTick is when a campaign for a lost leader is tried again: two to
+// four ticks from now.
+func (g *group) retryTick() uint64 { return g.ticks + 2 + uint64(rand.IntN(3)) }
 
 // campaignTries bounds the campaigns maybeCampaign starts for one lost
 // leader; raft's own election timer goes on after them.
