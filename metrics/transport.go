@@ -30,6 +30,7 @@ type Transport struct {
 	SnapshotBytesRecv   *prometheus.CounterVec
 	HandshakesRefused   *prometheus.CounterVec // reason
 	Flushes             prometheus.Counter
+	ConnectionsOpen     prometheus.Gauge
 }
 
 // NewTransport creates the transport's collectors, unregistered (see Register).
@@ -70,7 +71,11 @@ func NewTransport() *Transport {
 		SnapshotsFailed:   counter("snapshots_failed_total", "Snapshot sends to a peer that failed."),
 		SnapshotBytesSent: counter("snapshot_bytes_sent_total", "Snapshot data bytes sent to a peer."),
 		SnapshotBytesRecv: counter("snapshot_bytes_received_total", "Snapshot data bytes received from a peer."),
-		HandshakesRefused: counter("handshakes_refused_total", "Inbound calls refused at the handshake or TLS check.", "reason"),
+		HandshakesRefused: counter("handshakes_refused_total", "Inbound connections and calls refused, by reason: tls (the TLS handshake), "+
+			"connection_limit, no_handshake, cluster_id, wrong_node, bad_sender, unknown_peer (not in the peer set), "+
+			"protocol_version, tls_identity (the certificate does not name the node, or is no longer good).", "reason"),
+		ConnectionsOpen: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "connections_open",
+			Help: "Inbound connections open on the peer server (bounded by its connection limit)."}),
 		Flushes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "heartbeat_flushes_total",
 			Help: "Heartbeat flushes: each releases the plain heartbeats waiting for every peer."}),
 	}
@@ -96,5 +101,6 @@ func (m *Transport) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.MessagesSent, m.MessagesReceived, m.BytesSent, m.BytesReceived, m.FramesSent, m.FramesReceived,
 		m.HeartbeatsCoalesced, m.QueueDropped, m.QueueMessages, m.QueueHeartbeats, m.SendFailures, m.Reconnects,
 		m.StreamUp, m.ReceivedDropped, m.FilterDropped, m.SnapshotsSent, m.SnapshotsReceived, m.SnapshotsFailed,
-		m.SnapshotBytesSent, m.SnapshotBytesRecv, m.HandshakesRefused, m.Flushes, m.QueueControl, m.LivenessSent, m.LivenessReceived}
+		m.SnapshotBytesSent, m.SnapshotBytesRecv, m.HandshakesRefused, m.Flushes, m.QueueControl, m.LivenessSent, m.LivenessReceived,
+		m.ConnectionsOpen}
 }

@@ -1,6 +1,8 @@
 package multiraft
 
 import (
+	"slices"
+
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/flotilla-io/flotilla/transport"
@@ -16,7 +18,9 @@ import (
 // is not in the configuration the member has applied. The member answers
 // with a removal notice; the replica's host then removes it, leaving a
 // tombstone. A member that is behind knows less, never more, so it can
-// fail to answer but never answer wrongly.
+// fail to answer but never answer wrongly. The replica trusts no single
+// member: it goes once a majority of the voters it knows said so
+// (removedNotice).
 //
 // The notice travels as a Raft message of a type raft only uses locally
 // (MsgUnreachable), addressed to the removed replica, with the group's
@@ -43,14 +47,27 @@ func (g *group) fromRemovedReplica(in inbound) bool {
 	return true
 }
 
-// removedNotice reports whether a member's notice proves this replica
-// was removed.
-func (g *group) removedNotice(m *pb.Message) bool {
+// removedNotice reports whether the members' notices prove this replica
+// was removed, counting this one. A notice counts only from the node that
+// hosts the member it names (sender binding) and only from a voter of the
+// configuration this replica knows; the replica goes once a majority of
+// those voters sent one. One host's word, right or wrong, removes nothing:
+// what it deletes cannot be had back. A replica that knows no
+// configuration (it joined and never got its snapshot) is never collected
+// this way; RemoveGroup removes it.
+func (g *group) removedNotice(in inbound) bool {
+	m := in.m
 	if m.GetTo() != g.replicaID || m.GetIndex() <= g.replicaID {
 		return false // not about this replica, or not proof of its removal
 	}
-	if _, stillMember := g.replicas[m.GetFrom()]; !stillMember && len(g.replicas) > 0 {
-		return false // only trust replicas of the configuration we know
+	from := m.GetFrom()
+	voters := g.confState.GetVoters()
+	if node, member := g.replicas[from]; !member || node != in.from || !slices.Contains(voters, from) {
+		g.h.m.MessagesDropped.WithLabelValues("notice_unverified").Inc()
+		return false
 	}
-	return true
+	if !slices.Contains(g.removalNotices, from) {
+		g.removalNotices = append(g.removalNotices, from)
+	}
+	return len(g.removalNotices) > len(voters)/2
 }

@@ -98,6 +98,12 @@ type group struct {
 	// ends without raft taking them.
 	staged map[uint64]*stagedSnapshot
 	last   uint64 // raft's last log index, as of the last Ready
+	// removalNotices lists the members whose removal notices this
+	// replica holds (gc.go).
+	removalNotices []uint64
+	// lastLow is a lower bound of raft's last log index within a pass
+	// (admit.go): last, lowered by appends that may cut the log's tail.
+	lastLow uint64
 	// Quiescence (quiesce.go): quiesced is the worker's own state;
 	// lagging lists the nodes whose replicas lagged when this leader
 	// quiesced; quiesceAsked is a quiesce heartbeat this pass stepped;
@@ -140,7 +146,7 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("multiraft: group %d: %w", g.id, err)
 	}
-	g.last = last
+	g.last, g.lastLow = last, last
 	g.nextReplicaID = applied.NextReplicaID
 	data, err := st.LoadStateSnapshot()
 	if err != nil {

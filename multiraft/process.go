@@ -64,6 +64,9 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	g.releaseAcks()
 	leaderGone := false
 	for _, m := range in.inbox {
+		if isRemovedNotice(m.m) || !g.admit(m) || g.fromRemovedReplica(m) {
+			continue // a notice was looked at by removing
+		}
 		if m.wake {
 			g.wake("asked") // never stepped: see quiesce.go
 			// A wake heartbeat in the name of the leader replica, from
@@ -76,15 +79,6 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 				g.leaderLost()
 			}
 			continue
-		}
-		if isRemovedNotice(m.m) || g.fromRemovedReplica(m) {
-			continue
-		}
-		if _, known := g.replicas[m.m.GetFrom()]; !known && len(g.learned) < maxLearned {
-			if g.learned == nil {
-				g.learned = make(map[uint64]uint64)
-			}
-			g.learned[m.m.GetFrom()] = m.from
 		}
 		if hook := h.cfg.testing.beforeStep; hook != nil {
 			hook(g.id, m.m)
@@ -223,7 +217,7 @@ func (g *group) removing(in *intake) bool {
 	noticed := false
 	if !asked {
 		for _, m := range in.inbox {
-			if isRemovedNotice(m.m) && g.removedNotice(m.m) {
+			if isRemovedNotice(m.m) && g.removedNotice(m) {
 				noticed = true
 				break
 			}
@@ -243,6 +237,7 @@ func (g *group) removing(in *intake) bool {
 }
 
 func (g *group) step(m *pb.Message) {
+	g.noteStepped(m)
 	if err := g.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) {
 		g.h.log.Debug("step", "group", g.id, "type", m.GetType(), "err", err)
 	}
@@ -297,6 +292,7 @@ func (g *group) handleReady(rd raft.Ready) {
 	if n := len(rd.Entries); n > 0 {
 		g.last = rd.Entries[n-1].GetIndex() // an append may also cut the tail
 	}
+	g.lastLow = g.last
 	if len(rd.ReadStates) > 0 {
 		indexes := make(map[string]uint64, len(rd.ReadStates))
 		for _, rs := range rd.ReadStates {

@@ -2,12 +2,15 @@ package transport
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -35,12 +38,24 @@ type GRPCConfig struct {
 	ListenAddr string
 	// Peers maps the other nodes to their addresses; SetPeer changes it.
 	Peers map[NodeID]string
-	// TLS, if set, secures all peer traffic with mutual TLS.
+	// TLS, if set, secures all peer traffic with mutual TLS; SetTLS
+	// replaces it. Without it nothing is authenticated: any process that
+	// reaches the address can speak for any peer.
 	TLS *TLSConfig
 	// MaxRecvMessageBytes bounds one inbound frame or chunk. Default 64 MiB.
 	MaxRecvMessageBytes int
 	// DialTimeout bounds opening a stream to a peer. Default 5 s.
 	DialTimeout time.Duration
+	// HandshakeTimeout bounds an inbound connection's TLS and HTTP/2
+	// handshake. Default 10 s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes an inbound connection that carried no call for
+	// this long (a peer's connection always carries its streams).
+	// Default 5 min.
+	IdleTimeout time.Duration
+	// MaxConnections bounds the inbound connections open at once; more
+	// are closed as they arrive, and counted. Default 1024.
+	MaxConnections int
 }
 
 // GRPC is the production Transport: two long-lived client streams of
@@ -54,6 +69,11 @@ type GRPC struct {
 	srv        *grpc.Server
 	serveDone  chan struct{}
 	serveStart sync.Once
+	// tls is the TLS config in force (nil: plaintext); gen counts changes
+	// of it and of the peer set, so that open streams check their sender
+	// again (see accept).
+	tls atomic.Pointer[TLSConfig]
+	gen atomic.Uint64
 
 	mu struct {
 		sync.Mutex
@@ -84,6 +104,15 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = 1024
+	}
 	t := &GRPC{cfg: cfg, serveDone: make(chan struct{})}
 	t.core = newCore(cfg.NodeID, given, t)
 	t.cfg.Config = t.core.cfg // one set of metrics and defaults for both
@@ -104,13 +133,17 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 		}
 		t.lis = lis
 	}
+	t.lis = LimitListener(t.lis, cfg.MaxConnections, t.m.ConnectionsOpen, t.m.HandshakesRefused.WithLabelValues("connection_limit"))
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMessageBytes),
 		grpc.WaitForHandlers(true),
+		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
 	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(countingCreds{TransportCredentials: cfg.TLS.serverCreds(), fail: func(err error) {
+		t.tls.Store(cfg.TLS)
+		opts = append(opts, grpc.Creds(CountingCreds{TransportCredentials: ServerCredentials(t.tls.Load), Fail: func(err error) {
 			t.m.HandshakesRefused.WithLabelValues("tls").Inc()
 			t.log().Warn("refused a peer connection at the TLS handshake", "err", err)
 		}}))
@@ -149,6 +182,62 @@ func (t *GRPC) SetPeer(id NodeID, addr string) {
 	}
 	t.addPeer(id)
 }
+
+// SetPeers replaces the peer set and the peers' addresses: a node left
+// out is refused from now on (its open streams end before their next
+// frame) and no longer sent to. The node's own ID is ignored.
+func (t *GRPC) SetPeers(peers map[NodeID]string) {
+	t.mu.Lock()
+	var stale []*grpc.ClientConn
+	for id := range t.mu.peers {
+		if _, keep := peers[id]; !keep {
+			delete(t.mu.peers, id)
+			if cc := t.mu.conns[id]; cc != nil {
+				stale = append(stale, cc)
+				delete(t.mu.conns, id)
+			}
+		}
+	}
+	t.mu.Unlock()
+	t.gen.Add(1)
+	for _, cc := range stale {
+		_ = cc.Close()
+	}
+	for id, addr := range peers {
+		t.SetPeer(id, addr)
+	}
+}
+
+// Peers returns the current peer set and addresses.
+func (t *GRPC) Peers() map[NodeID]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.mu.peers)
+}
+
+// isPeer reports whether a node is in the peer set.
+func (t *GRPC) isPeer(id NodeID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.mu.peers[id]
+	return ok
+}
+
+// SetTLS replaces the certificate, CA and revocation list (a rotation, a
+// revocation): new connections use them, and every open stream is
+// checked against them before its next frame. A transport started
+// without TLS cannot switch to it.
+func (t *GRPC) SetTLS(c *TLSConfig) error {
+	if c == nil || t.tls.Load() == nil {
+		return fmt.Errorf("%w: TLS can be replaced, not turned on or off, while the transport runs", ErrInvalidConfig)
+	}
+	t.tls.Store(c)
+	t.gen.Add(1)
+	return nil
+}
+
+// TLS returns the TLS config in force, nil for plaintext.
+func (t *GRPC) TLS() *TLSConfig { return t.tls.Load() }
 
 // Start begins serving peers and delivering to h.
 func (t *GRPC) Start(h Handler, env Env) error {
@@ -193,8 +282,8 @@ func (t *GRPC) conn(to NodeID) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("%w: node %d has no address", ErrUnknownPeer, to)
 	}
 	creds := insecure.NewCredentials()
-	if t.cfg.TLS != nil {
-		creds = t.cfg.TLS.clientCreds(t.cfg.ClusterID, to)
+	if t.tls.Load() != nil {
+		creds = clientCreds(t.tls.Load, t.cfg.ClusterID, to)
 	}
 	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(creds),
@@ -297,8 +386,9 @@ type peerServer struct {
 	t *GRPC
 }
 
-// accept checks a call's handshake (and, with TLS, that the caller's
-// certificate names the node it claims to be) and returns the caller.
+// accept checks a call's handshake: the caller is a node of the peer set
+// and, with TLS, its certificate (checked against the CA and revocation
+// list in force) names the node it claims to be. It returns the caller.
 func (t *GRPC) accept(ctx context.Context, hs *peerpb.Handshake) (NodeID, error) {
 	refuse := func(reason, format string, args ...any) (NodeID, error) {
 		t.m.HandshakesRefused.WithLabelValues(reason).Inc()
@@ -315,19 +405,25 @@ func (t *GRPC) accept(ctx context.Context, hs *peerpb.Handshake) (NodeID, error)
 		return refuse("wrong_node", "call for node %d reached node %d", hs.GetToNode(), t.cfg.NodeID)
 	case hs.GetFromNode() == 0 || hs.GetFromNode() == t.cfg.NodeID:
 		return refuse("bad_sender", "sender node %d", hs.GetFromNode())
+	case !t.isPeer(hs.GetFromNode()):
+		return refuse("unknown_peer", "node %d is not in node %d's peer set", hs.GetFromNode(), t.cfg.NodeID)
 	case hs.GetProtocolVersion() != ProtocolVersion:
 		// An older peer would misread quiesce heartbeats and liveness
 		// records; a newer one may send what this node cannot read.
 		return refuse("protocol_version", "node %d speaks peer protocol version %d, node %d speaks %d: "+
 			"run one Flotilla version across the cluster", hs.GetFromNode(), hs.GetProtocolVersion(), t.cfg.NodeID, ProtocolVersion)
 	}
-	if t.cfg.TLS != nil {
+	if c := t.tls.Load(); c != nil {
 		p, _ := peer.FromContext(ctx)
 		info, ok := p.AuthInfo.(credentials.TLSInfo)
 		if !ok || len(info.State.PeerCertificates) == 0 {
 			return refuse("tls_identity", "no client certificate")
 		}
-		if err := hasURI(info.State.PeerCertificates[0], NodeURI(t.cfg.ClusterID, hs.GetFromNode())); err != nil {
+		leaf, err := c.VerifyPeer(info.State.PeerCertificates, x509.ExtKeyUsageClientAuth)
+		if err != nil {
+			return refuse("tls_identity", "node %d: %v", hs.GetFromNode(), err)
+		}
+		if err := hasURI(leaf, NodeURI(t.cfg.ClusterID, hs.GetFromNode())); err != nil {
 			return refuse("tls_identity", "node %d: %v", hs.GetFromNode(), err)
 		}
 	}
@@ -341,7 +437,9 @@ func (s *peerServer) Raft(stream peerpb.Peer_RaftServer) error {
 	if err != nil {
 		return err
 	}
-	from, err := t.accept(stream.Context(), frame.handshake)
+	hs := frame.handshake
+	gen := t.gen.Load()
+	from, err := t.accept(stream.Context(), hs)
 	if err != nil {
 		return err
 	}
@@ -349,6 +447,14 @@ func (s *peerServer) Raft(stream peerpb.Peer_RaftServer) error {
 		frame = nil // only the handshake
 	}
 	for {
+		// The peer set or the TLS config changed: is the sender still
+		// a peer, its certificate still good?
+		if g := t.gen.Load(); g != gen {
+			if _, err := t.accept(stream.Context(), hs); err != nil {
+				return err
+			}
+			gen = g
+		}
 		if frame != nil {
 			t.receiveFrame(from, frame)
 		}

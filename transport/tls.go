@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -17,15 +19,25 @@ import (
 //
 // Every node has a certificate from the cluster's CA naming it with a URI
 // SAN flotilla://<cluster-id>/node/<node-id>. A server accepts a call only
-// from a client whose certificate the CA signed (checked in the TLS
-// handshake) and that names the node its handshake claims (checked per
-// call); a client accepts a server only if its certificate names the node
-// it dialled. Host names play no part: nodes are known by ID.
+// from a client whose certificate the CA signed and did not revoke
+// (checked in the TLS handshake and again per call, against the CA and
+// revocation list in force then) and that names the node its handshake
+// claims, a node of the current peer set (checked per call); a client
+// accepts a server only if its certificate names the node it dialled.
+// Host names play no part: nodes are known by ID.
+//
+// The certificate, the CA and the revocation list can be replaced while
+// the transport runs (GRPC.SetTLS): new handshakes use the new ones, and
+// every open stream is checked again before its next frame.
 
-// TLSConfig is a node's certificate and the cluster's CA.
+// TLSConfig is a node's certificate, the cluster's CA, and the
+// certificates the CA signed that are refused anyway.
 type TLSConfig struct {
 	Certificate tls.Certificate
 	CA          *x509.CertPool
+	// Revoked holds the serial numbers (in decimal) of revoked
+	// certificates: a retired node's, a lost client's. Nil: none.
+	Revoked map[string]bool
 }
 
 // NodeURI is the URI SAN that names a node in its certificate.
@@ -33,43 +45,148 @@ func NodeURI(clusterID uint64, node NodeID) string {
 	return fmt.Sprintf("flotilla://%d/node/%d", clusterID, node)
 }
 
+// TLSFiles names the PEM files a TLSConfig is read from.
+type TLSFiles struct {
+	Cert, Key, CA string
+	// CRL, if set, is a certificate revocation list (PEM or DER) signed
+	// by the CA.
+	CRL string
+}
+
 // LoadTLSConfig reads a PEM certificate, its key and the CA certificate.
 func LoadTLSConfig(certFile, keyFile, caFile string) (*TLSConfig, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	return TLSFiles{Cert: certFile, Key: keyFile, CA: caFile}.Load()
+}
+
+// Load reads the files.
+func (f TLSFiles) Load() (*TLSConfig, error) {
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {
 		return nil, fmt.Errorf("transport: TLS key pair: %w", err)
 	}
-	pem, err := os.ReadFile(caFile)
+	caPEM, err := os.ReadFile(f.CA)
 	if err != nil {
 		return nil, fmt.Errorf("transport: TLS CA: %w", err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("transport: TLS CA %s: no certificate found", caFile)
+	var cas []*x509.Certificate
+	for rest := caPEM; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil && block.Type == "CERTIFICATE" {
+			pool.AddCert(c)
+			cas = append(cas, c)
+		}
 	}
-	return &TLSConfig{Certificate: cert, CA: pool}, nil
+	if len(cas) == 0 {
+		return nil, fmt.Errorf("transport: TLS CA %s: no certificate found", f.CA)
+	}
+	c := &TLSConfig{Certificate: cert, CA: pool}
+	if f.CRL != "" {
+		if c.Revoked, err = loadCRL(f.CRL, cas); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
-func (c *TLSConfig) serverCreds() credentials.TransportCredentials {
+// loadCRL reads a revocation list that one of the CAs signed and is not
+// out of date, and returns its serial numbers.
+func loadCRL(file string, cas []*x509.Certificate) (map[string]bool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("transport: CRL: %w", err)
+	}
+	if block, _ := pem.Decode(b); block != nil {
+		b = block.Bytes
+	}
+	crl, err := x509.ParseRevocationList(b)
+	if err != nil {
+		return nil, fmt.Errorf("transport: CRL %s: %w", file, err)
+	}
+	signed := false
+	for _, ca := range cas {
+		if crl.CheckSignatureFrom(ca) == nil {
+			signed = true
+			break
+		}
+	}
+	switch {
+	case !signed:
+		return nil, fmt.Errorf("transport: CRL %s is not signed by the CA", file)
+	case !crl.NextUpdate.IsZero() && time.Now().After(crl.NextUpdate):
+		return nil, fmt.Errorf("transport: CRL %s is out of date (next update was due %s)", file, crl.NextUpdate.Format(time.RFC3339))
+	}
+	revoked := make(map[string]bool, len(crl.RevokedCertificateEntries))
+	for _, e := range crl.RevokedCertificateEntries {
+		revoked[e.SerialNumber.String()] = true
+	}
+	return revoked, nil
+}
+
+// VerifyPeer checks a peer's certificate chain against the CA, for the
+// given use, and that it is not revoked; it returns the leaf.
+func (c *TLSConfig) VerifyPeer(chain []*x509.Certificate, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
+	if len(chain) == 0 {
+		return nil, errors.New("transport: peer sent no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range chain[1:] {
+		inter.AddCert(ic)
+	}
+	leaf := chain[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.CA, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		return nil, fmt.Errorf("transport: peer certificate: %w", err)
+	}
+	if c.Revoked[leaf.SerialNumber.String()] {
+		return nil, fmt.Errorf("transport: peer certificate %s (serial %s) is revoked", leaf.Subject, leaf.SerialNumber)
+	}
+	return leaf, nil
+}
+
+// ServerCredentials are the credentials of a server of this node (the
+// peer server, the reference node's client server): it presents the
+// current certificate and requires a client certificate that the current
+// CA signed and did not revoke. current is called at every handshake.
+func ServerCredentials(current func() *TLSConfig) credentials.TransportCredentials {
 	return credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{c.Certificate},
-		ClientCAs:    c.CA,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		MinVersion:   tls.VersionTLS13,
+		MinVersion: tls.VersionTLS13,
+		// Replaced per handshake: the certificate, the CA and the
+		// revocation list may change while the node runs.
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := current()
+			return &tls.Config{
+				Certificates: []tls.Certificate{c.Certificate},
+				ClientCAs:    c.CA,
+				ClientAuth:   tls.RequireAndVerifyClientCert,
+				MinVersion:   tls.VersionTLS13,
+				NextProtos:   []string{"h2"},
+				VerifyConnection: func(cs tls.ConnectionState) error {
+					if len(cs.PeerCertificates) > 0 && c.Revoked[cs.PeerCertificates[0].SerialNumber.String()] {
+						return fmt.Errorf("transport: client certificate (serial %s) is revoked", cs.PeerCertificates[0].SerialNumber)
+					}
+					return nil
+				},
+			}, nil
+		},
 	})
 }
 
 // clientCreds accepts only the server whose certificate names node to.
-func (c *TLSConfig) clientCreds(clusterID uint64, to NodeID) credentials.TransportCredentials {
+func clientCreds(current func() *TLSConfig, clusterID uint64, to NodeID) credentials.TransportCredentials {
 	want := NodeURI(clusterID, to)
 	return credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{c.Certificate},
-		MinVersion:   tls.VersionTLS13,
+		MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &current().Certificate, nil
+		},
 		// The chain and the node's URI are checked below; host names are
 		// not how nodes are known.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			leaf, err := c.verifyChain(cs, x509.ExtKeyUsageServerAuth)
+			leaf, err := current().VerifyPeer(cs.PeerCertificates, x509.ExtKeyUsageServerAuth)
 			if err != nil {
 				return err
 			}
@@ -79,9 +196,8 @@ func (c *TLSConfig) clientCreds(clusterID uint64, to NodeID) credentials.Transpo
 }
 
 // ClientCredentials are the credentials of a client of the cluster's
-// nodes (the reference node's client API shares the peer port): it
-// presents its certificate and accepts any node of the cluster whose
-// certificate the CA signed.
+// nodes: it presents its certificate and accepts any node of the cluster
+// whose certificate the CA signed.
 func (c *TLSConfig) ClientCredentials(clusterID uint64) credentials.TransportCredentials {
 	prefix := fmt.Sprintf("flotilla://%d/node/", clusterID)
 	return credentials.NewTLS(&tls.Config{
@@ -89,7 +205,7 @@ func (c *TLSConfig) ClientCredentials(clusterID uint64) credentials.TransportCre
 		MinVersion:         tls.VersionTLS13,
 		InsecureSkipVerify: true, // the chain and the URI are checked below
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			leaf, err := c.verifyChain(cs, x509.ExtKeyUsageServerAuth)
+			leaf, err := c.VerifyPeer(cs.PeerCertificates, x509.ExtKeyUsageServerAuth)
 			if err != nil {
 				return err
 			}
@@ -103,22 +219,6 @@ func (c *TLSConfig) ClientCredentials(clusterID uint64) credentials.TransportCre
 	})
 }
 
-// verifyChain checks the peer's certificate chain against the CA.
-func (c *TLSConfig) verifyChain(cs tls.ConnectionState, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
-	if len(cs.PeerCertificates) == 0 {
-		return nil, errors.New("transport: peer sent no certificate")
-	}
-	inter := x509.NewCertPool()
-	for _, ic := range cs.PeerCertificates[1:] {
-		inter.AddCert(ic)
-	}
-	leaf := cs.PeerCertificates[0]
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.CA, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
-		return nil, fmt.Errorf("transport: peer certificate: %w", err)
-	}
-	return leaf, nil
-}
-
 // hasURI checks that a certificate names uri among its URI SANs.
 func hasURI(cert *x509.Certificate, uri string) error {
 	for _, u := range cert.URIs {
@@ -129,25 +229,29 @@ func hasURI(cert *x509.Certificate, uri string) error {
 	return fmt.Errorf("certificate does not name %s", uri)
 }
 
-// countingCreds reports server-side TLS handshake failures (no
-// certificate, a certificate from another CA), which never reach a call.
-type countingCreds struct {
+// CountingCreds reports server-side TLS handshake failures (no
+// certificate, a certificate from another CA, a revoked one), which never
+// reach a call.
+type CountingCreds struct {
 	credentials.TransportCredentials
-	fail func(error)
+	Fail func(error)
 }
 
-func (c countingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+// ServerHandshake counts a failed handshake.
+func (c CountingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	nc, info, err := c.TransportCredentials.ServerHandshake(conn)
 	if err != nil {
-		c.fail(err)
+		c.Fail(err)
 	}
 	return nc, info, err
 }
 
-func (c countingCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+// ClientHandshake is the wrapped credentials'.
+func (c CountingCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	return c.TransportCredentials.ClientHandshake(ctx, authority, conn)
 }
 
-func (c countingCreds) Clone() credentials.TransportCredentials {
-	return countingCreds{TransportCredentials: c.TransportCredentials.Clone(), fail: c.fail}
+// Clone clones the wrapped credentials.
+func (c CountingCreds) Clone() credentials.TransportCredentials {
+	return CountingCreds{TransportCredentials: c.TransportCredentials.Clone(), Fail: c.Fail}
 }
