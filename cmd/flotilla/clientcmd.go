@@ -26,7 +26,7 @@ type clientFlags struct {
 
 func (f *clientFlags) register(cmd *cobra.Command) {
 	p := cmd.PersistentFlags()
-	p.StringVar(&f.endpoints, "endpoints", "127.0.0.1:7001", "comma-separated node addresses; calls follow the partition's leader from any of them")
+	p.StringVar(&f.endpoints, "endpoints", "127.0.0.1:7101", "comma-separated client addresses of nodes; calls follow the partition's leader from any of them")
 	p.Uint64Var(&f.clusterID, "cluster-id", 1, "cluster ID (checked against the nodes' certificates with TLS)")
 	p.StringVar(&f.tlsCert, "tls-cert", "", "client PEM certificate signed by the cluster's CA (mutual TLS)")
 	p.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")

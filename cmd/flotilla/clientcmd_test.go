@@ -28,7 +28,7 @@ func TestFetchCommandLargeRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = nodes[0].Close() })
-	addr := nodes[0].Addr()
+	addr := nodes[0].ClientAddr()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := client.New([]string{addr}, nil)

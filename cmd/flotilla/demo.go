@@ -87,8 +87,8 @@ func runDemo(ctx context.Context, out io.Writer, cfg demoConfig) (err error) {
 	}()
 	var addrs []string
 	for i, n := range nodes {
-		addrs = append(addrs, n.Addr())
-		fmt.Fprintf(out, "node %d: client and peer API at %s, metrics at http://%s/metrics\n", i+1, n.Addr(), n.MetricsAddr())
+		addrs = append(addrs, n.ClientAddr())
+		fmt.Fprintf(out, "node %d: client API at %s, peers at %s, metrics at http://%s/metrics\n", i+1, n.ClientAddr(), n.Addr(), n.MetricsAddr())
 	}
 	fmt.Fprintf(out, "data in %s (removed at exit)\n", dir)
 	c, err := client.New(addrs, nil)

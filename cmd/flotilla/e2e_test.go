@@ -35,14 +35,15 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// proc is one node process. The test owns its listening socket and hands
-// it down (--listen-fd), so ports are never raced for, and a restarted
-// node comes back on the same address.
+// proc is one node process. The test owns its listening sockets and hands
+// them down (--listen-fd, --client-listen-fd), so ports are never raced
+// for, and a restarted node comes back on the same addresses.
 type proc struct {
 	t    *testing.T
 	bin  string
 	id   int
-	lis  *net.TCPListener
+	lis  *net.TCPListener // peers'
+	clis *net.TCPListener // clients'
 	args []string
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -55,8 +56,14 @@ func (p *proc) start() {
 		p.t.Fatal(err)
 	}
 	defer f.Close()
-	p.cmd = exec.Command(p.bin, append([]string{"node", "--listen-fd", "3", "--metrics-listen", "127.0.0.1:0", "--log-level", "warn"}, p.args...)...)
-	p.cmd.ExtraFiles = []*os.File{f}
+	cf, err := p.clis.File()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer cf.Close()
+	p.cmd = exec.Command(p.bin, append([]string{"node", "--listen-fd", "3", "--client-listen-fd", "4", "--metrics-listen", "127.0.0.1:0",
+		"--log-level", "warn"}, p.args...)...)
+	p.cmd.ExtraFiles = []*os.File{f, cf}
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		p.t.Fatal(err)
@@ -118,21 +125,26 @@ func run(t *testing.T, bin string, args ...string) string {
 func TestEndToEnd(t *testing.T) {
 	bin := buildBinary(t)
 	var procs []*proc
-	var peers []string
-	for i := 1; i <= 3; i++ {
+	var peers, clients []string
+	listen := func() *net.TCPListener {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = l.Close() })
-		procs = append(procs, &proc{t: t, bin: bin, id: i, lis: l.(*net.TCPListener)})
-		peers = append(peers, fmt.Sprintf("%d=%s", i, l.Addr()))
+		return l.(*net.TCPListener)
+	}
+	for i := 1; i <= 3; i++ {
+		p := &proc{t: t, bin: bin, id: i, lis: listen(), clis: listen()}
+		procs = append(procs, p)
+		peers = append(peers, fmt.Sprintf("%d=%s", i, p.lis.Addr()))
+		clients = append(clients, fmt.Sprintf("%d=%s", i, p.clis.Addr()))
 	}
 	var endpoints []string
 	for _, p := range procs {
 		p.args = []string{"--cluster-id", "1", "--id", fmt.Sprint(p.id), "--peers", strings.Join(peers, ","),
-			"--data-dir", filepath.Join(t.TempDir(), "data")}
-		endpoints = append(endpoints, p.lis.Addr().String())
+			"--clients", strings.Join(clients, ","), "--data-dir", filepath.Join(t.TempDir(), "data")}
+		endpoints = append(endpoints, p.clis.Addr().String())
 		p.start()
 	}
 	t.Cleanup(func() {

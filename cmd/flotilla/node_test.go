@@ -50,7 +50,7 @@ func TestNodeExitsWhenHostFails(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- serveNode(n, 1, nil, time.Second, &out, &errOut) }()
 
-	c, err := client.New([]string{n.Addr()}, nil)
+	c, err := client.New([]string{n.ClientAddr()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,13 +33,15 @@ import (
 // workload drives them through the client API; their figures come from
 // their /metrics endpoints and /proc.
 type procCluster struct {
-	bin     string
-	dir     string
-	lis     [3]*net.TCPListener
-	peers   string
-	conns   [3]*grpc.ClientConn
-	clients [3]clientpb.PartitionsClient
-	http    *http.Client
+	bin         string
+	dir         string
+	lis         [3]*net.TCPListener // peers'
+	clis        [3]*net.TCPListener // clients'
+	peers       string
+	clientAddrs string
+	conns       [3]*grpc.ClientConn
+	clients     [3]clientpb.PartitionsClient
+	http        *http.Client
 
 	mu struct {
 		sync.Mutex
@@ -71,21 +73,24 @@ func startProcs(ctx context.Context, dir, bin string) (_ *procCluster, err error
 			_ = c.close()
 		}
 	}()
-	var peers []string
+	var peers, clients []string
 	for i := range c.lis {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
+		for _, lis := range []**net.TCPListener{&c.lis[i], &c.clis[i]} {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return nil, err
+			}
+			*lis = l.(*net.TCPListener)
 		}
-		c.lis[i] = l.(*net.TCPListener)
-		peers = append(peers, fmt.Sprintf("%d=%s", i+1, l.Addr()))
+		peers = append(peers, fmt.Sprintf("%d=%s", i+1, c.lis[i].Addr()))
+		clients = append(clients, fmt.Sprintf("%d=%s", i+1, c.clis[i].Addr()))
 	}
-	c.peers = strings.Join(peers, ",")
+	c.peers, c.clientAddrs = strings.Join(peers, ","), strings.Join(clients, ",")
 	for i := range c.lis {
 		if err := c.startNode(ctx, i); err != nil {
 			return nil, err
 		}
-		cc, err := grpc.NewClient("passthrough:///"+c.lis[i].Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient("passthrough:///"+c.clis[i].Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return nil, err
 		}
@@ -101,12 +106,17 @@ func (c *procCluster) startNode(ctx context.Context, i int) error {
 		return err
 	}
 	defer f.Close()
-	cmd := exec.Command(c.bin, "node", "--cluster-id", "1", "--id", strconv.Itoa(i+1), "--listen-fd", "3",
-		"--peers", c.peers, "--data-dir", filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)),
+	cf, err := c.clis[i].File()
+	if err != nil {
+		return err
+	}
+	defer cf.Close()
+	cmd := exec.Command(c.bin, "node", "--cluster-id", "1", "--id", strconv.Itoa(i+1), "--listen-fd", "3", "--client-listen-fd", "4",
+		"--peers", c.peers, "--clients", c.clientAddrs, "--data-dir", filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)),
 		"--metrics-listen", "127.0.0.1:0", "--log-level", "warn",
 		"--memtable-size", strconv.Itoa(benchMemTableSize),
 		"--tick", benchTick.String(), "--election-ticks", strconv.Itoa(benchElectTicks))
-	cmd.ExtraFiles = []*os.File{f}
+	cmd.ExtraFiles = []*os.File{f, cf}
 	// A node never outlives the bench, however the bench ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	logFile, err := os.Create(filepath.Join(c.dir, fmt.Sprintf("node-%d.log", i+1)))
@@ -196,6 +206,9 @@ func (c *procCluster) close() error {
 		}
 		if c.lis[i] != nil {
 			_ = c.lis[i].Close()
+		}
+		if c.clis[i] != nil {
+			_ = c.clis[i].Close()
 		}
 	}
 	return nil

@@ -133,7 +133,8 @@ func (l *Limits) checkProduce(records [][]byte) error {
 		return status.Error(codes.InvalidArgument, "produce: no records")
 	}
 	if len(records) > l.MaxProduceRecords {
-		return status.Errorf(codes.InvalidArgument, "produce: %d records, over MaxProduceRecords %d", len(records), l.MaxProduceRecords)
+		// Decoding stops one record past the limit (clientserver.go).
+		return status.Errorf(codes.InvalidArgument, "produce: more than MaxProduceRecords %d records", l.MaxProduceRecords)
 	}
 	total := 0
 	for i, r := range records {

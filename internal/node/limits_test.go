@@ -37,7 +37,7 @@ func startOne(t *testing.T, configure func(*Config)) (*Node, *client.Client) {
 			t.Error(err)
 		}
 	})
-	c, err := client.New([]string{nodes[0].Addr()}, nil)
+	c, err := client.New([]string{nodes[0].ClientAddr()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestProduceLimits(t *testing.T) {
 			refusal: fmt.Sprintf("%d bytes of records, over MaxProduceBytes %d", lim.MaxProduceBytes+1, lim.MaxProduceBytes)},
 		{name: "MaxProduceRecords records", records: records(lim.MaxProduceRecords, lim.MaxProduceBytes/lim.MaxProduceRecords)},
 		{name: "one record over MaxProduceRecords", records: records(lim.MaxProduceRecords+1, 1),
-			refusal: fmt.Sprintf("%d records, over MaxProduceRecords %d", lim.MaxProduceRecords+1, lim.MaxProduceRecords)},
+			refusal: fmt.Sprintf("more than MaxProduceRecords %d records", lim.MaxProduceRecords)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			proposed := n.Metric("flotilla_host_proposals_total")
@@ -113,7 +113,7 @@ func TestFetchFitsStockClient(t *testing.T) {
 	n, c := startOne(t, nil)
 	ctx := ctxT(t)
 	recs := produce4200(t, c, 1000)
-	stock := direct(t, n.Addr())
+	stock := direct(t, n.ClientAddr())
 	var got [][]byte
 	for len(got) < len(recs) {
 		resp, err := stock.Fetch(ctx, &clientpb.FetchRequest{PartitionId: 1, Offset: uint64(len(got))})

@@ -8,8 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,25 +20,38 @@ import (
 
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/partition"
-	"github.com/flotilla-io/flotilla/proto/clientpb"
 	"github.com/flotilla-io/flotilla/transport"
 )
 
 // Config configures a node.
 type Config struct {
 	ClusterID, NodeID uint64
-	// ListenAddr is the gRPC address (peers and clients); ":0" picks a
-	// port, which Addr reports. Listener, if set, is used instead.
+	// ListenAddr is the peers' gRPC address; ":0" picks a port, which
+	// Addr reports. Listener, if set, is used instead.
 	ListenAddr string
 	Listener   net.Listener
-	// Peers maps every node (this one may be included) to its address.
+	// ClientListenAddr is the client API's gRPC address (default
+	// 127.0.0.1:0; ClientAddr reports it). ClientListener, if set, is
+	// used instead.
+	ClientListenAddr string
+	ClientListener   net.Listener
+	// Peers maps every node (this one may be included) to its peer
+	// address; SetPeers changes it.
 	Peers map[uint64]string
+	// ClientAddrs maps nodes to their client API addresses: a call that
+	// reached a node that does not lead the partition is pointed there.
+	ClientAddrs map[uint64]string
 	// DataDir holds the node's Pebble store.
 	DataDir string
 	// MetricsAddr serves /metrics over HTTP; empty: not served.
 	MetricsAddr string
-	// TLS secures peer and client traffic; nil: plaintext.
+	// TLS secures peer and client traffic, and names clients and their
+	// roles (auth.go); SetTLS replaces it. Nil: plaintext, nothing
+	// authenticated, which a non-loopback address allows only with
+	// Insecure.
 	TLS *transport.TLSConfig
+	// Insecure allows plaintext on addresses other than loopback.
+	Insecure bool
 	// Host adjusts the host's config (tests, the demo).
 	Host func(*multiraft.Config)
 	// Partition bounds each partition's producer state.
@@ -45,6 +59,9 @@ type Config struct {
 	// Limits are the client API's size limits; zero fields take
 	// DefaultLimits. The host's MaxProposalBytes is derived from them.
 	Limits Limits
+	// Budget bounds what clients may spend (budget.go); zero fields take
+	// DefaultBudget.
+	Budget Budget
 	Logger *slog.Logger
 }
 
@@ -54,6 +71,7 @@ type Node struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	trans   *transport.GRPC
+	client  *clientServer
 	host    *multiraft.Host
 	metrics *http.Server
 	mlis    net.Listener
@@ -62,7 +80,8 @@ type Node struct {
 
 	mu struct {
 		sync.Mutex
-		logs map[uint64]*partition.Log
+		logs  map[uint64]*partition.Log
+		peers map[uint64]string // the peer set, this node included
 	}
 	// failed is closed once the host fails (fail-stop); failure says why.
 	failed  chan struct{}
@@ -81,11 +100,18 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.Budget.validate(&cfg.Limits); err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), reg: prometheus.NewRegistry(), failed: make(chan struct{})}
 	n.mu.logs = make(map[uint64]*partition.Log)
+	n.mu.peers = maps.Clone(cfg.Peers)
+	if n.mu.peers == nil {
+		n.mu.peers = make(map[uint64]string)
+	}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.m = newNodeMetrics(n.reg)
 
@@ -103,7 +129,11 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.trans = trans
-	trans.RegisterService(&clientpb.Partitions_ServiceDesc, &service{n: n})
+	n.mu.peers[cfg.NodeID] = trans.Addr()
+	if err := n.checkPlaintext(cfg.ClientListener, cfg.ClientListenAddr); err != nil {
+		_ = trans.Close()
+		return nil, err
+	}
 
 	hc := multiraft.DefaultConfig()
 	hc.ClusterID, hc.NodeID = cfg.ClusterID, multiraft.NodeID(cfg.NodeID)
@@ -149,10 +179,15 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.host = host
+	if err := n.startClientServer(); err != nil {
+		_ = host.Close()
+		return nil, err
+	}
 
 	if cfg.MetricsAddr != "" {
 		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
+			n.client.stop()
 			_ = host.Close()
 			return nil, fmt.Errorf("node: metrics listener: %w", err)
 		}
@@ -166,7 +201,11 @@ func Start(cfg Config) (*Node, error) {
 			_ = n.metrics.Serve(mlis)
 		}()
 	}
-	n.log.Info("node started", "addr", n.Addr(), "metrics", n.MetricsAddr())
+	if cfg.TLS == nil {
+		n.log.Warn("running without authentication: any process that reaches the peer or client address can act as a peer "+
+			"or a client with every role (start with TLS to authenticate)", "addr", n.Addr(), "client_addr", n.ClientAddr())
+	}
+	n.log.Info("node started", "addr", n.Addr(), "client_addr", n.ClientAddr(), "metrics", n.MetricsAddr())
 	return n, nil
 }
 
@@ -185,8 +224,11 @@ func (n *Node) Err() error {
 	}
 }
 
-// Addr is the node's gRPC address (peers and clients).
+// Addr is the node's peer gRPC address.
 func (n *Node) Addr() string { return n.trans.Addr() }
+
+// ClientAddr is the node's client API address.
+func (n *Node) ClientAddr() string { return n.client.lis.Addr().String() }
 
 // MetricsAddr is the address /metrics is served on, "" if none.
 func (n *Node) MetricsAddr() string {
@@ -228,24 +270,92 @@ func (n *Node) partitionLog(id uint64) *partition.Log {
 	return n.mu.logs[id]
 }
 
-// peerAddr returns a node's address, "" if unknown.
-func (n *Node) peerAddr(id uint64) string {
+// clientAddr returns a node's client API address, "" if unknown.
+func (n *Node) clientAddr(id uint64) string {
 	if id == n.cfg.NodeID {
-		return n.Addr()
+		return n.ClientAddr()
 	}
-	return n.cfg.Peers[id]
+	return n.cfg.ClientAddrs[id]
+}
+
+// isNode reports whether a node is in the cluster (this node's peer set).
+func (n *Node) isNode(id uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.mu.peers[id]
+	return ok
 }
 
 // nodes returns every node of the cluster, in order.
 func (n *Node) nodes() []uint64 {
-	ids := []uint64{n.cfg.NodeID}
-	for id := range n.cfg.Peers {
-		if id != n.cfg.NodeID {
-			ids = append(ids, id)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ids := slices.Collect(maps.Keys(n.mu.peers))
+	slices.Sort(ids)
+	return ids
+}
+
+// SetPeers replaces the peer set (every node of the cluster and its peer
+// address; this node's own entry is ignored): a node left out is refused
+// from now on, its open streams cut before their next frame. Run it on
+// every node to decommission one.
+func (n *Node) SetPeers(peers map[uint64]string) {
+	n.mu.Lock()
+	n.mu.peers = maps.Clone(peers)
+	if n.mu.peers == nil {
+		n.mu.peers = make(map[uint64]string)
+	}
+	n.mu.peers[n.cfg.NodeID] = n.Addr()
+	n.mu.Unlock()
+	n.trans.SetPeers(peers)
+	n.log.Info("peer set changed", "peers", len(peers))
+}
+
+// SetTLS replaces the node's certificate, the CA and the revocation list,
+// for peers and clients alike: new connections use them, and open ones
+// are checked against them at their next frame or call. A node started
+// without TLS cannot switch to it.
+func (n *Node) SetTLS(c *transport.TLSConfig) error {
+	if err := n.trans.SetTLS(c); err != nil {
+		return err
+	}
+	n.log.Info("TLS configuration changed", "revoked", len(c.Revoked))
+	return nil
+}
+
+// checkPlaintext refuses plaintext on an address other than loopback,
+// unless the config allows it.
+func (n *Node) checkPlaintext(clientLis net.Listener, clientAddr string) error {
+	if n.cfg.TLS != nil || n.cfg.Insecure {
+		return nil
+	}
+	addrs := []string{n.Addr()}
+	if clientLis != nil {
+		addrs = append(addrs, clientLis.Addr().String())
+	} else if clientAddr != "" {
+		addrs = append(addrs, clientAddr)
+	}
+	for _, a := range addrs {
+		if !loopback(a) {
+			return fmt.Errorf("node: %s is not a loopback address and no TLS is configured: anyone who reaches it could act "+
+				"as a peer or a client; configure TLS, or allow plaintext explicitly (Insecure, --insecure)", a)
 		}
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	return ids
+	return nil
+}
+
+// loopback reports whether a listen address is on a loopback interface
+// only ("" or an unspecified host listens on every interface).
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Drain hands the leadership of every partition this node leads to
@@ -304,6 +414,7 @@ func transferTarget(st multiraft.Status, self multiraft.NodeID) multiraft.NodeID
 // Close stops serving and closes the host (and with it the transport and
 // the store).
 func (n *Node) Close() error {
+	n.client.stop()
 	if n.metrics != nil {
 		_ = n.metrics.Close()
 	}

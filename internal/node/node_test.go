@@ -47,7 +47,7 @@ func startCluster(t *testing.T) ([]*Node, *client.Client) {
 			}
 		}
 	})
-	c, err := client.New([]string{nodes[0].Addr(), nodes[1].Addr(), nodes[2].Addr()}, nil)
+	c, err := client.New([]string{nodes[0].ClientAddr(), nodes[1].ClientAddr(), nodes[2].ClientAddr()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +93,10 @@ func TestPartitionLifecycle(t *testing.T) {
 	// Every replica serves what it applied; a linearizable fetch sees all.
 	for _, n := range nodes {
 		await.Until(t, 10*time.Second, "replica caught up", func() bool {
-			r, err := c.FetchFrom(ctx, n.Addr(), &clientpb.FetchRequest{PartitionId: 7})
+			r, err := c.FetchFrom(ctx, n.ClientAddr(), &clientpb.FetchRequest{PartitionId: 7})
 			return err == nil && len(r.GetRecords()) == 20
 		})
-		r, err := c.FetchFrom(ctx, n.Addr(), &clientpb.FetchRequest{PartitionId: 7, Offset: 5, MaxRecords: 3, Linearizable: true})
+		r, err := c.FetchFrom(ctx, n.ClientAddr(), &clientpb.FetchRequest{PartitionId: 7, Offset: 5, MaxRecords: 3, Linearizable: true})
 		if err != nil || len(r.GetRecords()) != 3 || !bytes.Equal(r.GetRecords()[0], records[5]) || r.GetHighWatermark() != 20 {
 			t.Fatalf("node %d fetch: %v %v", n.cfg.NodeID, r, err)
 		}
@@ -108,9 +108,9 @@ func TestPartitionLifecycle(t *testing.T) {
 	}
 	leader := info.GetLeaderNodeId()
 	follower := nodes[leader%3]
-	_, err = direct(t, follower.Addr()).Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7, Records: records[:1]})
+	_, err = direct(t, follower.ClientAddr()).Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7, Records: records[:1]})
 	nl := client.NotLeader(err)
-	if nl == nil || nl.GetLeaderNodeId() != leader || nl.GetLeaderAddress() != nodes[leader-1].Addr() {
+	if nl == nil || nl.GetLeaderNodeId() != leader || nl.GetLeaderAddress() != nodes[leader-1].ClientAddr() {
 		t.Fatalf("produce on a follower: %v (detail %v)", err, nl)
 	}
 	// Bad requests.
@@ -123,10 +123,11 @@ func TestPartitionLifecycle(t *testing.T) {
 			return err
 		}(), codes.NotFound},
 		"empty batch": {func() error { _, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7}); return err }(), codes.InvalidArgument},
-		"oversized record": {func() error {
+		// Over the request size limit: gRPC refuses it unread.
+		"oversized request": {func() error {
 			_, err := c.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 7, Records: [][]byte{make([]byte, 2<<20)}})
 			return err
-		}(), codes.InvalidArgument},
+		}(), codes.ResourceExhausted},
 		"bad offset":  {func() error { _, err := c.Fetch(ctx, &clientpb.FetchRequest{PartitionId: 7, Offset: 21}); return err }(), codes.OutOfRange},
 		"bad replica": {c.CreatePartition(ctx, 8, []uint64{1, 9}), codes.InvalidArgument},
 	} {
@@ -243,7 +244,7 @@ func TestChangeReplicas(t *testing.T) {
 			_ = n.Close()
 		}
 	})
-	c, err := client.New([]string{nodes[0].Addr(), nodes[1].Addr()}, nil)
+	c, err := client.New([]string{nodes[0].ClientAddr(), nodes[1].ClientAddr()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +266,7 @@ func TestChangeReplicas(t *testing.T) {
 		return err == nil && fmt.Sprint(info.GetReplicaNodeIds()) == "[2 3 4]"
 	})
 	await.Until(t, 20*time.Second, "node 4 serving every record", func() bool {
-		r, err := c.FetchFrom(ctx, nodes[3].Addr(), &clientpb.FetchRequest{PartitionId: 3})
+		r, err := c.FetchFrom(ctx, nodes[3].ClientAddr(), &clientpb.FetchRequest{PartitionId: 3})
 		return err == nil && len(r.GetRecords()) == 10
 	})
 }

@@ -135,7 +135,7 @@ func outOfRange(hw uint64, err error) error {
 
 func (s *service) notLeader(partitionID, leader uint64) error {
 	st := status.Newf(codes.FailedPrecondition, "node %d does not lead partition %d (leader: node %d)", s.n.cfg.NodeID, partitionID, leader)
-	st, err := st.WithDetails(&clientpb.NotLeader{PartitionId: partitionID, LeaderNodeId: leader, LeaderAddress: s.n.peerAddr(leader)})
+	st, err := st.WithDetails(&clientpb.NotLeader{PartitionId: partitionID, LeaderNodeId: leader, LeaderAddress: s.n.clientAddr(leader)})
 	if err != nil {
 		return status.Errorf(codes.FailedPrecondition, "node %d does not lead partition %d", s.n.cfg.NodeID, partitionID)
 	}
@@ -151,7 +151,7 @@ func (s *service) CreatePartition(ctx context.Context, req *clientpb.CreateParti
 		return nil, status.Error(codes.InvalidArgument, "a partition needs a non-zero ID and at least one replica node")
 	}
 	for _, node := range replicas {
-		if s.n.peerAddr(node) == "" {
+		if !s.n.isNode(node) {
 			return nil, status.Errorf(codes.InvalidArgument, "node %d is not in the cluster", node)
 		}
 	}
@@ -189,7 +189,7 @@ func (s *service) info(id uint64) (*clientpb.PartitionInfo, error) {
 	info := &clientpb.PartitionInfo{PartitionId: id, NodeId: s.n.cfg.NodeID, Role: st.Role.String(), LeaderNodeId: uint64(st.Leader),
 		Term: st.Term, CommitIndex: st.Commit, AppliedIndex: st.Applied}
 	if st.Leader != 0 {
-		info.LeaderAddress = s.n.peerAddr(uint64(st.Leader))
+		info.LeaderAddress = s.n.clientAddr(uint64(st.Leader))
 	}
 	for _, node := range st.Replicas {
 		info.ReplicaNodeIds = append(info.ReplicaNodeIds, uint64(node))
@@ -291,7 +291,7 @@ func (s *service) ChangeReplicas(ctx context.Context, req *clientpb.ChangeReplic
 	id := req.GetPartitionId()
 	group := multiraft.GroupID(id)
 	for _, n := range req.GetAddNodeIds() {
-		if s.n.peerAddr(n) == "" {
+		if !s.n.isNode(n) {
 			return nil, status.Errorf(codes.InvalidArgument, "node %d is not in the cluster", n)
 		}
 		node := multiraft.NodeID(n)
