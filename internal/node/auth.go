@@ -54,7 +54,9 @@ func ClientURI(clusterID uint64, name string) string {
 }
 
 // RoleURI is the URI SAN that grants a role.
-func RoleURI(clusterID uint64, r Role) string { return fmt.Sprintf("flotilla://%d/role/%s", clusterID, r) }
+func RoleURI(clusterID uint64, r Role) string {
+	return fmt.Sprintf("flotilla://%d/role/%s", clusterID, r)
+}
 
 // methodRoles is the role each client API method needs.
 var methodRoles = map[string]Role{
