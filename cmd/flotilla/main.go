@@ -14,7 +14,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(nodeCmd(), partitionCmd(), produceCmd(), fetchCmd(), demoCmd(), benchCmd(), storeBenchCmd())
+	root.AddCommand(nodeCmd(), partitionCmd(), produceCmd(), fetchCmd(), demoCmd(), benchCmd(), storeBenchCmd(), certCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "flotilla:", err)
 		os.Exit(1)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/flotilla-io/flotilla/internal/certs"
 	"github.com/flotilla-io/flotilla/transport"
 )
 
@@ -47,16 +47,6 @@ const (
 )
 
 var roles = []Role{RoleRead, RoleProduce, RoleAdmin}
-
-// ClientURI and RoleURI are the URI SANs of a client certificate.
-func ClientURI(clusterID uint64, name string) string {
-	return fmt.Sprintf("flotilla://%d/client/%s", clusterID, url.PathEscape(name))
-}
-
-// RoleURI is the URI SAN that grants a role.
-func RoleURI(clusterID uint64, r Role) string {
-	return fmt.Sprintf("flotilla://%d/role/%s", clusterID, r)
-}
 
 // methodRoles is the role each client API method needs.
 var methodRoles = map[string]Role{
@@ -143,7 +133,7 @@ func (a *authorizer) authorize(ctx context.Context, method string) (identity, er
 			who = fmt.Sprintf("client %q", id.name)
 		}
 		err = fmt.Errorf("%s lacks role %q, which %s needs (a certificate grants it with the URI SAN %s)",
-			who, need, method, RoleURI(a.clusterID, need))
+			who, need, method, certs.RoleURI(a.clusterID, string(need)))
 	}
 	if err != nil {
 		a.denied.WithLabelValues(method, string(need)).Inc()

@@ -169,11 +169,6 @@ func (s *clientServer) intercept(ctx context.Context, req any, info *grpc.UnaryS
 		if wait := s.quotas.over(c.id.name, quotaProduce); wait > 0 {
 			return nil, s.overQuota("produce", c.id.name, wait)
 		}
-		bytes := 0
-		for _, rec := range r.GetRecords() {
-			bytes += len(rec)
-		}
-		s.quotas.spend(c.id.name, quotaProduce, bytes)
 	case *clientpb.FetchRequest:
 		if wait := s.quotas.over(c.id.name, quotaFetch); wait > 0 {
 			return nil, s.overQuota("fetch", c.id.name, wait)
@@ -187,14 +182,27 @@ func (s *clientServer) intercept(ctx context.Context, req any, info *grpc.UnaryS
 			s.n.cfg.NodeID, s.budget.max)
 	}
 	resp, err := handler(ctx, req)
-	if f, ok := resp.(*clientpb.FetchResponse); ok && err == nil {
-		bytes := 0
-		for _, rec := range f.GetRecords() {
-			bytes += len(rec)
-		}
-		s.quotas.spend(c.id.name, quotaFetch, bytes)
+	if err != nil {
+		return resp, err // what failed costs no quota
 	}
-	return resp, err
+	// Quotas are charged after the fact, as Kafka's are: a call within
+	// quota always goes through, and its client waits out any debt.
+	var dir int
+	var recs [][]byte
+	switch r := req.(type) {
+	case *clientpb.FetchRequest:
+		dir, recs = quotaFetch, resp.(*clientpb.FetchResponse).GetRecords()
+	case *clientpb.ProduceRequest:
+		dir, recs = quotaProduce, r.GetRecords()
+	default:
+		return resp, nil
+	}
+	bytes := 0
+	for _, rec := range recs {
+		bytes += len(rec)
+	}
+	s.quotas.spend(c.id.name, dir, bytes)
+	return resp, nil
 }
 
 func (s *clientServer) overQuota(what, client string, wait time.Duration) error {
