@@ -78,6 +78,9 @@ bench-workloads: build
 soak:
 	FLOTILLA_SOAK_SEEDS=$(SOAK_SEEDS) $(GOTEST) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent|IdleHeartbeat' ./store/... ./integration/...
 	FLOTILLA_SOAK_SEEDS=$$(( $(SOAK_SEEDS) / 10 + 1 )) $(GORACE) -count=1 -timeout $(SOAK_TIME) -run 'Crash|Race|Concurrent' $(RACE_PKGS)
+	# Frames from a lying peer, stepped into a running cluster's hosts.
+	$(GOTEST) -count=1 -run '^$$' -fuzz FuzzStepFrames -fuzztime 5m ./multiraft
+	$(GOTEST) -count=1 -run '^$$' -fuzz FuzzFrameDecode -fuzztime 2m ./transport
 
 # A 3-node cluster in one process with 1,000 partitions under load, then
 # serving its client API and /metrics until Ctrl-C (DEMO_ARGS to change it).

@@ -738,6 +738,13 @@ func (c *Cluster) SpreadLeaders(ids []multiraft.GroupID) {
 // tick (its scheduler ticked and its transport flushed) and is idle again.
 func (c *Cluster) Step() {
 	c.t.Helper()
+	c.StepFor(c.t)
+}
+
+// StepFor is Step reporting to t: a fuzz target's, whose cluster was made
+// with the *testing.F.
+func (c *Cluster) StepFor(t testing.TB) {
+	t.Helper()
 	counts := func() (n float64) {
 		for _, node := range c.Nodes() {
 			n += c.Metric(node, "flotilla_scheduler_ticks_total") + c.Metric(node, "flotilla_transport_heartbeat_flushes_total")
@@ -746,5 +753,5 @@ func (c *Cluster) Step() {
 	}
 	want := counts() + float64(2*len(c.Nodes()))
 	c.Clock.Advance(c.TickInterval)
-	await.Until(c.t, 60*time.Second, "the hosts to take the tick and go idle", func() bool { return counts() >= want && c.idle() })
+	await.Until(t, 60*time.Second, "the hosts to take the tick and go idle", func() bool { return counts() >= want && c.idle() })
 }

@@ -17,7 +17,7 @@ type Host struct {
 	ProposalBytes       prometheus.Gauge
 	InboxBytes          prometheus.Gauge
 	InboxDropped        prometheus.Counter
-	MessagesDropped     *prometheus.CounterVec // label reason: unknown_group, stale_replica, removed_replica, closed_group
+	MessagesDropped     *prometheus.CounterVec // label reason (see its help)
 	RequestsRefused     *prometheus.CounterVec // label request: read, transfer, membership
 	RequestsWaiting     *prometheus.GaugeVec   // label request: read, transfer
 	GroupsFailed        prometheus.Gauge
@@ -61,7 +61,10 @@ func NewHost() *Host {
 		InboxDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "inbox_dropped_total",
 			Help: "Inbound messages dropped because a group's inbox or the host's inbox budget was full."}),
 		MessagesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",
-			Help: "Inbound messages dropped by reason."}, []string{"reason"}),
+			Help: "Inbound messages dropped by reason: unknown_group, stale_replica, removed_replica, closed_group; " +
+				"sender_mismatch, sender_unverified (not from the node that hosts the replica it names), " +
+				"commit_beyond_log, index_beyond_log, malformed, unexpected_type (what raft would panic on or misread), " +
+				"notice_unverified (a removal notice not from a voter's own node)."}, []string{"reason"}),
 		RequestsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "requests_refused_total",
 			Help: "Reads, leadership transfers and membership changes refused (ErrBusy) because their group had as many waiting as it may."}, []string{"request"}),
 		RequestsWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "requests_waiting",

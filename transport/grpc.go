@@ -153,9 +153,9 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 	return t, nil
 }
 
-// RegisterService serves another gRPC service on the transport's server
-// (the reference node's client API shares the peer port). Call it before
-// Start.
+// RegisterService serves another gRPC service on the transport's server,
+// under the peer server's limits. Call it before Start. (The reference
+// node serves its clients on a server of their own.)
 func (t *GRPC) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	t.srv.RegisterService(desc, impl)
 }

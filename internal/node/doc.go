@@ -1,12 +1,14 @@
 // Package node is the reference node behind `flotilla node` and
 // `flotilla demo`: a multiraft host whose groups are partition logs, the
-// client API (proto/clientpb) on the peer gRPC port, and Prometheus
+// client API (proto/clientpb) on a gRPC server of its own, and Prometheus
 // metrics over HTTP.
 //
-// One gRPC server per node serves both the peer protocol and the client
-// API, so a node has one address: the one its peers know it by, which is
-// also the address a not-leader answer points clients to. With mutual TLS
-// on, clients need a certificate from the cluster's CA too.
+// Peers and clients have a server and an address each (clientserver.go):
+// a client's limits are not a peer's, and a flood of clients must not
+// reach the peers' links. A not-leader answer points a client to the
+// leader's client address (Config.ClientAddrs). With mutual TLS on,
+// clients need a certificate from the cluster's CA naming their roles
+// (auth.go); what a client may spend is bounded by Budget (budget.go).
 //
 // The client API's size limits are all in Limits (limits.go): Produce
 // checks a request once against them, the host's MaxProposalBytes is
