@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Budget bounds what the clients of a node may spend: connections,
@@ -61,17 +62,8 @@ func DefaultBudget() Budget {
 // requestBytes is the largest encoded produce request within the limits:
 // its records with their tags and length prefixes, and its other fields.
 func (l *Limits) requestBytes() int {
-	prefix := 1 + uvarintLen(uint64(l.MaxRecordBytes))
+	prefix := 1 + protowire.SizeVarint(uint64(l.MaxRecordBytes))
 	return l.MaxProduceBytes + l.MaxProduceRecords*prefix + 3*(1+10)
-}
-
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
 }
 
 // validate fills the defaults and checks the budget against the limits.
