@@ -3,6 +3,7 @@ package multiraft
 import (
 	"context"
 	"log/slog"
+	"maps"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/confchange"
@@ -77,7 +78,12 @@ func (g *group) bindSender(in inbound) string {
 		return ""
 	}
 	if len(g.learned) >= maxLearned {
-		return "sender_unverified"
+		// Pins of replicas the configuration names by now, or that were
+		// removed since, are no longer needed.
+		maps.DeleteFunc(g.learned, func(id, _ uint64) bool { _, member := g.replicas[id]; return member || id < g.nextReplicaID })
+		if len(g.learned) >= maxLearned {
+			return "sender_unverified"
+		}
 	}
 	if g.learned == nil {
 		g.learned = make(map[uint64]uint64)
@@ -160,8 +166,8 @@ func confStateWellFormed(cs *pb.ConfState) bool {
 }
 
 // noteStepped keeps lastLow, a lower bound of raft's last index within a
-// pass: an append may cut the log's tail back to its last entry, and a
-// snapshot replaces the log.
+// pass (exact at its start and after each Ready): an append may cut the
+// log's tail back to its last entry, and a snapshot replaces the log.
 func (g *group) noteStepped(m *pb.Message) {
 	switch m.GetType() {
 	case pb.MsgApp:

@@ -62,6 +62,7 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 		g.step(m)
 	}
 	g.releaseAcks()
+	g.lastLow = g.last // every Ready of the last pass was handled: exact
 	leaderGone := false
 	for _, m := range in.inbox {
 		if isRemovedNotice(m.m) || !g.admit(m) || g.fromRemovedReplica(m) {

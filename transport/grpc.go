@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"strconv"
 	"sync"
@@ -206,13 +205,6 @@ func (t *GRPC) SetPeers(peers map[NodeID]string) {
 	for id, addr := range peers {
 		t.SetPeer(id, addr)
 	}
-}
-
-// Peers returns the current peer set and addresses.
-func (t *GRPC) Peers() map[NodeID]string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return maps.Clone(t.mu.peers)
 }
 
 // isPeer reports whether a node is in the peer set.

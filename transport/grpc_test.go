@@ -477,8 +477,9 @@ func TestGRPCPeerSetAndRevocation(t *testing.T) {
 			one.Send(2, []Envelope{msg(1, 1, pb.MsgApp)})
 			return refused(reasons...) > before
 		})
-		// Whatever was in flight is through: nothing more arrives.
-		time.Sleep(50 * time.Millisecond) // not a wait for a condition: a quiet period to compare across
+		// Only the data lane's stream carries these messages, and it
+		// checks its sender before each frame: from its refusal on,
+		// nothing more is delivered.
 		stuck := delivered()
 		for range 5 {
 			one.Send(2, []Envelope{msg(1, 1, pb.MsgApp)})

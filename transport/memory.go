@@ -87,16 +87,7 @@ type memLink struct {
 // send decodes the frame as the receiving end of a stream would, so every
 // in-memory cluster test runs the wire encoding too.
 func (l memLink) send(frame *[]byte) error {
-	target := l.t.net.node(l.to)
-	if target == nil {
-		return ErrUnknownPeer
-	}
-	var in inFrame
-	if err := decodeFrame(*frame, &in); err != nil {
-		return err
-	}
-	target.receiveFrame(l.t.self, &in)
-	return nil
+	return l.t.net.Inject(l.t.self, l.to, *frame)
 }
 
 func (memLink) close() {}

@@ -97,7 +97,7 @@ func (n *Node) startClientServer() error {
 	s := &clientServer{n: n, m: m, done: make(chan struct{}),
 		lis:    transport.LimitListener(lis, b.MaxConnections, m.connsOpen, m.connsLimit),
 		budget: &inFlight{max: b.MaxInFlightBytes, gauge: m.inFlight},
-		quotas: &quotas{produce: rateOf(b.ProduceBytesPerSecond), fetch: rateOf(b.FetchBytesPerSecond)},
+		quotas: &quotas{produce: rate.Limit(b.ProduceBytesPerSecond), fetch: rate.Limit(b.FetchBytesPerSecond)},
 		auth:   &authorizer{clusterID: cfg.ClusterID, tls: n.trans.TLS, denied: m.denied, log: n.log.Warn, sometimes: rate.Sometimes{Interval: time.Second}},
 	}
 	opts := []grpc.ServerOption{
@@ -128,8 +128,6 @@ func (n *Node) startClientServer() error {
 	return nil
 }
 
-func rateOf(perSecond int64) rate.Limit { return rate.Limit(perSecond) }
-
 // stop stops serving clients: calls in progress are cut off.
 func (s *clientServer) stop() {
 	s.srv.Stop()
@@ -145,9 +143,7 @@ func (s *clientServer) tap(ctx context.Context, info *tap.Info) (context.Context
 	}
 	t := s.budget.take(int64(s.n.cfg.Budget.MaxRequestBytes))
 	if t == nil {
-		s.m.exhausted.WithLabelValues("busy").Inc()
-		return nil, exhausted("busy", 100*time.Millisecond, "node %d: %d bytes of client calls in flight, the most it takes",
-			s.n.cfg.NodeID, s.budget.max)
+		return nil, s.busy()
 	}
 	// The stream's context ends with the call, whatever ends it.
 	context.AfterFunc(ctx, t.close)
@@ -177,9 +173,7 @@ func (s *clientServer) intercept(ctx context.Context, req any, info *grpc.UnaryS
 		hold += int64(maxBytes)
 	}
 	if !c.ticket.resize(hold) {
-		s.m.exhausted.WithLabelValues("busy").Inc()
-		return nil, exhausted("busy", 100*time.Millisecond, "node %d: %d bytes of client calls in flight, the most it takes",
-			s.n.cfg.NodeID, s.budget.max)
+		return nil, s.busy()
 	}
 	resp, err := handler(ctx, req)
 	if err != nil {
@@ -203,6 +197,13 @@ func (s *clientServer) intercept(ctx context.Context, req any, info *grpc.UnaryS
 	}
 	s.quotas.spend(c.id.name, dir, bytes)
 	return resp, nil
+}
+
+// busy is the refusal of a call the in-flight budget has no room for.
+func (s *clientServer) busy() error {
+	s.m.exhausted.WithLabelValues("busy").Inc()
+	return exhausted("busy", 100*time.Millisecond, "node %d: %d bytes of client calls in flight, the most it takes",
+		s.n.cfg.NodeID, s.budget.max)
 }
 
 func (s *clientServer) overQuota(what, client string, wait time.Duration) error {
