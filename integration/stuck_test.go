@@ -182,6 +182,13 @@ func TestReadsAndTransfersBounded(t *testing.T) {
 	c.WaitLeaders([]multiraft.GroupID{g})
 	leader := c.Leader(g)
 	cutOff := leader%3 + 1
+	// The reads must wait on a follower that knows its leader (one that
+	// knows none refuses them at once): a serving leader's followers may
+	// not all have heard from it yet.
+	c.WaitFor("the follower to know its leader", time.Minute, func() bool {
+		st, err := c.Host(cutOff).Status(g)
+		return err == nil && st.Leader != 0
+	})
 	heal := c.Isolate(cutOff)
 	defer heal()
 	var wg sync.WaitGroup

@@ -25,7 +25,7 @@ func (h *Host) handleAdmin(ctx context.Context, from transport.NodeID, req *peer
 	case *peerpb.AdminRequest_CreateReplica:
 		c := r.CreateReplica
 		if c.GetReplicaId() != 0 {
-			err = h.JoinGroup(GroupID(c.GetGroupId()), ReplicaID(c.GetReplicaId()))
+			err = h.joinGroup(GroupID(c.GetGroupId()), ReplicaID(c.GetReplicaId()), c.GetReplicas())
 		} else {
 			members := make([]NodeID, len(c.GetMembers()))
 			for i, n := range c.GetMembers() {
@@ -75,6 +75,9 @@ func (h *Host) CreateGroupOn(ctx context.Context, node NodeID, groupID GroupID, 
 }
 
 // JoinGroupOn creates node's joining replica of a group (see JoinGroup).
+// If this host hosts the group, the new replica is told who hosts which
+// of its replicas, so that it takes messages only from them even before
+// its snapshot arrives (admit.go).
 func (h *Host) JoinGroupOn(ctx context.Context, node NodeID, groupID GroupID, replicaID ReplicaID) error {
 	if err := checkOn(node, groupID); err != nil {
 		return err
@@ -82,8 +85,15 @@ func (h *Host) JoinGroupOn(ctx context.Context, node NodeID, groupID GroupID, re
 	if replicaID == 0 {
 		return fmt.Errorf("%w: replica ID 0 for group %d; replica IDs are numbered from 1 (the leader's ChangeMembership allots them)", ErrInvalid, groupID)
 	}
+	var seed map[uint64]uint64
+	if st, err := h.Status(groupID); err == nil {
+		seed = make(map[uint64]uint64, len(st.Replicas))
+		for r, n := range st.Replicas {
+			seed[uint64(r)] = uint64(n)
+		}
+	}
 	return h.adminOn(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_CreateReplica{
-		CreateReplica: &peerpb.CreateReplica{GroupId: uint64(groupID), ReplicaId: uint64(replicaID)}}})
+		CreateReplica: &peerpb.CreateReplica{GroupId: uint64(groupID), ReplicaId: uint64(replicaID), Replicas: seed}}})
 }
 
 // RemoveGroupOn removes node's replica of a group (see RemoveGroup).

@@ -22,11 +22,16 @@ import (
 //
 //   - Sender binding. A message from replica R is stepped only if it came
 //     from the node the group's applied configuration maps R to. A replica
-//     the configuration does not name yet (one added by a change this
-//     replica has not applied, or every replica while a joining replica
-//     waits for its snapshot) is pinned to the first node it is heard from
-//     until the configuration names it; a group pins a handful at most.
-//     Replicas known to be removed get a removal notice (gc.go).
+//     the configuration does not name yet (added by a change this replica
+//     has not applied) is known from the change's entry in the log, which
+//     names its node and came from a bound leader; a joining replica is
+//     told its group's replicas by the host that made it join
+//     (JoinGroupOn). Any other replica ID is refused: a peer cannot speak
+//     as a replica nobody allocated. Only a joining replica that was told
+//     nothing (JoinGroup called locally, or restarted before its
+//     snapshot) takes a replica from the first node it hears it from, a
+//     handful at most. Replicas known to be removed get a removal notice
+//     (gc.go).
 //   - Shape. Every remote message but a forwarded read carries a term (a
 //     term-0 message is a local one to raft, stepped without the term
 //     checks); a heartbeat commits no further than this replica's log
@@ -46,6 +51,9 @@ func (g *group) admit(in inbound) bool {
 		reason = g.checkShape(in.m)
 	}
 	if reason == "" {
+		if in.m.GetType() == pb.MsgApp {
+			g.learnReplicas(in.m)
+		}
 		return true
 	}
 	g.h.m.MessagesDropped.WithLabelValues(reason).Inc()
@@ -69,27 +77,55 @@ func (g *group) bindSender(in inbound) string {
 	if r < g.nextReplicaID && len(g.replicas) > 0 {
 		return "" // a removed replica: answered with a notice (gc.go), never stepped
 	}
-	// Not named by the configuration this replica applied: pinned to the
-	// first node it is heard from.
+	// Not named by the configuration this replica applied: known from
+	// the log or from the host that made this replica join.
 	if node, ok := g.learned[r]; ok {
 		if node != in.from {
 			return "sender_mismatch"
 		}
 		return ""
 	}
+	if len(g.replicas) > 0 || g.seeded || !g.pin(r, in.from) {
+		return "sender_unverified"
+	}
+	return ""
+}
+
+// pin maps a replica to its node in learned, making room by forgetting
+// replicas the applied configuration names by now or that were removed
+// since; it reports false if there is no room.
+func (g *group) pin(replica, node uint64) bool {
 	if len(g.learned) >= maxLearned {
-		// Pins of replicas the configuration names by now, or that were
-		// removed since, are no longer needed.
 		maps.DeleteFunc(g.learned, func(id, _ uint64) bool { _, member := g.replicas[id]; return member || id < g.nextReplicaID })
 		if len(g.learned) >= maxLearned {
-			return "sender_unverified"
+			return false
 		}
 	}
 	if g.learned == nil {
 		g.learned = make(map[uint64]uint64)
 	}
-	g.learned[r] = in.from
-	return ""
+	g.learned[replica] = node
+	return true
+}
+
+// learnReplicas learns, from the membership changes an admitted append
+// carries, which node hosts each replica they add: that replica may speak
+// before this one applies the change (a new leader, a vote).
+func (g *group) learnReplicas(m *pb.Message) {
+	for _, e := range m.GetEntries() {
+		if t := e.GetType(); t != pb.EntryConfChange && t != pb.EntryConfChangeV2 {
+			continue
+		}
+		_, _, adds, err := decodeConfChange(e)
+		if err != nil {
+			continue // raft's to refuse when it applies
+		}
+		for _, a := range adds {
+			if _, member := g.replicas[a[0]]; !member && a[1] != 0 {
+				g.pin(a[0], a[1])
+			}
+		}
+	}
 }
 
 // checkShape refuses what raft would misread or panic on, returning the
@@ -161,8 +197,15 @@ func confStateWellFormed(cs *pb.ConfState) bool {
 	if cs == nil {
 		return true
 	}
-	_, _, err := confchange.Restore(confchange.Changer{Tracker: tracker.MakeProgressTracker(1, 0)}, cs)
-	return err == nil
+	cfg, progress, err := confchange.Restore(confchange.Changer{Tracker: tracker.MakeProgressTracker(1, 0)}, cs)
+	if err != nil {
+		return false
+	}
+	// raft also panics on one that restores to something else (an ID
+	// named twice, or as voter and learner).
+	trk := tracker.MakeProgressTracker(1, 0)
+	trk.Config, trk.Progress = cfg, progress
+	return cs.Equivalent(trk.ConfState()) == nil
 }
 
 // noteStepped keeps lastLow, a lower bound of raft's last index within a

@@ -48,6 +48,15 @@ func dropped(c *flotillatest.Cluster, node multiraft.NodeID, reason string) floa
 	return c.MetricLabel(node, "flotilla_host_messages_dropped_total", "reason", reason)
 }
 
+// appliedLog is what a node applied of a group, as strings.
+func appliedLog(c *flotillatest.Cluster, node multiraft.NodeID, g multiraft.GroupID) []string {
+	var got []string
+	for _, b := range c.SM(node, g).Log() {
+		got = append(got, string(b))
+	}
+	return got
+}
+
 // settle runs the cluster for an election timeout and more, so whatever a
 // forged message set off has happened.
 func settle(c *flotillatest.Cluster) {
@@ -150,11 +159,7 @@ func TestForgedMessagesFromNonOwner(t *testing.T) {
 	}
 	propose(t, c, g, "two")
 	waitApplied(t, c, g, follower, 2)
-	var got []string
-	for _, b := range c.SM(follower, g).Log() {
-		got = append(got, string(b))
-	}
-	if !slices.Equal(got, []string{"one", "two"}) {
+	if got := appliedLog(c, follower, g); !slices.Equal(got, []string{"one", "two"}) {
 		t.Fatalf("the follower applied %q", got)
 	}
 }
@@ -207,4 +212,36 @@ func TestMalformedMessagesFromOwner(t *testing.T) {
 	}
 	propose(t, c, g, "d")
 	waitApplied(t, c, g, follower, 4)
+}
+
+// TestForgedUnallocatedReplica: a node that hosts no replica of the group
+// speaks as a replica ID nobody allocated: an append at a higher term with
+// a commit covering it. Taking the first node heard from for such a
+// replica let its entry be applied and then copied to every replica.
+func TestForgedUnallocatedReplica(t *testing.T) {
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 4})
+	const g = 4
+	c.CreateGroup(g, 1, 2, 3)
+	c.WaitLeaders([]multiraft.GroupID{g})
+	propose(t, c, g, "one")
+	follower := c.Leader(g)%3 + 1
+	waitApplied(t, c, g, follower, 1)
+	settle(c)
+	st, _ := c.Host(follower).Status(g)
+	const ghost = 100 // no replica of the group has this ID
+	app := &pb.Message{Type: pb.MsgApp.Enum(), From: new(uint64(ghost)), To: new(uint64(st.ReplicaID)),
+		Term: new(st.Term + 1), Index: new(st.Commit), LogTerm: new(st.Term), Commit: new(st.Commit + 1),
+		Entries: []*pb.Entry{{Index: new(st.Commit + 1), Term: new(st.Term + 1), Data: []byte("forged")}}}
+	forge(t, c, 4, follower, g, []*pb.Message{app}, &peerpb.Heartbeat{GroupId: g, From: ghost, To: uint64(st.ReplicaID), Term: st.Term + 1})
+	settle(c)
+	if n := dropped(c, follower, "sender_unverified"); n != 2 {
+		t.Fatalf("sender_unverified = %v, want 2 (the append and the heartbeat)", n)
+	}
+	propose(t, c, g, "two")
+	for _, node := range []multiraft.NodeID{1, 2, 3} {
+		waitApplied(t, c, g, node, 2)
+		if got := appliedLog(c, node, g); !slices.Equal(got, []string{"one", "two"}) {
+			t.Fatalf("node %d applied %q", node, got)
+		}
+	}
 }

@@ -93,6 +93,7 @@ type group struct {
 	// replica must answer its leader before its snapshot tells it who is
 	// who.
 	learned map[uint64]uint64
+	seeded  bool // a joining replica told who hosts which replica (admit.go)
 	// staged holds received snapshots until raft takes them (the append
 	// carrying one is installed, at once or from the backlog) or a pass
 	// ends without raft taking them.

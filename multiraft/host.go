@@ -155,7 +155,7 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	for _, id := range st.Groups() {
 		gs, _ := st.Group(id)
-		if err := h.addGroup(gs); err != nil {
+		if err := h.addGroup(gs, nil); err != nil {
 			_ = st.Close()
 			return nil, fmt.Errorf("%w: %w", ErrDataDir, err)
 		}
@@ -191,10 +191,21 @@ func storeSentinel(err error) error {
 // NodeID returns the host's node ID.
 func (h *Host) NodeID() NodeID { return h.cfg.NodeID }
 
-func (h *Host) addGroup(st *store.GroupStorage) error {
+// addGroup makes a stored replica a hosted group. seed, for a joining
+// replica, is its group's replicas as the leader that made it join knows
+// them (admit.go).
+func (h *Host) addGroup(st *store.GroupStorage, seed map[uint64]uint64) error {
 	g, err := h.newGroup(st)
 	if err != nil {
 		return err
+	}
+	if len(g.replicas) == 0 && len(seed) > 0 {
+		g.learned, g.seeded = make(map[uint64]uint64, min(len(seed), maxLearned)), true
+		for r, n := range seed {
+			if len(g.learned) < maxLearned && r != 0 && n != 0 {
+				g.learned[r] = n
+			}
+		}
 	}
 	h.groups.Lock()
 	h.groups.m[g.id] = g
@@ -278,23 +289,34 @@ func (h *Host) CreateGroup(groupID GroupID, members []NodeID) error {
 	if self == 0 {
 		return fmt.Errorf("%w: node %d is not among the members %v", ErrInvalid, h.cfg.NodeID, members)
 	}
-	return h.createReplica(groupID, self, replicas)
+	return h.createReplica(groupID, self, replicas, nil)
 }
 
 // JoinGroup creates an empty replica of an existing group on this host,
 // with the replica ID the group's leader allocated for it; it waits to be
 // added by a membership change and caught up.
+//
+// Until its snapshot names the group's replicas, it takes a replica's
+// messages from the first node it hears that replica from (JoinGroupOn,
+// from a host of the group, tells it who hosts which instead).
 func (h *Host) JoinGroup(groupID GroupID, replicaID ReplicaID) error {
+	return h.joinGroup(groupID, replicaID, nil)
+}
+
+func (h *Host) joinGroup(groupID GroupID, replicaID ReplicaID, seed map[uint64]uint64) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
 	if err := h.space.refuse(); err != nil {
 		return err
 	}
-	return h.createReplica(groupID, uint64(replicaID), nil)
+	return h.createReplica(groupID, uint64(replicaID), nil, seed)
 }
 
-func (h *Host) createReplica(groupID GroupID, replicaID uint64, replicas map[uint64]uint64) error {
+// createReplica creates a founding replica (replicas: the group's founding
+// configuration) or a joining one (replicas nil, seed: who hosts which
+// replica, if the caller knows).
+func (h *Host) createReplica(groupID GroupID, replicaID uint64, replicas, seed map[uint64]uint64) error {
 	switch {
 	case groupID == 0:
 		return fmt.Errorf("%w: group ID 0 is reserved; groups are numbered from 1", ErrInvalid)
@@ -317,7 +339,7 @@ func (h *Host) createReplica(groupID GroupID, replicaID uint64, replicas map[uin
 	case err != nil:
 		return fmt.Errorf("%w: create group %d: %w", storeSentinel(err), groupID, err)
 	}
-	if err := h.addGroup(st); err != nil {
+	if err := h.addGroup(st, seed); err != nil {
 		return fmt.Errorf("%w: %w", ErrDataDir, err)
 	}
 	h.cfg.Events.GroupCreated(groupID)

@@ -228,6 +228,28 @@ func decodeConfContext(b []byte) (id uint64, adds [][2]uint64, err error) {
 	return id, adds, nil
 }
 
+// decodeConfChange decodes a membership change entry (either version) and
+// its context.
+func decodeConfChange(e *pb.Entry) (cc pb.ConfChangeI, id uint64, adds [][2]uint64, err error) {
+	var ctx []byte
+	switch e.GetType() {
+	case pb.EntryConfChange:
+		v1 := &pb.ConfChange{}
+		if err := proto.Unmarshal(e.GetData(), v1); err != nil {
+			return nil, 0, nil, err
+		}
+		cc, ctx = v1, v1.GetContext()
+	default:
+		v2 := &pb.ConfChangeV2{}
+		if err := proto.Unmarshal(e.GetData(), v2); err != nil {
+			return nil, 0, nil, err
+		}
+		cc, ctx = v2, v2.GetContext()
+	}
+	id, adds, err = decodeConfContext(ctx)
+	return cc, id, adds, err
+}
+
 // confChangeID returns the proposal ID of a conf change entry, 0 if none.
 func confChangeID(e *pb.Entry) uint64 {
 	cc := &pb.ConfChangeV2{}
@@ -242,23 +264,7 @@ func confChangeID(e *pb.Entry) uint64 {
 // configuration, the replica-to-node map, the next replica ID. It reports
 // whether this host's replica was removed.
 func (g *group) applyConfChange(e *pb.Entry) (removedSelf bool, err error) {
-	var cc pb.ConfChangeI
-	var ctx []byte
-	switch e.GetType() {
-	case pb.EntryConfChange:
-		v1 := &pb.ConfChange{}
-		if err := proto.Unmarshal(e.GetData(), v1); err != nil {
-			return false, err
-		}
-		cc, ctx = v1, v1.GetContext()
-	default:
-		v2 := &pb.ConfChangeV2{}
-		if err := proto.Unmarshal(e.GetData(), v2); err != nil {
-			return false, err
-		}
-		cc, ctx = v2, v2.GetContext()
-	}
-	id, adds, err := decodeConfContext(ctx)
+	cc, id, adds, err := decodeConfChange(e)
 	if err != nil {
 		return false, err
 	}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -73,6 +74,9 @@ type GRPC struct {
 	// again (see accept).
 	tls atomic.Pointer[TLSConfig]
 	gen atomic.Uint64
+	// sometimes bounds refusal warnings to one a second: whoever reaches
+	// the port must not fill the log (they are all counted).
+	sometimes rate.Sometimes
 
 	mu struct {
 		sync.Mutex
@@ -112,7 +116,7 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 	if cfg.MaxConnections == 0 {
 		cfg.MaxConnections = 1024
 	}
-	t := &GRPC{cfg: cfg, serveDone: make(chan struct{})}
+	t := &GRPC{cfg: cfg, serveDone: make(chan struct{}), sometimes: rate.Sometimes{Interval: time.Second}}
 	t.core = newCore(cfg.NodeID, given, t)
 	t.cfg.Config = t.core.cfg // one set of metrics and defaults for both
 	t.mu.peers = make(map[NodeID]string)
@@ -132,7 +136,8 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 		}
 		t.lis = lis
 	}
-	t.lis = LimitListener(t.lis, cfg.MaxConnections, t.m.ConnectionsOpen, t.m.HandshakesRefused.WithLabelValues("connection_limit"))
+	lis := LimitListener(t.lis, cfg.MaxConnections, t.m.ConnectionsOpen, t.m.HandshakesRefused.WithLabelValues("connection_limit"))
+	t.lis = lis
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMessageBytes),
 		grpc.WaitForHandlers(true),
@@ -142,10 +147,11 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 	}
 	if cfg.TLS != nil {
 		t.tls.Store(cfg.TLS)
+		lis.EvictUnauthenticated()
 		opts = append(opts, grpc.Creds(CountingCreds{TransportCredentials: ServerCredentials(t.tls.Load), Fail: func(err error) {
 			t.m.HandshakesRefused.WithLabelValues("tls").Inc()
-			t.log().Warn("refused a peer connection at the TLS handshake", "err", err)
-		}}))
+			t.sometimes.Do(func() { t.log().Warn("refused a peer connection at the TLS handshake", "err", err) })
+		}, Authenticated: lis.Authenticated}))
 	}
 	t.srv = grpc.NewServer(opts...)
 	peerpb.RegisterPeerServer(t.srv, &peerServer{t: t})
@@ -225,6 +231,15 @@ func (t *GRPC) SetTLS(c *TLSConfig) error {
 	}
 	t.tls.Store(c)
 	t.gen.Add(1)
+	// Outgoing connections were made with the old config: they are made
+	// again, and the peers checked again.
+	t.mu.Lock()
+	conns := t.mu.conns
+	t.mu.conns = make(map[NodeID]*grpc.ClientConn)
+	t.mu.Unlock()
+	for _, cc := range conns {
+		_ = cc.Close()
+	}
 	return nil
 }
 
@@ -385,7 +400,7 @@ func (t *GRPC) accept(ctx context.Context, hs *peerpb.Handshake) (NodeID, error)
 	refuse := func(reason, format string, args ...any) (NodeID, error) {
 		t.m.HandshakesRefused.WithLabelValues(reason).Inc()
 		msg := fmt.Sprintf(format, args...)
-		t.log().Warn("refused a peer call", "reason", reason, "detail", msg)
+		t.sometimes.Do(func() { t.log().Warn("refused a peer call", "reason", reason, "detail", msg) })
 		return 0, status.Error(codes.PermissionDenied, msg)
 	}
 	switch {
@@ -422,6 +437,21 @@ func (t *GRPC) accept(ctx context.Context, hs *peerpb.Handshake) (NodeID, error)
 	return hs.GetFromNode(), nil
 }
 
+// recheck accepts an open stream's caller again if the peer set or the
+// TLS config changed since gen (is it still a peer, its certificate still
+// good?), and moves gen on.
+func (t *GRPC) recheck(ctx context.Context, hs *peerpb.Handshake, gen *uint64) error {
+	g := t.gen.Load()
+	if g == *gen {
+		return nil
+	}
+	if _, err := t.accept(ctx, hs); err != nil {
+		return err
+	}
+	*gen = g
+	return nil
+}
+
 // Raft receives a peer's frames until the stream ends.
 func (s *peerServer) Raft(stream peerpb.Peer_RaftServer) error {
 	t := s.t
@@ -439,13 +469,8 @@ func (s *peerServer) Raft(stream peerpb.Peer_RaftServer) error {
 		frame = nil // only the handshake
 	}
 	for {
-		// The peer set or the TLS config changed: is the sender still
-		// a peer, its certificate still good?
-		if g := t.gen.Load(); g != gen {
-			if _, err := t.accept(stream.Context(), hs); err != nil {
-				return err
-			}
-			gen = g
+		if err := t.recheck(stream.Context(), hs, &gen); err != nil {
+			return err
 		}
 		if frame != nil {
 			t.receiveFrame(from, frame)

@@ -122,11 +122,14 @@ func (s *peerServer) Snapshot(stream peerpb.Peer_SnapshotServer) error {
 	if err != nil {
 		return err
 	}
-	from, err := t.accept(stream.Context(), first.GetHandshake())
+	hs, gen := first.GetHandshake(), t.gen.Load()
+	from, err := t.accept(stream.Context(), hs)
 	if err != nil {
 		return err
 	}
-	r := &chunkReader{stream: stream}
+	// The sender is checked again before each chunk if the peer set or
+	// the TLS config changed.
+	r := &chunkReader{stream: stream, check: func() error { return t.recheck(stream.Context(), hs, &gen) }}
 	if err := r.take(first); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -144,6 +147,7 @@ func (s *peerServer) Snapshot(stream peerpb.Peer_SnapshotServer) error {
 // after the last chunk, once length and checksum match.
 type chunkReader struct {
 	stream peerpb.Peer_SnapshotServer
+	check  func() error // nil: none
 	buf    []byte
 	total  uint64
 	crc    uint32
@@ -169,6 +173,11 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
 		if r.done {
 			return 0, io.EOF
+		}
+		if r.check != nil {
+			if err := r.check(); err != nil {
+				return 0, err
+			}
 		}
 		c, err := r.stream.Recv()
 		if errors.Is(err, io.EOF) {

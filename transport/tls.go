@@ -231,17 +231,22 @@ func hasURI(cert *x509.Certificate, uri string) error {
 
 // CountingCreds reports server-side TLS handshake failures (no
 // certificate, a certificate from another CA, a revoked one), which never
-// reach a call.
+// reach a call, and successes (Authenticated, if set: a LimitedListener's,
+// so that the connection is no longer one to close to make room).
 type CountingCreds struct {
 	credentials.TransportCredentials
-	Fail func(error)
+	Fail          func(error)
+	Authenticated func(net.Conn)
 }
 
 // ServerHandshake counts a failed handshake.
 func (c CountingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	nc, info, err := c.TransportCredentials.ServerHandshake(conn)
-	if err != nil {
+	switch {
+	case err != nil:
 		c.Fail(err)
+	case c.Authenticated != nil:
+		c.Authenticated(conn)
 	}
 	return nc, info, err
 }
@@ -253,5 +258,5 @@ func (c CountingCreds) ClientHandshake(ctx context.Context, authority string, co
 
 // Clone clones the wrapped credentials.
 func (c CountingCreds) Clone() credentials.TransportCredentials {
-	return CountingCreds{TransportCredentials: c.TransportCredentials.Clone(), Fail: c.Fail}
+	return CountingCreds{TransportCredentials: c.TransportCredentials.Clone(), Fail: c.Fail, Authenticated: c.Authenticated}
 }

@@ -123,14 +123,20 @@ delete, transfer, change replicas). Keep ca-key.pem offline.`,
 			}
 			crlFile := filepath.Join(dir, "crl.pem")
 			var serials []*big.Int
-			if b, err := os.ReadFile(crlFile); err == nil { // keep what was revoked before
+			switch b, err := os.ReadFile(crlFile); { // keep what was revoked before
+			case err == nil:
 				if block, _ := pem.Decode(b); block != nil {
-					if old, err := x509.ParseRevocationList(block.Bytes); err == nil {
-						for _, e := range old.RevokedCertificateEntries {
-							serials = append(serials, e.SerialNumber)
-						}
-					}
+					b = block.Bytes
 				}
+				old, err := x509.ParseRevocationList(b)
+				if err != nil {
+					return fmt.Errorf("%s: %w (it must stay readable: what it revokes would be revoked no more)", crlFile, err)
+				}
+				for _, e := range old.RevokedCertificateEntries {
+					serials = append(serials, e.SerialNumber)
+				}
+			case !os.IsNotExist(err):
+				return err
 			}
 			for _, f := range args {
 				cert, err := certs.ReadCert(f)

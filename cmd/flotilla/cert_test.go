@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"crypto/x509"
+	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -67,5 +69,17 @@ func TestCertCommand(t *testing.T) {
 	}
 	if _, err := revoked.VerifyPeer([]*x509.Certificate{leaf}, x509.ExtKeyUsageServerAuth); err != nil {
 		t.Fatalf("the node's certificate after revoking another: %v", err)
+	}
+	// A revocation list it cannot read is not replaced by one that
+	// forgets what it revoked.
+	if err := os.WriteFile(f.CRL, []byte("not a CRL"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := certCmd()
+	cmd.SetArgs([]string{"revoke", filepath.Join(dir, "node-2.pem"), "--cluster-id", "3", "--dir", dir})
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	if err := cmd.Execute(); err == nil {
+		t.Fatal("revoke replaced an unreadable revocation list")
 	}
 }

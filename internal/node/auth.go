@@ -120,7 +120,8 @@ const maxKnownCerts = 4096
 func (a *authorizer) authorize(ctx context.Context, method string) (identity, error) {
 	need, ok := methodRoles[method]
 	if !ok {
-		return identity{}, nil // not the client API's: gRPC answers it
+		// Nothing else is served here; refused before anything is read.
+		return identity{}, status.Errorf(codes.Unimplemented, "unknown method %s", method)
 	}
 	cfg := a.tls()
 	if cfg == nil {

@@ -246,6 +246,7 @@ type callKey struct{}
 type call struct {
 	id     identity
 	ticket *ticket
+	stop   func() bool // disarms the release at the stream context's end
 }
 
 func callOf(ctx context.Context) *call {

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -37,7 +39,9 @@ import (
 //     request of millions of empty records costs no more than its bytes;
 //  4. the interceptor: the charge shrinks to what the request decoded to
 //     and grows by the response a fetch may build; the client's quota;
-//  5. the handler. The charge goes back when the call ends.
+//  5. the handler. The charge goes back when the call ends, its response
+//     sent (a client that cancels does not end a handler that still
+//     holds what it was charged for).
 
 // clientServer serves the client API.
 type clientServer struct {
@@ -94,8 +98,9 @@ func (n *Node) startClientServer() error {
 	}
 	b := cfg.Budget
 	m := newClientMetrics(n.reg)
+	limited := transport.LimitListener(lis, b.MaxConnections, m.connsOpen, m.connsLimit)
 	s := &clientServer{n: n, m: m, done: make(chan struct{}),
-		lis:    transport.LimitListener(lis, b.MaxConnections, m.connsOpen, m.connsLimit),
+		lis:    limited,
 		budget: &inFlight{max: b.MaxInFlightBytes, gauge: m.inFlight},
 		quotas: &quotas{produce: rate.Limit(b.ProduceBytesPerSecond), fetch: rate.Limit(b.FetchBytesPerSecond)},
 		auth:   &authorizer{clusterID: cfg.ClusterID, tls: n.trans.TLS, denied: m.denied, log: n.log.Warn, sometimes: rate.Sometimes{Interval: time.Second}},
@@ -108,15 +113,17 @@ func (n *Node) startClientServer() error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.InTapHandle(s.tap),
 		grpc.UnaryInterceptor(s.intercept),
+		grpc.StatsHandler(s),
 		grpc.ForceServerCodecV2(boundedCodec{maxRecords: cfg.Limits.MaxProduceRecords}),
 		grpc.WaitForHandlers(true),
 	}
 	if cfg.TLS != nil {
+		limited.EvictUnauthenticated()
 		opts = append(opts, grpc.Creds(transport.CountingCreds{TransportCredentials: transport.ServerCredentials(n.trans.TLS),
 			Fail: func(err error) {
 				m.denied.WithLabelValues("handshake", "").Inc()
 				s.auth.sometimes.Do(func() { n.log.Warn("refused a client connection at the TLS handshake", "err", err) })
-			}}))
+			}, Authenticated: limited.Authenticated}))
 	}
 	s.srv = grpc.NewServer(opts...)
 	clientpb.RegisterPartitionsServer(s.srv, &service{n: n})
@@ -145,10 +152,27 @@ func (s *clientServer) tap(ctx context.Context, info *tap.Info) (context.Context
 	if t == nil {
 		return nil, s.busy()
 	}
-	// The stream's context ends with the call, whatever ends it.
-	context.AfterFunc(ctx, t.close)
-	return context.WithValue(ctx, callKey{}, &call{id: id, ticket: t}), nil
+	// Until the interceptor takes the call over, the stream's context
+	// ending gives the charge back (a call refused before its handler).
+	stop := context.AfterFunc(ctx, t.close)
+	return context.WithValue(ctx, callKey{}, &call{id: id, ticket: t, stop: stop}), nil
 }
+
+// The charge of a call that reached its handler goes back at the RPC's
+// end (stats.End), after the handler returned and its response was sent.
+func (s *clientServer) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (s *clientServer) HandleRPC(ctx context.Context, rs stats.RPCStats) {
+	if _, end := rs.(*stats.End); end {
+		if c := callOf(ctx); c != nil {
+			c.ticket.close()
+		}
+	}
+}
+
+func (s *clientServer) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (s *clientServer) HandleConn(context.Context, stats.ConnStats) {}
 
 // intercept charges a decoded call what it holds and may build, and
 // checks its client's quota.
@@ -156,6 +180,9 @@ func (s *clientServer) intercept(ctx context.Context, req any, info *grpc.UnaryS
 	c := callOf(ctx)
 	if c == nil {
 		return handler(ctx, req)
+	}
+	if !c.stop() {
+		return nil, status.FromContextError(ctx.Err()).Err() // ended before its handler: charge given back
 	}
 	msg, _ := req.(proto.Message)
 	hold := int64(proto.Size(msg))

@@ -1,8 +1,17 @@
 package node
 
 import (
+	"context"
 	"math"
+	"net"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/flotilla-io/flotilla/internal/await"
+	"github.com/flotilla-io/flotilla/transport"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -45,4 +54,70 @@ func TestUnmarshalProduce(t *testing.T) {
 			t.Fatalf("%x: a truncated request decoded", bad)
 		}
 	}
+}
+
+// blockingFetch is a Fetch handler busy building its response (as one
+// reading Pebble is), not watching its context.
+type blockingFetch struct {
+	clientpb.UnimplementedPartitionsServer
+	started chan context.Context
+	release chan struct{}
+}
+
+func (b *blockingFetch) Fetch(ctx context.Context, _ *clientpb.FetchRequest) (*clientpb.FetchResponse, error) {
+	b.started <- ctx
+	<-b.release
+	return &clientpb.FetchResponse{}, nil
+}
+
+// TestBudgetHeldUntilHandlerEnds: a client that cancels its call ends the
+// stream's context at once, while the handler still runs and holds what
+// the call was charged for: the charge stays until the RPC ends.
+func TestBudgetHeldUntilHandlerEnds(t *testing.T) {
+	limits := DefaultLimits()
+	b := DefaultBudget()
+	if err := b.validate(&limits); err != nil {
+		t.Fatal(err)
+	}
+	s := &clientServer{n: &Node{cfg: Config{Budget: b, Limits: limits}}, m: newClientMetrics(prometheus.NewRegistry()), quotas: &quotas{},
+		budget: &inFlight{max: b.MaxInFlightBytes, gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "inflight"})},
+		auth:   &authorizer{tls: func() *transport.TLSConfig { return nil }}}
+	srv := grpc.NewServer(grpc.InTapHandle(s.tap), grpc.UnaryInterceptor(s.intercept), grpc.StatsHandler(s))
+	impl := &blockingFetch{started: make(chan context.Context, 1), release: make(chan struct{})}
+	clientpb.RegisterPartitionsServer(srv, impl)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecureCreds()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = clientpb.NewPartitionsClient(conn).Fetch(ctx, &clientpb.FetchRequest{PartitionId: 1, MaxBytes: 64 << 20})
+	}()
+	hctx := <-impl.started
+	charged := s.budget.used.Load()
+	if charged < 64<<20 {
+		t.Fatalf("a 64 MiB fetch charged %d bytes", charged)
+	}
+	// The release tied to the stream's context is disarmed once the
+	// handler runs (stop reports false: nothing left to stop).
+	if callOf(hctx).stop() {
+		t.Fatal("a running handler's charge would go back when its client cancels")
+	}
+	cancel()
+	<-done // the client is gone; its handler is not
+	<-hctx.Done()
+	if got := s.budget.used.Load(); got != charged {
+		t.Fatalf("the charge fell from %d to %d while the handler still ran", charged, got)
+	}
+	close(impl.release)
+	await.Until(t, 5*time.Second, "the charge given back at the RPC's end", func() bool { return s.budget.used.Load() == 0 })
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -316,6 +318,17 @@ func (n *Node) SetPeers(peers map[uint64]string) {
 // are checked against them at their next frame or call. A node started
 // without TLS cannot switch to it.
 func (n *Node) SetTLS(c *transport.TLSConfig) error {
+	if c == nil || len(c.Certificate.Certificate) == 0 {
+		return fmt.Errorf("node: SetTLS: no certificate")
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("node: SetTLS: %w", err)
+	}
+	want := transport.NodeURI(n.cfg.ClusterID, n.cfg.NodeID)
+	if !slices.ContainsFunc(leaf.URIs, func(u *url.URL) bool { return u.String() == want }) {
+		return fmt.Errorf("node: SetTLS: the certificate does not name this node (%s): its peers would refuse it", want)
+	}
 	if err := n.trans.SetTLS(c); err != nil {
 		return err
 	}

@@ -176,6 +176,18 @@ func TestClientRoles(t *testing.T) {
 		t.Fatalf("partition 5's records after the refusals: %v, %v", r, err)
 	}
 
+	// A certificate that names another node is not taken: its peers
+	// would refuse this one.
+	other := *nodes[0].trans.TLS()
+	wrong, err := ca.Node(2, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Certificate = wrong.TLS()
+	if err := nodes[0].SetTLS(&other); err == nil || !strings.Contains(err.Error(), "does not name this node") {
+		t.Fatalf("node 1 took node 2's certificate: %v", err)
+	}
+
 	// Revoked: the reader's open connections are refused at its next call.
 	for _, n := range nodes {
 		cfg := *n.trans.TLS()

@@ -263,6 +263,9 @@ func (s *service) Fetch(ctx context.Context, req *clientpb.FetchRequest) (_ *cli
 			return nil, s.statusOf(id, err)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, s.statusOf(id, err) // the caller left: read nothing for it
+	}
 	maxRecords, maxBytes := s.n.cfg.Limits.fetchBounds(req)
 	// The log bounds record data only; as that is less than the encoded
 	// response, it returns at least what fits, and fitRecords trims the rest.

@@ -622,10 +622,14 @@ func (*AdminRequest_RemoveReplica) isAdminRequest_Request() {}
 // replica (members lists every founding node, replica_id is 0) or a
 // joining one (replica_id is the ID the group's leader allocated).
 type CreateReplica struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	Members       []uint64               `protobuf:"varint,2,rep,packed,name=members,proto3" json:"members,omitempty"`
-	ReplicaId     uint64                 `protobuf:"varint,3,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	GroupId   uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Members   []uint64               `protobuf:"varint,2,rep,packed,name=members,proto3" json:"members,omitempty"`
+	ReplicaId uint64                 `protobuf:"varint,3,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// replicas, for a joining replica: the group's replicas and their nodes
+	// as the caller knows them, so that it knows who may speak for whom
+	// before its snapshot tells it (replica ID -> node ID).
+	Replicas      map[uint64]uint64 `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -679,6 +683,13 @@ func (x *CreateReplica) GetReplicaId() uint64 {
 		return x.ReplicaId
 	}
 	return 0
+}
+
+func (x *CreateReplica) GetReplicas() map[uint64]uint64 {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
 }
 
 // RemoveReplica asks a node to remove its replica of a group for good.
@@ -812,12 +823,16 @@ const file_peerpb_peer_proto_rawDesc = "" +
 	"\thandshake\x18\x01 \x01(\v2\x1b.flotilla.peer.v1.HandshakeR\thandshake\x12H\n" +
 	"\x0ecreate_replica\x18\x02 \x01(\v2\x1f.flotilla.peer.v1.CreateReplicaH\x00R\rcreateReplica\x12H\n" +
 	"\x0eremove_replica\x18\x03 \x01(\v2\x1f.flotilla.peer.v1.RemoveReplicaH\x00R\rremoveReplicaB\t\n" +
-	"\arequest\"c\n" +
+	"\arequest\"\xeb\x01\n" +
 	"\rCreateReplica\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\x04R\amembers\x12\x1d\n" +
 	"\n" +
-	"replica_id\x18\x03 \x01(\x04R\treplicaId\"*\n" +
+	"replica_id\x18\x03 \x01(\x04R\treplicaId\x12I\n" +
+	"\breplicas\x18\x04 \x03(\v2-.flotilla.peer.v1.CreateReplica.ReplicasEntryR\breplicas\x1a;\n" +
+	"\rReplicasEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"*\n" +
 	"\rRemoveReplica\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"\x0f\n" +
 	"\rAdminResponse2\xe4\x01\n" +
@@ -838,7 +853,7 @@ func file_peerpb_peer_proto_rawDescGZIP() []byte {
 	return file_peerpb_peer_proto_rawDescData
 }
 
-var file_peerpb_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_peerpb_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_peerpb_peer_proto_goTypes = []any{
 	(*Handshake)(nil),        // 0: flotilla.peer.v1.Handshake
 	(*Frame)(nil),            // 1: flotilla.peer.v1.Frame
@@ -851,30 +866,32 @@ var file_peerpb_peer_proto_goTypes = []any{
 	(*CreateReplica)(nil),    // 8: flotilla.peer.v1.CreateReplica
 	(*RemoveReplica)(nil),    // 9: flotilla.peer.v1.RemoveReplica
 	(*AdminResponse)(nil),    // 10: flotilla.peer.v1.AdminResponse
-	(*raftpb.Message)(nil),   // 11: raftpb.Message
+	nil,                      // 11: flotilla.peer.v1.CreateReplica.ReplicasEntry
+	(*raftpb.Message)(nil),   // 12: raftpb.Message
 }
 var file_peerpb_peer_proto_depIdxs = []int32{
 	0,  // 0: flotilla.peer.v1.Frame.handshake:type_name -> flotilla.peer.v1.Handshake
 	2,  // 1: flotilla.peer.v1.Frame.messages:type_name -> flotilla.peer.v1.GroupMessage
 	3,  // 2: flotilla.peer.v1.Frame.heartbeats:type_name -> flotilla.peer.v1.Heartbeat
 	3,  // 3: flotilla.peer.v1.Frame.heartbeat_responses:type_name -> flotilla.peer.v1.Heartbeat
-	11, // 4: flotilla.peer.v1.GroupMessage.message:type_name -> raftpb.Message
+	12, // 4: flotilla.peer.v1.GroupMessage.message:type_name -> raftpb.Message
 	0,  // 5: flotilla.peer.v1.SnapshotChunk.handshake:type_name -> flotilla.peer.v1.Handshake
-	11, // 6: flotilla.peer.v1.SnapshotChunk.message:type_name -> raftpb.Message
+	12, // 6: flotilla.peer.v1.SnapshotChunk.message:type_name -> raftpb.Message
 	0,  // 7: flotilla.peer.v1.AdminRequest.handshake:type_name -> flotilla.peer.v1.Handshake
 	8,  // 8: flotilla.peer.v1.AdminRequest.create_replica:type_name -> flotilla.peer.v1.CreateReplica
 	9,  // 9: flotilla.peer.v1.AdminRequest.remove_replica:type_name -> flotilla.peer.v1.RemoveReplica
-	1,  // 10: flotilla.peer.v1.Peer.Raft:input_type -> flotilla.peer.v1.Frame
-	5,  // 11: flotilla.peer.v1.Peer.Snapshot:input_type -> flotilla.peer.v1.SnapshotChunk
-	7,  // 12: flotilla.peer.v1.Peer.Admin:input_type -> flotilla.peer.v1.AdminRequest
-	4,  // 13: flotilla.peer.v1.Peer.Raft:output_type -> flotilla.peer.v1.RaftClosed
-	6,  // 14: flotilla.peer.v1.Peer.Snapshot:output_type -> flotilla.peer.v1.SnapshotAccepted
-	10, // 15: flotilla.peer.v1.Peer.Admin:output_type -> flotilla.peer.v1.AdminResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	11, // 10: flotilla.peer.v1.CreateReplica.replicas:type_name -> flotilla.peer.v1.CreateReplica.ReplicasEntry
+	1,  // 11: flotilla.peer.v1.Peer.Raft:input_type -> flotilla.peer.v1.Frame
+	5,  // 12: flotilla.peer.v1.Peer.Snapshot:input_type -> flotilla.peer.v1.SnapshotChunk
+	7,  // 13: flotilla.peer.v1.Peer.Admin:input_type -> flotilla.peer.v1.AdminRequest
+	4,  // 14: flotilla.peer.v1.Peer.Raft:output_type -> flotilla.peer.v1.RaftClosed
+	6,  // 15: flotilla.peer.v1.Peer.Snapshot:output_type -> flotilla.peer.v1.SnapshotAccepted
+	10, // 16: flotilla.peer.v1.Peer.Admin:output_type -> flotilla.peer.v1.AdminResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_peerpb_peer_proto_init() }
@@ -892,7 +909,7 @@ func file_peerpb_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peerpb_peer_proto_rawDesc), len(file_peerpb_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
