@@ -19,8 +19,8 @@ import (
 // with a removal notice; the replica's host then removes it, leaving a
 // tombstone. A member that is behind knows less, never more, so it can
 // fail to answer but never answer wrongly. The replica trusts no single
-// member: it goes once a majority of the voters it knows said so
-// (removedNotice).
+// member: it goes once a majority of the voters it knows said so, and
+// asks the others when one does (removedNotice).
 //
 // The notice travels as a Raft message of a type raft only uses locally
 // (MsgUnreachable), addressed to the removed replica, with the group's
@@ -69,5 +69,25 @@ func (g *group) removedNotice(in inbound) bool {
 	if !slices.Contains(g.removalNotices, from) {
 		g.removalNotices = append(g.removalNotices, from)
 	}
-	return len(g.removalNotices) > len(voters)/2
+	if len(g.removalNotices) > len(voters)/2 {
+		return true
+	}
+	g.askVoters(voters)
+	return false
+}
+
+// askVoters asks the voters this replica knows that sent no notice yet
+// whether it was removed: a message to each (a wake request, never
+// stepped) that a member which removed it answers with a notice. A
+// removed replica may be quiesced and send nothing of itself; it asks
+// only when a notice came, so never more often than notices do.
+func (g *group) askVoters(voters []uint64) {
+	for _, v := range voters {
+		node, ok := g.replicas[v]
+		if v == g.replicaID || !ok || slices.Contains(g.removalNotices, v) {
+			continue
+		}
+		m := &pb.Message{Type: pb.MsgHeartbeatResp.Enum(), From: new(g.replicaID), To: new(v), Term: new(g.term)}
+		g.h.trans.Send(node, []transport.Envelope{{GroupID: g.id, Message: m, Wake: true}})
+	}
 }
