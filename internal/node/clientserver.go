@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
@@ -70,7 +72,8 @@ func newClientMetrics(reg prometheus.Registerer) *clientMetrics {
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "denied_total",
 			Help: "Client calls refused PERMISSION_DENIED, by method and the role they needed."}, []string{"method", "role"}),
 		exhausted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "exhausted_total",
-			Help: "Client calls refused RESOURCE_EXHAUSTED by the node's budgets, by reason: busy (bytes in flight), quota."}, []string{"reason"}),
+			Help: "Client calls refused RESOURCE_EXHAUSTED by the node's budgets, by reason: busy (bytes in flight), quota, " +
+				"request_too_large (over MaxRequestBytes, refused unread)."}, []string{"reason"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inflight_bytes",
 			Help: "Bytes charged to the client calls in progress (bounded by the in-flight budget)."}),
 		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "connections_open",
@@ -163,10 +166,17 @@ func (s *clientServer) tap(ctx context.Context, info *tap.Info) (context.Context
 func (s *clientServer) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 
 func (s *clientServer) HandleRPC(ctx context.Context, rs stats.RPCStats) {
-	if _, end := rs.(*stats.End); end {
-		if c := callOf(ctx); c != nil {
-			c.ticket.close()
-		}
+	end, ok := rs.(*stats.End)
+	if !ok {
+		return
+	}
+	if c := callOf(ctx); c != nil {
+		c.ticket.close()
+	}
+	// gRPC refuses a request over MaxRequestBytes unread, before any
+	// handler or interceptor: counted here.
+	if st := status.Convert(end.Error); st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "larger than max") {
+		s.m.exhausted.WithLabelValues("request_too_large").Inc()
 	}
 }
 

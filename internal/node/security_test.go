@@ -328,10 +328,14 @@ func TestRequestBudget(t *testing.T) {
 
 	// A million empty records in one request (about 2 MB): refused by
 	// count; its decoding kept at most the limit plus one.
+	// Over MaxRequestBytes it is refused unread.
 	_, err = pc.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 1, Records: make([][]byte, 1<<20)})
-	if status.Code(err) != codes.ResourceExhausted && status.Code(err) != codes.InvalidArgument {
+	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("a million empty records: %v", err)
 	}
+	await.Until(t, 5*time.Second, "the oversized request counted", func() bool {
+		return metricLabel(t, n, "flotilla_client_exhausted_total", "reason", "request_too_large") == 1
+	})
 	half := make([][]byte, 400000) // 800 KB, within MaxRequestBytes
 	if _, err := pc.Produce(ctx, &clientpb.ProduceRequest{PartitionId: 1, Records: half}); status.Code(err) != codes.InvalidArgument ||
 		!strings.Contains(err.Error(), "more than MaxProduceRecords") {
@@ -376,6 +380,27 @@ func TestClientIdleConnectionClosed(t *testing.T) {
 	}
 	// (startOne's client, idle too, goes the same way.)
 	await.Until(t, 10*time.Second, "no connection open", func() bool { return n.Metric("flotilla_client_connections_open") == 0 })
+}
+
+// metricLabel is the value of a node's counter series with a label.
+func metricLabel(t *testing.T, n *Node, name, label, value string) float64 {
+	families, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // rss is this process's resident set size in bytes.
