@@ -23,15 +23,17 @@ import (
 //   - Sender binding. A message from replica R is stepped only if it came
 //     from the node the group's applied configuration maps R to. A replica
 //     the configuration does not name yet (added by a change this replica
-//     has not applied) is known from the change's entry in the log, which
-//     names its node and came from a bound leader; a joining replica is
-//     told its group's replicas by the host that made it join
-//     (JoinGroupOn). Any other replica ID is refused: a peer cannot speak
-//     as a replica nobody allocated. Only a joining replica that was told
-//     nothing (JoinGroup called locally, or restarted before its
-//     snapshot) takes a replica from the first node it hears it from, a
-//     handful at most. Replicas known to be removed get a removal notice
-//     (gc.go).
+//     has not applied) is known from the change's entry in its log (the
+//     entries raft appended, and at start those not yet applied), which
+//     names its node; a joining replica is told its group's replicas by
+//     the host that made it join (JoinGroupOn). Any other replica ID is
+//     refused: a peer cannot speak as a replica nobody allocated. Only a
+//     joining replica, until its snapshot names its group's replicas,
+//     takes a replica it was not told of (one allocated after it was
+//     told, or any if told nothing: JoinGroup called locally, or a restart
+//     before the snapshot) from the first node it hears it from, a handful
+//     at most. Replicas known to be removed get a removal notice (gc.go),
+//     and nothing else.
 //   - Shape. Every remote message but a forwarded read carries a term (a
 //     term-0 message is a local one to raft, stepped without the term
 //     checks); a heartbeat commits no further than this replica's log
@@ -51,9 +53,6 @@ func (g *group) admit(in inbound) bool {
 		reason = g.checkShape(in.m)
 	}
 	if reason == "" {
-		if in.m.GetType() == pb.MsgApp {
-			g.learnReplicas(in.m)
-		}
 		return true
 	}
 	g.h.m.MessagesDropped.WithLabelValues(reason).Inc()
@@ -85,7 +84,7 @@ func (g *group) bindSender(in inbound) string {
 		}
 		return ""
 	}
-	if len(g.replicas) > 0 || g.seeded || !g.pin(r, in.from) {
+	if len(g.replicas) > 0 || r < g.seededBelow || !g.pin(r, in.from) {
 		return "sender_unverified"
 	}
 	return ""
@@ -108,11 +107,12 @@ func (g *group) pin(replica, node uint64) bool {
 	return true
 }
 
-// learnReplicas learns, from the membership changes an admitted append
-// carries, which node hosts each replica they add: that replica may speak
-// before this one applies the change (a new leader, a vote).
-func (g *group) learnReplicas(m *pb.Message) {
-	for _, e := range m.GetEntries() {
+// learnReplicas learns, from the membership changes among entries raft
+// appended to this replica's log, which node hosts each replica they add:
+// that replica may speak before this one applies the change (a new
+// leader, a vote).
+func (g *group) learnReplicas(entries []*pb.Entry) {
+	for _, e := range entries {
 		if t := e.GetType(); t != pb.EntryConfChange && t != pb.EntryConfChangeV2 {
 			continue
 		}

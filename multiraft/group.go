@@ -93,7 +93,9 @@ type group struct {
 	// replica must answer its leader before its snapshot tells it who is
 	// who.
 	learned map[uint64]uint64
-	seeded  bool // a joining replica told who hosts which replica (admit.go)
+	// seededBelow is one past the highest replica ID a joining replica was
+	// told of (admit.go); 0 if told nothing.
+	seededBelow uint64
 	// staged holds received snapshots until raft takes them (the append
 	// carrying one is installed, at once or from the backlog) or a pass
 	// ends without raft taking them.
@@ -148,6 +150,12 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 		return nil, fmt.Errorf("multiraft: group %d: %w", g.id, err)
 	}
 	g.last, g.lastLow = last, last
+	if last > applied.Index {
+		// Replicas added by changes not applied yet may speak first.
+		if ents, err := st.Entries(applied.Index+1, last+1, maxLearnScanBytes); err == nil {
+			g.learnReplicas(ents)
+		}
+	}
 	g.nextReplicaID = applied.NextReplicaID
 	data, err := st.LoadStateSnapshot()
 	if err != nil {
@@ -318,6 +326,10 @@ func (g *group) admitLocked(outstanding int, kind string) error {
 	}
 	return nil
 }
+
+// maxLearnScanBytes bounds what a replica reads of its unapplied log at
+// start to learn who hosts the replicas it adds.
+const maxLearnScanBytes = 16 << 20
 
 // maxLearned bounds the replica-to-node guesses a group keeps from
 // traffic: a group has a handful of replicas, a peer may claim any ID.

@@ -200,10 +200,11 @@ func (h *Host) addGroup(st *store.GroupStorage, seed map[uint64]uint64) error {
 		return err
 	}
 	if len(g.replicas) == 0 && len(seed) > 0 {
-		g.learned, g.seeded = make(map[uint64]uint64, min(len(seed), maxLearned)), true
+		g.learned = make(map[uint64]uint64, min(len(seed), maxLearned))
 		for r, n := range seed {
 			if len(g.learned) < maxLearned && r != 0 && n != 0 {
 				g.learned[r] = n
+				g.seededBelow = max(g.seededBelow, r+1)
 			}
 		}
 	}

@@ -302,6 +302,7 @@ func (g *group) handleReady(rd raft.Ready) {
 		g.readStates(indexes)
 	}
 	g.notePositions(rd.Entries)
+	g.learnReplicas(rd.Entries)
 	out := make(map[uint64][]transport.Envelope)
 	for _, m := range rd.Messages {
 		switch m.GetTo() {

@@ -151,7 +151,17 @@ func NewGRPC(cfg GRPCConfig) (*GRPC, error) {
 		opts = append(opts, grpc.Creds(CountingCreds{TransportCredentials: ServerCredentials(t.tls.Load), Fail: func(err error) {
 			t.m.HandshakesRefused.WithLabelValues("tls").Inc()
 			t.sometimes.Do(func() { t.log().Warn("refused a peer connection at the TLS handshake", "err", err) })
-		}, Authenticated: lis.Authenticated}))
+		}, Authenticated: func(conn net.Conn, leaf *x509.Certificate) {
+			// Only a peer's connection is kept from eviction: any other
+			// certificate the CA signed (a client's, a node's outside the
+			// peer set) could otherwise hold every slot.
+			for _, id := range namedNodes(leaf, t.cfg.ClusterID) {
+				if t.isPeer(id) {
+					lis.Authenticated(conn)
+					return
+				}
+			}
+		}}))
 	}
 	t.srv = grpc.NewServer(opts...)
 	peerpb.RegisterPeerServer(t.srv, &peerServer{t: t})

@@ -545,41 +545,56 @@ func TestGRPCIdleConnectionClosed(t *testing.T) {
 }
 
 // TestGRPCUnauthenticatedConnectionsMakeRoom: with TLS, connections that
-// never handshake hold every slot of the connection limit; a peer that
-// connects then still gets in, and the oldest of them is closed for it.
+// are not a peer's hold every slot of the connection limit (ones that
+// never handshake, or that do with a certificate of a node outside the
+// peer set); a peer that connects then still gets in, and the oldest of
+// them is closed for it.
 func TestGRPCUnauthenticatedConnectionsMakeRoom(t *testing.T) {
 	ca := newTestCA(t)
-	cfg := func(node NodeID) func(*GRPCConfig) {
-		return func(g *GRPCConfig) {
-			g.TLS = &TLSConfig{Certificate: ca.leaf(t, 7, node), CA: ca.pool}
-			g.MaxConnections = 4
-			g.HandshakeTimeout = time.Minute // the bare connections outlast the wait
-		}
-	}
-	n := newTestNet(t, kindGRPC)
-	ls := n.listen(1, 2)
-	one := n.startOne(1, Config{}, cfg(1), ls[1])
-	two := n.startOne(2, Config{}, cfg(2), ls[2])
-	var bare []net.Conn
-	for range 4 {
-		c, err := net.Dial("tcp", two.addr) // sends nothing: no TLS handshake
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		bare = append(bare, c)
-	}
-	waitUntil(t, "four connections holding every slot", func() bool { return testutil.ToFloat64(two.m.ConnectionsOpen) == 4 })
-	waitUntil(t, "the peer's traffic delivered", func() bool {
-		one.Send(2, []Envelope{msg(1, 1, pb.MsgApp)})
-		got, _ := two.r.count()
-		return got > 0
-	})
-	_ = bare[0].SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.Copy(io.Discard, bare[0]); err != nil && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("the oldest unauthenticated connection was not closed: %v", err)
-	}
-	if got := testutil.ToFloat64(two.m.HandshakesRefused.WithLabelValues("connection_limit")); got < 1 {
-		t.Fatalf("connection_limit = %v, want the eviction counted", got)
+	stranger := ca.leaf(t, 7, 9) // node 9 is in no one's peer set
+	for _, tc := range []struct {
+		name string
+		dial func(addr string) (net.Conn, error)
+	}{
+		{"no handshake", func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) }},
+		{"a certificate outside the peer set", func(addr string) (net.Conn, error) {
+			return tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{stranger}, InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := func(node NodeID) func(*GRPCConfig) {
+				return func(g *GRPCConfig) {
+					g.TLS = &TLSConfig{Certificate: ca.leaf(t, 7, node), CA: ca.pool}
+					g.MaxConnections = 4
+					g.HandshakeTimeout = time.Minute // the connections outlast the wait
+				}
+			}
+			n := newTestNet(t, kindGRPC)
+			ls := n.listen(1, 2)
+			one := n.startOne(1, Config{}, cfg(1), ls[1])
+			two := n.startOne(2, Config{}, cfg(2), ls[2])
+			var held []net.Conn
+			for range 4 {
+				c, err := tc.dial(two.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = c.Close() })
+				held = append(held, c)
+			}
+			waitUntil(t, "four connections holding every slot", func() bool { return testutil.ToFloat64(two.m.ConnectionsOpen) == 4 })
+			waitUntil(t, "the peer's traffic delivered", func() bool {
+				one.Send(2, []Envelope{msg(1, 1, pb.MsgApp)})
+				got, _ := two.r.count()
+				return got > 0
+			})
+			_ = held[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, held[0]); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("the oldest connection that is not a peer's was not closed: %v", err)
+			}
+			if got := testutil.ToFloat64(two.m.HandshakesRefused.WithLabelValues("connection_limit")); got < 1 {
+				t.Fatalf("connection_limit = %v, want the eviction counted", got)
+			}
+		})
 	}
 }

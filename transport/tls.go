@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -219,6 +220,20 @@ func (c *TLSConfig) ClientCredentials(clusterID uint64) credentials.TransportCre
 	})
 }
 
+// namedNodes returns the nodes of a cluster a certificate names.
+func namedNodes(cert *x509.Certificate, clusterID uint64) []NodeID {
+	prefix := fmt.Sprintf("flotilla://%d/node/", clusterID)
+	var ids []NodeID
+	for _, u := range cert.URIs {
+		if rest, ok := strings.CutPrefix(u.String(), prefix); ok {
+			if id, err := strconv.ParseUint(rest, 10, 64); err == nil && id != 0 {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
 // hasURI checks that a certificate names uri among its URI SANs.
 func hasURI(cert *x509.Certificate, uri string) error {
 	for _, u := range cert.URIs {
@@ -231,12 +246,14 @@ func hasURI(cert *x509.Certificate, uri string) error {
 
 // CountingCreds reports server-side TLS handshake failures (no
 // certificate, a certificate from another CA, a revoked one), which never
-// reach a call, and successes (Authenticated, if set: a LimitedListener's,
-// so that the connection is no longer one to close to make room).
+// reach a call, and successes: Authenticated, if set, is given the
+// connection and the peer's certificate (a server marks in its
+// LimitedListener the connections of those it serves, which are then no
+// longer ones to close to make room).
 type CountingCreds struct {
 	credentials.TransportCredentials
 	Fail          func(error)
-	Authenticated func(net.Conn)
+	Authenticated func(net.Conn, *x509.Certificate)
 }
 
 // ServerHandshake counts a failed handshake.
@@ -246,7 +263,9 @@ func (c CountingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Aut
 	case err != nil:
 		c.Fail(err)
 	case c.Authenticated != nil:
-		c.Authenticated(conn)
+		if tlsInfo, ok := info.(credentials.TLSInfo); ok && len(tlsInfo.State.PeerCertificates) > 0 {
+			c.Authenticated(conn, tlsInfo.State.PeerCertificates[0])
+		}
 	}
 	return nc, info, err
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"strings"
@@ -41,9 +42,12 @@ import (
 //     request of millions of empty records costs no more than its bytes;
 //  4. the interceptor: the charge shrinks to what the request decoded to
 //     and grows by the response a fetch may build; the client's quota;
-//  5. the handler. The charge goes back when the call ends, its response
-//     sent (a client that cancels does not end a handler that still
-//     holds what it was charged for).
+//  5. the handler. The charge goes back when the RPC ends: its handler
+//     returned and its response was handed to gRPC's write queue (a
+//     client that cancels does not end a handler that still holds what it
+//     was charged for). A response a client does not read stays in that
+//     queue uncharged: what stays is bounded per connection by
+//     MaxStreamsPerConnection responses, not by the budget.
 
 // clientServer serves the client API.
 type clientServer struct {
@@ -126,7 +130,13 @@ func (n *Node) startClientServer() error {
 			Fail: func(err error) {
 				m.denied.WithLabelValues("handshake", "").Inc()
 				s.auth.sometimes.Do(func() { n.log.Warn("refused a client connection at the TLS handshake", "err", err) })
-			}, Authenticated: limited.Authenticated}))
+			}, Authenticated: func(conn net.Conn, leaf *x509.Certificate) {
+				// Only a client's connection (a certificate naming a
+				// client or a role) is kept from eviction.
+				if id := identityOf(leaf, cfg.ClusterID); id.name != "" || len(id.roles) > 0 {
+					limited.Authenticated(conn)
+				}
+			}}))
 	}
 	s.srv = grpc.NewServer(opts...)
 	clientpb.RegisterPartitionsServer(s.srv, &service{n: n})
@@ -162,7 +172,8 @@ func (s *clientServer) tap(ctx context.Context, info *tap.Info) (context.Context
 }
 
 // The charge of a call that reached its handler goes back at the RPC's
-// end (stats.End), after the handler returned and its response was sent.
+// end (stats.End), after the handler returned and its response was
+// queued.
 func (s *clientServer) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 
 func (s *clientServer) HandleRPC(ctx context.Context, rs stats.RPCStats) {
