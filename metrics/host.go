@@ -17,6 +17,8 @@ type Host struct {
 	ProposalBytes       prometheus.Gauge
 	InboxBytes          prometheus.Gauge
 	InboxDropped        prometheus.Counter
+	StagingBytes        prometheus.Gauge
+	SnapshotsRefused    *prometheus.CounterVec // label reason: no_room, invalid, failed
 	MessagesDropped     *prometheus.CounterVec // label reason (see its help)
 	RequestsRefused     *prometheus.CounterVec // label request: read, transfer, membership
 	RequestsWaiting     *prometheus.GaugeVec   // label request: read, transfer
@@ -57,7 +59,12 @@ func NewHost() *Host {
 		ProposalBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "proposal_bytes",
 			Help: "Bytes of proposals queued or pending on this host."}),
 		InboxBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "inbox_bytes",
-			Help: "Bytes of inbound messages queued for groups, refused appends waiting for the log writer, and staged snapshot data."}),
+			Help: "Bytes of inbound messages queued for groups and of refused appends waiting for the log writer."}),
+		StagingBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "snapshot_staging_bytes",
+			Help: "Disk bytes reserved for snapshots being received or waiting to be installed (bounded by SnapshotStagingBytes)."}),
+		SnapshotsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "snapshots_refused_total",
+			Help: "Inbound snapshots this host refused or lost, by reason: no_room (staging budget or disk space, refused before any data moved), " +
+				"invalid (bad header or data), failed (the stream broke or staging failed)."}, []string{"reason"}),
 		InboxDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "inbox_dropped_total",
 			Help: "Inbound messages dropped because a group's inbox or the host's inbox budget was full."}),
 		MessagesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_dropped_total",
@@ -112,6 +119,6 @@ func NewHost() *Host {
 func (m *Host) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Groups, m.Leaders, m.LeaderChanges, m.LeadershipsAcquired, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
 		m.Proposals, m.ProposeDuration, m.ApplyDuration,
-		m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.MessagesDropped, m.RequestsRefused, m.RequestsWaiting, m.GroupsFailed,
+		m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.StagingBytes, m.SnapshotsRefused, m.MessagesDropped, m.RequestsRefused, m.RequestsWaiting, m.GroupsFailed,
 		m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors, m.QuiescedGroups, m.ProposalsInFlight, m.AdmissionRefused, m.Wakeups, m.PeerLive, m.PeerTransitions}
 }

@@ -26,6 +26,9 @@ type Store struct {
 	PebbleWriteStalls      prometheus.Counter
 	PebbleWriteStallTime   prometheus.Counter
 	PebbleBackgroundErrors prometheus.Counter
+	ApplyBytes             prometheus.Counter
+	PebbleFlushedBytes     prometheus.Counter
+	PebbleCompactedBytes   prometheus.Counter
 }
 
 // NewStore creates the store's collectors, unregistered (see Register):
@@ -62,6 +65,9 @@ func NewStore() *Store {
 		PebbleWriteStalls:      counter("pebble_write_stalls_total", "Pebble write stalls begun."),
 		PebbleWriteStallTime:   counter("pebble_write_stall_seconds_total", "Time Pebble spent with writes stalled."),
 		PebbleBackgroundErrors: counter("pebble_background_errors_total", "Failed Pebble flushes and compactions (Pebble retries them; a full disk shows here first)."),
+		ApplyBytes:             counter("apply_bytes_total", "Bytes of Pebble batches committed by applies (with log_bytes_total: what the WAL takes)."),
+		PebbleFlushedBytes:     counter("pebble_flushed_bytes_total", "Bytes of the tables Pebble's memtable flushes wrote."),
+		PebbleCompactedBytes:   counter("pebble_compacted_bytes_total", "Bytes of the tables Pebble's compactions wrote."),
 	}
 	return m
 }
@@ -73,5 +79,6 @@ func (m *Store) Collectors() []prometheus.Collector {
 		m.WriterQueueItems, m.WriterQueueBytes, m.WriterRejected,
 		m.ApplyBatches, m.Truncations, m.SnapshotsInstalled,
 		m.EntryCacheHits, m.EntryCacheMisses, m.EntryCacheBytes,
-		m.Failed, m.PebbleWriteStalls, m.PebbleWriteStallTime, m.PebbleBackgroundErrors}
+		m.Failed, m.PebbleWriteStalls, m.PebbleWriteStallTime, m.PebbleBackgroundErrors,
+		m.ApplyBytes, m.PebbleFlushedBytes, m.PebbleCompactedBytes}
 }

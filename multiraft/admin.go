@@ -41,6 +41,11 @@ func (h *Host) handleAdmin(ctx context.Context, from transport.NodeID, req *peer
 		if errors.Is(err, ErrGroupNotFound) {
 			err = nil
 		}
+	case *peerpb.AdminRequest_Propose:
+		var res Result
+		if res, err = h.Propose(ctx, GroupID(r.Propose.GetGroupId()), r.Propose.GetData()); err == nil {
+			return &peerpb.AdminResponse{Result: res.Value}, nil
+		}
 	default:
 		err = fmt.Errorf("%w: unknown admin request from node %d", ErrInvalid, from)
 	}
@@ -96,6 +101,21 @@ func (h *Host) JoinGroupOn(ctx context.Context, node NodeID, groupID GroupID, re
 		CreateReplica: &peerpb.CreateReplica{GroupId: uint64(groupID), ReplicaId: uint64(replicaID), Replicas: seed}}})
 }
 
+// ProposeOn proposes data to a group through its replica on node (this
+// host's own or a peer's), which must lead the group, and returns what
+// its apply returned there. It is for control commands a caller must get
+// into a group from wherever it runs (a partition's retention, set by
+// whichever node an operator asked); a peer's refusal, not leading the
+// group among them, is ErrPeer with its reason as text.
+func (h *Host) ProposeOn(ctx context.Context, node NodeID, groupID GroupID, data []byte) ([]byte, error) {
+	if err := checkOn(node, groupID); err != nil {
+		return nil, err
+	}
+	resp, err := h.adminCall(ctx, node, &peerpb.AdminRequest{Request: &peerpb.AdminRequest_Propose{
+		Propose: &peerpb.Propose{GroupId: uint64(groupID), Data: data}}})
+	return resp.GetResult(), err
+}
+
 // RemoveGroupOn removes node's replica of a group (see RemoveGroup).
 func (h *Host) RemoveGroupOn(ctx context.Context, node NodeID, groupID GroupID) error {
 	if err := checkOn(node, groupID); err != nil {
@@ -123,22 +143,26 @@ func checkOn(node NodeID, groupID GroupID) error {
 // transport: its own error chain is only text here, as it would be over
 // the wire (a peer's ErrStopped is not this host's).
 func (h *Host) adminOn(ctx context.Context, node NodeID, req *peerpb.AdminRequest) error {
+	_, err := h.adminCall(ctx, node, req)
+	return err
+}
+
+func (h *Host) adminCall(ctx context.Context, node NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
 	if err := h.usable(); err != nil {
-		return err
+		return nil, err
 	}
 	if node == h.cfg.NodeID {
-		_, err := h.handleAdmin(ctx, uint64(node), req)
-		return err
+		return h.handleAdmin(ctx, uint64(node), req)
 	}
-	_, err := h.trans.Admin(ctx, uint64(node), req)
+	resp, err := h.trans.Admin(ctx, uint64(node), req)
 	switch {
 	case err == nil:
-		return nil
+		return resp, nil
 	case errors.Is(err, transport.ErrUnknownPeer):
-		return fmt.Errorf("%w: %w: node %d: %v", ErrPeer, transport.ErrUnknownPeer, node, err)
+		return nil, fmt.Errorf("%w: %w: node %d: %v", ErrPeer, transport.ErrUnknownPeer, node, err)
 	case errors.Is(err, transport.ErrExhausted):
-		return fmt.Errorf("%w: node %d: %v", ErrNoSpace, node, err)
+		return nil, fmt.Errorf("%w: node %d: %v", ErrNoSpace, node, err)
 	default:
-		return fmt.Errorf("%w: node %d refused: %v", ErrPeer, node, err)
+		return nil, fmt.Errorf("%w: node %d refused: %v", ErrPeer, node, err)
 	}
 }

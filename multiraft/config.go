@@ -100,6 +100,12 @@ type Config struct {
 	// takes. Default 256 MiB.
 	InboxBudgetBytes int64
 
+	// SnapshotStagingBytes bounds the disk space of snapshots being
+	// received or waiting to be installed, all groups together: a
+	// snapshot whose announced size does not fit is refused before any of
+	// it moves (the sender retries later). Default 8 GiB.
+	SnapshotStagingBytes int64
+
 	// SnapshotEntries is how many entries a group applies between durable
 	// snapshots of its state machine; after each, the log is truncated.
 	// Default 10,000.
@@ -177,6 +183,7 @@ func DefaultConfig() Config {
 		MaxProposalsInFlight:      4096,
 		MaxGroupInbox:             4096,
 		InboxBudgetBytes:          256 << 20,
+		SnapshotStagingBytes:      8 << 30,
 		SnapshotEntries:           10000,
 		LogTailEntries:            1000,
 		EntryCacheBytes:           64 << 20,
@@ -217,6 +224,7 @@ func (c *Config) Validate() error {
 	fill(&c.MaxProposalsInFlight, d.MaxProposalsInFlight)
 	fill(&c.MaxGroupInbox, d.MaxGroupInbox)
 	fill(&c.InboxBudgetBytes, d.InboxBudgetBytes)
+	fill(&c.SnapshotStagingBytes, d.SnapshotStagingBytes)
 	fill(&c.SnapshotEntries, d.SnapshotEntries)
 	fill(&c.LogTailEntries, d.LogTailEntries)
 	fill(&c.EntryCacheBytes, d.EntryCacheBytes)
@@ -244,7 +252,7 @@ func (c *Config) Validate() error {
 		{"MaxInflightMsgs", int64(c.MaxInflightMsgs)}, {"MaxProposalBytes", int64(c.MaxProposalBytes)},
 		{"MaxGroupProposals", int64(c.MaxGroupProposals)}, {"ProposalBudgetBytes", c.ProposalBudgetBytes},
 		{"MaxProposalsInFlight", int64(c.MaxProposalsInFlight)},
-		{"MaxGroupInbox", int64(c.MaxGroupInbox)}, {"InboxBudgetBytes", c.InboxBudgetBytes},
+		{"MaxGroupInbox", int64(c.MaxGroupInbox)}, {"InboxBudgetBytes", c.InboxBudgetBytes}, {"SnapshotStagingBytes", c.SnapshotStagingBytes},
 		{"EntryCacheBytes", c.EntryCacheBytes}, {"LogQueueBytes", c.LogQueueBytes},
 		{"DiskStallThreshold", int64(c.DiskStallThreshold)}, {"DiskCheckInterval", int64(c.DiskCheckInterval)},
 	} {

@@ -162,7 +162,7 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 		return nil, err
 	}
 	if data != nil {
-		if err := g.sm.restore(data); err != nil {
+		if err := g.sm.restore(g, data); err != nil {
 			return nil, fmt.Errorf("multiraft: group %d: restore state machine: %w", g.id, err)
 		}
 	}

@@ -51,6 +51,7 @@ type Host struct {
 	proposalBytes atomic.Int64
 	inFlight      atomic.Int64 // proposals admitted and not yet answered
 	inboxBytes    atomic.Int64 // data queued in inboxes and append backlogs
+	stagingBytes  atomic.Int64 // reserved for staged snapshots (SnapshotStagingBytes)
 	controlBytes  atomic.Int64 // the failure detector's messages queued in inboxes
 	nextProposal  atomic.Uint64
 	bootNonce     uint64 // distinguishes this incarnation's read contexts

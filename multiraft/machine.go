@@ -1,8 +1,10 @@
 package multiraft
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 
@@ -26,13 +28,16 @@ type machine interface {
 	persistsApplied() bool
 	// save writes a durable snapshot of the state into b (in-memory only).
 	save(b *store.ApplyBatch) error
-	// snapshot returns the applied state and a writer of the state's data
-	// for a follower, and a release to call once the send is over.
-	snapshot(g *group) (store.AppliedState, func(io.Writer) error, func(), error)
-	// install writes a received state into the store's snapshot table and
-	// loads it.
-	install(w *store.SnapshotWriter, data []byte) error
-	restore(data []byte) error
+	// snapshot returns the applied state, the size of the state's data
+	// and a writer of it for a follower, and a release to call once the
+	// send is over.
+	snapshot(g *group) (store.AppliedState, int64, func(io.Writer) error, func(), error)
+	// receive copies a state's data, as snapshot wrote it, from r into a
+	// staged snapshot as it arrives.
+	receive(r *bufio.Reader, st *store.StagedSnapshot) error
+	// restore loads the state from data, or (data nil) from what a
+	// snapshot install put in the store.
+	restore(g *group, data []byte) error
 }
 
 func (h *Host) newMachine(g *group) machine {
@@ -59,20 +64,44 @@ func (m memMachine) save(b *store.ApplyBatch) error {
 	return nil
 }
 
-func (m memMachine) snapshot(g *group) (store.AppliedState, func(io.Writer) error, func(), error) {
+// snapshot serializes the state in memory: the in-memory kind is for
+// state that fits there (a receiver also loads it whole to restore it).
+func (m memMachine) snapshot(g *group) (store.AppliedState, int64, func(io.Writer) error, func(), error) {
 	var buf bytes.Buffer
 	if err := m.sm.Snapshot(&buf); err != nil {
-		return store.AppliedState{}, nil, nil, err
+		return store.AppliedState{}, 0, nil, nil, err
 	}
 	write := func(w io.Writer) error { _, err := w.Write(buf.Bytes()); return err }
-	return g.appliedState(), write, func() {}, nil
+	return g.appliedState(), int64(buf.Len()), write, func() {}, nil
 }
 
-func (m memMachine) install(w *store.SnapshotWriter, data []byte) error {
-	return w.SetStateSnapshot(data)
+func (m memMachine) receive(r *bufio.Reader, st *store.StagedSnapshot) error {
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if werr := st.WriteState(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		switch {
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			return nil
+		case err != nil:
+			return err
+		}
+	}
 }
 
-func (m memMachine) restore(data []byte) error { return m.sm.Restore(bytes.NewReader(data)) }
+func (m memMachine) restore(g *group, data []byte) error {
+	if data == nil {
+		var err error
+		if data, err = g.st.LoadStateSnapshot(); err != nil {
+			return err
+		}
+	}
+	return m.sm.Restore(bytes.NewReader(data))
+}
 
 type diskMachine struct{ sm DiskStateMachine }
 
@@ -84,11 +113,23 @@ func (diskMachine) persistsApplied() bool        { return true }
 func (diskMachine) save(*store.ApplyBatch) error { return nil }
 
 // snapshot streams the data of a consistent Pebble view, whose applied
-// state it reports, as key/value pairs: (len:uvarint key len:uvarint value)...
-func (m diskMachine) snapshot(g *group) (store.AppliedState, func(io.Writer) error, func(), error) {
+// state it reports, as key/value pairs: (len:uvarint key len:uvarint
+// value)... A first pass over the view counts the bytes, so that the
+// receiver hears the size before any data moves; neither pass holds more
+// than a pair in memory.
+func (m diskMachine) snapshot(g *group) (store.AppliedState, int64, func(io.Writer) error, func(), error) {
 	r, err := g.st.OpenSnapshot()
 	if err != nil {
-		return store.AppliedState{}, nil, nil, err
+		return store.AppliedState{}, 0, nil, nil, err
+	}
+	var size int64
+	err = r.Scan(func(k, v []byte) bool {
+		size += int64(uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v))
+		return true
+	})
+	if err != nil {
+		_ = r.Close()
+		return store.AppliedState{}, 0, nil, nil, err
 	}
 	write := func(w io.Writer) error {
 		var werr error
@@ -110,41 +151,71 @@ func (m diskMachine) snapshot(g *group) (store.AppliedState, func(io.Writer) err
 		}
 		return err
 	}
-	return r.Applied(), write, func() { _ = r.Close() }, nil
+	return r.Applied(), size, write, func() { _ = r.Close() }, nil
 }
 
-func (m diskMachine) install(w *store.SnapshotWriter, data []byte) error {
-	for len(data) > 0 {
-		k, rest, ok := cutUvarintBytes(data)
-		if !ok {
-			return fmt.Errorf("%w: bad snapshot key", ErrInvalid)
+// Bounds of one pair in a received snapshot: a larger one is refused
+// rather than buffered.
+const (
+	maxSnapshotKey   = 64 << 10
+	maxSnapshotValue = 256 << 20
+)
+
+// receive decodes the pairs as they arrive into the staged table, keeping
+// one pair in memory.
+func (m diskMachine) receive(r *bufio.Reader, st *store.StagedSnapshot) error {
+	var key, value []byte
+	for {
+		klen, err := binary.ReadUvarint(r)
+		if errors.Is(err, io.EOF) {
+			return nil
 		}
-		v, rest, ok := cutUvarintBytes(rest)
-		if !ok {
-			return fmt.Errorf("%w: bad snapshot value", ErrInvalid)
+		if err != nil || klen > maxSnapshotKey {
+			return fmt.Errorf("%w: bad snapshot key length (%d): %v", ErrInvalid, klen, err)
 		}
-		if err := w.Put(k, v); err != nil {
+		if key, err = readN(r, key, klen); err != nil {
+			return fmt.Errorf("%w: snapshot key: %w", ErrInvalid, err)
+		}
+		vlen, err := binary.ReadUvarint(r)
+		if err != nil || vlen > maxSnapshotValue {
+			return fmt.Errorf("%w: bad snapshot value length (%d): %v", ErrInvalid, vlen, err)
+		}
+		if value, err = readN(r, value, vlen); err != nil {
+			return fmt.Errorf("%w: snapshot value: %w", ErrInvalid, err)
+		}
+		if err := st.Put(key, value); err != nil {
 			return err
 		}
-		data = rest
 	}
-	return nil
+}
+
+// readN reads n bytes into buf's storage, growing it as needed.
+func readN(r io.Reader, buf []byte, n uint64) ([]byte, error) {
+	if uint64(cap(buf)) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	_, err := io.ReadFull(r, buf)
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return buf, err
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
 }
 
 // restore tells the state machine, if it caches what it reads, that a
 // snapshot replaced its data (the data is in the store already).
-func (m diskMachine) restore([]byte) error {
+func (m diskMachine) restore(*group, []byte) error {
 	if r, ok := m.sm.(DiskRestorer); ok {
 		r.Restored()
 	}
 	return nil
-}
-
-// cutUvarintBytes splits a length-prefixed byte string off b.
-func cutUvarintBytes(b []byte) (s, rest []byte, ok bool) {
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)-k) {
-		return nil, nil, false
-	}
-	return b[k : k+int(n)], b[k+int(n):], true
 }

@@ -1,6 +1,7 @@
 package multiraft
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -26,18 +27,23 @@ import (
 // transport. The send's outcome reaches raft as ReportSnapshot, success or
 // failure, every time (invariant 3).
 //
-// The receiver stages the data on the group and delivers the MsgSnap; when
-// raft accepts it, the snapshot arrives in a MsgStorageAppend and is
-// installed on the append path: the store ingests it over the group's
-// replica span (after the group's queued appends are durable), the state
-// machine is restored from it, and only then are the append's responses
-// released. Apply skips every index at or below the installed one.
+// The sender announces the data's size first. The receiver reserves that
+// much of the host's staging budget (SnapshotStagingBytes) or refuses
+// before any data moves, then writes the data as it arrives into a staged
+// table on disk (store.StageSnapshot; the in-memory kind writes its
+// serialization there in pieces), finishes it once the stream checked out,
+// and delivers the MsgSnap. When raft accepts it, the snapshot arrives in
+// a MsgStorageAppend and is installed on the append path: the store
+// ingests the staged table over the group's replica span (after the
+// group's queued appends are durable), the state machine is restored from
+// it, and only then are the append's responses released. Apply skips
+// every index at or below the installed one. A stream that breaks leaves
+// nothing behind: its table is removed and its reservation returned.
 //
 // Staged data lives until the append that carries it is installed, which
 // a busy log writer may delay by many passes (the append waits in the
 // group's backlog like any refused append), or until a pass ends in which
-// raft did not take its MsgSnap. Its bytes count against the host's inbox
-// budget all that time.
+// raft did not take its MsgSnap. Its reservation is held all that time.
 //
 // The ingest records the snapshot's index as the commit index: the log
 // ends there until the entries that follow the snapshot in the same
@@ -46,22 +52,37 @@ import (
 //
 // Stream format: len:uvarint applied-state state-machine-bytes...
 
-// maxSnapshotBytes bounds a snapshot received in memory.
-const maxSnapshotBytes = 1 << 30
+// maxSnapshotHeader bounds a snapshot's applied-state header.
+const maxSnapshotHeader = 16 << 20
 
 // errRestore: the state machine could not load an installed snapshot.
 var errRestore = errors.New("restore state machine")
 
 type stagedSnapshot struct {
 	applied store.AppliedState
-	data    []byte // the state machine's snapshot
-	size    int64  // charged to the host's inbox budget
+	table   *store.StagedSnapshot
+	size    int64 // reserved from the host's staging budget
 }
 
-// releaseStaged returns a staged snapshot's bytes to the inbox budget.
+// reserveStaging takes n bytes of the staging budget, or reports that
+// they do not fit.
+func (h *Host) reserveStaging(n int64) bool {
+	if h.stagingBytes.Add(n) > h.cfg.SnapshotStagingBytes {
+		h.stagingBytes.Add(-n)
+		return false
+	}
+	h.m.StagingBytes.Add(float64(n))
+	return true
+}
+
+// releaseStaged removes a staged snapshot's table (if it was not
+// installed) and returns its reservation.
 func (h *Host) releaseStaged(s *stagedSnapshot) {
-	h.inboxBytes.Add(-s.size)
-	h.m.InboxBytes.Sub(float64(s.size))
+	if s.table != nil {
+		s.table.Discard()
+	}
+	h.stagingBytes.Add(-s.size)
+	h.m.StagingBytes.Sub(float64(s.size))
 }
 
 // sendSnapshot serializes the group and streams it to the replica m is for.
@@ -72,11 +93,12 @@ func (g *group) sendSnapshot(m *pb.Message) {
 		g.rn.ReportSnapshot(to, raft.SnapshotFailure)
 		return
 	}
-	applied, writeData, release, err := g.sm.snapshot(g)
+	applied, size, writeData, release, err := g.sm.snapshot(g)
 	var header []byte
 	if err == nil {
 		header, err = applied.Marshal()
 	}
+	header = append(binary.AppendUvarint(nil, uint64(len(header))), header...)
 	if err != nil {
 		if release != nil {
 			release()
@@ -96,10 +118,8 @@ func (g *group) sendSnapshot(m *pb.Message) {
 	g.h.trans.SendSnapshot(node, &transport.OutboundSnapshot{
 		GroupID: g.id,
 		Message: m,
+		Size:    int64(len(header)) + size,
 		WriteData: func(w io.Writer) error {
-			if _, err := w.Write(binary.AppendUvarint(nil, uint64(len(header)))); err != nil {
-				return err
-			}
 			if _, err := w.Write(header); err != nil {
 				return err
 			}
@@ -139,8 +159,8 @@ func (g *group) appliedState() store.AppliedState {
 	}
 }
 
-// handleSnapshot reads a snapshot whole,
-// stages it on its group and delivers the MsgSnap to raft.
+// handleSnapshot reserves room for a snapshot, writes its data to a staged
+// table as it arrives, and delivers the MsgSnap with it to the group.
 func (h *Host) handleSnapshot(from transport.NodeID, s *transport.InboundSnapshot) error {
 	if err := h.usable(); err != nil {
 		return err
@@ -150,64 +170,91 @@ func (h *Host) handleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 		h.m.MessagesDropped.WithLabelValues("unknown_group").Inc()
 		return fmt.Errorf("%w: group %d", ErrGroupNotFound, s.GroupID)
 	}
-	b, err := io.ReadAll(io.LimitReader(s.Data, maxSnapshotBytes+1))
-	if err != nil {
-		return fmt.Errorf("multiraft: receiving snapshot of group %d: %w", s.GroupID, err)
-	}
-	if len(b) > maxSnapshotBytes {
-		return fmt.Errorf("%w: snapshot of group %d over %d bytes", ErrTooLarge, s.GroupID, maxSnapshotBytes)
-	}
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)-k) {
-		return fmt.Errorf("%w: snapshot of group %d: bad header", ErrInvalid, s.GroupID)
-	}
-	applied, err := store.UnmarshalAppliedState(b[k : k+int(n)])
-	if err != nil {
-		return fmt.Errorf("%w: snapshot of group %d: %w", ErrInvalid, s.GroupID, err)
-	}
 	m := s.Message
-	if m.GetType() != pb.MsgSnap || m.GetSnapshot().GetMetadata().GetIndex() != applied.Index {
-		return fmt.Errorf("%w: snapshot of group %d does not match its message", ErrInvalid, s.GroupID)
-	}
 	if m.GetTo() != g.replicaID {
 		h.m.MessagesDropped.WithLabelValues("stale_replica").Inc()
 		return fmt.Errorf("%w: snapshot for replica %d of group %d, this host has %d", ErrInvalid, m.GetTo(), s.GroupID, g.replicaID)
 	}
-	// Staged snapshots count against the host's inbox budget until they
-	// are installed or refused by raft; over it the sender hears a
-	// failure and raft retries later.
-	size := int64(len(b))
-	if h.inboxBytes.Add(size) > h.cfg.InboxBudgetBytes {
-		h.inboxBytes.Add(-size)
-		h.m.InboxDropped.Inc()
-		return fmt.Errorf("%w: inbox budget full, snapshot of group %d refused", ErrBusy, s.GroupID)
+	// Room first, before any data moves: the staged table takes about the
+	// data's size (less, compressed), and the disk must keep its margin.
+	if h.space.full.Load() {
+		h.m.SnapshotsRefused.WithLabelValues("no_room").Inc()
+		return fmt.Errorf("%w: disk space alarm, snapshot of group %d (%d bytes) refused", ErrNoSpace, s.GroupID, s.Size)
 	}
-	h.m.InboxBytes.Add(float64(size))
+	if !h.reserveStaging(s.Size) {
+		h.m.SnapshotsRefused.WithLabelValues("no_room").Inc()
+		return fmt.Errorf("%w: snapshot of group %d (%d bytes) does not fit the staging budget (%d of %d bytes taken)",
+			ErrBusy, s.GroupID, s.Size, h.stagingBytes.Load(), h.cfg.SnapshotStagingBytes)
+	}
+	staged := &stagedSnapshot{size: s.Size}
+	if err := g.receiveSnapshot(s, staged); err != nil {
+		h.releaseStaged(staged)
+		reason := "failed"
+		if errors.Is(err, ErrInvalid) {
+			reason = "invalid"
+		}
+		h.m.SnapshotsRefused.WithLabelValues(reason).Inc()
+		return err
+	}
 	// The data and its message go in together, so the pass that steps the
 	// message has the data; what raft does not take is dropped after it.
+	index := staged.applied.Index
 	g.mu.Lock()
 	if err := g.mu.refuse; err != nil {
 		g.mu.Unlock()
-		h.releaseStaged(&stagedSnapshot{size: size})
+		h.releaseStaged(staged)
 		h.m.MessagesDropped.WithLabelValues("closed_group").Inc()
 		return err
 	}
 	if len(g.mu.inbox) >= h.cfg.MaxGroupInbox {
 		g.mu.Unlock()
-		h.releaseStaged(&stagedSnapshot{size: size})
+		h.releaseStaged(staged)
 		h.m.InboxDropped.Inc()
 		return fmt.Errorf("%w: inbox of group %d full, snapshot refused", ErrBusy, s.GroupID)
 	}
-	if old := g.mu.staged[applied.Index]; old != nil {
+	if old := g.mu.staged[index]; old != nil {
 		h.releaseStaged(old)
 	}
 	if g.mu.staged == nil {
 		g.mu.staged = make(map[uint64]*stagedSnapshot)
 	}
-	g.mu.staged[applied.Index] = &stagedSnapshot{applied: applied, data: b[k+int(n):], size: size}
+	g.mu.staged[index] = staged
 	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from})
 	g.mu.Unlock()
 	h.sched.Enqueue(s.GroupID, scheduler.Messages)
+	return nil
+}
+
+// receiveSnapshot reads a snapshot's header and writes its data into a
+// staged table (into staged, which the caller releases on error).
+func (g *group) receiveSnapshot(s *transport.InboundSnapshot, staged *stagedSnapshot) error {
+	r := bufio.NewReaderSize(s.Data, 64<<10)
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > maxSnapshotHeader {
+		return fmt.Errorf("%w: snapshot of group %d: bad header length (%d): %v", ErrInvalid, s.GroupID, n, err)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return fmt.Errorf("%w: snapshot of group %d: header: %w", ErrInvalid, s.GroupID, err)
+	}
+	applied, err := store.UnmarshalAppliedState(b)
+	if err != nil {
+		return fmt.Errorf("%w: snapshot of group %d: %w", ErrInvalid, s.GroupID, err)
+	}
+	if s.Message.GetType() != pb.MsgSnap || s.Message.GetSnapshot().GetMetadata().GetIndex() != applied.Index {
+		return fmt.Errorf("%w: snapshot of group %d does not match its message", ErrInvalid, s.GroupID)
+	}
+	staged.applied = applied
+	if staged.table, err = g.st.StageSnapshot(); err != nil {
+		return fmt.Errorf("multiraft: staging snapshot of group %d: %w", s.GroupID, err)
+	}
+	if err := g.sm.receive(r, staged.table); err != nil {
+		return fmt.Errorf("multiraft: receiving snapshot of group %d: %w", s.GroupID, err)
+	}
+	// The transport's reader reached EOF: the stream arrived whole.
+	if err := staged.table.Finish(); err != nil {
+		return fmt.Errorf("multiraft: staging snapshot of group %d: %w", s.GroupID, err)
+	}
 	return nil
 }
 
@@ -264,16 +311,13 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	}
 	// The ingest writes the snapshot's index as the commit index; hs goes
 	// with the entries below.
-	err := g.st.InstallSnapshot(context.Background(), staged.applied, hs, func(w *store.SnapshotWriter) error {
-		return g.sm.install(w, staged.data)
-	})
-	if err != nil {
+	if err := g.st.InstallStaged(context.Background(), staged.applied, hs, staged.table); err != nil {
 		return err
 	}
 	delete(g.staged, index)
 	g.h.releaseStaged(staged)
 	defer g.releaseReads() // reads the snapshot covers need no apply
-	if err := g.sm.restore(staged.data); err != nil {
+	if err := g.sm.restore(g, nil); err != nil {
 		return fmt.Errorf("%w: %w", errRestore, err)
 	}
 	a := staged.applied
@@ -291,7 +335,7 @@ func (g *group) installSnapshot(m *pb.Message) error {
 		g.release(resps)
 		return nil
 	}
-	err = g.st.Append(m.GetEntries(), hs, func() { g.release(resps) })
+	err := g.st.Append(m.GetEntries(), hs, func() { g.release(resps) })
 	if errors.Is(err, store.ErrBusy) {
 		// The snapshot is in; what remains of the append (the entries and
 		// the hard state, with the responses) waits like any refused

@@ -39,17 +39,43 @@ func expiryKey(ts, id uint64) []byte {
 }
 
 // meta is the log's head: the next offset, the log's time (the greatest
-// leader stamp applied), how many producers it tracks, and the log time of
-// the next sweep of idle producers.
+// leader stamp applied), how many producers it tracks, the log time of
+// the next sweep of idle producers; then (see retention.go) the log start
+// offset, the bytes of records ever appended, the base of the first
+// segment kept, the open segment (base, byte position, first and last
+// stamps) and the retention settings.
 type meta struct {
 	next, nowMs, producers, sweepAtMs uint64
+
+	start, total, firstSeg                 uint64
+	segBase, segPos, segFirstMs, segLastMs uint64
+	retBytes, retMs, segBytes, segMs       uint64
 }
 
 func (m meta) marshal() []byte {
-	b := binary.AppendUvarint(nil, m.next)
-	b = binary.AppendUvarint(b, m.nowMs)
-	b = binary.AppendUvarint(b, m.producers)
-	return binary.AppendUvarint(b, m.sweepAtMs)
+	b := make([]byte, 0, 64)
+	for _, v := range [...]uint64{m.next, m.nowMs, m.producers, m.sweepAtMs,
+		m.start, m.total, m.firstSeg, m.segBase, m.segPos, m.segFirstMs, m.segLastMs,
+		m.retBytes, m.retMs, m.segBytes, m.segMs} {
+		b = binary.AppendUvarint(b, v)
+	}
+	return b
+}
+
+// unmarshalMeta decodes a log head. A head written before retention
+// existed has only the first four fields: its log starts at 0, in one open
+// segment, and counts its bytes from then on.
+func unmarshalMeta(v []byte) (meta, error) {
+	d := decoder{b: v}
+	m := meta{next: d.uvarint(), nowMs: d.uvarint(), producers: d.uvarint(), sweepAtMs: d.uvarint()}
+	if d.err != nil || len(d.b) == 0 {
+		return m, d.err
+	}
+	for _, f := range [...]*uint64{&m.start, &m.total, &m.firstSeg, &m.segBase, &m.segPos, &m.segFirstMs, &m.segLastMs,
+		&m.retBytes, &m.retMs, &m.segBytes, &m.segMs} {
+		*f = d.uvarint()
+	}
+	return m, d.err
 }
 
 // producer is what the log keeps of one producer: its last batch.
@@ -105,9 +131,7 @@ func (l *Log) meta() (meta, error) {
 	if err != nil || !ok {
 		return meta{}, err
 	}
-	d := decoder{b: v}
-	m := meta{next: d.uvarint(), nowMs: d.uvarint(), producers: d.uvarint(), sweepAtMs: d.uvarint()}
-	return m, d.err
+	return unmarshalMeta(v)
 }
 
 func (l *Log) producer(id uint64) (*producer, error) {
@@ -130,6 +154,7 @@ type applyState struct {
 	m         meta
 	ttlMs     uint64
 	producers map[uint64]*producer // changed in this call; nil: forgotten
+	closed    []uint64             // bases of the segments this call closed
 }
 
 // producer returns a producer's state as of now, forgetting it first if it
@@ -197,7 +222,8 @@ func (s *applyState) sweep() error {
 }
 
 // Apply implements multiraft.DiskStateMachine: it appends the records of
-// each produce request it accepts, one batch key per Raft entry.
+// each produce request it accepts, one batch key per Raft entry, and
+// applies the retention commands (see retention.go).
 func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, error) {
 	if l.head == nil {
 		m, err := l.meta()
@@ -223,6 +249,17 @@ func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 	for i, c := range cmds {
 		if i > 0 && c.Index != cmds[i-1].Index {
 			flush()
+		}
+		if len(c.Data) > 0 && (c.Data[0] == kindConfigure || c.Data[0] == kindTrim) {
+			// A control command ends the entry's batch: the records
+			// before it and after it are batches of their own.
+			flush()
+			if c.Data[0] == kindConfigure {
+				results[i] = s.configure(c.Data)
+			} else if results[i], err = s.trim(c.Data); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if err := req.Unmarshal(c.Data); err != nil || len(req.Records) == 0 {
 			results[i] = encodeResult(codeMalformed, 0, 0, 0)
@@ -255,13 +292,19 @@ func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 			}
 		}
 		if batchCount == 0 {
+			s.roll()
 			batchBase = s.m.next
+			if s.m.segFirstMs == 0 {
+				s.m.segFirstMs = s.m.nowMs
+			}
 		}
 		base := s.m.next
 		for _, r := range req.Records {
 			batch = binary.AppendUvarint(batch, uint64(len(r)))
 			batch = append(batch, r...)
+			s.m.total += uint64(len(r))
 		}
+		s.m.segLastMs = s.m.nowMs
 		batchCount += n
 		s.m.next += n
 		if req.ProducerID != 0 {
@@ -285,8 +328,9 @@ func (l *Log) HighWatermark() (uint64, error) {
 
 // Fetch returns up to maxRecords records (and about maxBytes, at least
 // one record) from offset on, as this replica applied them, with the high
-// watermark. An offset beyond the high watermark is ErrOffsetOutOfRange;
-// at it, the answer is empty.
+// watermark. An offset below the log start or beyond the high watermark
+// is a *RangeError (ErrOffsetOutOfRange); at the high watermark, the
+// answer is empty.
 func (l *Log) Fetch(offset uint64, maxRecords, maxBytes int) (records [][]byte, hw uint64, err error) {
 	m, err := l.meta()
 	if err != nil {
@@ -294,13 +338,14 @@ func (l *Log) Fetch(offset uint64, maxRecords, maxBytes int) (records [][]byte, 
 	}
 	hw = m.next
 	switch {
-	case offset > hw:
-		return nil, hw, fmt.Errorf("%w: offset %d, high watermark %d", ErrOffsetOutOfRange, offset, hw)
+	case offset > hw || offset < m.start:
+		return nil, hw, &RangeError{Offset: offset, Start: m.start, HighWatermark: hw}
 	case offset == hw || maxRecords <= 0:
 		return nil, hw, nil
 	}
 	// The batch holding offset is the one with the greatest base at or
-	// below it; batches are immutable, and every one below hw exists.
+	// below it; batches are immutable, and every one from the first
+	// segment kept to hw exists.
 	start := uint64(0)
 	err = l.r.ScanReverse(batchKey(0), batchKey(offset+1), func(k, _ []byte) bool {
 		start = binary.BigEndian.Uint64(k[1:])

@@ -68,10 +68,15 @@ func (kv *memKV) Delete(k []byte) {
 	kv.pending = append(kv.pending, func() { delete(kv.m, string(k)) })
 }
 
+// DeleteRange deletes at commit what the range holds then, as a Pebble
+// batch does: keys set earlier in the same batch too.
 func (kv *memKV) DeleteRange(start, end []byte) {
-	for _, k := range kv.keys(start, end) {
-		kv.Delete([]byte(k))
-	}
+	start, end = slices.Clone(start), slices.Clone(end)
+	kv.pending = append(kv.pending, func() {
+		for _, k := range kv.keys(start, end) {
+			delete(kv.m, k)
+		}
+	})
 }
 
 func (kv *memKV) commit() {
@@ -258,8 +263,14 @@ func TestApplyIsDeterministic(t *testing.T) {
 					seqs[id] += uint64(len(p.Records))
 				}
 				data := p.Marshal()
-				if rng.IntN(50) == 0 {
+				switch rng.IntN(50) {
+				case 0:
 					data = data[:len(data)/2]
+				case 1:
+					data = MarshalConfigure(Retention{Bytes: rng.Uint64N(200), Age: time.Duration(rng.IntN(100)) * time.Millisecond,
+						SegmentBytes: 1 + rng.Uint64N(40), SegmentAge: time.Duration(rng.IntN(50)) * time.Millisecond})
+				case 2, 3:
+					data = MarshalTrim(rng.Uint64N(index * 3))
 				}
 				cmds = append(cmds, multiraft.Command{Index: index, Slot: slot, Data: data})
 			}

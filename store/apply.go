@@ -107,6 +107,7 @@ func (a *ApplyBatch) Commit() (err error) {
 		return a.g.s.Err()
 	}
 	a.g.s.m.ApplyBatches.Inc()
+	a.g.s.m.ApplyBytes.Add(float64(a.b.Len()))
 	if a.applied != nil {
 		a.g.mu.Lock()
 		a.g.mu.applied = *a.applied

@@ -49,20 +49,44 @@ func (sw *SnapshotWriter) Put(key, value []byte) error {
 // raft state (hs's term and vote with the snapshot's index as commit,
 // truncation at the snapshot's index and term, an empty log, the applied
 // state the snapshot brings: index, term, ConfState, replicas) and the
-// state machine data that write produces. The whole span is swapped atomically
-// and durably by ingesting one SSTable with IngestAndExcise, off the shared
-// log writer, so a large snapshot never stalls other groups' fsyncs.
+// state machine data that write produces. It stages the data (see
+// StageSnapshot) and installs it with InstallStaged.
+func (g *GroupStorage) InstallSnapshot(ctx context.Context, applied AppliedState, hs *pb.HardState, write func(*SnapshotWriter) error) error {
+	st, err := g.StageSnapshot()
+	if err != nil {
+		return err
+	}
+	if err := write(st.sw); err != nil {
+		st.Discard()
+		return err
+	}
+	if err := st.Finish(); err != nil {
+		return err
+	}
+	defer st.Discard()
+	return g.InstallStaged(ctx, applied, hs, st)
+}
+
+// InstallStaged replaces the group's replica span with a snapshot whose
+// state machine data was staged (and finished) in st, and the raft state
+// InstallSnapshot describes. The whole span is swapped atomically and
+// durably by ingesting the two tables with IngestAndExcise, off the shared
+// log writer, so a large snapshot never stalls other groups' fsyncs; the
+// ingest links the staged file, it copies no data.
 //
 // The group's queued appends are made durable first, and no new log writer
 // work is taken for it until the install returns. After it the group's
-// cache entries are gone and the storage reads as the snapshot. If the
-// log writer's queue is too full to take the group's barrier, it returns
-// ErrBusy having changed nothing (retry later); if write fails, nothing
-// changes; if the ingest fails, the store fails.
-func (g *GroupStorage) InstallSnapshot(ctx context.Context, applied AppliedState, hs *pb.HardState, write func(*SnapshotWriter) error) error {
+// cache entries are gone and the storage reads as the snapshot, and st is
+// spent. If the log writer's queue is too full to take the group's
+// barrier, it returns ErrBusy having changed nothing (st may be installed
+// later); if the ingest fails, the store fails.
+func (g *GroupStorage) InstallStaged(ctx context.Context, applied AppliedState, hs *pb.HardState, st *StagedSnapshot) error {
 	index, term := applied.Index, applied.Term
-	if index == 0 {
+	switch {
+	case index == 0:
 		return fmt.Errorf("%w: snapshot at index 0", ErrInvalid)
+	case st.g != g || !st.done.Load() || st.gone.Load():
+		return fmt.Errorf("%w: staged snapshot not finished, spent, or another group's", ErrInvalid)
 	}
 	hs = mergeHardState(hs, index, term)
 	g.mu.Lock()
@@ -82,13 +106,17 @@ func (g *GroupStorage) InstallSnapshot(ctx context.Context, applied AppliedState
 	}
 	applied.ConfState = pb.EnsureConfState(applied.ConfState)
 	applied.Replicas = maps.Clone(applied.Replicas)
-	path, err := g.writeSnapshotTable(hs, applied, write)
+	path, err := g.writeSnapshotTable(hs, applied)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = g.s.fs.Remove(path) }()
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	paths := []string{path}
+	if !st.empty() {
+		paths = append(paths, st.path)
 	}
 
 	// Unpublish the old log before Pebble swaps the span.
@@ -100,7 +128,9 @@ func (g *GroupStorage) InstallSnapshot(ctx context.Context, applied AppliedState
 	g.mu.Unlock()
 	g.s.cache.drop(g.id)
 
-	if err := g.ingest(ctx, path); err != nil {
+	err = g.ingest(ctx, paths)
+	st.remove()
+	if err != nil {
 		g.s.fail(fmt.Errorf("snapshot ingest for group %d: %w", g.id, err))
 		return g.s.Err()
 	}
@@ -126,7 +156,8 @@ func mergeHardState(hs *pb.HardState, index, term uint64) *pb.HardState {
 	return out
 }
 
-func (g *GroupStorage) writeSnapshotTable(hs *pb.HardState, applied AppliedState, write func(*SnapshotWriter) error) (path string, err error) {
+// writeSnapshotTable writes the table of a snapshot's raft state.
+func (g *GroupStorage) writeSnapshotTable(hs *pb.HardState, applied AppliedState) (path string, err error) {
 	defer g.s.recoverFatal(&err)
 	path = g.s.fs.PathJoin(g.s.cfg.Dir, fmt.Sprintf("%s%d-%d.sst", snapshotTablePrefix, g.id, g.s.ingestSeq.Add(1)))
 	f, err := g.s.fs.Create(path, "flotilla-snapshot")
@@ -134,7 +165,6 @@ func (g *GroupStorage) writeSnapshotTable(hs *pb.HardState, applied AppliedState
 		return "", fmt.Errorf("store: create snapshot table: %w", err)
 	}
 	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), g.s.opts.MakeWriterOptions(0, g.s.db.TableFormat()))
-	sw := &SnapshotWriter{groupID: g.id, w: w}
 	hsv, err := encodeHardState(hs)
 	if err == nil {
 		var av []byte
@@ -143,9 +173,6 @@ func (g *GroupStorage) writeSnapshotTable(hs *pb.HardState, applied AppliedState
 				w.Set(truncatedKey(g.id), truncatedState{index: applied.Index, term: applied.Term}.encode()),
 				w.Set(appliedKey(g.id), av))
 		}
-	}
-	if err == nil {
-		err = write(sw)
 	}
 	if cerr := w.Close(); err == nil {
 		err = cerr
@@ -157,10 +184,10 @@ func (g *GroupStorage) writeSnapshotTable(hs *pb.HardState, applied AppliedState
 	return path, nil
 }
 
-func (g *GroupStorage) ingest(ctx context.Context, path string) (err error) {
+func (g *GroupStorage) ingest(ctx context.Context, paths []string) (err error) {
 	defer g.s.recoverFatal(&err)
 	start, end := replicaSpan(g.id)
-	_, err = g.s.db.IngestAndExcise(ctx, []string{path}, nil, nil, pebble.KeyRange{Start: start, End: end})
+	_, err = g.s.db.IngestAndExcise(ctx, paths, nil, nil, pebble.KeyRange{Start: start, End: end})
 	return err
 }
 

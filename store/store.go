@@ -108,6 +108,11 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	removeStaleSnapshotTables(s.fs, cfg.Dir)
+	if err := clearStaging(s.fs, cfg.Dir); err != nil {
+		_ = s.opts.Lock.Close()
+		_ = s.fsCl.Close()
+		return nil, err
+	}
 	db, err := pebble.Open(cfg.Dir, s.opts)
 	if err != nil {
 		_ = s.opts.Lock.Close()
@@ -212,6 +217,16 @@ func (s *Store) eventListener() *pebble.EventListener {
 		// A background error (a failed flush or compaction) is retried by
 		// Pebble and may repeat many times a second, on a full disk for
 		// instance: count each, log a few.
+		FlushEnd: func(info pebble.FlushInfo) {
+			for _, t := range info.Output {
+				s.m.PebbleFlushedBytes.Add(float64(t.Size))
+			}
+		},
+		CompactionEnd: func(info pebble.CompactionInfo) {
+			for _, t := range info.Output.Tables {
+				s.m.PebbleCompactedBytes.Add(float64(t.Size))
+			}
+		},
 		BackgroundError: func(err error) {
 			s.m.PebbleBackgroundErrors.Inc()
 			s.bgErrLog.Do(func(suppressed int64) {

@@ -471,7 +471,7 @@ func (c *core) SendSnapshot(to NodeID, snap *OutboundSnapshot, done func(error))
 func (c *core) receiveSnapshot(from NodeID, snap *InboundSnapshot) error {
 	label := strconv.FormatUint(from, 10)
 	m := snap.Message
-	if snap.GroupID == 0 || m.GetType() != pb.MsgSnap || m.GetFrom() == 0 || m.GetTo() == 0 || m.GetSnapshot() == nil {
+	if snap.GroupID == 0 || m.GetType() != pb.MsgSnap || m.GetFrom() == 0 || m.GetTo() == 0 || m.GetSnapshot() == nil || snap.Size <= 0 {
 		c.m.ReceivedDropped.WithLabelValues(label, "malformed_snapshot").Inc()
 		return fmt.Errorf("%w: snapshot header", ErrMalformed)
 	}
@@ -489,7 +489,7 @@ func (c *core) receiveSnapshot(from NodeID, snap *InboundSnapshot) error {
 		return ErrTooManySnapshot
 	}
 	defer func() { <-c.recvSlots }()
-	cr := &countingReader{r: snap.Data}
+	cr := &countingReader{r: snap.Data, limit: snap.Size}
 	in := *snap
 	in.Data = cr
 	err := h.HandleSnapshot(from, &in)
@@ -550,13 +550,18 @@ func (t *throttledWriter) Write(b []byte) (int, error) {
 	return written, nil
 }
 
+// countingReader counts what it reads and fails past limit bytes.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r     io.Reader
+	n     int64
+	limit int64
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n += int64(n)
+	if c.n > c.limit {
+		return n, fmt.Errorf("%w: snapshot data past the %d bytes announced", ErrMalformed, c.limit)
+	}
 	return n, err
 }

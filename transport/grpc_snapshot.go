@@ -17,12 +17,14 @@ import (
 //
 // A snapshot travels on its own stream, never between Raft frames (a
 // snapshot of many megabytes would hold up every group's heartbeats): a
-// header chunk with the handshake and the MsgSnap, data chunks of
-// SnapshotChunkBytes, and a last chunk with the data's length and CRC-32C.
-// The receiver's reader returns EOF only after the last chunk checked
-// out, so the host, which reads to EOF before it stages anything, takes a
-// snapshot only when it arrived whole. The stream's status is the
-// sender's outcome: OK only once the host accepted it.
+// header chunk with the handshake, the MsgSnap and the data's size, data
+// chunks of SnapshotChunkBytes, and a last chunk with the data's length
+// and CRC-32C. The sender sends data only once the receiver asked for it,
+// which it does when the host first reads: a host without room refuses
+// before any data moves. The receiver's reader returns EOF only after the
+// last chunk checked out, so the host, which finishes what it staged only
+// at EOF, takes a snapshot only when it arrived whole. The stream's status
+// is the sender's outcome: OK only once the host accepted it.
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -38,8 +40,18 @@ func (t *GRPC) streamSnapshot(ctx context.Context, to NodeID, snap *OutboundSnap
 	if err != nil {
 		return remoteError(to, err)
 	}
-	if err := stream.Send(&peerpb.SnapshotChunk{Handshake: t.handshake(to), GroupId: snap.GroupID, Message: snap.Message}); err != nil {
+	header := &peerpb.SnapshotChunk{Handshake: t.handshake(to), GroupId: snap.GroupID, Message: snap.Message, SizeBytes: uint64(snap.Size)}
+	if err := stream.Send(header); err != nil {
 		return t.snapshotOutcome(to, stream, err)
+	}
+	// Wait for the receiver to ask for the data: its refusal (no room)
+	// comes as the stream's status instead.
+	reply, err := stream.Recv()
+	if err != nil {
+		return remoteError(to, err)
+	}
+	if !reply.GetSendData() {
+		return fmt.Errorf("%w: node %d answered a snapshot header without asking for its data", ErrRefused, to)
 	}
 	cw := &chunkWriter{stream: stream, size: t.cfg.SnapshotChunkBytes}
 	if err := write(cw); err != nil {
@@ -64,13 +76,23 @@ func (t *GRPC) snapshotOutcome(to NodeID, stream peerpb.Peer_SnapshotClient, sen
 	if sendErr != nil && !errors.Is(sendErr, io.EOF) {
 		return remoteError(to, sendErr)
 	}
-	if _, err := stream.CloseAndRecv(); err != nil {
+	if err := stream.CloseSend(); err != nil && sendErr == nil {
 		return remoteError(to, err)
 	}
-	if sendErr != nil {
-		return fmt.Errorf("%w: node %d ended the snapshot stream early", ErrRefused, to)
+	for {
+		reply, err := stream.Recv()
+		switch {
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("%w: node %d ended the snapshot stream without accepting it", ErrRefused, to)
+		case err != nil:
+			return remoteError(to, err)
+		case reply.GetAccepted():
+			if sendErr != nil {
+				return fmt.Errorf("%w: node %d ended the snapshot stream early", ErrRefused, to)
+			}
+			return nil
+		}
 	}
-	return nil
 }
 
 // chunkWriter cuts the data into chunks and keeps the checksum.
@@ -127,27 +149,30 @@ func (s *peerServer) Snapshot(stream peerpb.Peer_SnapshotServer) error {
 	if err != nil {
 		return err
 	}
+	if len(first.GetData()) > 0 || first.GetLast() {
+		return status.Error(codes.InvalidArgument, "snapshot header with data")
+	}
 	// The sender is checked again before each chunk if the peer set or
 	// the TLS config changed.
 	r := &chunkReader{stream: stream, check: func() error { return t.recheck(stream.Context(), hs, &gen) }}
-	if err := r.take(first); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
-	}
-	err = t.receiveSnapshot(from, &InboundSnapshot{GroupID: first.GetGroupId(), Message: first.GetMessage(), Data: r})
+	size := int64(min(first.GetSizeBytes(), 1<<62))
+	err = t.receiveSnapshot(from, &InboundSnapshot{GroupID: first.GetGroupId(), Message: first.GetMessage(), Size: size, Data: r})
 	if err != nil {
 		return status.Error(codes.Aborted, err.Error())
 	}
 	if !r.done {
 		return status.Error(codes.Aborted, "snapshot accepted before its end")
 	}
-	return stream.SendAndClose(&peerpb.SnapshotAccepted{})
+	return stream.Send(&peerpb.SnapshotReply{Accepted: true})
 }
 
 // chunkReader reads a snapshot's data from its chunks; it returns EOF only
-// after the last chunk, once length and checksum match.
+// after the last chunk, once length and checksum match. Its first read
+// asks the sender for the data.
 type chunkReader struct {
 	stream peerpb.Peer_SnapshotServer
 	check  func() error // nil: none
+	asked  bool
 	buf    []byte
 	total  uint64
 	crc    uint32
@@ -177,6 +202,12 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 		if r.check != nil {
 			if err := r.check(); err != nil {
 				return 0, err
+			}
+		}
+		if !r.asked {
+			r.asked = true
+			if err := r.stream.Send(&peerpb.SnapshotReply{SendData: true}); err != nil {
+				return 0, fmt.Errorf("transport: asking for snapshot data: %w", err)
 			}
 		}
 		c, err := r.stream.Recv()

@@ -411,6 +411,8 @@ func (s *chunkStream) Recv() (*peerpb.SnapshotChunk, error) {
 	return c, nil
 }
 
+func (s *chunkStream) Send(*peerpb.SnapshotReply) error { return nil }
+
 // TestChunkReader: the reader reaches EOF only after a last chunk whose
 // length and CRC match; a corrupted chunk, a wrong length or a stream that
 // ends early is an error, never a short snapshot.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/flotilla-io/flotilla/proto/peerpb"
 )
@@ -100,7 +101,8 @@ func (t *Memory) dial(_ context.Context, to NodeID) (link, error) {
 }
 
 // streamSnapshot pipes the data from a writer goroutine to the peer's
-// handler.
+// handler; the writer starts at the handler's first read, so a refusal
+// comes before any data is produced.
 func (t *Memory) streamSnapshot(ctx context.Context, to NodeID, snap *OutboundSnapshot, write func(io.Writer) error) error {
 	target := t.net.node(to)
 	if target == nil {
@@ -108,22 +110,35 @@ func (t *Memory) streamSnapshot(ctx context.Context, to NodeID, snap *OutboundSn
 	}
 	pr, pw := io.Pipe()
 	writeErr := make(chan error, 1)
-	go func() {
-		err := write(pw)
-		pw.CloseWithError(err)
-		writeErr <- err
-	}()
+	var started atomic.Bool
+	start := sync.OnceFunc(func() {
+		started.Store(true)
+		go func() {
+			err := write(pw)
+			pw.CloseWithError(err)
+			writeErr <- err
+		}()
+	})
+	data := readerFunc(func(p []byte) (int, error) { start(); return pr.Read(p) })
 	// Closing the reader unblocks a writer whose data the receiver
 	// stopped reading, or that outlives this transport.
 	stop := context.AfterFunc(ctx, func() { pr.CloseWithError(ErrClosed) })
-	recvErr := target.receiveSnapshot(t.self, &InboundSnapshot{GroupID: snap.GroupID, Message: snap.Message, Data: pr})
+	recvErr := target.receiveSnapshot(t.self, &InboundSnapshot{GroupID: snap.GroupID, Message: snap.Message, Size: snap.Size, Data: data})
 	pr.CloseWithError(io.ErrClosedPipe)
 	stop()
+	if !started.Load() {
+		return recvErr // refused before any data was produced
+	}
 	if err := <-writeErr; err != nil && err != io.ErrClosedPipe {
 		return fmt.Errorf("transport: writing snapshot data: %w", err)
 	}
 	return recvErr
 }
+
+// readerFunc is an io.Reader of a function.
+type readerFunc func(p []byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 func (t *Memory) admin(ctx context.Context, to NodeID, req *peerpb.AdminRequest) (*peerpb.AdminResponse, error) {
 	target := t.net.node(to)

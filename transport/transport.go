@@ -39,8 +39,12 @@ type Envelope struct {
 // OutboundSnapshot is a snapshot to send: the MsgSnap raft produced and a
 // function that writes the state machine's data.
 type OutboundSnapshot struct {
-	GroupID   uint64
-	Message   *pb.Message
+	GroupID uint64
+	Message *pb.Message
+	// Size is how many bytes WriteData writes, announced to the receiver
+	// before any data so that it can refuse what it has no room for; a
+	// WriteData that writes more fails the stream.
+	Size      int64
 	WriteData func(w io.Writer) error
 }
 
@@ -49,7 +53,11 @@ type OutboundSnapshot struct {
 type InboundSnapshot struct {
 	GroupID uint64
 	Message *pb.Message
-	Data    io.Reader
+	// Size is the data's size as the sender announced it; Data fails
+	// rather than yield more. No data has moved before the first Read, so
+	// a handler without room refuses before that.
+	Size int64
+	Data io.Reader
 }
 
 // Handler receives what arrives from peers. HandleMessages and

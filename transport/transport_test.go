@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,16 +28,17 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // recorder is a Handler that keeps what it receives. While gate is set,
 // HandleMessages blocks on it: a slow peer.
 type recorder struct {
-	mu          sync.Mutex
-	got         []Envelope
-	calls       int    // HandleAlive calls: frames that arrived
-	incarnation uint64 // the last HandleAlive's
-	unreachable []Envelope
-	snapshots   [][]byte
-	snapErr     error
-	gate        chan struct{}
-	entered     chan struct{} // signalled (if set) when a call waits at the gate
-	onSnapRead  func(n int)   // called as snapshot data is read
+	mu           sync.Mutex
+	got          []Envelope
+	calls        int    // HandleAlive calls: frames that arrived
+	incarnation  uint64 // the last HandleAlive's
+	unreachable  []Envelope
+	snapshots    [][]byte
+	snapErr      error
+	refuseUnread error // refused before reading anything
+	gate         chan struct{}
+	entered      chan struct{} // signalled (if set) when a call waits at the gate
+	onSnapRead   func(n int)   // called as snapshot data is read
 }
 
 func (r *recorder) HandleMessages(_ NodeID, batch []Envelope) {
@@ -68,6 +71,12 @@ func (r *recorder) HandleUnreachable(_ NodeID, dropped []Envelope) {
 }
 
 func (r *recorder) HandleSnapshot(_ NodeID, s *InboundSnapshot) error {
+	r.mu.Lock()
+	refuse := r.refuseUnread
+	r.mu.Unlock()
+	if refuse != nil {
+		return refuse
+	}
 	var buf bytes.Buffer
 	chunk := make([]byte, 32<<10)
 	for {
@@ -504,8 +513,14 @@ func snapMsg() *pb.Message {
 
 func sendSnapshot(t *testing.T, from Transport, to NodeID, write func(io.Writer) error) error {
 	t.Helper()
+	return sendSnapshotSized(t, from, to, 1<<30, write)
+}
+
+// sendSnapshotSized sends a snapshot announced as size bytes.
+func sendSnapshotSized(t *testing.T, from Transport, to NodeID, size int64, write func(io.Writer) error) error {
+	t.Helper()
 	res := make(chan error, 1)
-	from.SendSnapshot(to, &OutboundSnapshot{GroupID: 5, Message: snapMsg(), WriteData: write}, func(err error) { res <- err })
+	from.SendSnapshot(to, &OutboundSnapshot{GroupID: 5, Message: snapMsg(), Size: size, WriteData: write}, func(err error) { res <- err })
 	select {
 	case err := <-res:
 		return err
@@ -554,6 +569,29 @@ func TestSnapshot(t *testing.T) {
 		}
 		if len(ns[2].r.snapshots) != 1 {
 			t.Fatalf("%d snapshots taken, want 1", len(ns[2].r.snapshots))
+		}
+		n.filters.ClearFilters()
+
+		// More than announced fails the stream.
+		ns[2].r.mu.Lock()
+		ns[2].r.snapErr = nil
+		ns[2].r.mu.Unlock()
+		if err := sendSnapshotSized(t, ns[1], 2, int64(len(data)-1), writeAll); err == nil {
+			t.Fatal("a snapshot longer than announced was taken")
+		}
+		// A receiver that refuses before reading gets no data: the
+		// writer never runs.
+		ns[2].r.mu.Lock()
+		ns[2].r.refuseUnread = errors.New("no room")
+		ns[2].r.mu.Unlock()
+		sent := testutil.ToFloat64(ns[1].m.SnapshotBytesSent.WithLabelValues("2"))
+		var wrote atomic.Bool
+		err := sendSnapshot(t, ns[1], 2, func(w io.Writer) error { wrote.Store(true); return writeAll(w) })
+		if err == nil || !strings.Contains(err.Error(), "no room") {
+			t.Fatalf("refused before reading: %v", err)
+		}
+		if wrote.Load() || testutil.ToFloat64(ns[1].m.SnapshotBytesSent.WithLabelValues("2")) != sent {
+			t.Fatal("data moved for a snapshot refused before its first read")
 		}
 	})
 }

@@ -60,37 +60,43 @@ var Names = []string{"write-48", "write-48-128", "write-1k", "latency-48", "idle
 
 // Report is what a run measured. Rates are over the measured window.
 type Report struct {
-	Workload          string            `json:"workload"`
-	Quick             bool              `json:"scaled_down,omitempty"`
-	Runs              int               `json:"runs,omitempty"`     // > 1: every figure is the median over this many runs
-	Each              []*Report         `json:"each_run,omitempty"` // the runs behind a median
-	Groups            int               `json:"groups"`
-	Payload           int               `json:"payload_bytes"`
-	Proposers         int               `json:"proposers"`
-	Seconds           float64           `json:"window_seconds"`
-	Proposals         uint64            `json:"proposals"`
-	ProposalsPerSec   float64           `json:"proposals_per_sec"`
-	P50Ms             float64           `json:"p50_ms"`
-	P99Ms             float64           `json:"p99_ms"`
-	P999Ms            float64           `json:"p999_ms"`
-	FsyncsPerSecHost  float64           `json:"fsyncs_per_sec_per_host"`
-	ProposalsPerSync  float64           `json:"proposals_per_fsync"`
-	FramesPerSec      float64           `json:"peer_frames_per_sec"`
-	MsgsPerFrame      float64           `json:"messages_per_frame"`
-	HeartbeatsPerSec  float64           `json:"heartbeat_messages_per_sec"`
-	WireRecordsPerSec float64           `json:"wire_records_per_sec"` // Raft messages, heartbeat records and liveness records
-	CPUCores          float64           `json:"cpu_seconds_per_sec"`
-	PeakRSS           int64             `json:"peak_rss_bytes"`
-	LeaderChanges     float64           `json:"leader_changes"`        // a group's new leader serving, counted once
-	Campaigns         float64           `json:"campaigns"`             // elections and pre-votes started, by any replica
-	LivenessChanges   float64           `json:"peer_liveness_changes"` // peers seen dead, live again or restarted, by any host
-	Errors            map[string]uint64 `json:"errors"`
-	ElectSeconds      float64           `json:"elect_all_seconds,omitempty"` // -1: not all within 2 minutes
-	LedGroups         int               `json:"led_groups,omitempty"`
-	RSSPerReplica     float64           `json:"rss_per_replica_bytes,omitempty"`
-	RestartSeconds    float64           `json:"restart_serving_seconds,omitempty"`
-	FailoverTimeouts  float64           `json:"failover_election_timeouts,omitempty"`
-	RecoverySeconds   float64           `json:"recovery_seconds,omitempty"`
+	Workload          string    `json:"workload"`
+	Quick             bool      `json:"scaled_down,omitempty"`
+	Runs              int       `json:"runs,omitempty"`     // > 1: every figure is the median over this many runs
+	Each              []*Report `json:"each_run,omitempty"` // the runs behind a median
+	Groups            int       `json:"groups"`
+	Payload           int       `json:"payload_bytes"`
+	Proposers         int       `json:"proposers"`
+	Seconds           float64   `json:"window_seconds"`
+	Proposals         uint64    `json:"proposals"`
+	ProposalsPerSec   float64   `json:"proposals_per_sec"`
+	P50Ms             float64   `json:"p50_ms"`
+	P99Ms             float64   `json:"p99_ms"`
+	P999Ms            float64   `json:"p999_ms"`
+	FsyncsPerSecHost  float64   `json:"fsyncs_per_sec_per_host"`
+	ProposalsPerSync  float64   `json:"proposals_per_fsync"`
+	FramesPerSec      float64   `json:"peer_frames_per_sec"`
+	MsgsPerFrame      float64   `json:"messages_per_frame"`
+	HeartbeatsPerSec  float64   `json:"heartbeat_messages_per_sec"`
+	WireRecordsPerSec float64   `json:"wire_records_per_sec"` // Raft messages, heartbeat records and liveness records
+	CPUCores          float64   `json:"cpu_seconds_per_sec"`
+	// Per committed proposal, over all hosts: CPU, and the bytes Pebble
+	// took in its WAL and wrote in flushes and compactions.
+	CPUMicrosPerProposal      float64           `json:"cpu_us_per_proposal,omitempty"`
+	WALBytesPerProposal       float64           `json:"wal_bytes_per_proposal,omitempty"`
+	FlushedBytesPerProposal   float64           `json:"flushed_bytes_per_proposal,omitempty"`
+	CompactedBytesPerProposal float64           `json:"compacted_bytes_per_proposal,omitempty"`
+	PeakRSS                   int64             `json:"peak_rss_bytes"`
+	LeaderChanges             float64           `json:"leader_changes"`        // a group's new leader serving, counted once
+	Campaigns                 float64           `json:"campaigns"`             // elections and pre-votes started, by any replica
+	LivenessChanges           float64           `json:"peer_liveness_changes"` // peers seen dead, live again or restarted, by any host
+	Errors                    map[string]uint64 `json:"errors"`
+	ElectSeconds              float64           `json:"elect_all_seconds,omitempty"` // -1: not all within 2 minutes
+	LedGroups                 int               `json:"led_groups,omitempty"`
+	RSSPerReplica             float64           `json:"rss_per_replica_bytes,omitempty"`
+	RestartSeconds            float64           `json:"restart_serving_seconds,omitempty"`
+	FailoverTimeouts          float64           `json:"failover_election_timeouts,omitempty"`
+	RecoverySeconds           float64           `json:"recovery_seconds,omitempty"`
 }
 
 // Run runs one workload; cfg's zero fields take the workload's shape.
@@ -181,12 +187,14 @@ type window struct {
 	at    [][nWindow]float64 // per node, windowMetrics
 }
 
-const nWindow = 8
+const nWindow = 12
 
 var windowMetrics = [nWindow]string{"flotilla_store_log_batches_total", "flotilla_transport_frames_sent_total",
 	"flotilla_transport_messages_sent_total", "flotilla_transport_heartbeats_coalesced_total",
 	"flotilla_host_leaderships_acquired_total", "flotilla_host_elections_total", "flotilla_transport_liveness_sent_total",
-	"flotilla_host_peer_liveness_changes_total"}
+	"flotilla_host_peer_liveness_changes_total",
+	"flotilla_store_log_bytes_total", "flotilla_store_apply_bytes_total",
+	"flotilla_store_pebble_flushed_bytes_total", "flotilla_store_pebble_compacted_bytes_total"}
 
 func openWindow(c cluster) *window {
 	return &window{c: c, start: time.Now(), cpu: c.cpu(), at: samples(c)}
@@ -239,6 +247,13 @@ func (w *window) close(r *Report, proposals uint64) {
 	r.HeartbeatsPerSec = heartbeats / secs
 	r.WireRecordsPerSec = (msgs + liveness) / secs
 	r.CPUCores = (w.c.cpu() - w.cpu).Seconds() / secs
+	if proposals > 0 {
+		p := float64(proposals)
+		r.CPUMicrosPerProposal = (w.c.cpu() - w.cpu).Seconds() * 1e6 / p
+		r.WALBytesPerProposal = (d[8] + d[9]) / p
+		r.FlushedBytesPerProposal = d[10] / p
+		r.CompactedBytesPerProposal = d[11] / p
+	}
 	r.LeaderChanges = leaderships
 	r.Campaigns = campaigns
 }
@@ -757,9 +772,9 @@ func Table(w io.Writer, reports []*Report) {
 
 // TableHeader writes the table's header line.
 func TableHeader(w io.Writer) {
-	fmt.Fprintf(w, "%-13s %7s %8s %11s %8s %8s %8s %10s %9s %9s %9s %9s %10s %6s %9s %7s %s\n",
+	fmt.Fprintf(w, "%-13s %7s %8s %11s %8s %8s %8s %10s %9s %9s %9s %9s %10s %6s %8s %9s %9s %7s %s\n",
 		"workload", "groups", "props", "proposals/s", "p50 ms", "p99 ms", "p99.9 ms", "fsync/s/h", "prop/sync",
-		"frames/s", "msg/frame", "hb msg/s", "wire rec/s", "cpu", "peak RSS", "ldr chg", "other")
+		"frames/s", "msg/frame", "hb msg/s", "wire rec/s", "cpu", "us/prop", "disk B/p", "peak RSS", "ldr chg", "other")
 }
 
 // TableRow writes one report's line.
@@ -794,8 +809,9 @@ func TableRow(w io.Writer, r *Report) {
 	if r.Runs > 1 {
 		other = fmt.Sprintf("median of %d;%s", r.Runs, other)
 	}
-	fmt.Fprintf(w, "%-13s %7d %8d %11.0f %8.2f %8.2f %8.2f %10.0f %9.1f %9.0f %9.1f %9.0f %10.0f %6.2f %8.0fM %7.0f %s\n",
+	disk := r.WALBytesPerProposal + r.FlushedBytesPerProposal + r.CompactedBytesPerProposal
+	fmt.Fprintf(w, "%-13s %7d %8d %11.0f %8.2f %8.2f %8.2f %10.0f %9.1f %9.0f %9.1f %9.0f %10.0f %6.2f %8.1f %9.0f %8.0fM %7.0f %s\n",
 		name, r.Groups, r.Proposers, r.ProposalsPerSec, r.P50Ms, r.P99Ms, r.P999Ms, r.FsyncsPerSecHost,
 		r.ProposalsPerSync, r.FramesPerSec, r.MsgsPerFrame, r.HeartbeatsPerSec, r.WireRecordsPerSec, r.CPUCores,
-		float64(r.PeakRSS)/(1<<20), r.LeaderChanges, other)
+		r.CPUMicrosPerProposal, disk, float64(r.PeakRSS)/(1<<20), r.LeaderChanges, other)
 }

@@ -56,6 +56,7 @@ var methodRoles = map[string]Role{
 	"/flotilla.client.v1.Partitions/Produce":            RoleProduce,
 	"/flotilla.client.v1.Partitions/CreatePartition":    RoleAdmin,
 	"/flotilla.client.v1.Partitions/DeletePartition":    RoleAdmin,
+	"/flotilla.client.v1.Partitions/AlterPartition":     RoleAdmin,
 	"/flotilla.client.v1.Partitions/TransferLeadership": RoleAdmin,
 	"/flotilla.client.v1.Partitions/ChangeReplicas":     RoleAdmin,
 }

@@ -214,8 +214,10 @@ type CreatePartitionRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	PartitionId    uint64                 `protobuf:"varint,1,opt,name=partition_id,json=partitionId,proto3" json:"partition_id,omitempty"`
 	ReplicaNodeIds []uint64               `protobuf:"varint,2,rep,packed,name=replica_node_ids,json=replicaNodeIds,proto3" json:"replica_node_ids,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The partition's retention; unset: records are kept for ever.
+	Retention     *Retention `protobuf:"bytes,3,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreatePartitionRequest) Reset() {
@@ -262,6 +264,13 @@ func (x *CreatePartitionRequest) GetReplicaNodeIds() []uint64 {
 	return nil
 }
 
+func (x *CreatePartitionRequest) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
 type CreatePartitionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -298,6 +307,170 @@ func (*CreatePartitionResponse) Descriptor() ([]byte, []int) {
 	return file_clientpb_client_proto_rawDescGZIP(), []int{4}
 }
 
+// Retention bounds what a partition keeps, as Kafka's retention.bytes and
+// retention.ms do: whole segments go, oldest first, once the log would
+// still hold retention_bytes without them, or once their newest record is
+// older than retention_ms. 0: no bound of that kind.
+type Retention struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RetentionBytes uint64                 `protobuf:"varint,1,opt,name=retention_bytes,json=retentionBytes,proto3" json:"retention_bytes,omitempty"`
+	RetentionMs    uint64                 `protobuf:"varint,2,opt,name=retention_ms,json=retentionMs,proto3" json:"retention_ms,omitempty"`
+	// A segment closes at segment_bytes of records (0: 64 MiB) or once its
+	// first record is segment_ms old (0: a quarter of retention_ms, at most
+	// an hour).
+	SegmentBytes  uint64 `protobuf:"varint,3,opt,name=segment_bytes,json=segmentBytes,proto3" json:"segment_bytes,omitempty"`
+	SegmentMs     uint64 `protobuf:"varint,4,opt,name=segment_ms,json=segmentMs,proto3" json:"segment_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Retention) Reset() {
+	*x = Retention{}
+	mi := &file_clientpb_client_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Retention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Retention) ProtoMessage() {}
+
+func (x *Retention) ProtoReflect() protoreflect.Message {
+	mi := &file_clientpb_client_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Retention.ProtoReflect.Descriptor instead.
+func (*Retention) Descriptor() ([]byte, []int) {
+	return file_clientpb_client_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Retention) GetRetentionBytes() uint64 {
+	if x != nil {
+		return x.RetentionBytes
+	}
+	return 0
+}
+
+func (x *Retention) GetRetentionMs() uint64 {
+	if x != nil {
+		return x.RetentionMs
+	}
+	return 0
+}
+
+func (x *Retention) GetSegmentBytes() uint64 {
+	if x != nil {
+		return x.SegmentBytes
+	}
+	return 0
+}
+
+func (x *Retention) GetSegmentMs() uint64 {
+	if x != nil {
+		return x.SegmentMs
+	}
+	return 0
+}
+
+type AlterPartitionRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	PartitionId uint64                 `protobuf:"varint,1,opt,name=partition_id,json=partitionId,proto3" json:"partition_id,omitempty"`
+	// The new retention, replacing the old one whole.
+	Retention     *Retention `protobuf:"bytes,2,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterPartitionRequest) Reset() {
+	*x = AlterPartitionRequest{}
+	mi := &file_clientpb_client_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterPartitionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterPartitionRequest) ProtoMessage() {}
+
+func (x *AlterPartitionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clientpb_client_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterPartitionRequest.ProtoReflect.Descriptor instead.
+func (*AlterPartitionRequest) Descriptor() ([]byte, []int) {
+	return file_clientpb_client_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AlterPartitionRequest) GetPartitionId() uint64 {
+	if x != nil {
+		return x.PartitionId
+	}
+	return 0
+}
+
+func (x *AlterPartitionRequest) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+type AlterPartitionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterPartitionResponse) Reset() {
+	*x = AlterPartitionResponse{}
+	mi := &file_clientpb_client_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterPartitionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterPartitionResponse) ProtoMessage() {}
+
+func (x *AlterPartitionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clientpb_client_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterPartitionResponse.ProtoReflect.Descriptor instead.
+func (*AlterPartitionResponse) Descriptor() ([]byte, []int) {
+	return file_clientpb_client_proto_rawDescGZIP(), []int{7}
+}
+
 type DeletePartitionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PartitionId   uint64                 `protobuf:"varint,1,opt,name=partition_id,json=partitionId,proto3" json:"partition_id,omitempty"`
@@ -307,7 +480,7 @@ type DeletePartitionRequest struct {
 
 func (x *DeletePartitionRequest) Reset() {
 	*x = DeletePartitionRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[5]
+	mi := &file_clientpb_client_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +492,7 @@ func (x *DeletePartitionRequest) String() string {
 func (*DeletePartitionRequest) ProtoMessage() {}
 
 func (x *DeletePartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[5]
+	mi := &file_clientpb_client_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +505,7 @@ func (x *DeletePartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePartitionRequest.ProtoReflect.Descriptor instead.
 func (*DeletePartitionRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{5}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeletePartitionRequest) GetPartitionId() uint64 {
@@ -350,7 +523,7 @@ type DeletePartitionResponse struct {
 
 func (x *DeletePartitionResponse) Reset() {
 	*x = DeletePartitionResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[6]
+	mi := &file_clientpb_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +535,7 @@ func (x *DeletePartitionResponse) String() string {
 func (*DeletePartitionResponse) ProtoMessage() {}
 
 func (x *DeletePartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[6]
+	mi := &file_clientpb_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +548,7 @@ func (x *DeletePartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePartitionResponse.ProtoReflect.Descriptor instead.
 func (*DeletePartitionResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{6}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{9}
 }
 
 type DescribePartitionRequest struct {
@@ -387,7 +560,7 @@ type DescribePartitionRequest struct {
 
 func (x *DescribePartitionRequest) Reset() {
 	*x = DescribePartitionRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[7]
+	mi := &file_clientpb_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +572,7 @@ func (x *DescribePartitionRequest) String() string {
 func (*DescribePartitionRequest) ProtoMessage() {}
 
 func (x *DescribePartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[7]
+	mi := &file_clientpb_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +585,7 @@ func (x *DescribePartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribePartitionRequest.ProtoReflect.Descriptor instead.
 func (*DescribePartitionRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{7}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DescribePartitionRequest) GetPartitionId() uint64 {
@@ -433,16 +606,19 @@ type PartitionInfo struct {
 	CommitIndex    uint64                 `protobuf:"varint,6,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	AppliedIndex   uint64                 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	ReplicaNodeIds []uint64               `protobuf:"varint,8,rep,packed,name=replica_node_ids,json=replicaNodeIds,proto3" json:"replica_node_ids,omitempty"`
-	HighWatermark  uint64                 `protobuf:"varint,9,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"` // one past the last offset applied here
-	Followers      []*FollowerLag         `protobuf:"bytes,10,rep,name=followers,proto3" json:"followers,omitempty"`                              // on the leader only
-	LeaderAddress  string                 `protobuf:"bytes,11,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"` // "" if unknown
+	HighWatermark  uint64                 `protobuf:"varint,9,opt,name=high_watermark,json=highWatermark,proto3" json:"high_watermark,omitempty"`       // one past the last offset applied here
+	Followers      []*FollowerLag         `protobuf:"bytes,10,rep,name=followers,proto3" json:"followers,omitempty"`                                    // on the leader only
+	LeaderAddress  string                 `protobuf:"bytes,11,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`       // "" if unknown
+	LogStartOffset uint64                 `protobuf:"varint,12,opt,name=log_start_offset,json=logStartOffset,proto3" json:"log_start_offset,omitempty"` // the first offset served here
+	SizeBytes      uint64                 `protobuf:"varint,13,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`                  // bytes of records kept here
+	Retention      *Retention             `protobuf:"bytes,14,opt,name=retention,proto3" json:"retention,omitempty"`                                    // as applied here
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PartitionInfo) Reset() {
 	*x = PartitionInfo{}
-	mi := &file_clientpb_client_proto_msgTypes[8]
+	mi := &file_clientpb_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +630,7 @@ func (x *PartitionInfo) String() string {
 func (*PartitionInfo) ProtoMessage() {}
 
 func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[8]
+	mi := &file_clientpb_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +643,7 @@ func (x *PartitionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionInfo.ProtoReflect.Descriptor instead.
 func (*PartitionInfo) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{8}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PartitionInfo) GetPartitionId() uint64 {
@@ -547,19 +723,47 @@ func (x *PartitionInfo) GetLeaderAddress() string {
 	return ""
 }
 
+func (x *PartitionInfo) GetLogStartOffset() uint64 {
+	if x != nil {
+		return x.LogStartOffset
+	}
+	return 0
+}
+
+func (x *PartitionInfo) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *PartitionInfo) GetRetention() *Retention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
 // FollowerLag is how far a follower's log is behind the leader's.
 type FollowerLag struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	MatchIndex    uint64                 `protobuf:"varint,2,opt,name=match_index,json=matchIndex,proto3" json:"match_index,omitempty"`
-	LagEntries    uint64                 `protobuf:"varint,3,opt,name=lag_entries,json=lagEntries,proto3" json:"lag_entries,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	MatchIndex uint64                 `protobuf:"varint,2,opt,name=match_index,json=matchIndex,proto3" json:"match_index,omitempty"`
+	LagEntries uint64                 `protobuf:"varint,3,opt,name=lag_entries,json=lagEntries,proto3" json:"lag_entries,omitempty"`
+	// state is how the leader replicates to it: probe, replicate, or
+	// snapshot (it is behind the leader's log and needs a snapshot).
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// snapshot_failures counts the snapshots to it that failed in a row,
+	// and last_snapshot_error says why the last one did.
+	SnapshotFailures  uint64 `protobuf:"varint,5,opt,name=snapshot_failures,json=snapshotFailures,proto3" json:"snapshot_failures,omitempty"`
+	LastSnapshotError string `protobuf:"bytes,6,opt,name=last_snapshot_error,json=lastSnapshotError,proto3" json:"last_snapshot_error,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *FollowerLag) Reset() {
 	*x = FollowerLag{}
-	mi := &file_clientpb_client_proto_msgTypes[9]
+	mi := &file_clientpb_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +775,7 @@ func (x *FollowerLag) String() string {
 func (*FollowerLag) ProtoMessage() {}
 
 func (x *FollowerLag) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[9]
+	mi := &file_clientpb_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +788,7 @@ func (x *FollowerLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowerLag.ProtoReflect.Descriptor instead.
 func (*FollowerLag) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{9}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FollowerLag) GetNodeId() uint64 {
@@ -608,6 +812,27 @@ func (x *FollowerLag) GetLagEntries() uint64 {
 	return 0
 }
 
+func (x *FollowerLag) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *FollowerLag) GetSnapshotFailures() uint64 {
+	if x != nil {
+		return x.SnapshotFailures
+	}
+	return 0
+}
+
+func (x *FollowerLag) GetLastSnapshotError() string {
+	if x != nil {
+		return x.LastSnapshotError
+	}
+	return ""
+}
+
 type ListPartitionsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -616,7 +841,7 @@ type ListPartitionsRequest struct {
 
 func (x *ListPartitionsRequest) Reset() {
 	*x = ListPartitionsRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[10]
+	mi := &file_clientpb_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +853,7 @@ func (x *ListPartitionsRequest) String() string {
 func (*ListPartitionsRequest) ProtoMessage() {}
 
 func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[10]
+	mi := &file_clientpb_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +866,7 @@ func (x *ListPartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListPartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{10}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{13}
 }
 
 type ListPartitionsResponse struct {
@@ -653,7 +878,7 @@ type ListPartitionsResponse struct {
 
 func (x *ListPartitionsResponse) Reset() {
 	*x = ListPartitionsResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[11]
+	mi := &file_clientpb_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +890,7 @@ func (x *ListPartitionsResponse) String() string {
 func (*ListPartitionsResponse) ProtoMessage() {}
 
 func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[11]
+	mi := &file_clientpb_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +903,7 @@ func (x *ListPartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPartitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListPartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{11}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListPartitionsResponse) GetPartitions() []*PartitionInfo {
@@ -703,7 +928,7 @@ type ProduceRequest struct {
 
 func (x *ProduceRequest) Reset() {
 	*x = ProduceRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[12]
+	mi := &file_clientpb_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +940,7 @@ func (x *ProduceRequest) String() string {
 func (*ProduceRequest) ProtoMessage() {}
 
 func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[12]
+	mi := &file_clientpb_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +953,7 @@ func (x *ProduceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceRequest.ProtoReflect.Descriptor instead.
 func (*ProduceRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{12}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ProduceRequest) GetPartitionId() uint64 {
@@ -770,7 +995,7 @@ type ProduceResponse struct {
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[13]
+	mi := &file_clientpb_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +1007,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[13]
+	mi := &file_clientpb_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +1020,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{13}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ProduceResponse) GetBaseOffset() uint64 {
@@ -840,7 +1065,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[14]
+	mi := &file_clientpb_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +1077,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[14]
+	mi := &file_clientpb_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +1090,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{14}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FetchRequest) GetPartitionId() uint64 {
@@ -914,7 +1139,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[15]
+	mi := &file_clientpb_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1151,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[15]
+	mi := &file_clientpb_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1164,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{15}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FetchResponse) GetRecords() [][]byte {
@@ -973,7 +1198,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[16]
+	mi := &file_clientpb_client_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1210,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[16]
+	mi := &file_clientpb_client_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1223,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{16}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TransferLeadershipRequest) GetPartitionId() uint64 {
@@ -1023,7 +1248,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[17]
+	mi := &file_clientpb_client_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1260,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[17]
+	mi := &file_clientpb_client_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1273,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{17}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{20}
 }
 
 type ChangeReplicasRequest struct {
@@ -1062,7 +1287,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_clientpb_client_proto_msgTypes[18]
+	mi := &file_clientpb_client_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1299,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[18]
+	mi := &file_clientpb_client_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1312,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{18}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ChangeReplicasRequest) GetPartitionId() uint64 {
@@ -1119,7 +1344,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_clientpb_client_proto_msgTypes[19]
+	mi := &file_clientpb_client_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1356,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clientpb_client_proto_msgTypes[19]
+	mi := &file_clientpb_client_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1369,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_clientpb_client_proto_rawDescGZIP(), []int{19}
+	return file_clientpb_client_proto_rawDescGZIP(), []int{22}
 }
 
 var File_clientpb_client_proto protoreflect.FileDescriptor
@@ -1162,16 +1387,27 @@ const file_clientpb_client_proto_rawDesc = "" +
 	"\x0ehigh_watermark\x18\x02 \x01(\x04R\rhighWatermark\"Q\n" +
 	"\x11ResourceExhausted\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12$\n" +
-	"\x0eretry_after_ms\x18\x02 \x01(\x04R\fretryAfterMs\"e\n" +
+	"\x0eretry_after_ms\x18\x02 \x01(\x04R\fretryAfterMs\"\xa2\x01\n" +
 	"\x16CreatePartitionRequest\x12!\n" +
 	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\x12(\n" +
-	"\x10replica_node_ids\x18\x02 \x03(\x04R\x0ereplicaNodeIds\"\x19\n" +
-	"\x17CreatePartitionResponse\";\n" +
+	"\x10replica_node_ids\x18\x02 \x03(\x04R\x0ereplicaNodeIds\x12;\n" +
+	"\tretention\x18\x03 \x01(\v2\x1d.flotilla.client.v1.RetentionR\tretention\"\x19\n" +
+	"\x17CreatePartitionResponse\"\x9b\x01\n" +
+	"\tRetention\x12'\n" +
+	"\x0fretention_bytes\x18\x01 \x01(\x04R\x0eretentionBytes\x12!\n" +
+	"\fretention_ms\x18\x02 \x01(\x04R\vretentionMs\x12#\n" +
+	"\rsegment_bytes\x18\x03 \x01(\x04R\fsegmentBytes\x12\x1d\n" +
+	"\n" +
+	"segment_ms\x18\x04 \x01(\x04R\tsegmentMs\"w\n" +
+	"\x15AlterPartitionRequest\x12!\n" +
+	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\x12;\n" +
+	"\tretention\x18\x02 \x01(\v2\x1d.flotilla.client.v1.RetentionR\tretention\"\x18\n" +
+	"\x16AlterPartitionResponse\";\n" +
 	"\x16DeletePartitionRequest\x12!\n" +
 	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\"\x19\n" +
 	"\x17DeletePartitionResponse\"=\n" +
 	"\x18DescribePartitionRequest\x12!\n" +
-	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\"\x98\x03\n" +
+	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\"\x9e\x04\n" +
 	"\rPartitionInfo\x12!\n" +
 	"\fpartition_id\x18\x01 \x01(\x04R\vpartitionId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12\x12\n" +
@@ -1184,13 +1420,20 @@ const file_clientpb_client_proto_rawDesc = "" +
 	"\x0ehigh_watermark\x18\t \x01(\x04R\rhighWatermark\x12=\n" +
 	"\tfollowers\x18\n" +
 	" \x03(\v2\x1f.flotilla.client.v1.FollowerLagR\tfollowers\x12%\n" +
-	"\x0eleader_address\x18\v \x01(\tR\rleaderAddress\"h\n" +
+	"\x0eleader_address\x18\v \x01(\tR\rleaderAddress\x12(\n" +
+	"\x10log_start_offset\x18\f \x01(\x04R\x0elogStartOffset\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\r \x01(\x04R\tsizeBytes\x12;\n" +
+	"\tretention\x18\x0e \x01(\v2\x1d.flotilla.client.v1.RetentionR\tretention\"\xdb\x01\n" +
 	"\vFollowerLag\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1f\n" +
 	"\vmatch_index\x18\x02 \x01(\x04R\n" +
 	"matchIndex\x12\x1f\n" +
 	"\vlag_entries\x18\x03 \x01(\x04R\n" +
-	"lagEntries\"\x17\n" +
+	"lagEntries\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12+\n" +
+	"\x11snapshot_failures\x18\x05 \x01(\x04R\x10snapshotFailures\x12.\n" +
+	"\x13last_snapshot_error\x18\x06 \x01(\tR\x11lastSnapshotError\"\x17\n" +
 	"\x15ListPartitionsRequest\"[\n" +
 	"\x16ListPartitionsResponse\x12A\n" +
 	"\n" +
@@ -1229,10 +1472,11 @@ const file_clientpb_client_proto_rawDesc = "" +
 	"\fadd_node_ids\x18\x02 \x03(\x04R\n" +
 	"addNodeIds\x12&\n" +
 	"\x0fremove_node_ids\x18\x03 \x03(\x04R\rremoveNodeIds\"\x18\n" +
-	"\x16ChangeReplicasResponse2\xb3\x06\n" +
+	"\x16ChangeReplicasResponse2\x9c\a\n" +
 	"\n" +
 	"Partitions\x12j\n" +
-	"\x0fCreatePartition\x12*.flotilla.client.v1.CreatePartitionRequest\x1a+.flotilla.client.v1.CreatePartitionResponse\x12j\n" +
+	"\x0fCreatePartition\x12*.flotilla.client.v1.CreatePartitionRequest\x1a+.flotilla.client.v1.CreatePartitionResponse\x12g\n" +
+	"\x0eAlterPartition\x12).flotilla.client.v1.AlterPartitionRequest\x1a*.flotilla.client.v1.AlterPartitionResponse\x12j\n" +
 	"\x0fDeletePartition\x12*.flotilla.client.v1.DeletePartitionRequest\x1a+.flotilla.client.v1.DeletePartitionResponse\x12d\n" +
 	"\x11DescribePartition\x12,.flotilla.client.v1.DescribePartitionRequest\x1a!.flotilla.client.v1.PartitionInfo\x12g\n" +
 	"\x0eListPartitions\x12).flotilla.client.v1.ListPartitionsRequest\x1a*.flotilla.client.v1.ListPartitionsResponse\x12R\n" +
@@ -1253,53 +1497,61 @@ func file_clientpb_client_proto_rawDescGZIP() []byte {
 	return file_clientpb_client_proto_rawDescData
 }
 
-var file_clientpb_client_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_clientpb_client_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_clientpb_client_proto_goTypes = []any{
 	(*NotLeader)(nil),                  // 0: flotilla.client.v1.NotLeader
 	(*OutOfRange)(nil),                 // 1: flotilla.client.v1.OutOfRange
 	(*ResourceExhausted)(nil),          // 2: flotilla.client.v1.ResourceExhausted
 	(*CreatePartitionRequest)(nil),     // 3: flotilla.client.v1.CreatePartitionRequest
 	(*CreatePartitionResponse)(nil),    // 4: flotilla.client.v1.CreatePartitionResponse
-	(*DeletePartitionRequest)(nil),     // 5: flotilla.client.v1.DeletePartitionRequest
-	(*DeletePartitionResponse)(nil),    // 6: flotilla.client.v1.DeletePartitionResponse
-	(*DescribePartitionRequest)(nil),   // 7: flotilla.client.v1.DescribePartitionRequest
-	(*PartitionInfo)(nil),              // 8: flotilla.client.v1.PartitionInfo
-	(*FollowerLag)(nil),                // 9: flotilla.client.v1.FollowerLag
-	(*ListPartitionsRequest)(nil),      // 10: flotilla.client.v1.ListPartitionsRequest
-	(*ListPartitionsResponse)(nil),     // 11: flotilla.client.v1.ListPartitionsResponse
-	(*ProduceRequest)(nil),             // 12: flotilla.client.v1.ProduceRequest
-	(*ProduceResponse)(nil),            // 13: flotilla.client.v1.ProduceResponse
-	(*FetchRequest)(nil),               // 14: flotilla.client.v1.FetchRequest
-	(*FetchResponse)(nil),              // 15: flotilla.client.v1.FetchResponse
-	(*TransferLeadershipRequest)(nil),  // 16: flotilla.client.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 17: flotilla.client.v1.TransferLeadershipResponse
-	(*ChangeReplicasRequest)(nil),      // 18: flotilla.client.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil),     // 19: flotilla.client.v1.ChangeReplicasResponse
+	(*Retention)(nil),                  // 5: flotilla.client.v1.Retention
+	(*AlterPartitionRequest)(nil),      // 6: flotilla.client.v1.AlterPartitionRequest
+	(*AlterPartitionResponse)(nil),     // 7: flotilla.client.v1.AlterPartitionResponse
+	(*DeletePartitionRequest)(nil),     // 8: flotilla.client.v1.DeletePartitionRequest
+	(*DeletePartitionResponse)(nil),    // 9: flotilla.client.v1.DeletePartitionResponse
+	(*DescribePartitionRequest)(nil),   // 10: flotilla.client.v1.DescribePartitionRequest
+	(*PartitionInfo)(nil),              // 11: flotilla.client.v1.PartitionInfo
+	(*FollowerLag)(nil),                // 12: flotilla.client.v1.FollowerLag
+	(*ListPartitionsRequest)(nil),      // 13: flotilla.client.v1.ListPartitionsRequest
+	(*ListPartitionsResponse)(nil),     // 14: flotilla.client.v1.ListPartitionsResponse
+	(*ProduceRequest)(nil),             // 15: flotilla.client.v1.ProduceRequest
+	(*ProduceResponse)(nil),            // 16: flotilla.client.v1.ProduceResponse
+	(*FetchRequest)(nil),               // 17: flotilla.client.v1.FetchRequest
+	(*FetchResponse)(nil),              // 18: flotilla.client.v1.FetchResponse
+	(*TransferLeadershipRequest)(nil),  // 19: flotilla.client.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 20: flotilla.client.v1.TransferLeadershipResponse
+	(*ChangeReplicasRequest)(nil),      // 21: flotilla.client.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),     // 22: flotilla.client.v1.ChangeReplicasResponse
 }
 var file_clientpb_client_proto_depIdxs = []int32{
-	9,  // 0: flotilla.client.v1.PartitionInfo.followers:type_name -> flotilla.client.v1.FollowerLag
-	8,  // 1: flotilla.client.v1.ListPartitionsResponse.partitions:type_name -> flotilla.client.v1.PartitionInfo
-	3,  // 2: flotilla.client.v1.Partitions.CreatePartition:input_type -> flotilla.client.v1.CreatePartitionRequest
-	5,  // 3: flotilla.client.v1.Partitions.DeletePartition:input_type -> flotilla.client.v1.DeletePartitionRequest
-	7,  // 4: flotilla.client.v1.Partitions.DescribePartition:input_type -> flotilla.client.v1.DescribePartitionRequest
-	10, // 5: flotilla.client.v1.Partitions.ListPartitions:input_type -> flotilla.client.v1.ListPartitionsRequest
-	12, // 6: flotilla.client.v1.Partitions.Produce:input_type -> flotilla.client.v1.ProduceRequest
-	14, // 7: flotilla.client.v1.Partitions.Fetch:input_type -> flotilla.client.v1.FetchRequest
-	16, // 8: flotilla.client.v1.Partitions.TransferLeadership:input_type -> flotilla.client.v1.TransferLeadershipRequest
-	18, // 9: flotilla.client.v1.Partitions.ChangeReplicas:input_type -> flotilla.client.v1.ChangeReplicasRequest
-	4,  // 10: flotilla.client.v1.Partitions.CreatePartition:output_type -> flotilla.client.v1.CreatePartitionResponse
-	6,  // 11: flotilla.client.v1.Partitions.DeletePartition:output_type -> flotilla.client.v1.DeletePartitionResponse
-	8,  // 12: flotilla.client.v1.Partitions.DescribePartition:output_type -> flotilla.client.v1.PartitionInfo
-	11, // 13: flotilla.client.v1.Partitions.ListPartitions:output_type -> flotilla.client.v1.ListPartitionsResponse
-	13, // 14: flotilla.client.v1.Partitions.Produce:output_type -> flotilla.client.v1.ProduceResponse
-	15, // 15: flotilla.client.v1.Partitions.Fetch:output_type -> flotilla.client.v1.FetchResponse
-	17, // 16: flotilla.client.v1.Partitions.TransferLeadership:output_type -> flotilla.client.v1.TransferLeadershipResponse
-	19, // 17: flotilla.client.v1.Partitions.ChangeReplicas:output_type -> flotilla.client.v1.ChangeReplicasResponse
-	10, // [10:18] is the sub-list for method output_type
-	2,  // [2:10] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	5,  // 0: flotilla.client.v1.CreatePartitionRequest.retention:type_name -> flotilla.client.v1.Retention
+	5,  // 1: flotilla.client.v1.AlterPartitionRequest.retention:type_name -> flotilla.client.v1.Retention
+	12, // 2: flotilla.client.v1.PartitionInfo.followers:type_name -> flotilla.client.v1.FollowerLag
+	5,  // 3: flotilla.client.v1.PartitionInfo.retention:type_name -> flotilla.client.v1.Retention
+	11, // 4: flotilla.client.v1.ListPartitionsResponse.partitions:type_name -> flotilla.client.v1.PartitionInfo
+	3,  // 5: flotilla.client.v1.Partitions.CreatePartition:input_type -> flotilla.client.v1.CreatePartitionRequest
+	6,  // 6: flotilla.client.v1.Partitions.AlterPartition:input_type -> flotilla.client.v1.AlterPartitionRequest
+	8,  // 7: flotilla.client.v1.Partitions.DeletePartition:input_type -> flotilla.client.v1.DeletePartitionRequest
+	10, // 8: flotilla.client.v1.Partitions.DescribePartition:input_type -> flotilla.client.v1.DescribePartitionRequest
+	13, // 9: flotilla.client.v1.Partitions.ListPartitions:input_type -> flotilla.client.v1.ListPartitionsRequest
+	15, // 10: flotilla.client.v1.Partitions.Produce:input_type -> flotilla.client.v1.ProduceRequest
+	17, // 11: flotilla.client.v1.Partitions.Fetch:input_type -> flotilla.client.v1.FetchRequest
+	19, // 12: flotilla.client.v1.Partitions.TransferLeadership:input_type -> flotilla.client.v1.TransferLeadershipRequest
+	21, // 13: flotilla.client.v1.Partitions.ChangeReplicas:input_type -> flotilla.client.v1.ChangeReplicasRequest
+	4,  // 14: flotilla.client.v1.Partitions.CreatePartition:output_type -> flotilla.client.v1.CreatePartitionResponse
+	7,  // 15: flotilla.client.v1.Partitions.AlterPartition:output_type -> flotilla.client.v1.AlterPartitionResponse
+	9,  // 16: flotilla.client.v1.Partitions.DeletePartition:output_type -> flotilla.client.v1.DeletePartitionResponse
+	11, // 17: flotilla.client.v1.Partitions.DescribePartition:output_type -> flotilla.client.v1.PartitionInfo
+	14, // 18: flotilla.client.v1.Partitions.ListPartitions:output_type -> flotilla.client.v1.ListPartitionsResponse
+	16, // 19: flotilla.client.v1.Partitions.Produce:output_type -> flotilla.client.v1.ProduceResponse
+	18, // 20: flotilla.client.v1.Partitions.Fetch:output_type -> flotilla.client.v1.FetchResponse
+	20, // 21: flotilla.client.v1.Partitions.TransferLeadership:output_type -> flotilla.client.v1.TransferLeadershipResponse
+	22, // 22: flotilla.client.v1.Partitions.ChangeReplicas:output_type -> flotilla.client.v1.ChangeReplicasResponse
+	14, // [14:23] is the sub-list for method output_type
+	5,  // [5:14] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_clientpb_client_proto_init() }
@@ -1313,7 +1565,7 @@ func file_clientpb_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clientpb_client_proto_rawDesc), len(file_clientpb_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

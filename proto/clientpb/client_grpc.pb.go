@@ -22,6 +22,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Partitions_CreatePartition_FullMethodName    = "/flotilla.client.v1.Partitions/CreatePartition"
+	Partitions_AlterPartition_FullMethodName     = "/flotilla.client.v1.Partitions/AlterPartition"
 	Partitions_DeletePartition_FullMethodName    = "/flotilla.client.v1.Partitions/DeletePartition"
 	Partitions_DescribePartition_FullMethodName  = "/flotilla.client.v1.Partitions/DescribePartition"
 	Partitions_ListPartitions_FullMethodName     = "/flotilla.client.v1.Partitions/ListPartitions"
@@ -58,6 +59,9 @@ type PartitionsClient interface {
 	// CreatePartition creates the partition's replicas on every listed node.
 	// It is idempotent: a retry after a timeout creates what is missing.
 	CreatePartition(ctx context.Context, in *CreatePartitionRequest, opts ...grpc.CallOption) (*CreatePartitionResponse, error)
+	// AlterPartition changes a partition's retention (replicated: every
+	// replica applies it at the same point of the log).
+	AlterPartition(ctx context.Context, in *AlterPartitionRequest, opts ...grpc.CallOption) (*AlterPartitionResponse, error)
 	// DeletePartition removes the partition's replicas on every node; its
 	// ID is never used again.
 	DeletePartition(ctx context.Context, in *DeletePartitionRequest, opts ...grpc.CallOption) (*DeletePartitionResponse, error)
@@ -89,6 +93,16 @@ func (c *partitionsClient) CreatePartition(ctx context.Context, in *CreatePartit
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreatePartitionResponse)
 	err := c.cc.Invoke(ctx, Partitions_CreatePartition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *partitionsClient) AlterPartition(ctx context.Context, in *AlterPartitionRequest, opts ...grpc.CallOption) (*AlterPartitionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlterPartitionResponse)
+	err := c.cc.Invoke(ctx, Partitions_AlterPartition_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +206,9 @@ type PartitionsServer interface {
 	// CreatePartition creates the partition's replicas on every listed node.
 	// It is idempotent: a retry after a timeout creates what is missing.
 	CreatePartition(context.Context, *CreatePartitionRequest) (*CreatePartitionResponse, error)
+	// AlterPartition changes a partition's retention (replicated: every
+	// replica applies it at the same point of the log).
+	AlterPartition(context.Context, *AlterPartitionRequest) (*AlterPartitionResponse, error)
 	// DeletePartition removes the partition's replicas on every node; its
 	// ID is never used again.
 	DeletePartition(context.Context, *DeletePartitionRequest) (*DeletePartitionResponse, error)
@@ -221,6 +238,9 @@ type UnimplementedPartitionsServer struct{}
 
 func (UnimplementedPartitionsServer) CreatePartition(context.Context, *CreatePartitionRequest) (*CreatePartitionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreatePartition not implemented")
+}
+func (UnimplementedPartitionsServer) AlterPartition(context.Context, *AlterPartitionRequest) (*AlterPartitionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AlterPartition not implemented")
 }
 func (UnimplementedPartitionsServer) DeletePartition(context.Context, *DeletePartitionRequest) (*DeletePartitionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeletePartition not implemented")
@@ -278,6 +298,24 @@ func _Partitions_CreatePartition_Handler(srv interface{}, ctx context.Context, d
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PartitionsServer).CreatePartition(ctx, req.(*CreatePartitionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Partitions_AlterPartition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AlterPartitionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PartitionsServer).AlterPartition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Partitions_AlterPartition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PartitionsServer).AlterPartition(ctx, req.(*AlterPartitionRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -418,6 +456,10 @@ var Partitions_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreatePartition",
 			Handler:    _Partitions_CreatePartition_Handler,
+		},
+		{
+			MethodName: "AlterPartition",
+			Handler:    _Partitions_AlterPartition_Handler,
 		},
 		{
 			MethodName: "DeletePartition",

@@ -395,18 +395,22 @@ func (*RaftClosed) Descriptor() ([]byte, []int) {
 }
 
 // SnapshotChunk is a piece of a snapshot stream. The first chunk carries
-// the handshake, the group and the MsgSnap (its snapshot metadata without
-// data); every chunk may carry data; the last has last set, the length of
-// all data and its CRC-32C.
+// the handshake, the group, the MsgSnap (its snapshot metadata without
+// data) and the data's size; the chunks after it carry data; the last has
+// last set, the length of all data and its CRC-32C.
 type SnapshotChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Handshake     *Handshake             `protobuf:"bytes,1,opt,name=handshake,proto3" json:"handshake,omitempty"`
-	GroupId       uint64                 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	Message       *raftpb.Message        `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
-	Last          bool                   `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"`
-	TotalBytes    uint64                 `protobuf:"varint,6,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
-	Crc32C        uint32                 `protobuf:"varint,7,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Handshake  *Handshake             `protobuf:"bytes,1,opt,name=handshake,proto3" json:"handshake,omitempty"`
+	GroupId    uint64                 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Message    *raftpb.Message        `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Data       []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	Last       bool                   `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"`
+	TotalBytes uint64                 `protobuf:"varint,6,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	Crc32C     uint32                 `protobuf:"varint,7,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// size_bytes, in the first chunk: how many bytes of data follow. The
+	// receiver refuses a snapshot it has no room for before any data moves,
+	// and a stream that sends more than it announced.
+	SizeBytes     uint64 `protobuf:"varint,8,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -490,27 +494,37 @@ func (x *SnapshotChunk) GetCrc32C() uint32 {
 	return 0
 }
 
-// SnapshotAccepted answers a snapshot that arrived whole and was taken.
-type SnapshotAccepted struct {
+func (x *SnapshotChunk) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+// SnapshotReply is the called node's side of a snapshot stream: first
+// send_data (it has room: the data may come), then, last, accepted.
+type SnapshotReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	SendData      bool                   `protobuf:"varint,1,opt,name=send_data,json=sendData,proto3" json:"send_data,omitempty"`
+	Accepted      bool                   `protobuf:"varint,2,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *SnapshotAccepted) Reset() {
-	*x = SnapshotAccepted{}
+func (x *SnapshotReply) Reset() {
+	*x = SnapshotReply{}
 	mi := &file_peerpb_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *SnapshotAccepted) String() string {
+func (x *SnapshotReply) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*SnapshotAccepted) ProtoMessage() {}
+func (*SnapshotReply) ProtoMessage() {}
 
-func (x *SnapshotAccepted) ProtoReflect() protoreflect.Message {
+func (x *SnapshotReply) ProtoReflect() protoreflect.Message {
 	mi := &file_peerpb_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -522,9 +536,23 @@ func (x *SnapshotAccepted) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use SnapshotAccepted.ProtoReflect.Descriptor instead.
-func (*SnapshotAccepted) Descriptor() ([]byte, []int) {
+// Deprecated: Use SnapshotReply.ProtoReflect.Descriptor instead.
+func (*SnapshotReply) Descriptor() ([]byte, []int) {
 	return file_peerpb_peer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SnapshotReply) GetSendData() bool {
+	if x != nil {
+		return x.SendData
+	}
+	return false
+}
+
+func (x *SnapshotReply) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
 }
 
 // AdminRequest is a control call from one host to another.
@@ -535,6 +563,7 @@ type AdminRequest struct {
 	//
 	//	*AdminRequest_CreateReplica
 	//	*AdminRequest_RemoveReplica
+	//	*AdminRequest_Propose
 	Request       isAdminRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -602,6 +631,15 @@ func (x *AdminRequest) GetRemoveReplica() *RemoveReplica {
 	return nil
 }
 
+func (x *AdminRequest) GetPropose() *Propose {
+	if x != nil {
+		if x, ok := x.Request.(*AdminRequest_Propose); ok {
+			return x.Propose
+		}
+	}
+	return nil
+}
+
 type isAdminRequest_Request interface {
 	isAdminRequest_Request()
 }
@@ -614,9 +652,69 @@ type AdminRequest_RemoveReplica struct {
 	RemoveReplica *RemoveReplica `protobuf:"bytes,3,opt,name=remove_replica,json=removeReplica,proto3,oneof"`
 }
 
+type AdminRequest_Propose struct {
+	Propose *Propose `protobuf:"bytes,4,opt,name=propose,proto3,oneof"`
+}
+
 func (*AdminRequest_CreateReplica) isAdminRequest_Request() {}
 
 func (*AdminRequest_RemoveReplica) isAdminRequest_Request() {}
+
+func (*AdminRequest_Propose) isAdminRequest_Request() {}
+
+// Propose asks the called node to propose a command to a group it leads
+// (a control command of the caller's, such as a partition's retention).
+type Propose struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Propose) Reset() {
+	*x = Propose{}
+	mi := &file_peerpb_peer_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Propose) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Propose) ProtoMessage() {}
+
+func (x *Propose) ProtoReflect() protoreflect.Message {
+	mi := &file_peerpb_peer_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Propose.ProtoReflect.Descriptor instead.
+func (*Propose) Descriptor() ([]byte, []int) {
+	return file_peerpb_peer_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Propose) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *Propose) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
 
 // CreateReplica asks a node to create its replica of a group: a founding
 // replica (members lists every founding node, replica_id is 0) or a
@@ -636,7 +734,7 @@ type CreateReplica struct {
 
 func (x *CreateReplica) Reset() {
 	*x = CreateReplica{}
-	mi := &file_peerpb_peer_proto_msgTypes[8]
+	mi := &file_peerpb_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +746,7 @@ func (x *CreateReplica) String() string {
 func (*CreateReplica) ProtoMessage() {}
 
 func (x *CreateReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_peerpb_peer_proto_msgTypes[8]
+	mi := &file_peerpb_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +759,7 @@ func (x *CreateReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplica.ProtoReflect.Descriptor instead.
 func (*CreateReplica) Descriptor() ([]byte, []int) {
-	return file_peerpb_peer_proto_rawDescGZIP(), []int{8}
+	return file_peerpb_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateReplica) GetGroupId() uint64 {
@@ -702,7 +800,7 @@ type RemoveReplica struct {
 
 func (x *RemoveReplica) Reset() {
 	*x = RemoveReplica{}
-	mi := &file_peerpb_peer_proto_msgTypes[9]
+	mi := &file_peerpb_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +812,7 @@ func (x *RemoveReplica) String() string {
 func (*RemoveReplica) ProtoMessage() {}
 
 func (x *RemoveReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_peerpb_peer_proto_msgTypes[9]
+	mi := &file_peerpb_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +825,7 @@ func (x *RemoveReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplica.ProtoReflect.Descriptor instead.
 func (*RemoveReplica) Descriptor() ([]byte, []int) {
-	return file_peerpb_peer_proto_rawDescGZIP(), []int{9}
+	return file_peerpb_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveReplica) GetGroupId() uint64 {
@@ -737,16 +835,18 @@ func (x *RemoveReplica) GetGroupId() uint64 {
 	return 0
 }
 
-// AdminResponse answers an admin call that succeeded.
+// AdminResponse answers an admin call that succeeded; result is what a
+// proposal's apply returned.
 type AdminResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        []byte                 `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdminResponse) Reset() {
 	*x = AdminResponse{}
-	mi := &file_peerpb_peer_proto_msgTypes[10]
+	mi := &file_peerpb_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +858,7 @@ func (x *AdminResponse) String() string {
 func (*AdminResponse) ProtoMessage() {}
 
 func (x *AdminResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peerpb_peer_proto_msgTypes[10]
+	mi := &file_peerpb_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +871,14 @@ func (x *AdminResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminResponse.ProtoReflect.Descriptor instead.
 func (*AdminResponse) Descriptor() ([]byte, []int) {
-	return file_peerpb_peer_proto_rawDescGZIP(), []int{10}
+	return file_peerpb_peer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AdminResponse) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
 }
 
 var File_peerpb_peer_proto protoreflect.FileDescriptor
@@ -808,7 +915,7 @@ const file_peerpb_peer_proto_rawDesc = "" +
 	"\aquiesce\x18\a \x01(\bR\aquiesce\x12\x12\n" +
 	"\x04wake\x18\b \x01(\bR\x04wake\"\f\n" +
 	"\n" +
-	"RaftClosed\"\xf1\x01\n" +
+	"RaftClosed\"\x90\x02\n" +
 	"\rSnapshotChunk\x129\n" +
 	"\thandshake\x18\x01 \x01(\v2\x1b.flotilla.peer.v1.HandshakeR\thandshake\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\x04R\agroupId\x12)\n" +
@@ -817,13 +924,21 @@ const file_peerpb_peer_proto_rawDesc = "" +
 	"\x04last\x18\x05 \x01(\bR\x04last\x12\x1f\n" +
 	"\vtotal_bytes\x18\x06 \x01(\x04R\n" +
 	"totalBytes\x12\x16\n" +
-	"\x06crc32c\x18\a \x01(\rR\x06crc32c\"\x12\n" +
-	"\x10SnapshotAccepted\"\xe8\x01\n" +
+	"\x06crc32c\x18\a \x01(\rR\x06crc32c\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\b \x01(\x04R\tsizeBytes\"H\n" +
+	"\rSnapshotReply\x12\x1b\n" +
+	"\tsend_data\x18\x01 \x01(\bR\bsendData\x12\x1a\n" +
+	"\baccepted\x18\x02 \x01(\bR\baccepted\"\x9f\x02\n" +
 	"\fAdminRequest\x129\n" +
 	"\thandshake\x18\x01 \x01(\v2\x1b.flotilla.peer.v1.HandshakeR\thandshake\x12H\n" +
 	"\x0ecreate_replica\x18\x02 \x01(\v2\x1f.flotilla.peer.v1.CreateReplicaH\x00R\rcreateReplica\x12H\n" +
-	"\x0eremove_replica\x18\x03 \x01(\v2\x1f.flotilla.peer.v1.RemoveReplicaH\x00R\rremoveReplicaB\t\n" +
-	"\arequest\"\xeb\x01\n" +
+	"\x0eremove_replica\x18\x03 \x01(\v2\x1f.flotilla.peer.v1.RemoveReplicaH\x00R\rremoveReplica\x125\n" +
+	"\apropose\x18\x04 \x01(\v2\x19.flotilla.peer.v1.ProposeH\x00R\aproposeB\t\n" +
+	"\arequest\"8\n" +
+	"\aPropose\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xeb\x01\n" +
 	"\rCreateReplica\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\x04R\amembers\x12\x1d\n" +
@@ -834,11 +949,12 @@ const file_peerpb_peer_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"*\n" +
 	"\rRemoveReplica\x12\x19\n" +
-	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"\x0f\n" +
-	"\rAdminResponse2\xe4\x01\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"'\n" +
+	"\rAdminResponse\x12\x16\n" +
+	"\x06result\x18\x01 \x01(\fR\x06result2\xe3\x01\n" +
 	"\x04Peer\x12?\n" +
-	"\x04Raft\x12\x17.flotilla.peer.v1.Frame\x1a\x1c.flotilla.peer.v1.RaftClosed(\x01\x12Q\n" +
-	"\bSnapshot\x12\x1f.flotilla.peer.v1.SnapshotChunk\x1a\".flotilla.peer.v1.SnapshotAccepted(\x01\x12H\n" +
+	"\x04Raft\x12\x17.flotilla.peer.v1.Frame\x1a\x1c.flotilla.peer.v1.RaftClosed(\x01\x12P\n" +
+	"\bSnapshot\x12\x1f.flotilla.peer.v1.SnapshotChunk\x1a\x1f.flotilla.peer.v1.SnapshotReply(\x010\x01\x12H\n" +
 	"\x05Admin\x12\x1e.flotilla.peer.v1.AdminRequest\x1a\x1f.flotilla.peer.v1.AdminResponseB.Z,github.com/flotilla-io/flotilla/proto/peerpbb\x06proto3"
 
 var (
@@ -853,45 +969,47 @@ func file_peerpb_peer_proto_rawDescGZIP() []byte {
 	return file_peerpb_peer_proto_rawDescData
 }
 
-var file_peerpb_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_peerpb_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_peerpb_peer_proto_goTypes = []any{
-	(*Handshake)(nil),        // 0: flotilla.peer.v1.Handshake
-	(*Frame)(nil),            // 1: flotilla.peer.v1.Frame
-	(*GroupMessage)(nil),     // 2: flotilla.peer.v1.GroupMessage
-	(*Heartbeat)(nil),        // 3: flotilla.peer.v1.Heartbeat
-	(*RaftClosed)(nil),       // 4: flotilla.peer.v1.RaftClosed
-	(*SnapshotChunk)(nil),    // 5: flotilla.peer.v1.SnapshotChunk
-	(*SnapshotAccepted)(nil), // 6: flotilla.peer.v1.SnapshotAccepted
-	(*AdminRequest)(nil),     // 7: flotilla.peer.v1.AdminRequest
-	(*CreateReplica)(nil),    // 8: flotilla.peer.v1.CreateReplica
-	(*RemoveReplica)(nil),    // 9: flotilla.peer.v1.RemoveReplica
-	(*AdminResponse)(nil),    // 10: flotilla.peer.v1.AdminResponse
-	nil,                      // 11: flotilla.peer.v1.CreateReplica.ReplicasEntry
-	(*raftpb.Message)(nil),   // 12: raftpb.Message
+	(*Handshake)(nil),      // 0: flotilla.peer.v1.Handshake
+	(*Frame)(nil),          // 1: flotilla.peer.v1.Frame
+	(*GroupMessage)(nil),   // 2: flotilla.peer.v1.GroupMessage
+	(*Heartbeat)(nil),      // 3: flotilla.peer.v1.Heartbeat
+	(*RaftClosed)(nil),     // 4: flotilla.peer.v1.RaftClosed
+	(*SnapshotChunk)(nil),  // 5: flotilla.peer.v1.SnapshotChunk
+	(*SnapshotReply)(nil),  // 6: flotilla.peer.v1.SnapshotReply
+	(*AdminRequest)(nil),   // 7: flotilla.peer.v1.AdminRequest
+	(*Propose)(nil),        // 8: flotilla.peer.v1.Propose
+	(*CreateReplica)(nil),  // 9: flotilla.peer.v1.CreateReplica
+	(*RemoveReplica)(nil),  // 10: flotilla.peer.v1.RemoveReplica
+	(*AdminResponse)(nil),  // 11: flotilla.peer.v1.AdminResponse
+	nil,                    // 12: flotilla.peer.v1.CreateReplica.ReplicasEntry
+	(*raftpb.Message)(nil), // 13: raftpb.Message
 }
 var file_peerpb_peer_proto_depIdxs = []int32{
 	0,  // 0: flotilla.peer.v1.Frame.handshake:type_name -> flotilla.peer.v1.Handshake
 	2,  // 1: flotilla.peer.v1.Frame.messages:type_name -> flotilla.peer.v1.GroupMessage
 	3,  // 2: flotilla.peer.v1.Frame.heartbeats:type_name -> flotilla.peer.v1.Heartbeat
 	3,  // 3: flotilla.peer.v1.Frame.heartbeat_responses:type_name -> flotilla.peer.v1.Heartbeat
-	12, // 4: flotilla.peer.v1.GroupMessage.message:type_name -> raftpb.Message
+	13, // 4: flotilla.peer.v1.GroupMessage.message:type_name -> raftpb.Message
 	0,  // 5: flotilla.peer.v1.SnapshotChunk.handshake:type_name -> flotilla.peer.v1.Handshake
-	12, // 6: flotilla.peer.v1.SnapshotChunk.message:type_name -> raftpb.Message
+	13, // 6: flotilla.peer.v1.SnapshotChunk.message:type_name -> raftpb.Message
 	0,  // 7: flotilla.peer.v1.AdminRequest.handshake:type_name -> flotilla.peer.v1.Handshake
-	8,  // 8: flotilla.peer.v1.AdminRequest.create_replica:type_name -> flotilla.peer.v1.CreateReplica
-	9,  // 9: flotilla.peer.v1.AdminRequest.remove_replica:type_name -> flotilla.peer.v1.RemoveReplica
-	11, // 10: flotilla.peer.v1.CreateReplica.replicas:type_name -> flotilla.peer.v1.CreateReplica.ReplicasEntry
-	1,  // 11: flotilla.peer.v1.Peer.Raft:input_type -> flotilla.peer.v1.Frame
-	5,  // 12: flotilla.peer.v1.Peer.Snapshot:input_type -> flotilla.peer.v1.SnapshotChunk
-	7,  // 13: flotilla.peer.v1.Peer.Admin:input_type -> flotilla.peer.v1.AdminRequest
-	4,  // 14: flotilla.peer.v1.Peer.Raft:output_type -> flotilla.peer.v1.RaftClosed
-	6,  // 15: flotilla.peer.v1.Peer.Snapshot:output_type -> flotilla.peer.v1.SnapshotAccepted
-	10, // 16: flotilla.peer.v1.Peer.Admin:output_type -> flotilla.peer.v1.AdminResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 8: flotilla.peer.v1.AdminRequest.create_replica:type_name -> flotilla.peer.v1.CreateReplica
+	10, // 9: flotilla.peer.v1.AdminRequest.remove_replica:type_name -> flotilla.peer.v1.RemoveReplica
+	8,  // 10: flotilla.peer.v1.AdminRequest.propose:type_name -> flotilla.peer.v1.Propose
+	12, // 11: flotilla.peer.v1.CreateReplica.replicas:type_name -> flotilla.peer.v1.CreateReplica.ReplicasEntry
+	1,  // 12: flotilla.peer.v1.Peer.Raft:input_type -> flotilla.peer.v1.Frame
+	5,  // 13: flotilla.peer.v1.Peer.Snapshot:input_type -> flotilla.peer.v1.SnapshotChunk
+	7,  // 14: flotilla.peer.v1.Peer.Admin:input_type -> flotilla.peer.v1.AdminRequest
+	4,  // 15: flotilla.peer.v1.Peer.Raft:output_type -> flotilla.peer.v1.RaftClosed
+	6,  // 16: flotilla.peer.v1.Peer.Snapshot:output_type -> flotilla.peer.v1.SnapshotReply
+	11, // 17: flotilla.peer.v1.Peer.Admin:output_type -> flotilla.peer.v1.AdminResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_peerpb_peer_proto_init() }
@@ -902,6 +1020,7 @@ func file_peerpb_peer_proto_init() {
 	file_peerpb_peer_proto_msgTypes[7].OneofWrappers = []any{
 		(*AdminRequest_CreateReplica)(nil),
 		(*AdminRequest_RemoveReplica)(nil),
+		(*AdminRequest_Propose)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -909,7 +1028,7 @@ func file_peerpb_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peerpb_peer_proto_rawDesc), len(file_peerpb_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

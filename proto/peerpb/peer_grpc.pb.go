@@ -39,10 +39,13 @@ type PeerClient interface {
 	// stream per direction, and responses travel on the other node's
 	// stream. The first frame carries the handshake.
 	Raft(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Frame, RaftClosed], error)
-	// Snapshot streams one group's snapshot: a header chunk, data chunks,
-	// and a last chunk with the checksum. The called node acknowledges only
-	// a snapshot that arrived whole and was accepted.
-	Snapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotAccepted], error)
+	// Snapshot streams one group's snapshot: a header chunk announcing the
+	// data's size; once the called node has room for it, a reply asking for
+	// the data; data chunks; and a last chunk with the checksum. The called
+	// node acknowledges only a snapshot that arrived whole and was accepted;
+	// a refusal (no room, no group) is the stream's status, before any data
+	// moved.
+	Snapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SnapshotChunk, SnapshotReply], error)
 	// Admin carries the host-to-host control calls a node needs.
 	Admin(ctx context.Context, in *AdminRequest, opts ...grpc.CallOption) (*AdminResponse, error)
 }
@@ -68,18 +71,18 @@ func (c *peerClient) Raft(ctx context.Context, opts ...grpc.CallOption) (grpc.Cl
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_RaftClient = grpc.ClientStreamingClient[Frame, RaftClosed]
 
-func (c *peerClient) Snapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotAccepted], error) {
+func (c *peerClient) Snapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SnapshotChunk, SnapshotReply], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[1], Peer_Snapshot_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[SnapshotChunk, SnapshotAccepted]{ClientStream: stream}
+	x := &grpc.GenericClientStream[SnapshotChunk, SnapshotReply]{ClientStream: stream}
 	return x, nil
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Peer_SnapshotClient = grpc.ClientStreamingClient[SnapshotChunk, SnapshotAccepted]
+type Peer_SnapshotClient = grpc.BidiStreamingClient[SnapshotChunk, SnapshotReply]
 
 func (c *peerClient) Admin(ctx context.Context, in *AdminRequest, opts ...grpc.CallOption) (*AdminResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -102,10 +105,13 @@ type PeerServer interface {
 	// stream per direction, and responses travel on the other node's
 	// stream. The first frame carries the handshake.
 	Raft(grpc.ClientStreamingServer[Frame, RaftClosed]) error
-	// Snapshot streams one group's snapshot: a header chunk, data chunks,
-	// and a last chunk with the checksum. The called node acknowledges only
-	// a snapshot that arrived whole and was accepted.
-	Snapshot(grpc.ClientStreamingServer[SnapshotChunk, SnapshotAccepted]) error
+	// Snapshot streams one group's snapshot: a header chunk announcing the
+	// data's size; once the called node has room for it, a reply asking for
+	// the data; data chunks; and a last chunk with the checksum. The called
+	// node acknowledges only a snapshot that arrived whole and was accepted;
+	// a refusal (no room, no group) is the stream's status, before any data
+	// moved.
+	Snapshot(grpc.BidiStreamingServer[SnapshotChunk, SnapshotReply]) error
 	// Admin carries the host-to-host control calls a node needs.
 	Admin(context.Context, *AdminRequest) (*AdminResponse, error)
 	mustEmbedUnimplementedPeerServer()
@@ -121,7 +127,7 @@ type UnimplementedPeerServer struct{}
 func (UnimplementedPeerServer) Raft(grpc.ClientStreamingServer[Frame, RaftClosed]) error {
 	return status.Error(codes.Unimplemented, "method Raft not implemented")
 }
-func (UnimplementedPeerServer) Snapshot(grpc.ClientStreamingServer[SnapshotChunk, SnapshotAccepted]) error {
+func (UnimplementedPeerServer) Snapshot(grpc.BidiStreamingServer[SnapshotChunk, SnapshotReply]) error {
 	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
 }
 func (UnimplementedPeerServer) Admin(context.Context, *AdminRequest) (*AdminResponse, error) {
@@ -156,11 +162,11 @@ func _Peer_Raft_Handler(srv interface{}, stream grpc.ServerStream) error {
 type Peer_RaftServer = grpc.ClientStreamingServer[Frame, RaftClosed]
 
 func _Peer_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(PeerServer).Snapshot(&grpc.GenericServerStream[SnapshotChunk, SnapshotAccepted]{ServerStream: stream})
+	return srv.(PeerServer).Snapshot(&grpc.GenericServerStream[SnapshotChunk, SnapshotReply]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Peer_SnapshotServer = grpc.ClientStreamingServer[SnapshotChunk, SnapshotAccepted]
+type Peer_SnapshotServer = grpc.BidiStreamingServer[SnapshotChunk, SnapshotReply]
 
 func _Peer_Admin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AdminRequest)
@@ -201,6 +207,7 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Snapshot",
 			Handler:       _Peer_Snapshot_Handler,
+			ServerStreams: true,
 			ClientStreams: true,
 		},
 	},
