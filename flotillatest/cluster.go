@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla-io/flotilla/internal/await"
 
 	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/store"
 	"github.com/flotilla-io/flotilla/transport"
 )
 
@@ -371,6 +372,19 @@ func (c *Cluster) Crash(node multiraft.NodeID, rng *rand.Rand) {
 	c.mu.Unlock()
 	c.ReleaseSyncs(node)
 	_ = h.Close() // the old host's later writes go to the old disk, lost
+}
+
+// StagedSnapshots lists the files in a node's snapshot staging directory
+// (store.StagingDir): snapshots being received or waiting to be installed.
+func (c *Cluster) StagedSnapshots(node NodeID) []string {
+	c.mu.Lock()
+	fs, dir := vfs.FS(c.fs[node]), "data"
+	if d := c.dirs[node]; d != "" {
+		fs, dir = vfs.Default, d
+	}
+	c.mu.Unlock()
+	names, _ := fs.List(fs.PathJoin(dir, store.StagingDir))
+	return names
 }
 
 // Restart starts a crashed node again on what its disk kept.

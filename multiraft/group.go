@@ -83,11 +83,12 @@ type group struct {
 	// acks holds applied proposals whose entry is not yet durable here, in
 	// index order: a client ack never leaves before the local fsync.
 	acks          []parkedAck
-	appendBacklog []*pb.Message           // MsgStorageAppend refused by a busy log writer
-	reads         map[string]*readRequest // issued to raft, by context
-	transfers     []*transferRequest      // waiting to see their target lead
-	ticks         uint64                  // ticks applied, for read retries
-	sending       map[uint64]uint64       // replica -> index of a snapshot in flight to it
+	appendBacklog []*pb.Message            // MsgStorageAppend refused by a busy log writer
+	reads         map[string]*readRequest  // issued to raft, by context
+	transfers     []*transferRequest       // waiting to see their target lead
+	ticks         uint64                   // ticks applied, for read retries
+	sending       map[uint64]uint64        // replica -> index of a snapshot in flight to it
+	snapFails     map[uint64]*snapFailures // replica -> snapshots to it that failed in a row (leader)
 	// learned maps replicas to nodes from the traffic they send, for
 	// replicas the applied configuration does not name yet: a joining
 	// replica must answer its leader before its snapshot tells it who is
@@ -239,6 +240,10 @@ type Progress struct {
 	Match, Next uint64
 	State       ProgressState
 	Active      bool // heard from within the last election timeout
+	// SnapshotFailures counts the snapshots to the replica that failed in
+	// a row (0 after one arrives); SnapshotError says why the last did.
+	SnapshotFailures uint64
+	SnapshotError    string
 }
 
 // statusKey is what a published Status depends on besides progress.
@@ -272,6 +277,9 @@ func (g *group) publishStatus(refreshProgress bool) {
 		}
 	}
 	var progress map[ReplicaID]Progress
+	if g.role != raft.StateLeader {
+		g.snapFails = nil // a new leader counts its own
+	}
 	if g.role == raft.StateLeader {
 		if prev != nil && !refreshProgress {
 			progress = prev.Progress
@@ -279,7 +287,11 @@ func (g *group) publishStatus(refreshProgress bool) {
 		if progress == nil {
 			progress = make(map[ReplicaID]Progress)
 			g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-				progress[ReplicaID(id)] = Progress{Match: pr.Match, Next: pr.Next, State: progressStateOf(pr.State), Active: pr.RecentActive}
+				p := Progress{Match: pr.Match, Next: pr.Next, State: progressStateOf(pr.State), Active: pr.RecentActive}
+				if f := g.snapFails[id]; f != nil {
+					p.SnapshotFailures, p.SnapshotError = f.count, f.last
+				}
+				progress[ReplicaID(id)] = p
 			})
 		}
 	}

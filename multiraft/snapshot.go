@@ -128,7 +128,7 @@ func (g *group) sendSnapshot(m *pb.Message) {
 	}, func(err error) {
 		release()
 		g.mu.Lock()
-		g.mu.snapReports = append(g.mu.snapReports, snapReport{replica: to, failed: err != nil})
+		g.mu.snapReports = append(g.mu.snapReports, snapReport{replica: to, err: err})
 		g.mu.Unlock()
 		g.h.sched.Enqueue(g.id, scheduler.Messages)
 	})
@@ -136,19 +136,53 @@ func (g *group) sendSnapshot(m *pb.Message) {
 
 type snapReport struct {
 	replica uint64
-	failed  bool
+	err     error // nil: the follower took it
 }
 
-// reportSnapshots tells raft how each snapshot send ended.
+// snapFailures is what a leader knows of the snapshots to one follower
+// that failed in a row.
+type snapFailures struct {
+	count uint64
+	last  string
+}
+
+// snapshotWarnAt is how many snapshots to a follower must fail in a row
+// before the host warns (and again at every multiple of it): one failure
+// is routine (raft retries), repeated ones leave the group a replica short.
+const snapshotWarnAt = 3
+
+// reportSnapshots tells raft how each snapshot send ended, and keeps the
+// failures in a row for Status (describe shows them) and the log.
 func (g *group) reportSnapshots(reports []snapReport) {
 	for _, r := range reports {
 		status := raft.SnapshotFinish
-		if r.failed {
+		if r.err != nil {
 			status = raft.SnapshotFailure
+			if g.snapFails == nil {
+				g.snapFails = make(map[uint64]*snapFailures)
+			}
+			f := g.snapFails[r.replica]
+			if f == nil {
+				f = &snapFailures{}
+				g.snapFails[r.replica] = f
+			}
+			f.count++
+			f.last = r.err.Error()
+			if f.count%snapshotWarnAt == 0 {
+				g.h.log.Warn("snapshots to a follower keep failing: the group runs without it until one arrives",
+					"group", g.id, "replica", r.replica, "node", g.replicas[r.replica], "failures_in_a_row", f.count, "err", r.err)
+			}
+		} else if f := g.snapFails[r.replica]; f != nil {
+			if f.count >= snapshotWarnAt {
+				g.h.log.Info("snapshot to a follower arrived after failures", "group", g.id, "replica", r.replica,
+					"node", g.replicas[r.replica], "failures_before", f.count)
+			}
+			delete(g.snapFails, r.replica)
 		}
 		g.rn.ReportSnapshot(r.replica, status)
 		delete(g.sending, r.replica)
 	}
+	g.publishStatus(true)
 }
 
 // appliedState is what the state machine reflects now.
@@ -187,11 +221,13 @@ func (h *Host) handleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 			ErrBusy, s.GroupID, s.Size, h.stagingBytes.Load(), h.cfg.SnapshotStagingBytes)
 	}
 	staged := &stagedSnapshot{size: s.Size}
+	data := &streamReader{r: s.Data}
+	s.Data = data
 	if err := g.receiveSnapshot(s, staged); err != nil {
 		h.releaseStaged(staged)
 		reason := "failed"
-		if errors.Is(err, ErrInvalid) {
-			reason = "invalid"
+		if data.err == nil && errors.Is(err, ErrInvalid) {
+			reason = "invalid" // the stream was fine, its content was not
 		}
 		h.m.SnapshotsRefused.WithLabelValues(reason).Inc()
 		return err
@@ -223,6 +259,21 @@ func (h *Host) handleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 	g.mu.Unlock()
 	h.sched.Enqueue(s.GroupID, scheduler.Messages)
 	return nil
+}
+
+// streamReader keeps the error a snapshot stream broke with, to tell a
+// broken stream from bad data.
+type streamReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *streamReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }
 
 // receiveSnapshot reads a snapshot's header and writes its data into a

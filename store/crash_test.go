@@ -345,6 +345,56 @@ func TestStaleSnapshotTableRemoved(t *testing.T) {
 	}
 }
 
+// TestStagedSnapshotsRemoved: a crash in the middle of receiving a
+// snapshot, or before its install, leaves its staged table behind; the
+// next open removes it. A staged snapshot that is discarded (a broken
+// stream, one raft did not take) removes its own table at once.
+func TestStagedSnapshotsRemoved(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	s := openTest(t, testConfig(fs))
+	g := createGroup(t, s, 1, 1)
+	staging := fs.PathJoin("db", StagingDir)
+	list := func(fs vfs.FS) []string { names, _ := fs.List(staging); return names }
+
+	discarded, err := g.StageSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := discarded.Put([]byte("a"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if len(list(fs)) != 1 {
+		t.Fatalf("staging holds %v, want the table being written", list(fs))
+	}
+	discarded.Discard()
+	if len(list(fs)) != 0 {
+		t.Fatalf("a discarded staged snapshot left %v", list(fs))
+	}
+
+	half, err := g.StageSnapshot() // a stream still arriving
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Discard() // its writer, after the crash
+	_ = half.Put([]byte("a"), []byte("1"))
+	whole, err := g.StageSnapshot() // one arrived, not installed yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = whole.Put([]byte("b"), []byte("2"))
+	if err := whole.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(1, 2))})
+	if n := len(list(crashed)); n == 0 {
+		t.Fatal("the crash left no staged table: the test proves nothing")
+	}
+	openTest(t, testConfig(crashed))
+	if left := list(crashed); len(left) != 0 {
+		t.Fatalf("staged tables survived the open: %v", left)
+	}
+}
+
 // TestCrashBetweenSnapshotAndEntries: raft hands a snapshot and the
 // entries after it (with a commit index among them) in one append; the
 // snapshot is ingested durably first, the entries follow in a later synced

@@ -21,8 +21,8 @@ import (
 // discarded and its file removed; files a crash left are removed when the
 // store opens.
 
-// stagingDir is the staging directory's name inside the data directory.
-const stagingDir = "snapshot-staging"
+// StagingDir is the staging directory's name inside the data directory.
+const StagingDir = "snapshot-staging"
 
 // StagedSnapshot is a snapshot's state machine data being written to, or
 // written to, a table in the staging directory. It belongs to one goroutine
@@ -45,7 +45,7 @@ func (g *GroupStorage) StageSnapshot() (st *StagedSnapshot, err error) {
 	if err := g.s.usable(); err != nil {
 		return nil, err
 	}
-	dir := g.s.fs.PathJoin(g.s.cfg.Dir, stagingDir)
+	dir := g.s.fs.PathJoin(g.s.cfg.Dir, StagingDir)
 	path := g.s.fs.PathJoin(dir, fmt.Sprintf("%d-%d.sst", g.id, g.s.ingestSeq.Add(1)))
 	f, err := g.s.fs.Create(path, "flotilla-staged-snapshot")
 	if err != nil {
@@ -118,7 +118,7 @@ func (st *StagedSnapshot) remove() {
 // clearStaging empties the staging directory (what a crash left there) and
 // makes sure it exists.
 func clearStaging(fs vfs.FS, dir string) error {
-	staging := fs.PathJoin(dir, stagingDir)
+	staging := fs.PathJoin(dir, StagingDir)
 	names, _ := fs.List(staging)
 	for _, name := range names {
 		if err := fs.Remove(fs.PathJoin(staging, name)); err != nil {

@@ -475,7 +475,8 @@ func (c *core) receiveSnapshot(from NodeID, snap *InboundSnapshot) error {
 		c.m.ReceivedDropped.WithLabelValues(label, "malformed_snapshot").Inc()
 		return fmt.Errorf("%w: snapshot header", ErrMalformed)
 	}
-	if v := c.cfg.Filters.verdict(from, c.self, Envelope{GroupID: snap.GroupID, Message: m}); v.Drop {
+	v := c.cfg.Filters.verdict(from, c.self, Envelope{GroupID: snap.GroupID, Message: m})
+	if v.Drop {
 		c.m.FilterDropped.WithLabelValues(label).Inc()
 		return ErrDropped
 	}
@@ -489,7 +490,7 @@ func (c *core) receiveSnapshot(from NodeID, snap *InboundSnapshot) error {
 		return ErrTooManySnapshot
 	}
 	defer func() { <-c.recvSlots }()
-	cr := &countingReader{r: snap.Data, limit: snap.Size}
+	cr := &countingReader{r: snap.Data, limit: snap.Size, cut: v.CutAfter}
 	in := *snap
 	in.Data = cr
 	err := h.HandleSnapshot(from, &in)
@@ -550,14 +551,22 @@ func (t *throttledWriter) Write(b []byte) (int, error) {
 	return written, nil
 }
 
-// countingReader counts what it reads and fails past limit bytes.
+// countingReader counts what it reads and fails past limit bytes (or,
+// injecting a fault, at cut bytes).
 type countingReader struct {
 	r     io.Reader
 	n     int64
 	limit int64
+	cut   int64 // 0: none
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
+	if c.cut > 0 {
+		if c.n >= c.cut {
+			return 0, fmt.Errorf("%w: snapshot stream cut after %d bytes (a filter)", ErrDropped, c.n)
+		}
+		b = b[:min(int64(len(b)), c.cut-c.n)]
+	}
 	n, err := c.r.Read(b)
 	c.n += int64(n)
 	if c.n > c.limit {

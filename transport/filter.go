@@ -11,6 +11,20 @@ import (
 type Verdict struct {
 	Drop  bool
 	Delay time.Duration // deliver late (and so possibly out of order)
+	// CutAfter, for a snapshot, breaks its stream once this many bytes of
+	// data arrived (the receiver's reads fail from then on). 0: no cut.
+	CutAfter int64
+}
+
+// CutSnapshots is a filter that breaks every snapshot stream from one node
+// to another after n bytes of data.
+func CutSnapshots(from, to NodeID, n int64) Filter {
+	return func(f, t NodeID, e Envelope) Verdict {
+		if f == from && t == to && e.Message.GetType() == pb.MsgSnap {
+			return Verdict{CutAfter: n}
+		}
+		return Deliver
+	}
 }
 
 // Deliver is the verdict that lets a message through untouched.
@@ -73,6 +87,9 @@ func (fs *Filters) verdict(from, to NodeID, e Envelope) Verdict {
 		fv := f(from, to, e)
 		v.Drop = v.Drop || fv.Drop
 		v.Delay = max(v.Delay, fv.Delay)
+		if fv.CutAfter > 0 && (v.CutAfter == 0 || fv.CutAfter < v.CutAfter) {
+			v.CutAfter = fv.CutAfter
+		}
 	}
 	return v
 }

@@ -82,17 +82,28 @@ func partitionCmd() *cobra.Command {
 	f.register(cmd)
 	var id uint64
 	var replicas string
+	ret := &clientpb.Retention{}
+	retentionFlags := func(c *cobra.Command) {
+		c.Flags().Uint64Var(&ret.RetentionBytes, "retention-bytes", 0, "trim the log, oldest segments first, while it still holds this many bytes without them (0: no size limit)")
+		c.Flags().Uint64Var(&ret.RetentionMs, "retention-ms", 0, "drop segments whose newest record is older than this many milliseconds (0: no age limit)")
+		c.Flags().Uint64Var(&ret.SegmentBytes, "segment-bytes", 0, "close a segment at this many bytes of records (0: 64 MiB)")
+		c.Flags().Uint64Var(&ret.SegmentMs, "segment-ms", 0, "close a segment once its first record is this old, in milliseconds (0: a quarter of --retention-ms, at most an hour)")
+	}
 	create := &cobra.Command{
 		Use:     "create",
 		Short:   "Create a partition with replicas on the given nodes",
-		Example: "  flotilla partition create --id 7 --replicas 1,2,3",
+		Example: "  flotilla partition create --id 7 --replicas 1,2,3 --retention-bytes 1073741824 --retention-ms 604800000",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nodes, err := parseNodeList(replicas)
 			if err != nil {
 				return fmt.Errorf("--replicas: %w", err)
 			}
+			var r *clientpb.Retention
+			if ret.RetentionBytes|ret.RetentionMs|ret.SegmentBytes|ret.SegmentMs != 0 {
+				r = ret
+			}
 			return f.run(func(ctx context.Context, c *client.Client) error {
-				if err := c.CreatePartition(ctx, id, nodes); err != nil {
+				if err := c.CreatePartitionRetained(ctx, id, nodes, r); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "partition %d created on nodes %v\n", id, nodes)
@@ -102,8 +113,42 @@ func partitionCmd() *cobra.Command {
 	}
 	create.Flags().Uint64Var(&id, "id", 0, "partition ID (non-zero; a deleted partition's ID cannot be used again)")
 	create.Flags().StringVar(&replicas, "replicas", "", "comma-separated node IDs of the replicas")
+	retentionFlags(create)
 	_ = create.MarkFlagRequired("id")
 	_ = create.MarkFlagRequired("replicas")
+
+	alter := &cobra.Command{
+		Use:     "alter",
+		Short:   "Change a partition's retention (flags not given keep their current values)",
+		Example: "  flotilla partition alter --id 7 --retention-ms 86400000",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.run(func(ctx context.Context, c *client.Client) error {
+				info, err := c.Describe(ctx, id)
+				if err != nil {
+					return err
+				}
+				r := info.GetRetention()
+				if r == nil {
+					r = &clientpb.Retention{}
+				}
+				for name, v := range map[string]*uint64{"retention-bytes": &r.RetentionBytes, "retention-ms": &r.RetentionMs,
+					"segment-bytes": &r.SegmentBytes, "segment-ms": &r.SegmentMs} {
+					if cmd.Flags().Changed(name) {
+						*v, _ = cmd.Flags().GetUint64(name)
+					}
+				}
+				if err := c.AlterPartition(ctx, id, r); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "partition %d: retention %d bytes, %d ms; segments %d bytes, %d ms\n", id,
+					r.GetRetentionBytes(), r.GetRetentionMs(), r.GetSegmentBytes(), r.GetSegmentMs())
+				return nil
+			})
+		},
+	}
+	alter.Flags().Uint64Var(&id, "id", 0, "partition ID")
+	retentionFlags(alter)
+	_ = alter.MarkFlagRequired("id")
 
 	del := &cobra.Command{
 		Use:   "delete",
@@ -131,8 +176,18 @@ func partitionCmd() *cobra.Command {
 					return err
 				}
 				printInfos(cmd.OutOrStdout(), []*clientpb.PartitionInfo{info})
+				r := info.GetRetention()
+				fmt.Fprintf(cmd.OutOrStdout(), "  log start offset %d, %d bytes kept; retention %d bytes, %d ms (0: none)\n",
+					info.GetLogStartOffset(), info.GetSizeBytes(), r.GetRetentionBytes(), r.GetRetentionMs())
 				for _, fl := range info.GetFollowers() {
-					fmt.Fprintf(cmd.OutOrStdout(), "  follower node %d: match %d, %d entries behind\n", fl.GetNodeId(), fl.GetMatchIndex(), fl.GetLagEntries())
+					fmt.Fprintf(cmd.OutOrStdout(), "  follower node %d: match %d, %d entries behind, %s", fl.GetNodeId(), fl.GetMatchIndex(), fl.GetLagEntries(), fl.GetState())
+					if fl.GetState() == "snapshot" {
+						fmt.Fprint(cmd.OutOrStdout(), " (behind the leader's log: catching up by snapshot)")
+					}
+					if n := fl.GetSnapshotFailures(); n > 0 {
+						fmt.Fprintf(cmd.OutOrStdout(), "; %d snapshots failed in a row, last: %s", n, fl.GetLastSnapshotError())
+					}
+					fmt.Fprintln(cmd.OutOrStdout())
 				}
 				return nil
 			})
@@ -155,16 +210,16 @@ func partitionCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, del, describe, list)
+	cmd.AddCommand(create, alter, del, describe, list)
 	return cmd
 }
 
 func printInfos(w io.Writer, infos []*clientpb.PartitionInfo) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PARTITION\tNODE\tROLE\tLEADER\tTERM\tCOMMIT\tAPPLIED\tHIGH WATERMARK\tREPLICAS")
+	fmt.Fprintln(tw, "PARTITION\tNODE\tROLE\tLEADER\tTERM\tCOMMIT\tAPPLIED\tLOG START\tHIGH WATERMARK\tBYTES\tREPLICAS")
 	for _, i := range infos {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%v\n", i.GetPartitionId(), i.GetNodeId(), i.GetRole(), i.GetLeaderNodeId(),
-			i.GetTerm(), i.GetCommitIndex(), i.GetAppliedIndex(), i.GetHighWatermark(), i.GetReplicaNodeIds())
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%v\n", i.GetPartitionId(), i.GetNodeId(), i.GetRole(), i.GetLeaderNodeId(),
+			i.GetTerm(), i.GetCommitIndex(), i.GetAppliedIndex(), i.GetLogStartOffset(), i.GetHighWatermark(), i.GetSizeBytes(), i.GetReplicaNodeIds())
 	}
 	_ = tw.Flush()
 }

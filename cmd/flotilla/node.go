@@ -27,7 +27,8 @@ func nodeCmd() *cobra.Command {
 		clientListen, clients, peersFile        string
 		tlsCert, tlsKey, tlsCA, tlsCRL          string
 		logLevel                                string
-		drainTimeout, tick                      time.Duration
+		drainTimeout, tick, retentionCheck      time.Duration
+		stagingBytes                            int64
 		listenFD, clientListenFD, electionTicks int
 		memTableSize                            uint64
 		insecure                                bool
@@ -87,9 +88,10 @@ Example (three nodes on one machine):
 			budget.MaxRequestBytes = maxRequestBytes
 			cfg := node.Config{ClusterID: clusterID, NodeID: id, ListenAddr: listen, ClientListenAddr: clientListen,
 				Peers: peerMap, ClientAddrs: clientMap, DataDir: dataDir, Insecure: insecure, Budget: budget,
-				MetricsAddr: metrics, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+				MetricsAddr: metrics, RetentionCheckInterval: retentionCheck, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 				Host: func(hc *multiraft.Config) {
 					hc.TickInterval, hc.ElectionTicks, hc.MemTableSize = tick, electionTicks, memTableSize
+					hc.SnapshotStagingBytes = stagingBytes
 				}}
 			tlsFiles := transport.TLSFiles{Cert: tlsCert, Key: tlsKey, CA: tlsCA, CRL: tlsCRL}
 			if cfg.TLS, err = loadTLSFiles(tlsFiles); err != nil {
@@ -168,9 +170,11 @@ Example (three nodes on one machine):
 	f.Int64Var(&budget.FetchBytesPerSecond, "quota-fetch-bytes", 0, "each client's fetch quota in record bytes per second (0: none)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for leadership to move away")
+	f.DurationVar(&retentionCheck, "retention-check-interval", 30*time.Second, "how often the partitions this node leads are checked for records their retention lets go")
 	d := multiraft.DefaultConfig()
 	f.DurationVar(&tick, "tick", d.TickInterval, "Raft tick interval (the same on every node)")
 	f.IntVar(&electionTicks, "election-ticks", d.ElectionTicks, "ticks without a leader before an election (the same on every node)")
+	f.Int64Var(&stagingBytes, "snapshot-staging-bytes", d.SnapshotStagingBytes, "disk space for snapshots being received; a larger snapshot is refused before it is sent")
 	f.Uint64Var(&memTableSize, "memtable-size", d.MemTableSize, "Pebble memtable size in bytes (each WAL is preallocated near it: it bounds disk use too)")
 	f.IntVar(&listenFD, "listen-fd", 0, "serve peers on this inherited listening socket instead of --listen (systemd-style socket passing)")
 	f.IntVar(&clientListenFD, "client-listen-fd", 0, "serve clients on this inherited listening socket instead of --client-listen")

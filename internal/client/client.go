@@ -181,10 +181,25 @@ func (c *Client) call(ctx context.Context, partition uint64, fn func(clientpb.Pa
 	}
 }
 
-// CreatePartition creates a partition on the given nodes.
+// CreatePartition creates a partition on the given nodes, keeping its
+// records for ever.
 func (c *Client) CreatePartition(ctx context.Context, id uint64, nodes []uint64) error {
+	return c.CreatePartitionRetained(ctx, id, nodes, nil)
+}
+
+// CreatePartitionRetained creates a partition on the given nodes with a
+// retention (nil: none).
+func (c *Client) CreatePartitionRetained(ctx context.Context, id uint64, nodes []uint64, r *clientpb.Retention) error {
 	return c.call(ctx, 0, func(pc clientpb.PartitionsClient) error {
-		_, err := pc.CreatePartition(ctx, &clientpb.CreatePartitionRequest{PartitionId: id, ReplicaNodeIds: nodes})
+		_, err := pc.CreatePartition(ctx, &clientpb.CreatePartitionRequest{PartitionId: id, ReplicaNodeIds: nodes, Retention: r})
+		return err
+	})
+}
+
+// AlterPartition replaces a partition's retention.
+func (c *Client) AlterPartition(ctx context.Context, id uint64, r *clientpb.Retention) error {
+	return c.call(ctx, 0, func(pc clientpb.PartitionsClient) error {
+		_, err := pc.AlterPartition(ctx, &clientpb.AlterPartitionRequest{PartitionId: id, Retention: r})
 		return err
 	})
 }

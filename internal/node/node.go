@@ -64,7 +64,11 @@ type Config struct {
 	// Budget bounds what clients may spend (budget.go); zero fields take
 	// DefaultBudget.
 	Budget Budget
-	Logger *slog.Logger
+	// RetentionCheckInterval is how often the node sweeps the partitions
+	// it leads for records their retention lets go (retention.go).
+	// Default 30 s; negative: never (SweepRetention still runs one).
+	RetentionCheckInterval time.Duration
+	Logger                 *slog.Logger
 }
 
 // Node is a running reference node.
@@ -78,7 +82,10 @@ type Node struct {
 	metrics *http.Server
 	mlis    net.Listener
 	m       *nodeMetrics
+	rm      *retentionMetrics
 	wg      sync.WaitGroup
+	stop    chan struct{} // closed by Close: background loops end
+	stopped sync.Once
 
 	mu struct {
 		sync.Mutex
@@ -108,7 +115,11 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), reg: prometheus.NewRegistry(), failed: make(chan struct{})}
+	if cfg.RetentionCheckInterval == 0 {
+		cfg.RetentionCheckInterval = 30 * time.Second
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), reg: prometheus.NewRegistry(), failed: make(chan struct{}),
+		stop: make(chan struct{})}
 	n.mu.logs = make(map[uint64]*partition.Log)
 	n.mu.peers = maps.Clone(cfg.Peers)
 	if n.mu.peers == nil {
@@ -116,6 +127,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.m = newNodeMetrics(n.reg)
+	n.rm = newRetentionMetrics(n.reg)
 
 	tc := transport.GRPCConfig{
 		Config:     transport.Config{Logger: n.log},
@@ -201,6 +213,13 @@ func Start(cfg Config) (*Node, error) {
 		go func() {
 			defer n.wg.Done()
 			_ = n.metrics.Serve(mlis)
+		}()
+	}
+	if cfg.RetentionCheckInterval > 0 {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.runRetention(cfg.RetentionCheckInterval, n.stop)
 		}()
 	}
 	if cfg.TLS == nil {
@@ -427,6 +446,7 @@ func transferTarget(st multiraft.Status, self multiraft.NodeID) multiraft.NodeID
 // Close stops serving and closes the host (and with it the transport and
 // the store).
 func (n *Node) Close() error {
+	n.stopped.Do(func() { close(n.stop) })
 	n.client.stop()
 	if n.metrics != nil {
 		_ = n.metrics.Close()

@@ -123,11 +123,11 @@ func exhausted(reason string, retryAfter time.Duration, format string, args ...a
 }
 
 // outOfRange is an OUT_OF_RANGE status, the answer to a fetch from an
-// offset this replica does not hold; hw is its high watermark.
-func outOfRange(hw uint64, err error) error {
-	st := status.Newf(codes.OutOfRange, "%v", err)
-	// No retention yet: every replica holds the log from offset 0.
-	if withDetail, derr := st.WithDetails(&clientpb.OutOfRange{LogStartOffset: 0, HighWatermark: hw}); derr == nil {
+// offset this replica does not hold: below its log start or past its high
+// watermark.
+func outOfRange(re *partition.RangeError) error {
+	st := status.Newf(codes.OutOfRange, "%v", re)
+	if withDetail, derr := st.WithDetails(&clientpb.OutOfRange{LogStartOffset: re.Start, HighWatermark: re.HighWatermark}); derr == nil {
 		st = withDetail
 	}
 	return st.Err()
@@ -164,7 +164,36 @@ func (s *service) CreatePartition(ctx context.Context, req *clientpb.CreateParti
 			return nil, adminError(err, "creating partition %d on node %d", id, node)
 		}
 	}
+	if r := req.GetRetention(); r != nil {
+		// Retention goes through the partition's log, so it waits for a
+		// leader; a retry of the whole call sets it again.
+		if err := s.n.configure(ctx, id, replicas, retentionOf(r)); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "partition %d created, its retention not set yet (retry): %v", id, err)
+		}
+	}
 	return &clientpb.CreatePartitionResponse{}, nil
+}
+
+func (s *service) AlterPartition(ctx context.Context, req *clientpb.AlterPartitionRequest) (_ *clientpb.AlterPartitionResponse, err error) {
+	defer s.n.m.observe("AlterPartition", time.Now(), &err)
+	id := req.GetPartitionId()
+	if id == 0 {
+		return nil, status.Error(codes.InvalidArgument, "partition 0 does not exist")
+	}
+	// The replicas to ask: as this node knows them, else every node.
+	var replicas []uint64
+	if st, err := s.n.host.Status(multiraft.GroupID(id)); err == nil {
+		for _, node := range st.Replicas {
+			replicas = append(replicas, uint64(node))
+		}
+	} else {
+		replicas = s.n.nodes()
+	}
+	slices.Sort(replicas)
+	if err := s.n.configure(ctx, id, slices.Compact(replicas), retentionOf(req.GetRetention())); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "setting the retention of partition %d: %v", id, err)
+	}
+	return &clientpb.AlterPartitionResponse{}, nil
 }
 
 func (s *service) DeletePartition(ctx context.Context, req *clientpb.DeletePartitionRequest) (_ *clientpb.DeletePartitionResponse, err error) {
@@ -196,7 +225,10 @@ func (s *service) info(id uint64) (*clientpb.PartitionInfo, error) {
 	}
 	slices.Sort(info.ReplicaNodeIds)
 	if l := s.n.partitionLog(id); l != nil {
-		info.HighWatermark, _ = l.HighWatermark()
+		if b, err := l.Bounds(); err == nil {
+			info.HighWatermark, info.LogStartOffset, info.SizeBytes = b.HighWatermark, b.Start, b.Bytes
+			info.Retention = retentionPB(b.Retention)
+		}
 	}
 	var last uint64
 	for _, p := range st.Progress {
@@ -204,7 +236,8 @@ func (s *service) info(id uint64) (*clientpb.PartitionInfo, error) {
 	}
 	for replica, p := range st.Progress {
 		if node := uint64(st.Replicas[replica]); node != s.n.cfg.NodeID {
-			info.Followers = append(info.Followers, &clientpb.FollowerLag{NodeId: node, MatchIndex: p.Match, LagEntries: last - p.Match})
+			info.Followers = append(info.Followers, &clientpb.FollowerLag{NodeId: node, MatchIndex: p.Match, LagEntries: last - p.Match,
+				State: p.State.String(), SnapshotFailures: p.SnapshotFailures, LastSnapshotError: p.SnapshotError})
 		}
 	}
 	slices.SortFunc(info.Followers, func(a, b *clientpb.FollowerLag) int { return int(a.NodeId) - int(b.NodeId) })
@@ -270,9 +303,10 @@ func (s *service) Fetch(ctx context.Context, req *clientpb.FetchRequest) (_ *cli
 	// The log bounds record data only; as that is less than the encoded
 	// response, it returns at least what fits, and fitRecords trims the rest.
 	records, hw, err := l.Fetch(req.GetOffset(), maxRecords, maxBytes)
+	if re, ok := partition.AsRangeError(err); ok {
+		return nil, outOfRange(re)
+	}
 	switch {
-	case errors.Is(err, partition.ErrOffsetOutOfRange):
-		return nil, outOfRange(hw, err)
 	case err != nil:
 		return nil, s.statusOf(id, err)
 	}
