@@ -10,8 +10,9 @@ import "fmt"
 // batch). On restart the state machine is restored from the last one and
 // raft replays the log after it; so the log is never truncated past it.
 // Truncation keeps LogTailEntries below that point for followers that lag
-// a little, and never passes the index of a snapshot still being sent (the
-// follower will need the entries after it).
+// a little, never passes the index of a snapshot still being sent (the
+// follower will need the entries after it), and keeps what a state machine
+// that reads its commands back from the log needs (LogRetainer).
 
 // maybeSnapshot takes a durable snapshot when enough was applied since
 // the last (an on-disk state machine is durable at every apply: it only
@@ -45,6 +46,12 @@ func (g *group) truncate() {
 	index := g.durable - g.h.cfg.LogTailEntries
 	for _, sending := range g.sending {
 		index = min(index, sending)
+	}
+	if keep := g.sm.retainFrom(); keep > 0 {
+		if keep <= 1 {
+			return
+		}
+		index = min(index, keep-1)
 	}
 	if last, _ := g.st.LastIndex(); index > last {
 		index = last

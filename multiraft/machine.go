@@ -38,11 +38,14 @@ type machine interface {
 	// restore loads the state from data, or (data nil) from what a
 	// snapshot install put in the store.
 	restore(g *group, data []byte) error
+	// retainFrom is the first log entry the state machine reads back
+	// (LogRetainer); 0: none.
+	retainFrom() uint64
 }
 
 func (h *Host) newMachine(g *group) machine {
 	if h.cfg.DiskStateMachine != nil {
-		return diskMachine{sm: h.cfg.DiskStateMachine(GroupID(g.id), g.st)}
+		return diskMachine{sm: h.cfg.DiskStateMachine(GroupID(g.id), groupReader{g.st})}
 	}
 	return memMachine{sm: h.cfg.StateMachine(GroupID(g.id))}
 }
@@ -54,6 +57,7 @@ func (m memMachine) apply(_ *store.ApplyBatch, cmds []Command) ([][]byte, error)
 }
 
 func (memMachine) persistsApplied() bool { return false }
+func (memMachine) retainFrom() uint64     { return 0 }
 
 func (m memMachine) save(b *store.ApplyBatch) error {
 	var buf bytes.Buffer
@@ -110,23 +114,42 @@ func (m diskMachine) apply(b *store.ApplyBatch, cmds []Command) ([][]byte, error
 }
 
 func (diskMachine) persistsApplied() bool        { return true }
+
+func (m diskMachine) retainFrom() uint64 {
+	if r, ok := m.sm.(LogRetainer); ok {
+		return r.RetainFrom()
+	}
+	return 0
+}
 func (diskMachine) save(*store.ApplyBatch) error { return nil }
 
-// snapshot streams the data of a consistent Pebble view, whose applied
-// state it reports, as key/value pairs: (len:uvarint key len:uvarint
-// value)... A first pass over the view counts the bytes, so that the
-// receiver hears the size before any data moves; neither pass holds more
-// than a pair in memory.
+// snapshot streams a consistent Pebble view, whose applied state it
+// reports: the log entries the state machine keeps (LogRetainer), then its
+// data, as tagged records:
+//
+//	'e' index:uvarint len:uvarint stored-entry
+//	'k' len:uvarint key len:uvarint value
+//
+// A first pass over the view counts the bytes, so that the receiver hears
+// the size before any data moves; neither pass holds more than a record
+// in memory.
 func (m diskMachine) snapshot(g *group) (store.AppliedState, int64, func(io.Writer) error, func(), error) {
+	keep := m.retainFrom()
 	r, err := g.st.OpenSnapshot()
 	if err != nil {
 		return store.AppliedState{}, 0, nil, nil, err
 	}
 	var size int64
-	err = r.Scan(func(k, v []byte) bool {
-		size += int64(uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v))
+	err = r.ScanLog(keep, func(index uint64, v []byte) bool {
+		size += int64(1 + uvarintLen(index) + uvarintLen(uint64(len(v))) + len(v))
 		return true
 	})
+	if err == nil {
+		err = r.Scan(func(k, v []byte) bool {
+			size += int64(1 + uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v))
+			return true
+		})
+	}
 	if err != nil {
 		_ = r.Close()
 		return store.AppliedState{}, 0, nil, nil, err
@@ -134,18 +157,32 @@ func (m diskMachine) snapshot(g *group) (store.AppliedState, int64, func(io.Writ
 	write := func(w io.Writer) error {
 		var werr error
 		var hdr []byte
-		err := r.Scan(func(k, v []byte) bool {
-			hdr = binary.AppendUvarint(hdr[:0], uint64(len(k)))
-			if _, werr = w.Write(hdr); werr == nil {
-				if _, werr = w.Write(k); werr == nil {
+		put := func(tag byte, a uint64, b, v []byte) bool {
+			hdr = append(hdr[:0], tag)
+			hdr = binary.AppendUvarint(hdr, a)
+			if _, werr = w.Write(hdr); werr == nil && b != nil {
+				if _, werr = w.Write(b); werr == nil {
 					hdr = binary.AppendUvarint(hdr[:0], uint64(len(v)))
-					if _, werr = w.Write(hdr); werr == nil {
-						_, werr = w.Write(v)
-					}
+					_, werr = w.Write(hdr)
 				}
+			}
+			if werr == nil {
+				_, werr = w.Write(v)
+			}
+			return werr == nil
+		}
+		err := r.ScanLog(keep, func(index uint64, v []byte) bool {
+			hdr = append(hdr[:0], 'e')
+			hdr = binary.AppendUvarint(hdr, index)
+			hdr = binary.AppendUvarint(hdr, uint64(len(v)))
+			if _, werr = w.Write(hdr); werr == nil {
+				_, werr = w.Write(v)
 			}
 			return werr == nil
 		})
+		if err == nil && werr == nil {
+			err = r.Scan(func(k, v []byte) bool { return put('k', uint64(len(k)), k, v) })
+		}
 		if werr != nil {
 			return werr
 		}
@@ -154,39 +191,67 @@ func (m diskMachine) snapshot(g *group) (store.AppliedState, int64, func(io.Writ
 	return r.Applied(), size, write, func() { _ = r.Close() }, nil
 }
 
-// Bounds of one pair in a received snapshot: a larger one is refused
+// Bounds of one record in a received snapshot: a larger one is refused
 // rather than buffered.
 const (
 	maxSnapshotKey   = 64 << 10
 	maxSnapshotValue = 256 << 20
 )
 
-// receive decodes the pairs as they arrive into the staged table, keeping
-// one pair in memory.
+// receive decodes the records as they arrive into the staged table,
+// keeping one record in memory.
 func (m diskMachine) receive(r *bufio.Reader, st *store.StagedSnapshot) error {
 	var key, value []byte
 	for {
-		klen, err := binary.ReadUvarint(r)
+		tag, err := r.ReadByte()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		if err != nil || klen > maxSnapshotKey {
-			return fmt.Errorf("%w: bad snapshot key length (%d): %v", ErrInvalid, klen, err)
-		}
-		if key, err = readN(r, key, klen); err != nil {
-			return fmt.Errorf("%w: snapshot key: %w", ErrInvalid, err)
-		}
-		vlen, err := binary.ReadUvarint(r)
-		if err != nil || vlen > maxSnapshotValue {
-			return fmt.Errorf("%w: bad snapshot value length (%d): %v", ErrInvalid, vlen, err)
-		}
-		if value, err = readN(r, value, vlen); err != nil {
-			return fmt.Errorf("%w: snapshot value: %w", ErrInvalid, err)
-		}
-		if err := st.Put(key, value); err != nil {
+		if err != nil {
 			return err
 		}
+		switch tag {
+		case 'e':
+			index, err := binary.ReadUvarint(r)
+			if err != nil {
+				return fmt.Errorf("%w: snapshot log entry index: %w", ErrInvalid, err)
+			}
+			if value, err = readLenBytes(r, value, maxSnapshotValue); err != nil {
+				return fmt.Errorf("%w: snapshot log entry %d: %w", ErrInvalid, index, err)
+			}
+			if err := st.PutLogEntry(index, value); err != nil {
+				return err
+			}
+		case 'k':
+			if key, err = readLenBytes(r, key, maxSnapshotKey); err != nil {
+				return fmt.Errorf("%w: snapshot key: %w", ErrInvalid, err)
+			}
+			if value, err = readLenBytes(r, value, maxSnapshotValue); err != nil {
+				return fmt.Errorf("%w: snapshot value: %w", ErrInvalid, err)
+			}
+			if err := st.Put(key, value); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: snapshot record tag %#x", ErrInvalid, tag)
+		}
 	}
+}
+
+// readLenBytes reads a length-prefixed byte string of at most limit bytes
+// into buf's storage.
+func readLenBytes(r *bufio.Reader, buf []byte, limit uint64) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		return nil, fmt.Errorf("%d bytes, at most %d taken", n, limit)
+	}
+	return readN(r, buf, n)
 }
 
 // readN reads n bytes into buf's storage, growing it as needed.

@@ -2,6 +2,7 @@ package partition
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -50,13 +51,17 @@ type meta struct {
 	start, total, firstSeg                 uint64
 	segBase, segPos, segFirstMs, segLastMs uint64
 	retBytes, retMs, segBytes, segMs       uint64
+	// segIndex is the Raft index of the open segment's first batch (0:
+	// it has none); keepIndex the first Raft entry the log reads back
+	// (0: none: every batch is a copy).
+	segIndex, keepIndex uint64
 }
 
 func (m meta) marshal() []byte {
 	b := make([]byte, 0, 64)
 	for _, v := range [...]uint64{m.next, m.nowMs, m.producers, m.sweepAtMs,
 		m.start, m.total, m.firstSeg, m.segBase, m.segPos, m.segFirstMs, m.segLastMs,
-		m.retBytes, m.retMs, m.segBytes, m.segMs} {
+		m.retBytes, m.retMs, m.segBytes, m.segMs, m.segIndex, m.keepIndex} {
 		b = binary.AppendUvarint(b, v)
 	}
 	return b
@@ -69,10 +74,13 @@ func unmarshalMeta(v []byte) (meta, error) {
 	d := decoder{b: v}
 	m := meta{next: d.uvarint(), nowMs: d.uvarint(), producers: d.uvarint(), sweepAtMs: d.uvarint()}
 	if d.err != nil || len(d.b) == 0 {
+		// Its records are as old as the log's time says, as far as
+		// retention by age can tell.
+		m.segFirstMs, m.segLastMs = m.nowMs, m.nowMs
 		return m, d.err
 	}
 	for _, f := range [...]*uint64{&m.start, &m.total, &m.firstSeg, &m.segBase, &m.segPos, &m.segFirstMs, &m.segLastMs,
-		&m.retBytes, &m.retMs, &m.segBytes, &m.segMs} {
+		&m.retBytes, &m.retMs, &m.segBytes, &m.segMs, &m.segIndex, &m.keepIndex} {
 		*f = d.uvarint()
 	}
 	return m, d.err
@@ -95,6 +103,9 @@ func (p producer) marshal() []byte {
 type Log struct {
 	cfg Config
 	r   multiraft.Reader
+	// lr reads the Raft log back, nil if the Reader cannot: then every
+	// batch is a copy of its records (see doc.go).
+	lr multiraft.LogReader
 	// head is the meta the last Apply wrote (nil: read it), kept because
 	// Apply is the only writer; used by Apply only, on the group's worker.
 	// Readers on other goroutines (Fetch) read what is committed.
@@ -118,7 +129,8 @@ func New(cfg Config, r multiraft.Reader) *Log {
 	if cfg.MaxProducers <= 0 {
 		cfg.MaxProducers = d.MaxProducers
 	}
-	return &Log{cfg: cfg, r: r}
+	lr, _ := r.(multiraft.LogReader)
+	return &Log{cfg: cfg, r: r, lr: lr}
 }
 
 // Factory returns a multiraft.DiskStateMachineFactory of partition logs.
@@ -154,7 +166,7 @@ type applyState struct {
 	m         meta
 	ttlMs     uint64
 	producers map[uint64]*producer // changed in this call; nil: forgotten
-	closed    []uint64             // bases of the segments this call closed
+	closed    []segment            // the segments this call closed
 }
 
 // producer returns a producer's state as of now, forgetting it first if it
@@ -221,6 +233,28 @@ func (s *applyState) sweep() error {
 	return err
 }
 
+// indexBatch is the value of a batch kept in the Raft log: a zero byte (a
+// copy's value starts with its count, never 0), the record count, the
+// Raft index of its entry and the slots of its produce requests there.
+func indexBatch(count, index uint64, slots []byte) []byte {
+	b := binary.AppendUvarint([]byte{0}, count)
+	b = binary.AppendUvarint(b, index)
+	return append(b, slots...)
+}
+
+// RetainFrom implements multiraft.LogRetainer: the first Raft entry whose
+// records the log still serves.
+func (l *Log) RetainFrom() uint64 {
+	if l.head != nil {
+		return l.head.keepIndex
+	}
+	m, err := l.meta()
+	if err != nil {
+		return 1 // keep everything until the head reads
+	}
+	return m.keepIndex
+}
+
 // Apply implements multiraft.DiskStateMachine: it appends the records of
 // each produce request it accepts, one batch key per Raft entry, and
 // applies the retention commands (see retention.go).
@@ -237,12 +271,17 @@ func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 	ttl := uint64(l.cfg.ProducerTTL / time.Millisecond)
 	s := &applyState{l: l, w: w, m: m, ttlMs: ttl, producers: map[uint64]*producer{}}
 	results := make([][]byte, len(cmds))
-	var batch []byte // the records of the current entry
-	var req Produce  // each command decodes into it
+	var batch []byte  // the records of the current batch (a copy), or its slots
+	var req Produce   // each command decodes into it
+	var batchIndex uint64
 	var batchBase, batchCount uint64
 	flush := func() {
 		if batchCount > 0 {
-			w.Set(batchKey(batchBase), slices.Concat(binary.AppendUvarint(nil, batchCount), batch))
+			if l.lr != nil {
+				w.Set(batchKey(batchBase), indexBatch(batchCount, batchIndex, batch))
+			} else {
+				w.Set(batchKey(batchBase), slices.Concat(binary.AppendUvarint(nil, batchCount), batch))
+			}
 		}
 		batch, batchCount = batch[:0], 0
 	}
@@ -256,7 +295,7 @@ func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 			flush()
 			if c.Data[0] == kindConfigure {
 				results[i] = s.configure(c.Data)
-			} else if results[i], err = s.trim(c.Data); err != nil {
+			} else if results[i], err = s.trim(c); err != nil {
 				return nil, err
 			}
 			continue
@@ -293,15 +332,23 @@ func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 		}
 		if batchCount == 0 {
 			s.roll()
-			batchBase = s.m.next
-			if s.m.segFirstMs == 0 {
-				s.m.segFirstMs = s.m.nowMs
+			batchBase, batchIndex = s.m.next, c.Index
+			if s.m.next == s.m.segBase {
+				s.m.segFirstMs, s.m.segIndex = s.m.nowMs, c.Index
+			}
+			if l.lr != nil && s.m.keepIndex == 0 {
+				s.m.keepIndex = c.Index
 			}
 		}
 		base := s.m.next
+		if l.lr != nil {
+			batch = binary.AppendUvarint(batch, uint64(c.Slot))
+		}
 		for _, r := range req.Records {
-			batch = binary.AppendUvarint(batch, uint64(len(r)))
-			batch = append(batch, r...)
+			if l.lr == nil {
+				batch = binary.AppendUvarint(batch, uint64(len(r)))
+				batch = append(batch, r...)
+			}
 			s.m.total += uint64(len(r))
 		}
 		s.m.segLastMs = s.m.nowMs
@@ -354,31 +401,167 @@ func (l *Log) Fetch(offset uint64, maxRecords, maxBytes int) (records [][]byte, 
 	if err != nil {
 		return nil, hw, err
 	}
-	size := 0
-	var derr error
-	err = l.r.Scan(batchKey(start), batchKey(hw), func(k, v []byte) bool {
-		base := binary.BigEndian.Uint64(k[1:])
-		d := decoder{b: v}
-		n := d.uvarint()
-		for i := uint64(0); i < n && d.err == nil; i++ {
-			rec := d.bytes()
-			if d.err != nil || base+i < offset {
-				continue
+	f := fetch{offset: offset, maxRecords: maxRecords, maxBytes: maxBytes}
+	// Batches are read a run at a time: the copies decode at once, the
+	// ones kept in the Raft log wait for one read of their entries.
+	for next := start; next < hw && !f.full; {
+		var run []batchRef
+		var derr error
+		err = l.r.Scan(batchKey(next), batchKey(hw), func(k, v []byte) bool {
+			base := binary.BigEndian.Uint64(k[1:])
+			if len(v) > 0 && v[0] == 0 {
+				ref, err := decodeIndexBatch(base, v)
+				if derr = err; err != nil {
+					return false
+				}
+				run = append(run, ref)
+				next = base + ref.count
+				return len(run) < maxRunBatches
 			}
-			if len(records) > 0 && size+len(rec) > maxBytes {
-				return false
+			if len(run) > 0 {
+				return false // read the run first, in offset order
 			}
-			records = append(records, slices.Clone(rec))
-			size += len(rec)
-			if len(records) == maxRecords {
-				return false
-			}
+			next = f.copied(base, v)
+			derr = f.err
+			return !f.full && derr == nil
+		})
+		if err == nil {
+			err = derr
 		}
-		derr = d.err
-		return derr == nil
+		if err == nil && len(run) > 0 {
+			err = l.readRun(&f, run)
+		}
+		if err != nil {
+			return f.records, hw, l.missing(offset, err)
+		}
+		if len(run) == 0 && next < hw && !f.full {
+			// The scan ended early without a run: nothing more below hw.
+			break
+		}
+	}
+	return f.records, hw, nil
+}
+
+// maxRunBatches bounds the batches a fetch reads the entries of at once.
+const maxRunBatches = 256
+
+// fetch is what one Fetch collects.
+type fetch struct {
+	offset     uint64
+	maxRecords int
+	maxBytes   int
+	records    [][]byte
+	size       int
+	full       bool
+	err        error
+}
+
+// add takes the record at offset off, if it is wanted and fits.
+func (f *fetch) add(off uint64, rec []byte) {
+	if f.full || off < f.offset {
+		return
+	}
+	if len(f.records) > 0 && f.size+len(rec) > f.maxBytes {
+		f.full = true
+		return
+	}
+	f.records = append(f.records, slices.Clone(rec))
+	f.size += len(rec)
+	if len(f.records) == f.maxRecords {
+		f.full = true
+	}
+}
+
+// copied takes the records of a batch stored as a copy; it returns the
+// offset after the batch.
+func (f *fetch) copied(base uint64, v []byte) uint64 {
+	d := decoder{b: v}
+	n := d.uvarint()
+	for i := uint64(0); i < n && d.err == nil && !f.full; i++ {
+		rec := d.bytes()
+		if d.err == nil {
+			f.add(base+i, rec)
+		}
+	}
+	f.err = d.err
+	return base + n
+}
+
+// batchRef is a batch kept in the Raft log: its records are those of the
+// produce requests at slots of the entry at index.
+type batchRef struct {
+	base, count, index uint64
+	slots              []uint64
+}
+
+func decodeIndexBatch(base uint64, v []byte) (batchRef, error) {
+	d := decoder{b: v[1:]}
+	ref := batchRef{base: base, count: d.uvarint(), index: d.uvarint()}
+	for d.err == nil && len(d.b) > 0 {
+		ref.slots = append(ref.slots, d.uvarint())
+	}
+	if d.err == nil && (ref.count == 0 || len(ref.slots) == 0) {
+		d.err = fmt.Errorf("%w: batch at %d names no records", ErrMalformed, base)
+	}
+	return ref, d.err
+}
+
+// errEntryMissing: a batch's entry is not in the Raft log (a trim deleted
+// it since the fetch began, or the log is damaged).
+var errEntryMissing = errors.New("partition: a batch's Raft entry is missing")
+
+// readRun reads the records of a run of batches from their entries, in
+// one pass over the Raft log.
+func (l *Log) readRun(f *fetch, run []batchRef) error {
+	if l.lr == nil {
+		return fmt.Errorf("%w: batches kept in the Raft log, and no LogReader to read them", ErrMalformed)
+	}
+	var req Produce
+	i, k := 0, 0 // the batch and the slot in it waited for
+	off := run[0].base
+	var derr error
+	err := l.lr.ReadCommands(run[0].index, run[len(run)-1].index+1, func(c multiraft.Command) bool {
+		if i < len(run) && run[i].index < c.Index {
+			derr = fmt.Errorf("%w: entry %d", errEntryMissing, run[i].index)
+			return false
+		}
+		if i == len(run) || run[i].index != c.Index || run[i].slots[k] != uint64(c.Slot) {
+			return true // another request of the entry (refused, or a control command)
+		}
+		if derr = req.Unmarshal(c.Data); derr != nil {
+			return false
+		}
+		for _, rec := range req.Records {
+			f.add(off, rec)
+			off++
+		}
+		if k++; k == len(run[i].slots) {
+			if off != run[i].base+run[i].count {
+				derr = fmt.Errorf("%w: batch at %d holds %d records, its requests %d", ErrMalformed, run[i].base, run[i].count, off-run[i].base)
+				return false
+			}
+			i, k = i+1, 0
+		}
+		return !f.full
 	})
 	if err == nil {
 		err = derr
 	}
-	return records, hw, err
+	if err == nil && i < len(run) && !f.full {
+		err = fmt.Errorf("%w: entry %d", errEntryMissing, run[i].index)
+	}
+	return err
+}
+
+// missing turns an entry that vanished under a fetch into the range
+// error it is when a trim moved the start past offset since the fetch
+// read the head.
+func (l *Log) missing(offset uint64, err error) error {
+	if !errors.Is(err, errEntryMissing) {
+		return err
+	}
+	if m, merr := l.meta(); merr == nil && offset < m.start {
+		return &RangeError{Offset: offset, Start: m.start, HighWatermark: m.next}
+	}
+	return err
 }

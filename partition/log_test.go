@@ -86,18 +86,81 @@ func (kv *memKV) commit() {
 	kv.pending = nil
 }
 
+// raftKV is memKV with a Raft log to read back (multiraft.LogReader): the
+// commands of each entry, kept from the index the partition's RetainFrom
+// says (as a host truncates its log).
+type raftKV struct {
+	*memKV
+	log map[uint64][]multiraft.Command
+}
+
+func newRaftKV() *raftKV { return &raftKV{memKV: newMemKV(), log: map[uint64][]multiraft.Command{}} }
+
+func (kv *raftKV) ReadCommands(lo, hi uint64, fn func(multiraft.Command) bool) error {
+	for i := lo; i < hi; i++ {
+		for _, c := range kv.log[i] {
+			if !fn(c) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// append puts entries in the log before they are applied.
+func (kv *raftKV) append(cmds []multiraft.Command) {
+	for _, c := range cmds {
+		kv.log[c.Index] = append(kv.log[c.Index], c)
+	}
+}
+
+// truncate drops the entries below from, as the host does.
+func (kv *raftKV) truncate(from uint64) {
+	for i := range kv.log {
+		if from > 0 && i < from {
+			delete(kv.log, i)
+		}
+	}
+}
+
 // harness applies produce requests to one log, one entry per call unless
-// told otherwise.
+// told otherwise. Its log reads records back from the Raft log, as a
+// host's does; with copies set, it is given no LogReader and copies them.
 type harness struct {
-	t     *testing.T
-	kv    *memKV
-	log   *Log
-	index uint64
+	t      *testing.T
+	kv     *raftKV
+	log    *Log
+	index  uint64
+	copies bool
 }
 
 func newHarness(t *testing.T, cfg Config) *harness {
-	kv := newMemKV()
+	kv := newRaftKV()
 	return &harness{t: t, kv: kv, log: New(cfg, kv)}
+}
+
+// newCopyHarness is a harness whose log copies its records at apply.
+func newCopyHarness(t *testing.T, cfg Config) *harness {
+	kv := newRaftKV()
+	return &harness{t: t, kv: kv, log: New(cfg, kv.memKV), copies: true}
+}
+
+// run applies commands in one call, with the host's part: the log holds
+// them first, and is truncated to RetainFrom after.
+func (h *harness) run(cmds []multiraft.Command) [][]byte {
+	h.t.Helper()
+	h.kv.append(cmds)
+	raw, err := h.log.Apply(h.kv, cmds)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.kv.commit()
+	if h.copies {
+		h.kv.truncate(h.index + 1)
+	} else {
+		h.kv.truncate(h.log.RetainFrom())
+	}
+	return raw
 }
 
 // apply applies entries (each a list of requests) in one call.
@@ -110,13 +173,10 @@ func (h *harness) apply(entries ...[]*Produce) []Result {
 			cmds = append(cmds, multiraft.Command{Index: h.index, Slot: slot, Data: p.Marshal()})
 		}
 	}
-	raw, err := h.log.Apply(h.kv, cmds)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.kv.commit()
+	raw := h.run(cmds)
 	out := make([]Result, len(raw))
 	for i, r := range raw {
+		var err error
 		if out[i], err = DecodeResult(r); err != nil {
 			h.t.Fatal(err)
 		}
@@ -275,9 +335,14 @@ func TestApplyIsDeterministic(t *testing.T) {
 				cmds = append(cmds, multiraft.Command{Index: index, Slot: slot, Data: data})
 			}
 		}
-		run := func(split bool) (map[string][]byte, [][]byte) {
-			kv := newMemKV()
-			l := New(cfg, kv)
+		run := func(split, copies bool) (map[string][]byte, [][]byte, [][]byte) {
+			kv := newRaftKV()
+			kv.append(cmds)
+			var r multiraft.Reader = kv
+			if copies {
+				r = kv.memKV
+			}
+			l := New(cfg, r)
 			var results [][]byte
 			for start := 0; start < len(cmds); {
 				end := len(cmds)
@@ -292,23 +357,45 @@ func TestApplyIsDeterministic(t *testing.T) {
 					t.Fatal(err)
 				}
 				kv.commit()
+				if !copies {
+					kv.truncate(l.RetainFrom())
+				}
 				results = append(results, r...)
 				start = end
 			}
-			return kv.m, results
+			b, err := l.Bounds()
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs, _, err := l.Fetch(b.Start, 1<<20, 1<<30)
+			if err != nil {
+				t.Fatalf("fetch from the start %d: %v", b.Start, err)
+			}
+			return kv.m, results, recs
 		}
-		whole, wholeRes := run(false)
-		for range 3 {
-			split, splitRes := run(true)
-			if !slices.EqualFunc(wholeRes, splitRes, bytes.Equal) {
-				t.Fatal("results differ with the calls split differently")
+		for _, copies := range []bool{false, true} {
+			whole, wholeRes, wholeRecs := run(false, copies)
+			for range 3 {
+				split, splitRes, splitRecs := run(true, copies)
+				if !slices.EqualFunc(wholeRes, splitRes, bytes.Equal) {
+					t.Fatal("results differ with the calls split differently")
+				}
+				if !slices.EqualFunc(wholeRecs, splitRecs, bytes.Equal) {
+					t.Fatal("records served differ with the calls split differently")
+				}
+				if len(whole) != len(split) {
+					t.Fatalf("%d keys vs %d with the calls split differently", len(whole), len(split))
+				}
+				for k, v := range whole {
+					if !bytes.Equal(split[k], v) {
+						t.Fatalf("key %q differs with the calls split differently", k)
+					}
+				}
 			}
-			if len(whole) != len(split) {
-				t.Fatalf("%d keys vs %d with the calls split differently", len(whole), len(split))
-			}
-			for k, v := range whole {
-				if !bytes.Equal(split[k], v) {
-					t.Fatalf("key %q differs with the calls split differently", k)
+			if copies {
+				_, copyRes, copyRecs := run(false, false)
+				if !slices.EqualFunc(wholeRes, copyRes, bytes.Equal) || !slices.EqualFunc(wholeRecs, copyRecs, bytes.Equal) {
+					t.Fatal("a log that copies its records and one that reads them back differ")
 				}
 			}
 		}
@@ -342,7 +429,7 @@ func TestRestoredForgetsHead(t *testing.T) {
 	// A snapshot from a replica that is further ahead: 100 records.
 	other := newHarness(t, DefaultConfig())
 	other.apply([]*Produce{{Records: recs("b", 100)}})
-	h.kv.m = other.kv.m
+	h.kv.m, h.kv.log = other.kv.m, other.kv.log
 	h.log.Restored()
 	if res := h.apply([]*Produce{{Records: recs("c", 1)}}); res[0].BaseOffset != 100 {
 		t.Fatalf("after a restore the next record went to offset %d, want 100", res[0].BaseOffset)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/flotilla-io/flotilla/multiraft"
 )
 
 // Retention.
@@ -65,15 +67,23 @@ func segmentKey(base uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{segmentPrefix}, base)
 }
 
-// segment is a closed segment's index entry.
+// segment is a closed segment's index entry; firstIndex is the Raft index
+// of its first batch.
 type segment struct {
-	base, pos, firstMs, lastMs uint64
+	base, pos, firstMs, lastMs, firstIndex uint64
 }
 
 func (s segment) marshal() []byte {
 	b := binary.AppendUvarint(nil, s.pos)
 	b = binary.AppendUvarint(b, s.firstMs)
-	return binary.AppendUvarint(b, s.lastMs)
+	b = binary.AppendUvarint(b, s.lastMs)
+	return binary.AppendUvarint(b, s.firstIndex)
+}
+
+func unmarshalSegment(base uint64, v []byte) (segment, error) {
+	d := decoder{b: v}
+	s := segment{base: base, pos: d.uvarint(), firstMs: d.uvarint(), lastMs: d.uvarint(), firstIndex: d.uvarint()}
+	return s, d.err
 }
 
 // MarshalConfigure encodes a command that sets the partition's retention.
@@ -132,9 +142,10 @@ func (s *applyState) roll() {
 
 func (s *applyState) closeSegment() {
 	m := &s.m
-	s.w.Set(segmentKey(m.segBase), segment{base: m.segBase, pos: m.segPos, firstMs: m.segFirstMs, lastMs: m.segLastMs}.marshal())
-	s.closed = append(s.closed, m.segBase)
-	m.segBase, m.segPos, m.segFirstMs, m.segLastMs = m.next, m.total, 0, 0
+	seg := segment{base: m.segBase, pos: m.segPos, firstMs: m.segFirstMs, lastMs: m.segLastMs, firstIndex: m.segIndex}
+	s.w.Set(segmentKey(m.segBase), seg.marshal())
+	s.closed = append(s.closed, seg)
+	m.segBase, m.segPos, m.segFirstMs, m.segLastMs, m.segIndex = m.next, m.total, 0, 0, 0
 }
 
 // configure applies a Configure command.
@@ -149,10 +160,12 @@ func (s *applyState) configure(data []byte) []byte {
 }
 
 // trim applies a Trim command: the start moves up to the new offset, and
-// the segments wholly below it are deleted. Records of the segment that
-// holds the new start stay on disk below it until that segment goes, but
-// are no longer served.
-func (s *applyState) trim(data []byte) ([]byte, error) {
+// the segments wholly below it are deleted: their batches, and (the host
+// truncates to RetainFrom) the Raft entries that hold their records.
+// Records of the segment that holds the new start stay on disk below it
+// until that segment goes, but are no longer served.
+func (s *applyState) trim(c multiraft.Command) ([]byte, error) {
+	data := c.Data
 	d := decoder{b: data[1:]}
 	start := d.uvarint()
 	if d.err != nil || len(d.b) != 0 {
@@ -172,21 +185,29 @@ func (s *applyState) trim(data []byte) ([]byte, error) {
 	// the segments as of before this call (one it shows may have gone in
 	// it, then it is below firstSeg), s.closed those this call closed; so
 	// the answer does not depend on how applies were split into calls.
-	keep := m.segBase
+	keep, keepIndex := m.segBase, m.segIndex
 	if start < m.segBase {
-		keep = m.firstSeg
-		err := s.l.r.ScanReverse(segmentKey(0), segmentKey(start+1), func(k, _ []byte) bool {
+		keep, keepIndex = m.firstSeg, 0
+		var derr error
+		err := s.l.r.ScanReverse(segmentKey(0), segmentKey(start+1), func(k, v []byte) bool {
 			if len(k) == 9 {
-				keep = max(keep, binary.BigEndian.Uint64(k[1:]))
+				if base := binary.BigEndian.Uint64(k[1:]); base >= keep {
+					var seg segment
+					seg, derr = unmarshalSegment(base, v)
+					keep, keepIndex = base, seg.firstIndex
+				}
 			}
 			return false
 		})
+		if err == nil {
+			err = derr
+		}
 		if err != nil {
 			return nil, fmt.Errorf("partition: finding the segment of offset %d: %w", start, err)
 		}
-		for _, base := range s.closed {
-			if base <= start {
-				keep = max(keep, base)
+		for _, seg := range s.closed {
+			if seg.base <= start && seg.base >= keep {
+				keep, keepIndex = seg.base, seg.firstIndex
 			}
 		}
 	}
@@ -194,6 +215,15 @@ func (s *applyState) trim(data []byte) ([]byte, error) {
 		s.w.DeleteRange(batchKey(0), batchKey(keep))
 		s.w.DeleteRange(segmentKey(0), segmentKey(keep))
 		m.firstSeg = keep
+		if m.keepIndex != 0 {
+			// The entries below the first segment kept may go; an empty
+			// open segment needs none before this entry (whose requests
+			// after this command may be its first records).
+			if keepIndex == 0 {
+				keepIndex = c.Index
+			}
+			m.keepIndex = max(m.keepIndex, keepIndex)
+		}
 	}
 	return encodeResult(codeOK, m.start, 0, 0), nil
 }
@@ -266,9 +296,8 @@ func (l *Log) RetentionTarget(nowMs uint64) (start uint64, trim bool, err error)
 		if len(k) != 9 {
 			return true
 		}
-		d := decoder{b: v}
-		s := segment{base: binary.BigEndian.Uint64(k[1:]), pos: d.uvarint(), firstMs: d.uvarint(), lastMs: d.uvarint()}
-		if derr = d.err; derr != nil {
+		var s segment
+		if s, derr = unmarshalSegment(binary.BigEndian.Uint64(k[1:]), v); derr != nil {
 			return false
 		}
 		if prev != nil && !gone(s.base, s.pos) {

@@ -17,13 +17,10 @@ func (h *harness) control(cmds ...[]byte) []Result {
 		h.index++
 		in = append(in, multiraft.Command{Index: h.index, Data: c})
 	}
-	raw, err := h.log.Apply(h.kv, in)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.kv.commit()
+	raw := h.run(in)
 	out := make([]Result, len(raw))
 	for i, r := range raw {
+		var err error
 		if out[i], err = DecodeResult(r); err != nil {
 			h.t.Fatal(err)
 		}

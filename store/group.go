@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"maps"
 	"sync"
 
@@ -33,6 +34,11 @@ type GroupStorage struct {
 		// log writer once the entries are durable. Entries that are about to
 		// be overwritten or deleted are unpublished before Pebble changes.
 		first, last uint64
+		// kept is the lowest log index Pebble may hold: below first when
+		// entries raft no longer reads are kept for the state machine
+		// (ReadLog; a snapshot brings them), first otherwise. Truncation
+		// deletes from it.
+		kept        uint64
 		trunc       truncatedState
 		hardState   *pb.HardState // durable hard state; never mutated in place
 		applied     AppliedState
@@ -53,7 +59,7 @@ func newGroupStorage(s *Store, groupID, replicaID uint64) *GroupStorage {
 	g.mu.replicaID = replicaID
 	g.mu.hardState = &pb.HardState{}
 	g.mu.applied.ConfState = &pb.ConfState{}
-	g.mu.first = 1
+	g.mu.first, g.mu.kept = 1, 1
 	return g
 }
 
@@ -107,6 +113,13 @@ func (g *GroupStorage) HardState() *pb.HardState {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	return proto.Clone(g.mu.hardState).(*pb.HardState)
+}
+
+// AppliedIndex returns the index of the durable applied state.
+func (g *GroupStorage) AppliedIndex() uint64 {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.mu.applied.Index
 }
 
 // Applied returns the applied state as last committed by an apply batch or
@@ -258,4 +271,41 @@ func (g *GroupStorage) readLog(ents []*pb.Entry, next, hi, size, maxSize uint64)
 		return nil, false, g.s.readFailed(err)
 	}
 	return ents, next == hi, nil
+}
+
+// ReadLog calls fn, in index order, for each entry in [lo, hi) that Pebble
+// holds, with its type and data, until fn returns false. data is valid
+// only during the call. It reads entries below the truncation that are
+// kept for the state machine too: a state machine that keeps its records
+// in the log (rather than copying them at apply) reads them here, up to
+// what it applied (entries at or below the applied index never change).
+func (g *GroupStorage) ReadLog(lo, hi uint64, fn func(index uint64, typ pb.EntryType, data []byte) bool) (err error) {
+	defer g.s.recoverFatal(&err)
+	if g.s.closed.Load() {
+		return ErrClosed
+	}
+	if lo >= hi {
+		return nil
+	}
+	var derr error
+	err = scanRaw(g.s.db, logKey(g.id, lo), logKey(g.id, hi), func(k, v []byte) bool {
+		index, err := parseLogKey(g.id, k)
+		if err != nil {
+			derr = err
+			return false
+		}
+		_, _, typ, data, err := decodeEntryHeader(v)
+		if err != nil {
+			derr = fmt.Errorf("entry %d: %w", index, err)
+			return false
+		}
+		return fn(index, typ, data)
+	})
+	if err == nil {
+		err = derr
+	}
+	if err != nil {
+		return g.s.readFailed(err)
+	}
+	return nil
 }

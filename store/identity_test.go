@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -66,4 +67,43 @@ func TestDataDirInUse(t *testing.T) {
 			appendSync(t, g, ents(11, 12, 5), nil)
 		})
 	}
+}
+
+// TestFormatUpgrade: a version 1 store opens and is marked version 2 (it
+// needs no rewrite); a version from a newer build is refused in words.
+func TestFormatUpgrade(t *testing.T) {
+	fs := vfs.NewMem()
+	s := openTest(t, testConfig(fs))
+	createGroup(t, s, 7, 1)
+	setFormat := func(v uint64) {
+		t.Helper()
+		if err := s.db.Set(hostFormatKey, encodeUint64(v), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setFormat(1)
+	s = openTest(t, testConfig(fs))
+	if _, ok := s.Group(7); !ok {
+		t.Fatal("the upgrade lost a group")
+	}
+	if v, ok, err := s.get(hostFormatKey); err != nil || !ok || decodeUint64Must(v) != formatVersion {
+		t.Fatalf("format after the upgrade: %x %t %v", v, ok, err)
+	}
+	setFormat(formatVersion + 1)
+	s2, err := Open(testConfig(fs))
+	if err == nil {
+		_ = s2.Close()
+		t.Fatal("opened a store of a newer format")
+	}
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "newer build") {
+		t.Fatalf("open of a newer format: %v", err)
+	}
+}
+
+func decodeUint64Must(b []byte) uint64 {
+	v, _ := decodeUint64(b)
+	return v
 }

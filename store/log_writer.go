@@ -299,11 +299,13 @@ func (w *logWriter) writeTruncate(b *pebble.Batch, it *writeItem) error {
 	g.mu.trunc = trunc
 	g.mu.first = trunc.index + 1
 	g.mu.last = max(g.mu.last, trunc.index)
+	kept := min(g.mu.kept, old.index+1) // entries kept below the old truncation go too
+	g.mu.kept = trunc.index + 1
 	g.mu.Unlock()
 	w.s.cache.truncateBelow(g.id, trunc.index+1)
 	w.s.m.Truncations.Inc()
 	return firstErr(b.Set(truncatedKey(g.id), trunc.encode(), nil),
-		deleteLogRange(b, g.id, old.index+1, trunc.index+1))
+		deleteLogRange(b, g.id, kept, trunc.index+1))
 }
 
 // deleteLogRange deletes log entries [lo, hi): point tombstones for a few,

@@ -174,7 +174,7 @@ func TestTailOverwriteRace(t *testing.T) {
 
 func lastPebbleLogIndex(t *testing.T, s *Store, groupID uint64) uint64 {
 	t.Helper()
-	i, err := s.lastLogIndex(groupID)
+	_, i, err := s.logBounds(groupID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,8 @@ func (g *GroupStorage) InstallStaged(ctx context.Context, applied AppliedState, 
 		return fmt.Errorf("%w: snapshot at index 0", ErrInvalid)
 	case st.g != g || !st.done.Load() || st.gone.Load():
 		return fmt.Errorf("%w: staged snapshot not finished, spent, or another group's", ErrInvalid)
+	case st.lastLog > index:
+		return fmt.Errorf("%w: snapshot at %d keeps log entries up to %d", ErrInvalid, index, st.lastLog)
 	}
 	hs = mergeHardState(hs, index, term)
 	g.mu.Lock()
@@ -124,6 +126,10 @@ func (g *GroupStorage) InstallStaged(ctx context.Context, applied AppliedState, 
 	g.mu.gen++
 	g.mu.trunc = truncatedState{index: index, term: term}
 	g.mu.first, g.mu.last = index+1, index
+	g.mu.kept = index + 1
+	if st.firstLog != 0 {
+		g.mu.kept = st.firstLog
+	}
 	g.mu.pebbleLast, g.mu.queuedLast = index, index
 	g.mu.Unlock()
 	g.s.cache.drop(g.id)
@@ -247,6 +253,20 @@ func (r *SnapshotReader) StateSnapshot() ([]byte, error) {
 func (r *SnapshotReader) Scan(fn func(key, value []byte) bool) error {
 	start, end := dataSpan(r.g.id)
 	return scanData(r.snap, start, end, fn)
+}
+
+// ScanLog calls fn for each log entry of the view from index lo to the
+// view's applied index, in order, with its stored value (for
+// StagedSnapshot.PutLogEntry), until fn returns false: the entries a state
+// machine that reads the log keeps. value is valid only during the call.
+func (r *SnapshotReader) ScanLog(lo uint64, fn func(index uint64, value []byte) bool) error {
+	if lo == 0 || lo > r.applied.Index {
+		return nil
+	}
+	return scanRaw(r.snap, logKey(r.g.id, lo), logKey(r.g.id, r.applied.Index+1), func(k, v []byte) bool {
+		index, err := parseLogKey(r.g.id, k)
+		return err == nil && fn(index, v)
+	})
 }
 
 // Close releases the view.

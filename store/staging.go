@@ -36,6 +36,8 @@ type StagedSnapshot struct {
 	done   atomic.Bool // finished (file complete) or discarded
 	gone   atomic.Bool // discarded or ingested: the file is not ours
 	chunks uint32      // state snapshot chunks written
+	// firstLog and lastLog bound the log entries written (0: none).
+	firstLog, lastLog uint64
 }
 
 // StageSnapshot starts a staged snapshot of the group's state machine
@@ -76,6 +78,30 @@ func (st *StagedSnapshot) WriteState(p []byte) error {
 	return nil
 }
 
+// PutLogEntry writes a log entry the state machine keeps (see ReadLog),
+// as SnapshotReader.ScanLog read it. Entries come after the state
+// snapshot and before any data key, in ascending order, and must be at or
+// below the snapshot's index (InstallStaged checks).
+func (st *StagedSnapshot) PutLogEntry(index uint64, value []byte) error {
+	switch {
+	case st.sw.dataSet:
+		return fmt.Errorf("%w: log entry after data keys", ErrInvalid)
+	case index == 0 || index <= st.lastLog:
+		return fmt.Errorf("%w: log entry %d after %d", ErrInvalid, index, st.lastLog)
+	}
+	if _, _, _, _, err := decodeEntryHeader(value); err != nil {
+		return fmt.Errorf("%w: log entry %d: %w", ErrInvalid, index, err)
+	}
+	if err := st.w.Set(logKey(st.g.id, index), value); err != nil {
+		return err
+	}
+	if st.firstLog == 0 {
+		st.firstLog = index
+	}
+	st.lastLog = index
+	return nil
+}
+
 // Finish completes and syncs the table. On error the staged snapshot is
 // discarded.
 func (st *StagedSnapshot) Finish() (err error) {
@@ -98,7 +124,7 @@ func (st *StagedSnapshot) Finish() (err error) {
 func (st *StagedSnapshot) Size() int64 { return st.size }
 
 // empty reports whether nothing was written: there is no table to ingest.
-func (st *StagedSnapshot) empty() bool { return st.chunks == 0 && !st.sw.dataSet }
+func (st *StagedSnapshot) empty() bool { return st.chunks == 0 && !st.sw.dataSet && st.lastLog == 0 }
 
 // Discard removes the staged table (whether finished or not). It is a
 // no-op once the table was installed or discarded.

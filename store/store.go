@@ -21,8 +21,10 @@ import (
 	"github.com/flotilla-io/flotilla/metrics"
 )
 
-// formatVersion is the on-disk layout version written at first open.
-const formatVersion = 1
+// formatVersion is the on-disk layout version written at first open (and
+// by the upgrade from an older one, see checkFormat). Version 2: log
+// entries may be kept below the truncation (GroupStorage.ReadLog).
+const formatVersion = 2
 
 // Store is the one Pebble instance of a host and every group in it.
 type Store struct {
@@ -249,10 +251,20 @@ func (s *Store) checkFormat() error {
 	if err != nil {
 		return err
 	}
-	if got != formatVersion {
-		return fmt.Errorf("%w: format version %d, this build reads %d", ErrCorrupt, got, formatVersion)
+	switch {
+	case got == formatVersion:
+		return nil
+	case got == 1:
+		// Version 1 to 2: nothing to rewrite. Version 2 only allows log
+		// entries below the truncation (kept for state machines that read
+		// the log), which a version 1 build would neither delete nor
+		// expect: the bump keeps such a build from opening the store.
+		s.log.Info("store: format version 1 upgraded to 2", "dir", s.cfg.Dir)
+		return s.db.Set(hostFormatKey, encodeUint64(formatVersion), pebble.Sync)
+	default:
+		return fmt.Errorf("%w: format version %d, this build reads up to %d (written by a newer build? run that one)",
+			ErrCorrupt, got, formatVersion)
 	}
-	return nil
 }
 
 // load rebuilds every group's in-memory state from Pebble: one seek per
@@ -321,16 +333,13 @@ func (s *Store) loadGroup(groupID uint64) error {
 			return err
 		}
 	}
-	last, err := s.lastLogIndex(groupID)
+	first, last, err := s.logBounds(groupID)
 	if err != nil {
 		return err
 	}
-	if last == 0 {
-		last = g.mu.trunc.index
-	}
-	if last < g.mu.trunc.index {
-		return fmt.Errorf("%w: last index %d below truncated index %d", ErrCorrupt, last, g.mu.trunc.index)
-	}
+	// Entries may all be at or below the truncation: kept for the state
+	// machine (ReadLog), raft reads none of them.
+	last = max(last, g.mu.trunc.index)
 	// Apply and append are not ordered, so the applied index may be ahead of
 	// the commit index the last hard state recorded: raise it (raft asserts
 	// commit >= applied).
@@ -338,24 +347,35 @@ func (s *Store) loadGroup(groupID uint64) error {
 		g.mu.hardState.Commit = new(g.mu.applied.Index)
 	}
 	g.setLastLocked(last)
+	g.mu.kept = g.mu.first
+	if first != 0 {
+		g.mu.kept = min(first, g.mu.first) // entries kept below the truncation
+	}
 	g.mu.queuedLast = last
 	s.groups.m[groupID] = g
 	return nil
 }
 
-// lastLogIndex returns the index of the group's last log entry in Pebble,
-// 0 if its log is empty.
-func (s *Store) lastLogIndex(groupID uint64) (uint64, error) {
+// logBounds returns the indexes of the group's first and last log entries
+// in Pebble, 0 and 0 if its log is empty.
+func (s *Store) logBounds(groupID uint64) (first, last uint64, err error) {
 	start, end := logSpan(groupID)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: end})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer it.Close()
-	if !it.Last() {
-		return 0, it.Error()
+	if !it.First() {
+		return 0, 0, it.Error()
 	}
-	return parseLogKey(groupID, it.Key())
+	if first, err = parseLogKey(groupID, it.Key()); err != nil {
+		return 0, 0, err
+	}
+	if !it.Last() {
+		return 0, 0, it.Error()
+	}
+	last, err = parseLogKey(groupID, it.Key())
+	return first, last, err
 }
 
 // get reads a key; the returned value is a copy.

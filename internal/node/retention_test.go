@@ -177,6 +177,14 @@ func TestRetention(t *testing.T) {
 	if got := nodes[3].Metric("flotilla_store_snapshots_installed_total"); got < 1 {
 		t.Fatalf("node 4 installed %v snapshots: it did not join by snapshot", got)
 	}
+	// Its records are in the Raft entries the snapshot brought, below its
+	// own log: it serves them like the others.
+	for _, n := range nodes {
+		resp, err := c.FetchFrom(ctx, n.ClientAddr(), &clientpb.FetchRequest{PartitionId: id, Offset: 110})
+		if err != nil || len(resp.GetRecords()) != 40 || string(resp.GetRecords()[0]) != fmt.Sprintf("%050d", 10) {
+			t.Fatalf("node %d: fetch from the start after node 4 joined: %v", n.cfg.NodeID, err)
+		}
+	}
 
 	// Retention by age, set later: everything older than 1 ms goes.
 	if err := c.AlterPartition(ctx, id, &clientpb.Retention{RetentionMs: 1}); err != nil {
