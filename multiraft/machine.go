@@ -57,7 +57,7 @@ func (m memMachine) apply(_ *store.ApplyBatch, cmds []Command) ([][]byte, error)
 }
 
 func (memMachine) persistsApplied() bool { return false }
-func (memMachine) retainFrom() uint64     { return 0 }
+func (memMachine) retainFrom() uint64    { return 0 }
 
 func (m memMachine) save(b *store.ApplyBatch) error {
 	var buf bytes.Buffer
@@ -113,7 +113,7 @@ func (m diskMachine) apply(b *store.ApplyBatch, cmds []Command) ([][]byte, error
 	return m.sm.Apply(b, cmds)
 }
 
-func (diskMachine) persistsApplied() bool        { return true }
+func (diskMachine) persistsApplied() bool { return true }
 
 func (m diskMachine) retainFrom() uint64 {
 	if r, ok := m.sm.(LogRetainer); ok {

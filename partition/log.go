@@ -271,8 +271,8 @@ func (l *Log) Apply(w multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 	ttl := uint64(l.cfg.ProducerTTL / time.Millisecond)
 	s := &applyState{l: l, w: w, m: m, ttlMs: ttl, producers: map[uint64]*producer{}}
 	results := make([][]byte, len(cmds))
-	var batch []byte  // the records of the current batch (a copy), or its slots
-	var req Produce   // each command decodes into it
+	var batch []byte // the records of the current batch (a copy), or its slots
+	var req Produce  // each command decodes into it
 	var batchIndex uint64
 	var batchBase, batchCount uint64
 	flush := func() {

@@ -435,3 +435,29 @@ func TestRestoredForgetsHead(t *testing.T) {
 		t.Fatalf("after a restore the next record went to offset %d, want 100", res[0].BaseOffset)
 	}
 }
+
+// TestUpgradeFromCopies: a log written by a build that copied records at
+// apply (or by a host without a LogReader) reads on once the records are
+// kept in the Raft log instead: a fetch crosses from copies to entries,
+// and retention trims both.
+func TestUpgradeFromCopies(t *testing.T) {
+	old := newCopyHarness(t, DefaultConfig())
+	old.control(MarshalConfigure(Retention{Bytes: 40, SegmentBytes: 20}))
+	old.produceAt(10, 6, 10) // copies: segments [0,2) [2,4) [4,6)
+	if old.log.RetainFrom() != 0 {
+		t.Fatalf("a log of copies retains from %d", old.log.RetainFrom())
+	}
+	// The upgrade: the same data, a log that reads the Raft log.
+	h := &harness{t: t, kv: old.kv, log: New(DefaultConfig(), old.kv), index: old.index}
+	h.produceAt(20, 6, 10) // kept in the log: [6,8) [8,10) [10,12)
+	recs, hw, err := h.log.Fetch(0, 100, 1<<20)
+	if err != nil || hw != 12 || len(recs) != 12 {
+		t.Fatalf("fetch across copies and entries: %d records, hw %d, %v", len(recs), hw, err)
+	}
+	if start := h.trimTo(20); start != 8 {
+		t.Fatalf("start %d after trimming, want 8", start)
+	}
+	if recs, _, err := h.log.Fetch(8, 100, 1<<20); err != nil || len(recs) != 4 {
+		t.Fatalf("fetch after trimming: %d records, %v", len(recs), err)
+	}
+}

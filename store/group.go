@@ -38,10 +38,10 @@ type GroupStorage struct {
 		// entries raft no longer reads are kept for the state machine
 		// (ReadLog; a snapshot brings them), first otherwise. Truncation
 		// deletes from it.
-		kept        uint64
-		trunc       truncatedState
-		hardState   *pb.HardState // durable hard state; never mutated in place
-		applied     AppliedState
+		kept      uint64
+		trunc     truncatedState
+		hardState *pb.HardState // durable hard state; never mutated in place
+		applied   AppliedState
 		// pebbleLast is the last index written to Pebble (applied, maybe not
 		// yet synced); queuedLast is the last index once every queued append
 		// is written. Both serve the log writer's bookkeeping.
