@@ -112,6 +112,9 @@ func NewHost() *Host {
 	for _, result := range []string{"ok", "rejected", "ambiguous", "busy", "no_space", "not_leader", "error"} {
 		m.Proposals.WithLabelValues(result)
 	}
+	for _, reason := range []string{"no_room", "invalid", "failed"} {
+		m.SnapshotsRefused.WithLabelValues(reason) // every reason shows, at 0 until it happens
+	}
 	return m
 }
 

@@ -93,6 +93,7 @@ func (a *applier) flush() bool {
 		defer batch.Close()
 	}
 	var results [][]byte
+	g.readable.Store(g.applied) // committed and durable here: LogReader may read them
 	if len(a.cmds) > 0 {
 		var err error
 		results, err = g.sm.apply(batch, a.cmds)

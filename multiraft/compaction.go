@@ -19,6 +19,15 @@ import "fmt"
 // truncates), then truncates the log.
 func (g *group) maybeSnapshot() {
 	if g.applied < g.durable+g.h.cfg.SnapshotEntries {
+		// A state machine that reads the log back frees it as its
+		// retention moves, not SnapshotEntries later: its records are the
+		// log, and they should leave the disk when they leave the
+		// partition.
+		if keep := g.sm.retainFrom(); keep > g.keptFrom && g.sm.persistsApplied() {
+			g.keptFrom = keep
+			g.durable = g.applied
+			g.truncate()
+		}
 		return
 	}
 	if !g.sm.persistsApplied() {

@@ -70,9 +70,13 @@ type group struct {
 	confState     *pb.ConfState // as of applied
 	nextReplicaID uint64
 	durable       uint64 // applied index of the last durable snapshot
-	term          uint64
-	commit        uint64         // as of the last HardState
-	role          raft.StateType // as of the last SoftState
+	keptFrom      uint64 // the state machine's RetainFrom at the last truncation
+	// readable is the last entry a LogReader may read: handed to the
+	// state machine, so committed and durable here.
+	readable atomic.Uint64
+	term     uint64
+	commit   uint64         // as of the last HardState
+	role     raft.StateType // as of the last SoftState
 	// replicasVersion changes with g.replicas, so Status copies the map
 	// only when it changed; published is what the last Status showed.
 	replicasVersion uint64
@@ -145,6 +149,7 @@ func (h *Host) newGroup(st *store.GroupStorage) (*group, error) {
 	}
 	g.applied, g.appliedTerm = applied.Index, applied.Term
 	g.durable = applied.Index
+	g.readable.Store(applied.Index)
 	g.confState = applied.ConfState
 	last, err := st.LastIndex()
 	if err != nil {

@@ -2,6 +2,7 @@ package multiraft
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
@@ -43,15 +44,19 @@ type LogRetainer interface {
 }
 
 // groupReader is the Reader a DiskStateMachineFactory gets: the group's
-// storage, which also reads its log back.
+// storage, which also reads its log back, up to the last entry handed to
+// the state machine.
 type groupReader struct {
 	*store.GroupStorage
+	readable *atomic.Uint64
 }
 
 var _ LogReader = groupReader{}
 
+func (g *group) reader() groupReader { return groupReader{GroupStorage: g.st, readable: &g.readable} }
+
 func (r groupReader) ReadCommands(lo, hi uint64, fn func(c Command) bool) error {
-	hi = min(hi, r.AppliedIndex()+1) // never an entry that may still change
+	hi = min(hi, r.readable.Load()+1) // never an entry that may still change
 	var derr error
 	err := r.ReadLog(lo, hi, func(index uint64, typ pb.EntryType, data []byte) bool {
 		if typ != pb.EntryType_EntryNormal || len(data) == 0 {

@@ -28,10 +28,10 @@ type machine interface {
 	persistsApplied() bool
 	// save writes a durable snapshot of the state into b (in-memory only).
 	save(b *store.ApplyBatch) error
-	// snapshot returns the applied state, the size of the state's data
-	// and a writer of it for a follower, and a release to call once the
-	// send is over.
-	snapshot(g *group) (store.AppliedState, int64, func(io.Writer) error, func(), error)
+	// snapshot returns the applied state, what measures the size of the
+	// state's data (off the worker: it may read it all) and a writer of
+	// it for a follower, and a release to call once the send is over.
+	snapshot(g *group) (store.AppliedState, func() (int64, error), func(io.Writer) error, func(), error)
 	// receive copies a state's data, as snapshot wrote it, from r into a
 	// staged snapshot as it arrives.
 	receive(r *bufio.Reader, st *store.StagedSnapshot) error
@@ -45,7 +45,7 @@ type machine interface {
 
 func (h *Host) newMachine(g *group) machine {
 	if h.cfg.DiskStateMachine != nil {
-		return diskMachine{sm: h.cfg.DiskStateMachine(GroupID(g.id), groupReader{g.st})}
+		return diskMachine{sm: h.cfg.DiskStateMachine(GroupID(g.id), g.reader())}
 	}
 	return memMachine{sm: h.cfg.StateMachine(GroupID(g.id))}
 }
@@ -70,13 +70,13 @@ func (m memMachine) save(b *store.ApplyBatch) error {
 
 // snapshot serializes the state in memory: the in-memory kind is for
 // state that fits there (a receiver also loads it whole to restore it).
-func (m memMachine) snapshot(g *group) (store.AppliedState, int64, func(io.Writer) error, func(), error) {
+func (m memMachine) snapshot(g *group) (store.AppliedState, func() (int64, error), func(io.Writer) error, func(), error) {
 	var buf bytes.Buffer
 	if err := m.sm.Snapshot(&buf); err != nil {
-		return store.AppliedState{}, 0, nil, nil, err
+		return store.AppliedState{}, nil, nil, nil, err
 	}
 	write := func(w io.Writer) error { _, err := w.Write(buf.Bytes()); return err }
-	return g.appliedState(), int64(buf.Len()), write, func() {}, nil
+	return g.appliedState(), func() (int64, error) { return int64(buf.Len()), nil }, write, func() {}, nil
 }
 
 func (m memMachine) receive(r *bufio.Reader, st *store.StagedSnapshot) error {
@@ -133,26 +133,25 @@ func (diskMachine) save(*store.ApplyBatch) error { return nil }
 // A first pass over the view counts the bytes, so that the receiver hears
 // the size before any data moves; neither pass holds more than a record
 // in memory.
-func (m diskMachine) snapshot(g *group) (store.AppliedState, int64, func(io.Writer) error, func(), error) {
+func (m diskMachine) snapshot(g *group) (store.AppliedState, func() (int64, error), func(io.Writer) error, func(), error) {
 	keep := m.retainFrom()
 	r, err := g.st.OpenSnapshot()
 	if err != nil {
-		return store.AppliedState{}, 0, nil, nil, err
+		return store.AppliedState{}, nil, nil, nil, err
 	}
-	var size int64
-	err = r.ScanLog(keep, func(index uint64, v []byte) bool {
-		size += int64(1 + uvarintLen(index) + uvarintLen(uint64(len(v))) + len(v))
-		return true
-	})
-	if err == nil {
-		err = r.Scan(func(k, v []byte) bool {
-			size += int64(1 + uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v))
+	measure := func() (int64, error) {
+		var size int64
+		err := r.ScanLog(keep, func(index uint64, v []byte) bool {
+			size += int64(1 + uvarintLen(index) + uvarintLen(uint64(len(v))) + len(v))
 			return true
 		})
-	}
-	if err != nil {
-		_ = r.Close()
-		return store.AppliedState{}, 0, nil, nil, err
+		if err == nil {
+			err = r.Scan(func(k, v []byte) bool {
+				size += int64(1 + uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v))
+				return true
+			})
+		}
+		return size, err
 	}
 	write := func(w io.Writer) error {
 		var werr error
@@ -188,7 +187,7 @@ func (m diskMachine) snapshot(g *group) (store.AppliedState, int64, func(io.Writ
 		}
 		return err
 	}
-	return r.Applied(), size, write, func() { _ = r.Close() }, nil
+	return r.Applied(), measure, write, func() { _ = r.Close() }, nil
 }
 
 // Bounds of one record in a received snapshot: a larger one is refused

@@ -93,7 +93,7 @@ func (g *group) sendSnapshot(m *pb.Message) {
 		g.rn.ReportSnapshot(to, raft.SnapshotFailure)
 		return
 	}
-	applied, size, writeData, release, err := g.sm.snapshot(g)
+	applied, measure, writeData, release, err := g.sm.snapshot(g)
 	var header []byte
 	if err == nil {
 		header, err = applied.Marshal()
@@ -118,7 +118,10 @@ func (g *group) sendSnapshot(m *pb.Message) {
 	g.h.trans.SendSnapshot(node, &transport.OutboundSnapshot{
 		GroupID: g.id,
 		Message: m,
-		Size:    int64(len(header)) + size,
+		Measure: func() (int64, error) {
+			size, err := measure()
+			return int64(len(header)) + size, err
+		},
 		WriteData: func(w io.Writer) error {
 			if _, err := w.Write(header); err != nil {
 				return err
@@ -374,6 +377,7 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	a := staged.applied
 	g.applied, g.appliedTerm, g.confState, g.replicas, g.nextReplicaID = a.Index, a.Term, a.ConfState, a.Replicas, a.NextReplicaID
 	g.durable = a.Index
+	g.readable.Store(a.Index)
 	if g.replicas == nil {
 		g.replicas = make(map[uint64]uint64)
 	}

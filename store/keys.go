@@ -25,10 +25,10 @@ import (
 //	  0x01                       replica ID of the replica hosted here
 //	  0x02                       tombstone: the next replica ID allowed here
 //
-// The sub-keys of the replica span are ordered so that a snapshot's SSTable
-// is written in one pass: raft state first, then the state snapshot, then
-// the state machine's data. The log sits between them but is always empty in
-// an installed snapshot.
+// The sub-keys of the replica span are ordered so that a snapshot's tables
+// are written in one pass each: raft state in one, then the state snapshot,
+// the log entries a state machine reads back (kept below the truncation;
+// see GroupStorage.ReadLog) and the state machine's data in the other.
 const (
 	prefixHost  byte = 0x01
 	prefixGroup byte = 0x02

@@ -454,7 +454,17 @@ func (c *core) SendSnapshot(to NodeID, snap *OutboundSnapshot, done func(error))
 		write := func(w io.Writer) error {
 			return snap.WriteData(&throttledWriter{ctx: c.ctx, w: w, lim: c.limiter, n: &sent})
 		}
-		err := c.drv.streamSnapshot(c.ctx, to, snap, write)
+		var err error
+		if snap.Measure != nil {
+			s := *snap
+			if s.Size, err = snap.Measure(); err != nil {
+				err = fmt.Errorf("transport: measuring the snapshot of group %d: %w", snap.GroupID, err)
+			}
+			snap = &s
+		}
+		if err == nil {
+			err = c.drv.streamSnapshot(c.ctx, to, snap, write)
+		}
 		c.m.SnapshotBytesSent.WithLabelValues(label).Add(float64(sent))
 		if err != nil {
 			c.log().Info("snapshot send failed", "peer", to, "group", snap.GroupID, "err", err)

@@ -44,7 +44,10 @@ type OutboundSnapshot struct {
 	// Size is how many bytes WriteData writes, announced to the receiver
 	// before any data so that it can refuse what it has no room for; a
 	// WriteData that writes more fails the stream.
-	Size      int64
+	Size int64
+	// Measure, if set, returns Size instead: it is called on the sending
+	// goroutine, for a size that takes a pass over the data to learn.
+	Measure   func() (int64, error)
 	WriteData func(w io.Writer) error
 }
 

@@ -53,10 +53,13 @@ var Workloads = map[string]Config{
 	"failover-1k":  {Groups: 1000, Payload: 128, Proposers: 10000},
 	// failover-idle-10k: idle-10k, then one host is killed.
 	"failover-idle-10k": {Groups: 10000},
+	// catchup-1g: a replica added on a fresh node to a 1 GiB partition
+	// (--procs only; see catchup.go).
+	"catchup-1g": {Groups: 1, Payload: catchupRecord},
 }
 
 // Names lists the workloads in BENCH.md's order.
-var Names = []string{"write-48", "write-48-128", "write-1k", "latency-48", "idle-10k", "idle-100k", "restart-10k", "failover-1k", "failover-idle-10k"}
+var Names = []string{"write-48", "write-48-128", "write-1k", "latency-48", "idle-10k", "idle-100k", "restart-10k", "failover-1k", "failover-idle-10k", "catchup-1g"}
 
 // Report is what a run measured. Rates are over the measured window.
 type Report struct {
@@ -97,6 +100,14 @@ type Report struct {
 	RestartSeconds            float64           `json:"restart_serving_seconds,omitempty"`
 	FailoverTimeouts          float64           `json:"failover_election_timeouts,omitempty"`
 	RecoverySeconds           float64           `json:"recovery_seconds,omitempty"`
+	// catchup-1g: from adding the replica to it serving every record; the
+	// bytes it then holds, per second of that; its process's peak RSS
+	// above its RSS before the add; snapshots it installed.
+	CatchupSeconds     float64 `json:"catchup_seconds,omitempty"`
+	CatchupBytes       int64   `json:"catchup_bytes,omitempty"`
+	CatchupBytesPerSec float64 `json:"catchup_bytes_per_sec,omitempty"`
+	ReceiverRSSGrowth  int64   `json:"receiver_peak_rss_growth_bytes,omitempty"`
+	CatchupSnapshots   float64 `json:"catchup_snapshots_installed,omitempty"`
 }
 
 // Run runs one workload; cfg's zero fields take the workload's shape.
@@ -147,6 +158,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer os.RemoveAll(root)
 	// What earlier runs in this process left goes back first.
 	debug.FreeOSMemory()
+	if cfg.Workload == "catchup-1g" {
+		r := &Report{Workload: cfg.Workload, Quick: cfg.Quick, Errors: map[string]uint64{}}
+		return r, runCatchup(ctx, root, cfg, r)
+	}
 	var c cluster
 	if cfg.Procs {
 		c, err = startProcs(ctx, root, cfg.Binary)
@@ -789,6 +804,9 @@ func TableRow(w io.Writer, r *Report) {
 		other = fmt.Sprintf("only %d of %d groups led at once after 2 min; %.0f B RSS/replica", r.LedGroups, r.Groups, r.RSSPerReplica)
 	case r.RestartSeconds > 0:
 		other = fmt.Sprintf("served again %.2fs after start", r.RestartSeconds)
+	case r.Workload == "catchup-1g":
+		other = fmt.Sprintf("caught up %.0f MiB in %.1fs (%.0f MiB/s), receiver peak RSS +%.0f MiB, %.0f snapshots",
+			float64(r.CatchupBytes)/(1<<20), r.CatchupSeconds, r.CatchupBytesPerSec/(1<<20), float64(r.ReceiverRSSGrowth)/(1<<20), r.CatchupSnapshots)
 	case r.Workload == "failover-1k":
 		other = fmt.Sprintf("new leaders in %.2f election timeouts, 60%% throughput after %.1fs", r.FailoverTimeouts, r.RecoverySeconds)
 	}

@@ -27,25 +27,27 @@ import (
 	"github.com/flotilla-io/flotilla/proto/clientpb"
 )
 
-// procCluster is three `flotilla node` processes (--procs), each on its
-// own directory under the run's root and on a socket this process owns
-// and hands down (so a restarted node comes back on its address). The
-// workload drives them through the client API; their figures come from
-// their /metrics endpoints and /proc.
+// procCluster is `flotilla node` processes (--procs; three, or four for
+// catchup-1g, whose fourth starts later), each on its own directory under
+// the run's root and on a socket this process owns and hands down (so a
+// restarted node comes back on its address). The workload drives them
+// through the client API; their figures come from their /metrics
+// endpoints and /proc.
 type procCluster struct {
 	bin         string
 	dir         string
-	lis         [3]*net.TCPListener // peers'
-	clis        [3]*net.TCPListener // clients'
+	args        []string           // extra flags of every node
+	lis         []*net.TCPListener // peers'
+	clis        []*net.TCPListener // clients'
 	peers       string
 	clientAddrs string
-	conns       [3]*grpc.ClientConn
-	clients     [3]clientpb.PartitionsClient
+	conns       []*grpc.ClientConn
+	clients     []clientpb.PartitionsClient
 	http        *http.Client
 
 	mu struct {
 		sync.Mutex
-		procs     [3]*nodeProc // nil while stopped
+		procs     []*nodeProc // nil while stopped
 		exitedCPU time.Duration
 	}
 }
@@ -62,12 +64,21 @@ type nodeProc struct {
 const procStartTimeout = 2 * time.Minute
 
 func startProcs(ctx context.Context, dir, bin string) (_ *procCluster, err error) {
+	return startProcsN(ctx, dir, bin, 3, 3)
+}
+
+// startProcsN makes a cluster of n nodes and starts the first start of
+// them (startNode starts the others), each with the extra flags args.
+func startProcsN(ctx context.Context, dir, bin string, n, start int, args ...string) (_ *procCluster, err error) {
 	if bin == "" {
 		if bin, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("bench: the flotilla binary for --procs: %w", err)
 		}
 	}
-	c := &procCluster{bin: bin, dir: dir, http: &http.Client{Timeout: 10 * time.Second}}
+	c := &procCluster{bin: bin, dir: dir, args: args, http: &http.Client{Timeout: 10 * time.Second},
+		lis: make([]*net.TCPListener, n), clis: make([]*net.TCPListener, n),
+		conns: make([]*grpc.ClientConn, n), clients: make([]clientpb.PartitionsClient, n)}
+	c.mu.procs = make([]*nodeProc, n)
 	defer func() {
 		if err != nil {
 			_ = c.close()
@@ -87,8 +98,10 @@ func startProcs(ctx context.Context, dir, bin string) (_ *procCluster, err error
 	}
 	c.peers, c.clientAddrs = strings.Join(peers, ","), strings.Join(clients, ",")
 	for i := range c.lis {
-		if err := c.startNode(ctx, i); err != nil {
-			return nil, err
+		if i < start {
+			if err := c.startNode(ctx, i); err != nil {
+				return nil, err
+			}
 		}
 		cc, err := grpc.NewClient("passthrough:///"+c.clis[i].Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -116,6 +129,7 @@ func (c *procCluster) startNode(ctx context.Context, i int) error {
 		"--metrics-listen", "127.0.0.1:0", "--log-level", "warn",
 		"--memtable-size", strconv.Itoa(benchMemTableSize),
 		"--tick", benchTick.String(), "--election-ticks", strconv.Itoa(benchElectTicks))
+	cmd.Args = append(cmd.Args, c.args...)
 	cmd.ExtraFiles = []*os.File{f, cf}
 	// A node never outlives the bench, however the bench ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -172,7 +186,7 @@ func (c *procCluster) proc(i int) *nodeProc {
 }
 
 func (c *procCluster) up(node uint64) bool {
-	return node >= 1 && node <= 3 && c.proc(int(node-1)) != nil
+	return node >= 1 && node <= uint64(len(c.lis)) && c.proc(int(node-1)) != nil
 }
 
 // stop kills node i (SIGKILL: a crash) and waits for it.

@@ -230,6 +230,20 @@ func TestDashboardMetricsExist(t *testing.T) {
 	if queried < 20 {
 		t.Fatalf("the dashboard queries only %d metrics", queried)
 	}
+	// The example alert rules too.
+	rules, err := os.ReadFile("../../deploy/prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerted := names.FindAllString(string(rules), -1)
+	for _, name := range alerted {
+		if !exported[name] {
+			t.Errorf("the alert rules query %s, which no node exports", name)
+		}
+	}
+	if len(alerted) < 4 {
+		t.Fatalf("the alert rules query only %d metrics", len(alerted))
+	}
 }
 
 // TestChangeReplicas: a partition moves from nodes 1-3 to 2-4 through the
