@@ -15,6 +15,7 @@ import (
 
 	"github.com/flotilla-io/flotilla/internal/testseed"
 	"github.com/flotilla-io/flotilla/multiraft"
+	"github.com/flotilla-io/flotilla/partition"
 	"github.com/flotilla-io/flotilla/transport"
 )
 
@@ -63,13 +64,57 @@ var registerModel = porcupine.Model{
 // outcome is unknown count as possibly taking effect at any time after
 // they began.
 func TestLinearizability(t *testing.T) {
-	testseed.Run(t, []uint64{1, 2}, testLinearizability)
+	testseed.Run(t, []uint64{1, 2}, func(t *testing.T, seed uint64) { testLinearizability(t, seed, false) })
 }
 
-func testLinearizability(t *testing.T, seed uint64) {
-	c := NewCluster(t, ClusterConfig{Nodes: 3})
+// TestLinearizabilityRetention is TestLinearizability on partition logs
+// trimmed all along by a small retention: a write appends a record, a
+// read is the last record after ReadIndex.
+func TestLinearizabilityRetention(t *testing.T) {
+	testseed.Run(t, []uint64{1, 2}, func(t *testing.T, seed uint64) { testLinearizability(t, seed, true) })
+}
+
+func testLinearizability(t *testing.T, seed uint64, partitions bool) {
 	const groups, clients, ops = 4, 3, 25
-	ids := c.CreateGroups(groups)
+	var c *Cluster
+	var ids []GroupID
+	write := func(ctx context.Context, h *multiraft.Host, g GroupID, value string) error {
+		_, err := h.Propose(ctx, g, []byte(value))
+		return err
+	}
+	read := func(node NodeID, g GroupID) string {
+		log := c.SM(node, g).Log()
+		if len(log) == 0 {
+			return ""
+		}
+		return string(log[len(log)-1])
+	}
+	if partitions {
+		c = partitionCluster(t, 3, func(cfg *multiraft.Config) { cfg.SnapshotEntries, cfg.LogTailEntries = 16, 4 })
+		ids = c.CreateGroups(groups)
+		c.WaitLeaders(ids)
+		retain(t, c, ids, partition.Retention{Bytes: 60, SegmentBytes: 20})
+		write = func(ctx context.Context, h *multiraft.Host, g GroupID, value string) error {
+			_, err := produce(ctx, h, g, value)
+			return err
+		}
+		read = func(node NodeID, g GroupID) string {
+			l := partitionLog(c, node, g)
+			hw, err := l.HighWatermark()
+			if err != nil || hw == 0 {
+				return ""
+			}
+			recs, _, err := l.Fetch(hw-1, 1, 1<<20)
+			if err != nil || len(recs) != 1 {
+				t.Errorf("group %d node %d: the last record: %v", g, node, err)
+				return ""
+			}
+			return string(recs[0])
+		}
+	} else {
+		c = NewCluster(t, ClusterConfig{Nodes: 3})
+		ids = c.CreateGroups(groups)
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
@@ -147,7 +192,7 @@ func testLinearizability(t *testing.T, seed uint64) {
 							cancel()
 							continue
 						}
-						_, err := h.Propose(opCtx, g, []byte(value))
+						err := write(opCtx, h, g, value)
 						in := registerInput{group: g, write: true, value: value}
 						switch {
 						case err == nil:
@@ -158,11 +203,7 @@ func testLinearizability(t *testing.T, seed uint64) {
 					} else {
 						node := NodeID(1 + rng.Uint64N(3))
 						if err := c.Host(node).ReadIndex(opCtx, g); err == nil {
-							log := c.SM(node, g).Log()
-							out := ""
-							if len(log) > 0 {
-								out = string(log[len(log)-1])
-							}
+							out := read(node, g)
 							record(porcupine.Operation{ClientId: client, Input: registerInput{group: g}, Call: call, Output: out, Return: time.Now().UnixNano()})
 						}
 					}
