@@ -22,7 +22,12 @@ type StateMachine interface {
 	// fatal to the host: a replica that cannot apply a committed command
 	// cannot go on.
 	Apply(cmds []Command) ([][]byte, error)
-	// Snapshot writes the whole state.
+	// Snapshot writes the whole state. The host holds what it writes in
+	// memory to send it to a follower, and the follower reads it whole
+	// again to Restore (it stages it on disk in between): the in-memory
+	// kind is for state that fits in memory a few times over. Large state
+	// belongs in a DiskStateMachine, whose snapshots stream from a Pebble
+	// view to the follower's disk.
 	Snapshot(w io.Writer) error
 	// Restore replaces the state with one written by Snapshot.
 	Restore(r io.Reader) error
