@@ -379,6 +379,36 @@ func (l *Log) HighWatermark() (uint64, error) {
 // is a *RangeError (ErrOffsetOutOfRange); at the high watermark, the
 // answer is empty.
 func (l *Log) Fetch(offset uint64, maxRecords, maxBytes int) (records [][]byte, hw uint64, err error) {
+	// A fetch reads the head, the batch keys and the Raft entries in
+	// several reads while applies go on: a trim (or, on a follower, a
+	// snapshot install) may delete what it is about to read. It sees that
+	// as a gap (errChanged) and reads again, or answers that the offset is
+	// now below the start.
+	for range maxFetchAttempts {
+		records, hw, err = l.fetch(offset, maxRecords, maxBytes)
+		if !errors.Is(err, errChanged) {
+			return records, hw, err
+		}
+		m, merr := l.meta()
+		if merr != nil {
+			return nil, hw, merr
+		}
+		if offset < m.start {
+			return nil, m.next, &RangeError{Offset: offset, Start: m.start, HighWatermark: m.next}
+		}
+	}
+	return nil, hw, err
+}
+
+// maxFetchAttempts bounds the reads again of a fetch whose data changed
+// under it (each needs an apply that deleted what it read in between).
+const maxFetchAttempts = 3
+
+// errChanged: the batches or entries a fetch read were not contiguous: a
+// trim or a snapshot install deleted some under it.
+var errChanged = errors.New("partition: the log changed under the fetch")
+
+func (l *Log) fetch(offset uint64, maxRecords, maxBytes int) (records [][]byte, hw uint64, err error) {
 	m, err := l.meta()
 	if err != nil {
 		return nil, 0, err
@@ -392,23 +422,34 @@ func (l *Log) Fetch(offset uint64, maxRecords, maxBytes int) (records [][]byte, 
 	}
 	// The batch holding offset is the one with the greatest base at or
 	// below it; batches are immutable, and every one from the first
-	// segment kept to hw exists.
-	start := uint64(0)
+	// segment kept to hw exists (unless an apply since the head was read
+	// deleted it: then the batches read are not contiguous).
+	start, found := uint64(0), false
 	err = l.r.ScanReverse(batchKey(0), batchKey(offset+1), func(k, _ []byte) bool {
-		start = binary.BigEndian.Uint64(k[1:])
+		start, found = binary.BigEndian.Uint64(k[1:]), true
 		return false
 	})
 	if err != nil {
 		return nil, hw, err
 	}
+	if !found {
+		return nil, hw, fmt.Errorf("%w: no batch at or below offset %d", errChanged, offset)
+	}
 	f := fetch{offset: offset, maxRecords: maxRecords, maxBytes: maxBytes}
 	// Batches are read a run at a time: the copies decode at once, the
-	// ones kept in the Raft log wait for one read of their entries.
+	// ones kept in the Raft log wait for one read of their entries. Each
+	// batch must begin where the one before ended.
 	for next := start; next < hw && !f.full; {
 		var run []batchRef
 		var derr error
+		scanned := false
 		err = l.r.Scan(batchKey(next), batchKey(hw), func(k, v []byte) bool {
+			scanned = true
 			base := binary.BigEndian.Uint64(k[1:])
+			if base != next {
+				derr = fmt.Errorf("%w: batch at %d where %d was expected", errChanged, base, next)
+				return false
+			}
 			if len(v) > 0 && v[0] == 0 {
 				ref, err := decodeIndexBatch(base, v)
 				if derr = err; err != nil {
@@ -431,12 +472,11 @@ func (l *Log) Fetch(offset uint64, maxRecords, maxBytes int) (records [][]byte, 
 		if err == nil && len(run) > 0 {
 			err = l.readRun(&f, run)
 		}
-		if err != nil {
-			return f.records, hw, l.missing(offset, err)
+		if err == nil && !scanned {
+			err = fmt.Errorf("%w: no batch at %d below the high watermark %d", errChanged, next, hw)
 		}
-		if len(run) == 0 && next < hw && !f.full {
-			// The scan ended early without a run: nothing more below hw.
-			break
+		if err != nil {
+			return nil, hw, err
 		}
 	}
 	return f.records, hw, nil
@@ -508,7 +548,7 @@ func decodeIndexBatch(base uint64, v []byte) (batchRef, error) {
 
 // errEntryMissing: a batch's entry is not in the Raft log (a trim deleted
 // it since the fetch began, or the log is damaged).
-var errEntryMissing = errors.New("partition: a batch's Raft entry is missing")
+var errEntryMissing = fmt.Errorf("%w: a batch's Raft entry is missing", errChanged)
 
 // readRun reads the records of a run of batches from their entries, in
 // one pass over the Raft log.
@@ -553,15 +593,3 @@ func (l *Log) readRun(f *fetch, run []batchRef) error {
 	return err
 }
 
-// missing turns an entry that vanished under a fetch into the range
-// error it is when a trim moved the start past offset since the fetch
-// read the head.
-func (l *Log) missing(offset uint64, err error) error {
-	if !errors.Is(err, errEntryMissing) {
-		return err
-	}
-	if m, merr := l.meta(); merr == nil && offset < m.start {
-		return &RangeError{Offset: offset, Start: m.start, HighWatermark: m.next}
-	}
-	return err
-}

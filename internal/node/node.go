@@ -84,8 +84,9 @@ type Node struct {
 	m       *nodeMetrics
 	rm      *retentionMetrics
 	wg      sync.WaitGroup
-	stop    chan struct{} // closed by Close: background loops end
-	stopped sync.Once
+	// ctx ends at Close: background loops end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu struct {
 		sync.Mutex
@@ -118,8 +119,8 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.RetentionCheckInterval == 0 {
 		cfg.RetentionCheckInterval = 30 * time.Second
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), reg: prometheus.NewRegistry(), failed: make(chan struct{}),
-		stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), reg: prometheus.NewRegistry(), failed: make(chan struct{})}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.mu.logs = make(map[uint64]*partition.Log)
 	n.mu.peers = maps.Clone(cfg.Peers)
 	if n.mu.peers == nil {
@@ -219,7 +220,7 @@ func Start(cfg Config) (*Node, error) {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			n.runRetention(cfg.RetentionCheckInterval, n.stop)
+			n.runRetention(n.ctx, cfg.RetentionCheckInterval)
 		}()
 	}
 	if cfg.TLS == nil {
@@ -446,7 +447,7 @@ func transferTarget(st multiraft.Status, self multiraft.NodeID) multiraft.NodeID
 // Close stops serving and closes the host (and with it the transport and
 // the store).
 func (n *Node) Close() error {
-	n.stopped.Do(func() { close(n.stop) })
+	n.cancel()
 	n.client.stop()
 	if n.metrics != nil {
 		_ = n.metrics.Close()

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/partition"
@@ -47,17 +51,18 @@ func newRetentionMetrics(reg prometheus.Registerer) *retentionMetrics {
 	return m
 }
 
-// runRetention sweeps every interval until stop is closed.
-func (n *Node) runRetention(interval time.Duration, stop <-chan struct{}) {
+// runRetention sweeps every interval until ctx ends (which also ends a
+// sweep in progress).
+func (n *Node) runRetention(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), interval)
-			n.SweepRetention(ctx)
+			sctx, cancel := context.WithTimeout(ctx, interval)
+			n.SweepRetention(sctx)
 			cancel()
 		}
 	}
@@ -113,7 +118,19 @@ func (n *Node) SweepRetention(ctx context.Context) int {
 	return trimmed
 }
 
-// retentionOf converts the client API's retention.
+// maxRetentionMs is the longest retention or segment age taken: a
+// time.Duration's range. (A retention of 0 keeps records for ever.)
+const maxRetentionMs = uint64(math.MaxInt64 / int64(time.Millisecond))
+
+// checkRetention refuses a retention a partition cannot take.
+func checkRetention(r *clientpb.Retention) error {
+	if r.GetRetentionMs() > maxRetentionMs || r.GetSegmentMs() > maxRetentionMs {
+		return status.Errorf(codes.InvalidArgument, "retention_ms and segment_ms are at most %d (0: no limit by age)", maxRetentionMs)
+	}
+	return nil
+}
+
+// retentionOf converts the client API's retention (checkRetention passed).
 func retentionOf(r *clientpb.Retention) partition.Retention {
 	return partition.Retention{Bytes: r.GetRetentionBytes(), Age: time.Duration(r.GetRetentionMs()) * time.Millisecond,
 		SegmentBytes: r.GetSegmentBytes(), SegmentAge: time.Duration(r.GetSegmentMs()) * time.Millisecond}
@@ -124,10 +141,14 @@ func retentionPB(r partition.Retention) *clientpb.Retention {
 		SegmentBytes: r.SegmentBytes, SegmentMs: uint64(r.SegmentAge / time.Millisecond)}
 }
 
+// errNoPartition: no node asked hosts the partition.
+var errNoPartition = errors.New("node: no replica of the partition found")
+
 // configure replicates a partition's retention: it proposes it to the
 // partition's leader, found among the given replica nodes (asking each in
 // turn until one leads; a new partition may not have a leader yet), and
-// retries until ctx ends. The command sets the retention whole, so a
+// retries until ctx ends, or until every node said it hosts no such
+// partition (errNoPartition). The command sets the retention whole, so a
 // retry applied twice does no harm.
 func (n *Node) configure(ctx context.Context, id uint64, replicas []uint64, r partition.Retention) error {
 	cmd := partition.MarshalConfigure(r)
@@ -137,6 +158,7 @@ func (n *Node) configure(ctx context.Context, id uint64, replicas []uint64, r pa
 		if st, err := n.host.Status(multiraft.GroupID(id)); err == nil && st.Leader != 0 {
 			order = append([]uint64{uint64(st.Leader)}, order...) // the leader as known here first
 		}
+		missing := 0
 		for _, node := range order {
 			res, err := n.host.ProposeOn(ctx, multiraft.NodeID(node), multiraft.GroupID(id), cmd)
 			if err == nil {
@@ -145,7 +167,14 @@ func (n *Node) configure(ctx context.Context, id uint64, replicas []uint64, r pa
 				}
 				return nil
 			}
+			// A peer's refusal arrives as text (multiraft's ErrPeer).
+			if errors.Is(err, multiraft.ErrGroupNotFound) || strings.Contains(err.Error(), multiraft.ErrGroupNotFound.Error()) {
+				missing++
+			}
 			last = err
+		}
+		if missing == len(order) {
+			return fmt.Errorf("%w: partition %d (last: %w)", errNoPartition, id, last)
 		}
 		select {
 		case <-ctx.Done():

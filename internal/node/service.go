@@ -155,6 +155,9 @@ func (s *service) CreatePartition(ctx context.Context, req *clientpb.CreateParti
 			return nil, status.Errorf(codes.InvalidArgument, "node %d is not in the cluster", node)
 		}
 	}
+	if err := checkRetention(req.GetRetention()); err != nil {
+		return nil, err
+	}
 	members := make([]multiraft.NodeID, len(replicas))
 	for i, node := range replicas {
 		members[i] = multiraft.NodeID(node)
@@ -177,8 +180,14 @@ func (s *service) CreatePartition(ctx context.Context, req *clientpb.CreateParti
 func (s *service) AlterPartition(ctx context.Context, req *clientpb.AlterPartitionRequest) (_ *clientpb.AlterPartitionResponse, err error) {
 	defer s.n.m.observe("AlterPartition", time.Now(), &err)
 	id := req.GetPartitionId()
-	if id == 0 {
+	switch {
+	case id == 0:
 		return nil, status.Error(codes.InvalidArgument, "partition 0 does not exist")
+	case req.GetRetention() == nil:
+		return nil, status.Error(codes.InvalidArgument, "no retention given (an empty one keeps records for ever)")
+	}
+	if err := checkRetention(req.GetRetention()); err != nil {
+		return nil, err
 	}
 	// The replicas to ask: as this node knows them, else every node.
 	var replicas []uint64
@@ -191,6 +200,9 @@ func (s *service) AlterPartition(ctx context.Context, req *clientpb.AlterPartiti
 	}
 	slices.Sort(replicas)
 	if err := s.n.configure(ctx, id, slices.Compact(replicas), retentionOf(req.GetRetention())); err != nil {
+		if errors.Is(err, errNoPartition) {
+			return nil, status.Errorf(codes.NotFound, "partition %d: no node hosts it", id)
+		}
 		return nil, status.Errorf(codes.Unavailable, "setting the retention of partition %d: %v", id, err)
 	}
 	return &clientpb.AlterPartitionResponse{}, nil
