@@ -592,4 +592,3 @@ func (l *Log) readRun(f *fetch, run []batchRef) error {
 	}
 	return err
 }
-
