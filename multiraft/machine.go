@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 
@@ -33,8 +32,10 @@ type machine interface {
 	// it for a follower, and a release to call once the send is over.
 	snapshot(g *group) (store.AppliedState, func() (int64, error), func(io.Writer) error, func(), error)
 	// receive copies a state's data, as snapshot wrote it, from r into a
-	// staged snapshot as it arrives.
-	receive(r *bufio.Reader, st *store.StagedSnapshot) error
+	// staged snapshot as it arrives. Only io.EOF itself ends the data (a
+	// stream cut short is an error, whatever it wraps); avail bounds the
+	// bytes still to come, so no length prefix allocates past them.
+	receive(r *bufio.Reader, avail func() uint64, st *store.StagedSnapshot) error
 	// restore loads the state from data, or (data nil) from what a
 	// snapshot install put in the store.
 	restore(g *group, data []byte) error
@@ -79,19 +80,19 @@ func (m memMachine) snapshot(g *group) (store.AppliedState, func() (int64, error
 	return g.appliedState(), func() (int64, error) { return int64(buf.Len()), nil }, write, func() {}, nil
 }
 
-func (m memMachine) receive(r *bufio.Reader, st *store.StagedSnapshot) error {
+func (m memMachine) receive(r *bufio.Reader, _ func() uint64, st *store.StagedSnapshot) error {
 	buf := make([]byte, 256<<10)
 	for {
-		n, err := io.ReadFull(r, buf)
+		n, err := r.Read(buf)
 		if n > 0 {
 			if werr := st.WriteState(buf[:n]); werr != nil {
 				return werr
 			}
 		}
-		switch {
-		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		if err == io.EOF {
 			return nil
-		case err != nil:
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -190,20 +191,18 @@ func (m diskMachine) snapshot(g *group) (store.AppliedState, func() (int64, erro
 	return r.Applied(), measure, write, func() { _ = r.Close() }, nil
 }
 
-// Bounds of one record in a received snapshot: a larger one is refused
-// rather than buffered.
-const (
-	maxSnapshotKey   = 64 << 10
-	maxSnapshotValue = 256 << 20
-)
+// maxSnapshotField bounds one key or value in a snapshot (and so in an
+// on-disk state machine that must add replicas): a receiver holds one
+// whole to write it.
+const maxSnapshotField = 256 << 20
 
 // receive decodes the records as they arrive into the staged table,
 // keeping one record in memory.
-func (m diskMachine) receive(r *bufio.Reader, st *store.StagedSnapshot) error {
+func (m diskMachine) receive(r *bufio.Reader, avail func() uint64, st *store.StagedSnapshot) error {
 	var key, value []byte
 	for {
 		tag, err := r.ReadByte()
-		if errors.Is(err, io.EOF) {
+		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
@@ -215,17 +214,17 @@ func (m diskMachine) receive(r *bufio.Reader, st *store.StagedSnapshot) error {
 			if err != nil {
 				return fmt.Errorf("%w: snapshot log entry index: %w", ErrInvalid, err)
 			}
-			if value, err = readLenBytes(r, value, maxSnapshotValue); err != nil {
+			if value, err = readLenBytes(r, value, avail); err != nil {
 				return fmt.Errorf("%w: snapshot log entry %d: %w", ErrInvalid, index, err)
 			}
 			if err := st.PutLogEntry(index, value); err != nil {
 				return err
 			}
 		case 'k':
-			if key, err = readLenBytes(r, key, maxSnapshotKey); err != nil {
+			if key, err = readLenBytes(r, key, avail); err != nil {
 				return fmt.Errorf("%w: snapshot key: %w", ErrInvalid, err)
 			}
-			if value, err = readLenBytes(r, value, maxSnapshotValue); err != nil {
+			if value, err = readLenBytes(r, value, avail); err != nil {
 				return fmt.Errorf("%w: snapshot value: %w", ErrInvalid, err)
 			}
 			if err := st.Put(key, value); err != nil {
@@ -237,18 +236,19 @@ func (m diskMachine) receive(r *bufio.Reader, st *store.StagedSnapshot) error {
 	}
 }
 
-// readLenBytes reads a length-prefixed byte string of at most limit bytes
-// into buf's storage.
-func readLenBytes(r *bufio.Reader, buf []byte, limit uint64) ([]byte, error) {
+// readLenBytes reads a length-prefixed byte string into buf's storage:
+// at most maxSnapshotField bytes, and no more than avail says are still
+// to come.
+func readLenBytes(r *bufio.Reader, buf []byte, avail func() uint64) ([]byte, error) {
 	n, err := binary.ReadUvarint(r)
-	if errors.Is(err, io.EOF) {
+	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
 		return nil, err
 	}
-	if n > limit {
-		return nil, fmt.Errorf("%d bytes, at most %d taken", n, limit)
+	if limit := min(maxSnapshotField, avail()); n > limit {
+		return nil, fmt.Errorf("%d bytes, at most %d taken (%d still to come)", n, uint64(maxSnapshotField), avail())
 	}
 	return readN(r, buf, n)
 }
@@ -260,7 +260,7 @@ func readN(r io.Reader, buf []byte, n uint64) ([]byte, error) {
 	}
 	buf = buf[:n]
 	_, err := io.ReadFull(r, buf)
-	if errors.Is(err, io.EOF) {
+	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
 	return buf, err

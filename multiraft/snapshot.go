@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -65,14 +66,23 @@ type stagedSnapshot struct {
 }
 
 // reserveStaging takes n bytes of the staging budget, or reports that
-// they do not fit.
+// they do not fit (never taking them for a moment: a concurrent snapshot
+// that fits is not refused for it).
 func (h *Host) reserveStaging(n int64) bool {
-	if h.stagingBytes.Add(n) > h.cfg.SnapshotStagingBytes {
-		h.stagingBytes.Add(-n)
+	budget := h.cfg.SnapshotStagingBytes
+	if n <= 0 || n > budget {
 		return false
 	}
-	h.m.StagingBytes.Add(float64(n))
-	return true
+	for {
+		cur := h.stagingBytes.Load()
+		if cur > budget-n {
+			return false
+		}
+		if h.stagingBytes.CompareAndSwap(cur, cur+n) {
+			h.m.StagingBytes.Add(float64(n))
+			return true
+		}
+	}
 }
 
 // releaseStaged removes a staged snapshot's table (if it was not
@@ -86,10 +96,12 @@ func (h *Host) releaseStaged(s *stagedSnapshot) {
 }
 
 // sendSnapshot serializes the group and streams it to the replica m is for.
+// After a failure it waits a back-off before the next (raft asks again at
+// every heartbeat, and each send reads the whole state).
 func (g *group) sendSnapshot(m *pb.Message) {
 	to := m.GetTo()
 	node, ok := g.replicas[to]
-	if !ok {
+	if f := g.snapFails[to]; !ok || (f != nil && g.h.cfg.Clock.Now().Before(f.retryAt)) {
 		g.rn.ReportSnapshot(to, raft.SnapshotFailure)
 		return
 	}
@@ -143,11 +155,19 @@ type snapReport struct {
 }
 
 // snapFailures is what a leader knows of the snapshots to one follower
-// that failed in a row.
+// that failed in a row, and when it sends the next.
 type snapFailures struct {
-	count uint64
-	last  string
+	count   uint64
+	last    string
+	retryAt time.Time
 }
+
+// Snapshot back-off: after the nth failure in a row the next send waits
+// snapshotBackoff << (n-1), at most maxSnapshotBackoff.
+const (
+	snapshotBackoff    = 250 * time.Millisecond
+	maxSnapshotBackoff = 30 * time.Second
+)
 
 // snapshotWarnAt is how many snapshots to a follower must fail in a row
 // before the host warns (and again at every multiple of it): one failure
@@ -171,6 +191,7 @@ func (g *group) reportSnapshots(reports []snapReport) {
 			}
 			f.count++
 			f.last = r.err.Error()
+			f.retryAt = g.h.cfg.Clock.Now().Add(min(snapshotBackoff<<min(f.count-1, 10), maxSnapshotBackoff))
 			if f.count%snapshotWarnAt == 0 {
 				g.h.log.Warn("snapshots to a follower keep failing: the group runs without it until one arrives",
 					"group", g.id, "replica", r.replica, "node", g.replicas[r.replica], "failures_in_a_row", f.count, "err", r.err)
@@ -224,7 +245,7 @@ func (h *Host) handleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 			ErrBusy, s.GroupID, s.Size, h.stagingBytes.Load(), h.cfg.SnapshotStagingBytes)
 	}
 	staged := &stagedSnapshot{size: s.Size}
-	data := &streamReader{r: s.Data}
+	data := &streamReader{r: s.Data, size: s.Size}
 	s.Data = data
 	if err := g.receiveSnapshot(s, staged); err != nil {
 		h.releaseStaged(staged)
@@ -265,14 +286,18 @@ func (h *Host) handleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 }
 
 // streamReader keeps the error a snapshot stream broke with, to tell a
-// broken stream from bad data.
+// broken stream from bad data, and counts what arrived of the announced
+// size.
 type streamReader struct {
-	r   io.Reader
-	err error
+	r    io.Reader
+	size int64
+	n    int64
+	err  error
 }
 
 func (r *streamReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
+	r.n += int64(n)
 	if err != nil && err != io.EOF {
 		r.err = err
 	}
@@ -299,10 +324,12 @@ func (g *group) receiveSnapshot(s *transport.InboundSnapshot, staged *stagedSnap
 		return fmt.Errorf("%w: snapshot of group %d does not match its message", ErrInvalid, s.GroupID)
 	}
 	staged.applied = applied
-	if staged.table, err = g.st.StageSnapshot(); err != nil {
+	if staged.table, err = g.st.StageSnapshot(applied.Index); err != nil {
 		return fmt.Errorf("multiraft: staging snapshot of group %d: %w", s.GroupID, err)
 	}
-	if err := g.sm.receive(r, staged.table); err != nil {
+	data := s.Data.(*streamReader)
+	avail := func() uint64 { return uint64(max(data.size-data.n, 0)) + uint64(r.Buffered()) }
+	if err := g.sm.receive(r, avail, staged.table); err != nil {
 		return fmt.Errorf("multiraft: receiving snapshot of group %d: %w", s.GroupID, err)
 	}
 	// The transport's reader reached EOF: the stream arrived whole.
@@ -365,7 +392,12 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	}
 	// The ingest writes the snapshot's index as the commit index; hs goes
 	// with the entries below.
+	// The log the install brings is readable as soon as it is ingested:
+	// a fetch must not find its batches and be refused their entries.
+	readable := g.readable.Load()
+	g.readable.Store(max(readable, index))
 	if err := g.st.InstallStaged(context.Background(), staged.applied, hs, staged.table); err != nil {
+		g.readable.Store(readable)
 		return err
 	}
 	delete(g.staged, index)

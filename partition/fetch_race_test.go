@@ -31,7 +31,7 @@ func (kv *hookKV) ScanReverse(start, end []byte, fn func(k, v []byte) bool) erro
 	return kv.raftKV.ScanReverse(start, end, fn)
 }
 
-func reviewRec(i int) []byte { return fmt.Appendf(nil, "rec-%06d", i) } // 10 bytes
+func raceRec(i int) []byte { return fmt.Appendf(nil, "rec-%06d", i) } // 10 bytes
 
 // newRaceHarness returns a harness over a hookKV, with n records of 10
 // bytes, one per entry, in segments of 4 records.
@@ -44,7 +44,7 @@ func newRaceHarness(t *testing.T, n int, copies bool) (*harness, *hookKV) {
 	h := &harness{t: t, kv: kv.raftKV, log: New(DefaultConfig(), r), copies: copies}
 	h.control(MarshalConfigure(Retention{SegmentBytes: 40}))
 	for i := range n {
-		h.apply([]*Produce{{TimestampMs: 1000, Records: [][]byte{reviewRec(i)}}})
+		h.apply([]*Produce{{TimestampMs: 1000, Records: [][]byte{raceRec(i)}}})
 	}
 	return h, kv
 }
@@ -71,7 +71,7 @@ func checkFetch(t *testing.T, offset int, recs [][]byte, err error) {
 		return
 	}
 	for i, r := range recs {
-		if want := reviewRec(offset + i); !bytes.Equal(r, want) {
+		if want := raceRec(offset + i); !bytes.Equal(r, want) {
 			t.Fatalf("fetch from %d: record %d (served as offset %d) is %q, want %q: %d records served with no error",
 				offset, i, offset+i, r, want, len(recs))
 		}

@@ -356,7 +356,7 @@ func TestStagedSnapshotsRemoved(t *testing.T) {
 	staging := fs.PathJoin("db", StagingDir)
 	list := func(fs vfs.FS) []string { names, _ := fs.List(staging); return names }
 
-	discarded, err := g.StageSnapshot()
+	discarded, err := g.StageSnapshot(10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,13 +371,13 @@ func TestStagedSnapshotsRemoved(t *testing.T) {
 		t.Fatalf("a discarded staged snapshot left %v", list(fs))
 	}
 
-	half, err := g.StageSnapshot() // a stream still arriving
+	half, err := g.StageSnapshot(10) // a stream still arriving
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer half.Discard() // its writer, after the crash
 	_ = half.Put([]byte("a"), []byte("1"))
-	whole, err := g.StageSnapshot() // one arrived, not installed yet
+	whole, err := g.StageSnapshot(10) // one arrived, not installed yet
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func (sw *SnapshotWriter) Put(key, value []byte) error {
 // state machine data that write produces. It stages the data (see
 // StageSnapshot) and installs it with InstallStaged.
 func (g *GroupStorage) InstallSnapshot(ctx context.Context, applied AppliedState, hs *pb.HardState, write func(*SnapshotWriter) error) error {
-	st, err := g.StageSnapshot()
+	st, err := g.StageSnapshot(applied.Index)
 	if err != nil {
 		return err
 	}

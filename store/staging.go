@@ -36,13 +36,14 @@ type StagedSnapshot struct {
 	done   atomic.Bool // finished (file complete) or discarded
 	gone   atomic.Bool // discarded or ingested: the file is not ours
 	chunks uint32      // state snapshot chunks written
-	// firstLog and lastLog bound the log entries written (0: none).
-	firstLog, lastLog uint64
+	// firstLog and lastLog bound the log entries written (0: none);
+	// maxLog is the snapshot's index, which none may pass.
+	firstLog, lastLog, maxLog uint64
 }
 
-// StageSnapshot starts a staged snapshot of the group's state machine
-// data. The caller must Finish and install it, or Discard it.
-func (g *GroupStorage) StageSnapshot() (st *StagedSnapshot, err error) {
+// StageSnapshot starts a staged snapshot, at index, of the group's state
+// machine data. The caller must Finish and install it, or Discard it.
+func (g *GroupStorage) StageSnapshot(index uint64) (st *StagedSnapshot, err error) {
 	defer g.s.recoverFatal(&err)
 	if err := g.s.usable(); err != nil {
 		return nil, err
@@ -54,7 +55,7 @@ func (g *GroupStorage) StageSnapshot() (st *StagedSnapshot, err error) {
 		return nil, fmt.Errorf("store: create staged snapshot table: %w", err)
 	}
 	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), g.s.opts.MakeWriterOptions(0, g.s.db.TableFormat()))
-	return &StagedSnapshot{g: g, path: path, w: w, sw: &SnapshotWriter{groupID: g.id, w: w}}, nil
+	return &StagedSnapshot{g: g, path: path, w: w, sw: &SnapshotWriter{groupID: g.id, w: w}, maxLog: index}, nil
 }
 
 // Put writes a state machine key; keys must come in ascending order.
@@ -81,13 +82,15 @@ func (st *StagedSnapshot) WriteState(p []byte) error {
 // PutLogEntry writes a log entry the state machine keeps (see ReadLog),
 // as SnapshotReader.ScanLog read it. Entries come after the state
 // snapshot and before any data key, in ascending order, and must be at or
-// below the snapshot's index (InstallStaged checks).
+// below the snapshot's index.
 func (st *StagedSnapshot) PutLogEntry(index uint64, value []byte) error {
 	switch {
 	case st.sw.dataSet:
 		return fmt.Errorf("%w: log entry after data keys", ErrInvalid)
 	case index == 0 || index <= st.lastLog:
 		return fmt.Errorf("%w: log entry %d after %d", ErrInvalid, index, st.lastLog)
+	case index > st.maxLog:
+		return fmt.Errorf("%w: log entry %d above the snapshot's index %d", ErrInvalid, index, st.maxLog)
 	}
 	if _, _, _, _, err := decodeEntryHeader(value); err != nil {
 		return fmt.Errorf("%w: log entry %d: %w", ErrInvalid, index, err)

@@ -579,8 +579,11 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	}
 	n, err := c.r.Read(b)
 	c.n += int64(n)
-	if c.n > c.limit {
+	switch {
+	case c.n > c.limit:
 		return n, fmt.Errorf("%w: snapshot data past the %d bytes announced", ErrMalformed, c.limit)
+	case err == io.EOF && c.n < c.limit:
+		return n, fmt.Errorf("%w: snapshot data ended at %d of the %d bytes announced", ErrMalformed, c.n, c.limit)
 	}
 	return n, err
 }

@@ -511,10 +511,17 @@ func snapMsg() *pb.Message {
 		Snapshot: &pb.Snapshot{Metadata: &pb.SnapshotMetadata{Index: new(uint64(100)), Term: new(uint64(3))}}}
 }
 
+// sendSnapshot sends a snapshot announced at the size write writes.
 func sendSnapshot(t *testing.T, from Transport, to NodeID, write func(io.Writer) error) error {
 	t.Helper()
-	return sendSnapshotSized(t, from, to, 1<<30, write)
+	var size countWriter
+	_ = write(&size)
+	return sendSnapshotSized(t, from, to, int64(max(size, 1)), write)
 }
+
+type countWriter int
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
 // sendSnapshotSized sends a snapshot announced as size bytes.
 func sendSnapshotSized(t *testing.T, from Transport, to NodeID, size int64, write func(io.Writer) error) error {
@@ -572,12 +579,15 @@ func TestSnapshot(t *testing.T) {
 		}
 		n.filters.ClearFilters()
 
-		// More than announced fails the stream.
+		// More or less than announced fails the stream.
 		ns[2].r.mu.Lock()
 		ns[2].r.snapErr = nil
 		ns[2].r.mu.Unlock()
 		if err := sendSnapshotSized(t, ns[1], 2, int64(len(data)-1), writeAll); err == nil {
 			t.Fatal("a snapshot longer than announced was taken")
+		}
+		if err := sendSnapshotSized(t, ns[1], 2, int64(len(data)+1), writeAll); err == nil {
+			t.Fatal("a snapshot shorter than announced was taken")
 		}
 		// A receiver that refuses before reading gets no data: the
 		// writer never runs.
@@ -586,7 +596,7 @@ func TestSnapshot(t *testing.T) {
 		ns[2].r.mu.Unlock()
 		sent := testutil.ToFloat64(ns[1].m.SnapshotBytesSent.WithLabelValues("2"))
 		var wrote atomic.Bool
-		err := sendSnapshot(t, ns[1], 2, func(w io.Writer) error { wrote.Store(true); return writeAll(w) })
+		err := sendSnapshotSized(t, ns[1], 2, int64(len(data)), func(w io.Writer) error { wrote.Store(true); return writeAll(w) })
 		if err == nil || !strings.Contains(err.Error(), "no room") {
 			t.Fatalf("refused before reading: %v", err)
 		}
