@@ -170,7 +170,7 @@ Example (three nodes on one machine):
 	f.Int64Var(&budget.FetchBytesPerSecond, "quota-fetch-bytes", 0, "each client's fetch quota in record bytes per second (0: none)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for leadership to move away")
-	f.DurationVar(&retentionCheck, "retention-check-interval", 30*time.Second, "how often the partitions this node leads are checked for records their retention lets go")
+	f.DurationVar(&retentionCheck, "retention-check-interval", 30*time.Second, "how often the partitions this node leads are checked for records their retention lets go (negative: never)")
 	d := multiraft.DefaultConfig()
 	f.DurationVar(&tick, "tick", d.TickInterval, "Raft tick interval (the same on every node)")
 	f.IntVar(&electionTicks, "election-ticks", d.ElectionTicks, "ticks without a leader before an election (the same on every node)")
