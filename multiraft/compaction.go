@@ -10,24 +10,27 @@ import "fmt"
 // batch). On restart the state machine is restored from the last one and
 // raft replays the log after it; so the log is never truncated past it.
 // Truncation keeps LogTailEntries below that point for followers that lag
-// a little, never passes the index of a snapshot still being sent (the
-// follower will need the entries after it), and keeps what a state machine
-// that reads its commands back from the log needs (LogRetainer).
+// a little, and never passes the index of a snapshot still being sent (the
+// follower will need the entries after it).
+//
+// A state machine that reads its commands back from the log (LogRetainer)
+// owns its log instead: the log is truncated to just below RetainFrom as
+// soon as that moves (its records leave the disk when they leave the
+// state machine), with no tail: a follower further behind needs a
+// snapshot anyway, as what it misses is no longer the state machine's.
+// A truncation cut short by a snapshot in flight is taken up again when
+// the send ends.
 
 // maybeSnapshot takes a durable snapshot when enough was applied since
 // the last (an on-disk state machine is durable at every apply: it only
 // truncates), then truncates the log.
 func (g *group) maybeSnapshot() {
+	if g.sm.retainFrom() > 0 {
+		g.durable = g.applied // an on-disk machine: every apply is durable
+		g.truncateKept()
+		return
+	}
 	if g.applied < g.durable+g.h.cfg.SnapshotEntries {
-		// A state machine that reads the log back frees it as its
-		// retention moves, not SnapshotEntries later: its records are the
-		// log, and they should leave the disk when they leave the
-		// partition.
-		if keep := g.sm.retainFrom(); keep > g.keptFrom && g.sm.persistsApplied() {
-			g.keptFrom = keep
-			g.durable = g.applied
-			g.truncate()
-		}
 		return
 	}
 	if !g.sm.persistsApplied() {
@@ -47,6 +50,33 @@ func (g *group) maybeSnapshot() {
 	g.truncate()
 }
 
+// truncateKept truncates the log of a LogRetainer to just below what it
+// still needs, once per move of RetainFrom (again if a snapshot in flight
+// or a busy log writer cut it short).
+func (g *group) truncateKept() {
+	keep := g.sm.retainFrom()
+	if keep <= 1 || keep <= g.keptFrom {
+		return
+	}
+	index := min(keep-1, g.applied)
+	for _, sending := range g.sending {
+		index = min(index, sending)
+	}
+	if last, _ := g.st.LastIndex(); index > last {
+		index = last
+	}
+	if index == 0 {
+		return
+	}
+	if err := g.st.Truncate(index, nil); err != nil {
+		g.h.log.Debug("truncate", "group", g.id, "index", index, "err", err)
+		return
+	}
+	if index == keep-1 {
+		g.keptFrom = keep
+	}
+}
+
 // truncate removes the log below the durable snapshot, less the tail.
 func (g *group) truncate() {
 	if g.durable <= g.h.cfg.LogTailEntries {
@@ -55,12 +85,6 @@ func (g *group) truncate() {
 	index := g.durable - g.h.cfg.LogTailEntries
 	for _, sending := range g.sending {
 		index = min(index, sending)
-	}
-	if keep := g.sm.retainFrom(); keep > 0 {
-		if keep <= 1 {
-			return
-		}
-		index = min(index, keep-1)
 	}
 	if last, _ := g.st.LastIndex(); index > last {
 		index = last

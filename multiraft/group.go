@@ -298,6 +298,11 @@ func (g *group) publishStatus(refreshProgress bool) {
 				}
 				progress[ReplicaID(id)] = p
 			})
+			for id := range g.snapFails {
+				if _, ok := progress[ReplicaID(id)]; !ok {
+					delete(g.snapFails, id) // a replica removed
+				}
+			}
 		}
 	}
 	var replicas map[ReplicaID]NodeID

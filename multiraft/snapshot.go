@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -179,7 +180,14 @@ const snapshotWarnAt = 3
 func (g *group) reportSnapshots(reports []snapReport) {
 	for _, r := range reports {
 		status := raft.SnapshotFinish
-		if r.err != nil {
+		// All send or receive slots busy is a deferral: raft asks again
+		// soon, and it says nothing about the follower (a peer's answer
+		// arrives as text).
+		busy := r.err != nil && (errors.Is(r.err, transport.ErrTooManySnapshot) ||
+			strings.Contains(r.err.Error(), transport.ErrTooManySnapshot.Error()))
+		if r.err != nil && (busy || g.role != raft.StateLeader) {
+			status = raft.SnapshotFailure
+		} else if r.err != nil {
 			status = raft.SnapshotFailure
 			if g.snapFails == nil {
 				g.snapFails = make(map[uint64]*snapFailures)
@@ -205,6 +213,9 @@ func (g *group) reportSnapshots(reports []snapReport) {
 		}
 		g.rn.ReportSnapshot(r.replica, status)
 		delete(g.sending, r.replica)
+	}
+	if g.sm.retainFrom() > 0 {
+		g.truncateKept() // a truncation the send held back
 	}
 	g.publishStatus(true)
 }
@@ -392,12 +403,12 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	}
 	// The ingest writes the snapshot's index as the commit index; hs goes
 	// with the entries below.
-	// The log the install brings is readable as soon as it is ingested:
-	// a fetch must not find its batches and be refused their entries.
-	readable := g.readable.Load()
-	g.readable.Store(max(readable, index))
+	// The log the install brings is readable as soon as it is ingested
+	// (a fetch must not find its batches and be refused their entries),
+	// and not before (until then the old log, which may hold entries that
+	// never committed, is there).
+	staged.table.OnIngest = func() { g.readable.Store(index) }
 	if err := g.st.InstallStaged(context.Background(), staged.applied, hs, staged.table); err != nil {
-		g.readable.Store(readable)
 		return err
 	}
 	delete(g.staged, index)

@@ -1,3 +1,6 @@
+// Regression tests from a review: each test's comment tells its scenario
+// as it failed before the fix.
+
 package multiraft
 
 import (

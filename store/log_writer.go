@@ -285,7 +285,20 @@ func (w *logWriter) writeTruncate(b *pebble.Batch, it *writeItem) error {
 	index := min(it.index, g.mu.last)
 	g.mu.RUnlock()
 	if index <= old.index {
-		return nil // an install or an earlier truncation got there first
+		// An install or an earlier truncation got there first; entries
+		// kept below it for the state machine (a snapshot brought them)
+		// go up to index.
+		g.mu.Lock()
+		kept := g.mu.kept
+		if kept <= index {
+			g.mu.kept = index + 1
+		}
+		g.mu.Unlock()
+		if kept > index {
+			return nil
+		}
+		w.s.m.Truncations.Inc()
+		return deleteLogRange(b, g.id, kept, index+1)
 	}
 	term, err := g.Term(index)
 	if err != nil {

@@ -140,6 +140,9 @@ func (g *GroupStorage) InstallStaged(ctx context.Context, applied AppliedState, 
 		g.s.fail(fmt.Errorf("snapshot ingest for group %d: %w", g.id, err))
 		return g.s.Err()
 	}
+	if st.OnIngest != nil {
+		st.OnIngest()
+	}
 	g.mu.Lock()
 	g.mu.hardState = hs
 	g.mu.applied = applied

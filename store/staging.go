@@ -28,6 +28,10 @@ const StagingDir = "snapshot-staging"
 // written to, a table in the staging directory. It belongs to one goroutine
 // until Finish; then InstallStaged or Discard, once, ends it.
 type StagedSnapshot struct {
+	// OnIngest, if set, runs once the install's ingest made the snapshot
+	// visible, before InstallStaged returns.
+	OnIngest func()
+
 	g      *GroupStorage
 	path   string
 	w      *sstable.Writer

@@ -435,7 +435,7 @@ func (c *core) SendSnapshot(to NodeID, snap *OutboundSnapshot, done func(error))
 	select {
 	case c.sendSlots <- struct{}{}:
 	default:
-		fail(ErrTooManySnapshot)
+		done(ErrTooManySnapshot) // a deferral (raft asks again), not a failed send
 		return
 	}
 	c.mu.Lock()
