@@ -5,33 +5,19 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/flotilla-io/flotilla/proto/clientpb"
 )
 
-func directClient(t *testing.T, addr string) clientpb.PartitionsClient {
-	t.Helper()
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	return clientpb.NewPartitionsClient(cc)
-}
-
-// TestAlterPartitionErrors: AlterPartition on a partition that does
-// not exist (or was deleted) should be refused at once (NOT_FOUND); it
-// proposes to every node every 50 ms until the caller's deadline and then
-// answers UNAVAILABLE "retry" (a caller without a deadline waits for
-// ever, with the server proposing all along). A retention_ms too large
-// for a time.Duration must be refused or kept, not silently changed.
+// TestAlterPartitionErrors: AlterPartition on a partition no node hosts
+// is NOT_FOUND at once (it used to propose to every node until the
+// caller's deadline); a retention_ms too large for a time.Duration is
+// refused, not silently changed.
 func TestAlterPartitionErrors(t *testing.T) {
 	nodes, c := startCluster(t)
-	pc := directClient(t, nodes[0].ClientAddr())
+	pc := direct(t, nodes[0].ClientAddr())
 
 	t.Run("missing partition", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
