@@ -65,13 +65,14 @@ func (g *group) truncateKept() {
 	if last, _ := g.st.LastIndex(); index > last {
 		index = last
 	}
-	if index == 0 {
-		return
+	if index == 0 || index <= g.truncQueued {
+		return // nothing new (what is queued does it)
 	}
 	if err := g.st.Truncate(index, nil); err != nil {
 		g.h.log.Debug("truncate", "group", g.id, "index", index, "err", err)
 		return
 	}
+	g.truncQueued = index
 	if index == keep-1 {
 		g.keptFrom = keep
 	}

@@ -165,9 +165,12 @@ type snapFailures struct {
 
 // Snapshot back-off: after the nth failure in a row the next send waits
 // snapshotBackoff << (n-1), at most maxSnapshotBackoff.
+// A follower whose receive slots were all busy is asked again after
+// busySnapshotWait.
 const (
 	snapshotBackoff    = 250 * time.Millisecond
 	maxSnapshotBackoff = 30 * time.Second
+	busySnapshotWait   = time.Second
 )
 
 // snapshotWarnAt is how many snapshots to a follower must fail in a row
@@ -185,6 +188,20 @@ func (g *group) reportSnapshots(reports []snapReport) {
 		// arrives as text).
 		busy := r.err != nil && (errors.Is(r.err, transport.ErrTooManySnapshot) ||
 			strings.Contains(r.err.Error(), transport.ErrTooManySnapshot.Error()))
+		if busy && g.role == raft.StateLeader {
+			// Wait a moment before the next, without counting a failure
+			// (a follower says it is busy only after this host measured
+			// the snapshot, a read of it all).
+			if g.snapFails == nil {
+				g.snapFails = make(map[uint64]*snapFailures)
+			}
+			f := g.snapFails[r.replica]
+			if f == nil {
+				f = &snapFailures{}
+				g.snapFails[r.replica] = f
+			}
+			f.retryAt = g.h.cfg.Clock.Now().Add(busySnapshotWait)
+		}
 		if r.err != nil && (busy || g.role != raft.StateLeader) {
 			status = raft.SnapshotFailure
 		} else if r.err != nil {
@@ -214,7 +231,7 @@ func (g *group) reportSnapshots(reports []snapReport) {
 		g.rn.ReportSnapshot(r.replica, status)
 		delete(g.sending, r.replica)
 	}
-	if g.sm.retainFrom() > 0 {
+	if len(reports) > 0 && g.sm.retainFrom() > 0 {
 		g.truncateKept() // a truncation the send held back
 	}
 	g.publishStatus(true)
