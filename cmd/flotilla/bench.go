@@ -116,6 +116,7 @@ flags override the workload's shape.`,
 	f.DurationVar(&cfg.Duration, "duration", 0, "measured window (default 60s; 5s with --quick)")
 	f.DurationVar(&cfg.Warmup, "warmup", 0, "warm-up before the window (default 10s; 2s with --quick)")
 	f.BoolVar(&cfg.Procs, "procs", false, "run the three nodes as processes of this binary, driven through the client API (default: in this process, hosts called directly)")
+	f.StringVar(&cfg.SM, "sm", "partition", "the groups' state machine: partition (the partition log) or noop (does nothing: the like-for-like figure against libraries benchmarked so; in process only)")
 	f.BoolVar(&cfg.Quick, "quick", false, "scale the workload down (what make bench-workloads runs)")
 	f.IntVar(&cfg.Groups, "groups", 0, "groups (0: the workload's)")
 	f.IntVar(&cfg.Payload, "payload", 0, "bytes per proposal (0: the workload's)")

@@ -35,6 +35,11 @@ type Config struct {
 	// (default: this executable), driven through the client API.
 	Procs  bool
 	Binary string
+	// SM is the groups' state machine: "partition" (the default, the
+	// reference node's partition log) or "noop" (one that does nothing,
+	// as other libraries' benchmarks use: the like-for-like figure; in
+	// process only).
+	SM string
 	// Quick scales a workload down for `make bench-workloads`: a tenth of
 	// the idle and restart groups and of the entries, at most 2,000
 	// proposers, 5 s windows after 2 s of warm-up (unless set).
@@ -64,6 +69,7 @@ var Names = []string{"write-48", "write-48-128", "write-1k", "latency-48", "idle
 // Report is what a run measured. Rates are over the measured window.
 type Report struct {
 	Workload          string    `json:"workload"`
+	SM                string    `json:"state_machine,omitempty"`
 	Quick             bool      `json:"scaled_down,omitempty"`
 	Runs              int       `json:"runs,omitempty"`     // > 1: every figure is the median over this many runs
 	Each              []*Report `json:"each_run,omitempty"` // the runs behind a median
@@ -163,17 +169,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return r, runCatchup(ctx, root, cfg, r)
 	}
 	var c cluster
-	if cfg.Procs {
+	switch {
+	case cfg.SM != "" && cfg.SM != "partition" && cfg.SM != "noop":
+		return nil, fmt.Errorf("bench: state machine %q (have partition, noop)", cfg.SM)
+	case cfg.Procs && cfg.SM == "noop":
+		return nil, errors.New("bench: --sm noop runs in process only (node processes run partition logs)")
+	case cfg.Procs:
 		c, err = startProcs(ctx, root, cfg.Binary)
-	} else {
-		c, err = startLocal(root)
+	default:
+		c, err = startLocal(root, cfg.SM == "noop")
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer c.close()
 	c.resetPeak() // the peak RSS is this run's
-	r := &Report{Workload: cfg.Workload, Quick: cfg.Quick, Groups: cfg.Groups, Payload: cfg.Payload, Proposers: cfg.Proposers, Errors: map[string]uint64{}}
+	r := &Report{Workload: cfg.Workload, SM: cfg.SM, Quick: cfg.Quick, Groups: cfg.Groups, Payload: cfg.Payload, Proposers: cfg.Proposers, Errors: map[string]uint64{}}
 	switch cfg.Workload {
 	case "idle-10k", "idle-100k":
 		r.Proposers = 0
@@ -821,6 +832,9 @@ func TableRow(w io.Writer, r *Report) {
 		}
 	}
 	name := r.Workload
+	if r.SM == "noop" {
+		name += "/noop"
+	}
 	if r.Quick {
 		name += "*"
 	}

@@ -98,7 +98,14 @@ func (c *localCluster) running() []*node.Node {
 	return append([]*node.Node(nil), c.nodes...)
 }
 
-func startLocal(dir string) (*localCluster, error) {
+// noopSM is a state machine that does nothing (--sm noop).
+type noopSM struct{}
+
+func (noopSM) Apply(_ multiraft.Writer, cmds []multiraft.Command) ([][]byte, error) {
+	return make([][]byte, len(cmds)), nil
+}
+
+func startLocal(dir string, noop bool) (*localCluster, error) {
 	c := &localCluster{dir: dir}
 	c.served.at = make(map[uint64]time.Time)
 	peers := map[uint64]string{}
@@ -120,6 +127,9 @@ func startLocal(dir string) (*localCluster, error) {
 				// WAL is preallocated near its size).
 				hc.MemTableSize = benchMemTableSize
 				hc.TickInterval, hc.ElectionTicks = benchTick, benchElectTicks
+				if noop {
+					hc.DiskStateMachine = func(multiraft.GroupID, multiraft.Reader) multiraft.DiskStateMachine { return noopSM{} }
+				}
 				hc.Events.LeaderChanged = func(li multiraft.LeaderInfo) {
 					if li.Local {
 						c.served.Lock()
