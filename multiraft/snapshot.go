@@ -231,10 +231,13 @@ func (g *group) reportSnapshots(reports []snapReport) {
 		g.rn.ReportSnapshot(r.replica, status)
 		delete(g.sending, r.replica)
 	}
-	if len(reports) > 0 && g.sm.retainFrom() > 0 {
+	if len(reports) == 0 {
+		return // every pass calls this
+	}
+	if g.sm.retainFrom() > 0 {
 		g.truncateKept() // a truncation the send held back
 	}
-	g.publishStatus(true)
+	g.publishStatus(true) // the failures in a row show at once
 }
 
 // appliedState is what the state machine reflects now.
