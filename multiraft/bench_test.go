@@ -21,7 +21,9 @@ func (noopSM) Apply(_ multiraft.Writer, cmds []multiraft.Command) ([][]byte, err
 // pack, append, apply and answer.
 func BenchmarkPropose(b *testing.B) {
 	c := flotillatest.NewCluster(b, flotillatest.Config{Nodes: 1,
-		DiskStateMachine: func(multiraft.NodeID, multiraft.GroupID, multiraft.Reader) multiraft.DiskStateMachine { return noopSM{} }})
+		DiskStateMachine: func(multiraft.NodeID, multiraft.GroupID, multiraft.Reader) multiraft.DiskStateMachine {
+			return noopSM{}
+		}})
 	c.CreateGroup(1, 1)
 	c.WaitLeaders([]multiraft.GroupID{1})
 	h := c.Host(1)
