@@ -84,16 +84,7 @@ func TestSnapshotFromJoinedLeader(t *testing.T) {
 	}
 	join := func(node multiraft.NodeID, via multiraft.NodeID) {
 		t.Helper()
-		replicas := change(t, c, g, multiraft.Change{Type: multiraft.AddLearner, Node: node})
-		var id multiraft.ReplicaID
-		for r, n := range replicas {
-			if n == node {
-				id = r
-			}
-		}
-		if err := c.Host(node).JoinGroup(g, id); err != nil {
-			t.Fatal(err)
-		}
+		addOn(t, c, g, node)
 		c.WaitFor(fmt.Sprintf("node %d to catch up", node), time.Minute, func() bool {
 			s, l := sm(node), sm(via)
 			return s != nil && l != nil && s.last() != 0 && s.last() == l.last()

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -116,17 +115,6 @@ func (b *brokenAfter) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (rh *streamHost) waitFailed(d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if err, _ := rh.failed.Load().(error); err != nil {
-			return err
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return nil
-}
-
 // TestTruncatedMemSnapshotRefused: the gRPC transport's reader
 // reports a stream that ended before its last chunk as an error wrapping
 // io.ErrUnexpectedEOF (chunkReader.Read). memMachine.receive takes any
@@ -141,13 +129,7 @@ func TestTruncatedMemSnapshotRefused(t *testing.T) {
 	err := rh.h.handleSnapshot(1, &transport.InboundSnapshot{GroupID: 1, Message: streamSnapMsg(), Size: int64(len(data) + 100),
 		Data: &brokenAfter{r: bytes.NewReader(data), err: cut}})
 	if err == nil {
-		// Show what follows: the replica installs the cut state.
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) && rh.sm.restored.Load() == 0 {
-			time.Sleep(10 * time.Millisecond)
-		}
-		t.Fatalf("a snapshot stream that broke before its end was accepted; the replica restored %d of the %d bytes sent",
-			rh.sm.restored.Load(), len(sent)+100)
+		t.Fatalf("a snapshot stream that broke before its end was accepted (%d of its %d bytes), to be installed", len(sent), len(sent)+100)
 	}
 }
 
@@ -164,13 +146,13 @@ func TestLogEntryAboveSnapshotIndexRefused(t *testing.T) {
 	data = append(data, 0) // an entry with no fields: decodes
 	err := rh.h.handleSnapshot(1, &transport.InboundSnapshot{GroupID: 1, Message: streamSnapMsg(), Size: int64(len(data)), Data: bytes.NewReader(data)})
 	if err == nil {
-		failed := rh.waitFailed(10 * time.Second)
-		t.Fatalf("a snapshot keeping an entry above its index was accepted; then the group failed: %v", failed)
+		t.Fatal("a snapshot keeping an entry above its index was accepted (its install would fail the group)")
 	}
 	if !errors.Is(err, ErrInvalid) && !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("refused with %v, want an invalid-snapshot error", err)
 	}
-	if failed := rh.waitFailed(time.Second); failed != nil {
+	// Refused as it arrived: nothing reached the group.
+	if failed, _ := rh.failed.Load().(error); failed != nil {
 		t.Fatalf("the group failed: %v", failed)
 	}
 }

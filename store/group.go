@@ -115,13 +115,6 @@ func (g *GroupStorage) HardState() *pb.HardState {
 	return proto.Clone(g.mu.hardState).(*pb.HardState)
 }
 
-// AppliedIndex returns the index of the durable applied state.
-func (g *GroupStorage) AppliedIndex() uint64 {
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	return g.mu.applied.Index
-}
-
 // Applied returns the applied state as last committed by an apply batch or
 // a snapshot install.
 func (g *GroupStorage) Applied() AppliedState {

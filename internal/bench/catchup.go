@@ -59,6 +59,8 @@ func runCatchup(ctx context.Context, root string, cfg Config, r *Report) error {
 	fill := size + size/8
 	fmt.Fprintf(cfg.Progress, "catchup: filling %d MiB\n", fill>>20)
 	start := time.Now()
+	fillCtx, cancel := context.WithTimeout(ctx, 20*time.Minute) // a stuck cluster ends the run
+	defer cancel()
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -71,7 +73,7 @@ func runCatchup(ctx context.Context, root string, cfg Config, r *Report) error {
 		go func() {
 			defer wg.Done()
 			for sent.Add(catchupRecord*catchupBatch) <= fill {
-				if err := c.produce(ctx, id, recs); err != nil {
+				if err := c.produce(fillCtx, id, recs); err != nil {
 					errs <- err
 					return
 				}
