@@ -19,7 +19,7 @@ import "fmt"
 // state machine), with no tail: a follower further behind needs a
 // snapshot anyway, as what it misses is no longer the state machine's.
 // A truncation cut short by a snapshot in flight is taken up again when
-// the send ends.
+// the send ends; one a busy log writer refused, at the next pass.
 
 // maybeSnapshot takes a durable snapshot when enough was applied since
 // the last (an on-disk state machine is durable at every apply: it only
@@ -69,9 +69,13 @@ func (g *group) truncateKept() {
 		return // nothing new (what is queued does it)
 	}
 	if err := g.st.Truncate(index, nil); err != nil {
+		// A busy log writer: every pass tries again (and the group does
+		// not quiesce) until it takes it.
+		g.truncRetry = true
 		g.h.log.Debug("truncate", "group", g.id, "index", index, "err", err)
 		return
 	}
+	g.truncRetry = false
 	g.truncQueued = index
 	if index == keep-1 {
 		g.keptFrom = keep

@@ -72,6 +72,7 @@ type group struct {
 	durable       uint64 // applied index of the last durable snapshot
 	keptFrom      uint64 // the state machine's RetainFrom at the last truncation
 	truncQueued   uint64 // the last truncation index queued by truncateKept
+	truncRetry    bool   // truncateKept was refused by a busy log writer: retry each pass
 	// readable is the last entry a LogReader may read: handed to the
 	// state machine, so committed and durable here.
 	readable atomic.Uint64

@@ -52,7 +52,7 @@ type quiesceCheck struct {
 // idleLocally reports whether the replica has nothing of its own in flight.
 func (g *group) idleLocally() bool {
 	return len(g.pending) == 0 && len(g.byIndex) == 0 && len(g.reads) == 0 && len(g.transfers) == 0 &&
-		len(g.acks) == 0 && len(g.appendBacklog) == 0 && len(g.sending) == 0 && len(g.staged) == 0 &&
+		len(g.acks) == 0 && len(g.appendBacklog) == 0 && len(g.sending) == 0 && len(g.staged) == 0 && !g.truncRetry &&
 		g.applied == g.commit && g.last == g.commit && !g.rn.HasReady()
 }
 

@@ -232,6 +232,9 @@ func (g *group) reportSnapshots(reports []snapReport) {
 		delete(g.sending, r.replica)
 	}
 	if len(reports) == 0 {
+		if g.truncRetry {
+			g.truncateKept() // one a busy log writer refused
+		}
 		return // every pass calls this
 	}
 	if g.sm.retainFrom() > 0 {
