@@ -2,6 +2,7 @@ package multiraft
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -31,6 +32,8 @@ func (g *group) apply(entries []*pb.Entry) {
 		switch e.GetType() {
 		case pb.EntryNormal:
 			if len(e.GetData()) > 0 {
+				n := batchLen(e.GetData())
+				a.cmds, a.ids = slices.Grow(a.cmds, n), slices.Grow(a.ids, n)
 				err := decodeBatch(e.GetData(), func(slot int, id uint64, data []byte) {
 					a.cmds = append(a.cmds, Command{Index: index, Slot: slot, Data: data})
 					a.ids = append(a.ids, id)

@@ -28,7 +28,7 @@ func (g *group) failWaiting(pendingErr, queuedErr error) {
 	proposals, confChanges, transfers, reads := g.mu.proposals, g.mu.confChanges, g.mu.transfers, g.mu.reads
 	inboxBytes, controlBytes, staged := g.mu.inboxBytes, g.mu.controlBytes, g.mu.staged
 	g.mu.proposals, g.mu.confChanges, g.mu.transfers, g.mu.reads = nil, nil, nil, nil
-	g.mu.inbox, g.mu.inboxBytes, g.mu.controlBytes, g.mu.staged, g.mu.storage, g.mu.snapReports = nil, 0, 0, nil, nil, nil
+	g.mu.inbox, g.mu.inboxBox, g.mu.inboxBytes, g.mu.controlBytes, g.mu.staged, g.mu.storage, g.mu.snapReports = nil, nil, 0, 0, nil, nil, nil
 	clear(g.mu.unreachable)
 	g.mu.Unlock()
 	g.h.releaseInbox(inboxBytes)

@@ -29,8 +29,9 @@ type group struct {
 	mu struct {
 		sync.Mutex
 		inbox        []inbound
-		inboxBytes   int64 // of data, charged to the host's inbox budget
-		controlBytes int64 // of control messages, charged to the control budget
+		inboxBox     *[]inbound // inbox's box from inboxPool, nil if none
+		inboxBytes   int64      // of data, charged to the host's inbox budget
+		controlBytes int64      // of control messages, charged to the control budget
 		proposals    []*proposal
 		storage      []*pb.Message // durable appends' local responses, in order
 		unreachable  map[uint64]struct{}
@@ -351,6 +352,15 @@ func (g *group) admitLocked(outstanding int, kind string) error {
 	return nil
 }
 
+// queueInboundLocked adds a message to the inbox, borrowing the inbox's
+// slice from the pool if it has none.
+func (g *group) queueInboundLocked(in inbound) {
+	if g.mu.inboxBox == nil {
+		g.mu.inboxBox, g.mu.inbox = inboxPool.get()
+	}
+	g.mu.inbox = append(g.mu.inbox, in)
+}
+
 // maxLearnScanBytes bounds what a replica reads of its unapplied log at
 // start to learn who hosts the replicas it adds.
 const maxLearnScanBytes = 16 << 20
@@ -411,7 +421,7 @@ func (g *group) deliver(from uint64, e transport.Envelope) bool {
 		return false
 	}
 	first := len(g.mu.inbox) == 0
-	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from, quiesce: e.Quiesce, wake: e.Wake})
+	g.queueInboundLocked(inbound{m: m, from: from, quiesce: e.Quiesce, wake: e.Wake})
 	if control {
 		g.mu.controlBytes += size
 	} else {

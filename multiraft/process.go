@@ -153,6 +153,7 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 type intake struct {
 	storage     []*pb.Message
 	inbox       []inbound
+	inboxBox    *[]inbound // the pool's box of inbox
 	proposals   []*proposal
 	reads       []*readRequest
 	transfers   []*transferRequest
@@ -168,11 +169,11 @@ type intake struct {
 func (g *group) take() *intake {
 	g.mu.Lock()
 	in := &g.intake
-	*in = intake{storage: g.mu.storage, inbox: g.mu.inbox, proposals: g.mu.proposals, reads: g.mu.reads,
+	*in = intake{storage: g.mu.storage, inbox: g.mu.inbox, inboxBox: g.mu.inboxBox, proposals: g.mu.proposals, reads: g.mu.reads,
 		transfers: g.mu.transfers, confChanges: g.mu.confChanges, snapReports: g.mu.snapReports, staged: g.mu.staged,
 		unreachable: in.unreachable[:0]}
 	inboxBytes, controlBytes := g.mu.inboxBytes, g.mu.controlBytes
-	g.mu.storage, g.mu.inbox, g.mu.proposals, g.mu.reads, g.mu.inboxBytes, g.mu.controlBytes = nil, nil, nil, nil, 0, 0
+	g.mu.storage, g.mu.inbox, g.mu.inboxBox, g.mu.proposals, g.mu.reads, g.mu.inboxBytes, g.mu.controlBytes = nil, nil, nil, nil, nil, 0, 0
 	g.mu.transfers, g.mu.confChanges, g.mu.snapReports, g.mu.staged = nil, nil, nil, nil
 	for id := range g.mu.unreachable {
 		in.unreachable = append(in.unreachable, id)
@@ -204,6 +205,7 @@ func (in *intake) fail(g *group, err error) {
 
 // reset forgets what the intake held, keeping its unreachable slice.
 func (in *intake) reset() {
+	inboxPool.put(in.inboxBox, in.inbox)
 	*in = intake{unreachable: in.unreachable[:0]}
 }
 
@@ -303,7 +305,8 @@ func (g *group) handleReady(rd raft.Ready) {
 	}
 	g.notePositions(rd.Entries)
 	g.learnReplicas(rd.Entries)
-	out := make(map[uint64][]transport.Envelope)
+	out := outgoingPool.Get().(*outgoing)
+	defer out.release()
 	for _, m := range rd.Messages {
 		switch m.GetTo() {
 		case raft.LocalAppendThread:
@@ -335,7 +338,7 @@ func (g *group) handleReady(rd raft.Ready) {
 }
 
 // route adds a message for a peer replica to the outgoing batches.
-func (g *group) route(out map[uint64][]transport.Envelope, m *pb.Message) {
+func (g *group) route(out *outgoing, m *pb.Message) {
 	node, ok := g.replicas[m.GetTo()]
 	if !ok {
 		node, ok = g.learned[m.GetTo()]
@@ -343,12 +346,12 @@ func (g *group) route(out map[uint64][]transport.Envelope, m *pb.Message) {
 	if !ok || node == uint64(g.h.cfg.NodeID) {
 		return // a replica we know no node for, or our own
 	}
-	out[node] = append(out[node], transport.Envelope{GroupID: g.id, Message: m})
+	out.add(node, transport.Envelope{GroupID: g.id, Message: m})
 }
 
-func (g *group) send(out map[uint64][]transport.Envelope) {
-	for node, batch := range out {
-		g.h.trans.Send(node, batch)
+func (g *group) send(out *outgoing) {
+	for i, node := range out.nodes {
+		g.h.trans.Send(node, out.batches[i])
 	}
 }
 
@@ -467,7 +470,7 @@ func (g *group) tryAppend(m *pb.Message) bool {
 // that releasing them later touches nothing the worker owns.
 type responses struct {
 	local  []*pb.Message
-	remote map[uint64][]transport.Envelope
+	remote *outgoing // nil if none
 }
 
 func (g *group) sortResponses(resps []*pb.Message) responses {
@@ -478,7 +481,7 @@ func (g *group) sortResponses(resps []*pb.Message) responses {
 			continue
 		}
 		if r.remote == nil {
-			r.remote = make(map[uint64][]transport.Envelope)
+			r.remote = outgoingPool.Get().(*outgoing)
 		}
 		g.route(r.remote, m)
 	}
@@ -488,7 +491,10 @@ func (g *group) sortResponses(resps []*pb.Message) responses {
 // release sends an append's responses once the append is durable. It runs
 // on the log writer's goroutine: it must not block.
 func (g *group) release(r responses) {
-	g.send(r.remote)
+	if r.remote != nil {
+		g.send(r.remote)
+		r.remote.release()
+	}
 	if len(r.local) > 0 {
 		g.mu.Lock()
 		first := len(g.mu.storage) == 0

@@ -88,6 +88,20 @@ func encodeBatch(ps []*proposal) []byte {
 	return b
 }
 
+// batchLen returns the number of proposals an entry's batch says it
+// holds, bounded by what its bytes could hold (each takes at least two):
+// a sizing hint, not a check.
+func batchLen(b []byte) int {
+	if len(b) < 2 || b[0] != entryBatchMagic {
+		return 0
+	}
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 {
+		return 0
+	}
+	return int(min(n, uint64(len(b)/2)))
+}
+
 // decodeBatch calls fn for each (id, data) of an entry. The data slices
 // alias the entry.
 func decodeBatch(b []byte, fn func(slot int, id uint64, data []byte)) error {

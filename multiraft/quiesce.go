@@ -375,11 +375,12 @@ func (g *group) steppedQuietly(m *pb.Message) {
 
 // sendQuiesce sends quiesce heartbeats to the given replicas, by node.
 func (g *group) sendQuiesce(to map[uint64][]uint64) {
-	out := make(map[uint64][]transport.Envelope, len(to))
+	out := outgoingPool.Get().(*outgoing)
+	defer out.release()
 	for node, replicas := range to {
 		for _, id := range replicas {
 			m := &pb.Message{Type: pb.MsgHeartbeat.Enum(), From: new(g.replicaID), To: new(id), Term: new(g.term), Commit: new(g.commit)}
-			out[node] = append(out[node], transport.Envelope{GroupID: g.id, Message: m, Quiesce: true})
+			out.add(node, transport.Envelope{GroupID: g.id, Message: m, Quiesce: true})
 		}
 	}
 	g.send(out)

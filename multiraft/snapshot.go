@@ -313,7 +313,7 @@ func (h *Host) handleSnapshot(from transport.NodeID, s *transport.InboundSnapsho
 		g.mu.staged = make(map[uint64]*stagedSnapshot)
 	}
 	g.mu.staged[index] = staged
-	g.mu.inbox = append(g.mu.inbox, inbound{m: m, from: from})
+	g.queueInboundLocked(inbound{m: m, from: from})
 	g.mu.Unlock()
 	h.sched.Enqueue(s.GroupID, scheduler.Messages)
 	return nil

@@ -110,6 +110,7 @@ type Transport interface {
 	Start(h Handler, env Env) error
 	// Send queues a batch for a peer. It never blocks: what does not fit
 	// in the peer's queue is dropped and reported to HandleUnreachable.
+	// It keeps nothing of batch itself: the caller may reuse it.
 	Send(to NodeID, batch []Envelope)
 	// SendSnapshot streams a snapshot to a peer in the background and
 	// calls done with the outcome (nil only if the peer accepted it whole).
