@@ -126,6 +126,7 @@ flags override the workload's shape.`,
 	f.StringVar(&cfg.Dir, "dir", "", "where the temporary data root goes (default: the system's temporary directory)")
 	f.StringVar(&jsonFile, "json", "", "also write every figure to this JSON file")
 	f.StringVar(&cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
+	f.StringVar(&cfg.NodeProfile, "node-cpuprofile", "", "with --procs: write node 1's CPU profile of the measured window to this file")
 	f.StringVar(&heap, "profiles", "", "write allocation, mutex and block profiles to PREFIX.{allocs,mutex,block}")
 	return cmd
 }

@@ -31,7 +31,7 @@ func nodeCmd() *cobra.Command {
 		stagingBytes                            int64
 		listenFD, clientListenFD, electionTicks int
 		memTableSize                            uint64
-		insecure                                bool
+		insecure, pprofOn                       bool
 		budget                                  node.Budget
 		maxRequestBytes                         int
 	)
@@ -88,7 +88,7 @@ Example (three nodes on one machine):
 			budget.MaxRequestBytes = maxRequestBytes
 			cfg := node.Config{ClusterID: clusterID, NodeID: id, ListenAddr: listen, ClientListenAddr: clientListen,
 				Peers: peerMap, ClientAddrs: clientMap, DataDir: dataDir, Insecure: insecure, Budget: budget,
-				MetricsAddr: metrics, RetentionCheckInterval: retentionCheck, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+				MetricsAddr: metrics, Pprof: pprofOn, RetentionCheckInterval: retentionCheck, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 				Host: func(hc *multiraft.Config) {
 					hc.TickInterval, hc.ElectionTicks, hc.MemTableSize = tick, electionTicks, memTableSize
 					hc.SnapshotStagingBytes = stagingBytes
@@ -155,6 +155,7 @@ Example (three nodes on one machine):
 	f.BoolVar(&insecure, "insecure", false, "allow plaintext (no TLS) on an address other than loopback: nothing is authenticated")
 	f.StringVar(&dataDir, "data-dir", "", "directory of this node's data (required)")
 	f.StringVar(&metrics, "metrics-listen", "127.0.0.1:9001", "HTTP address of /metrics (empty: none)")
+	f.BoolVar(&pprofOn, "pprof", false, "also serve Go's profiles at /debug/pprof/ on --metrics-listen (keep that address private)")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate naming flotilla://<cluster-id>/node/<id> (mutual TLS with --tls-key and --tls-ca)")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&tlsCA, "tls-ca", "", "PEM certificate of the cluster's CA")

@@ -35,6 +35,9 @@ type Config struct {
 	// (default: this executable), driven through the client API.
 	Procs  bool
 	Binary string
+	// NodeProfile, with Procs, is where node 1's CPU profile of the
+	// measured window goes (the nodes serve /debug/pprof/ for it).
+	NodeProfile string
 	// SM is the groups' state machine: "partition" (the default, the
 	// reference node's partition log) or "noop" (one that does nothing,
 	// as other libraries' benchmarks use: the like-for-like figure; in
@@ -175,7 +178,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	case cfg.Procs && cfg.SM == "noop":
 		return nil, errors.New("bench: --sm noop runs in process only (node processes run partition logs)")
 	case cfg.Procs:
-		c, err = startProcs(ctx, root, cfg.Binary)
+		c, err = startProcs(ctx, root, cfg.Binary, cfg.NodeProfile != "")
 	default:
 		c, err = startLocal(root, cfg.SM == "noop")
 	}
@@ -484,6 +487,7 @@ func runWrite(ctx context.Context, c cluster, cfg Config, r *Report, failover bo
 	}
 	w := openWindow(c)
 	l.measure.Store(true)
+	profiled := profileNode(ctx, c, cfg)
 	if failover {
 		if err := failoverPhase(ctx, c, cfg, r, l); err != nil {
 			return err
@@ -493,6 +497,9 @@ func runWrite(ctx context.Context, c cluster, cfg Config, r *Report, failover bo
 	}
 	l.measure.Store(false)
 	w.close(r, l.acked.Load())
+	if err := <-profiled; err != nil {
+		return err
+	}
 	l.stop()
 	r.P50Ms, r.P99Ms, r.P999Ms = ms(l.h.Quantile(0.5)), ms(l.h.Quantile(0.99)), ms(l.h.Quantile(0.999))
 	r.Errors = l.errors

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -63,7 +64,10 @@ type nodeProc struct {
 // with many groups loads them all first).
 const procStartTimeout = 2 * time.Minute
 
-func startProcs(ctx context.Context, dir, bin string) (_ *procCluster, err error) {
+func startProcs(ctx context.Context, dir, bin string, pprof bool) (_ *procCluster, err error) {
+	if pprof {
+		return startProcsN(ctx, dir, bin, 3, 3, "--pprof")
+	}
 	return startProcsN(ctx, dir, bin, 3, 3)
 }
 
@@ -442,4 +446,50 @@ func statusField(b []byte, field string) int64 {
 		}
 	}
 	return 0
+}
+
+// profileNode fetches node 1's CPU profile over the measured window into
+// cfg.NodeProfile, if asked; the channel gives the outcome once the
+// window's profile is written (nil at once if none was asked).
+func profileNode(ctx context.Context, c cluster, cfg Config) <-chan error {
+	done := make(chan error, 1)
+	pc, ok := c.(*procCluster)
+	if cfg.NodeProfile == "" || !ok {
+		done <- nil
+		return done
+	}
+	pc.mu.Lock()
+	p := pc.mu.procs[0]
+	pc.mu.Unlock()
+	if p == nil {
+		done <- fmt.Errorf("bench: node 1 is not running: no profile")
+		return done
+	}
+	url := strings.TrimSuffix(p.metrics, "/metrics") + fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(cfg.Duration.Seconds()))
+	go func() {
+		done <- func() error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := (&http.Client{Timeout: cfg.Duration + time.Minute}).Do(req)
+			if err != nil {
+				return fmt.Errorf("bench: node 1's profile: %w", err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("bench: node 1's profile: %s", resp.Status)
+			}
+			f, err := os.Create(cfg.NodeProfile)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(f, resp.Body); err != nil {
+				_ = f.Close()
+				return err
+			}
+			return f.Close()
+		}()
+	}()
+	return done
 }

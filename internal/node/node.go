@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -47,6 +48,10 @@ type Config struct {
 	DataDir string
 	// MetricsAddr serves /metrics over HTTP; empty: not served.
 	MetricsAddr string
+	// Pprof also serves Go's profiles (net/http/pprof's /debug/pprof/)
+	// on MetricsAddr. They show the process's internals: keep that
+	// address private.
+	Pprof bool
 	// TLS secures peer and client traffic, and names clients and their
 	// roles (auth.go); SetTLS replaces it. Nil: plaintext, nothing
 	// authenticated, which a non-loopback address allows only with
@@ -209,6 +214,13 @@ func Start(cfg Config) (*Node, error) {
 		n.mlis = mlis
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		n.wg.Add(1)
 		go func() {
