@@ -29,6 +29,7 @@ type Host struct {
 	QuiescedGroups      prometheus.Gauge
 	ProposalsInFlight   prometheus.Gauge
 	AdmissionRefused    prometheus.Counter
+	EventsDropped       prometheus.Counter
 	Wakeups             *prometheus.CounterVec // label cause: request, message, leader_down, peer_up, quorum, raft
 	PeerLive            *prometheus.GaugeVec   // label peer
 	PeerTransitions     *prometheus.CounterVec // label peer, to: live, dead
@@ -80,6 +81,8 @@ func NewHost() *Host {
 			Help: "Proposals admitted and not yet answered (bounded by MaxProposalsInFlight)."}),
 		AdmissionRefused: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "admission_refused_total",
 			Help: "Proposals refused at once (ErrBusy with a retry hint) because the host held as many in flight, or as many bytes, as it may."}),
+		EventsDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_dropped_total",
+			Help: "Events a subscription (Host.Subscribe) lost because its buffer was full: its reader is behind."}),
 		QuiescedGroups: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "quiesced_groups",
 			Help: "Groups quiesced here: idle, not ticked, sending nothing."}),
 		Wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "wakeups_total",
@@ -123,5 +126,5 @@ func (m *Host) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Groups, m.Leaders, m.LeaderChanges, m.LeadershipsAcquired, m.GroupsByRole, m.Elections, m.ReadIndexDuration,
 		m.Proposals, m.ProposeDuration, m.ApplyDuration,
 		m.ProposalBytes, m.InboxBytes, m.InboxDropped, m.StagingBytes, m.SnapshotsRefused, m.MessagesDropped, m.RequestsRefused, m.RequestsWaiting, m.GroupsFailed,
-		m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors, m.QuiescedGroups, m.ProposalsInFlight, m.AdmissionRefused, m.Wakeups, m.PeerLive, m.PeerTransitions}
+		m.DiskSpaceAlarm, m.DiskFreeBytes, m.DiskFullErrors, m.QuiescedGroups, m.ProposalsInFlight, m.AdmissionRefused, m.EventsDropped, m.Wakeups, m.PeerLive, m.PeerTransitions}
 }

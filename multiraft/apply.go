@@ -186,7 +186,7 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 		}
 		g.leaderIs(g.replicas[ss.Lead])
 		if ss.Lead != g.replicaID {
-			g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: NodeID(g.replicas[ss.Lead]), Term: g.term})
+			g.leaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: NodeID(g.replicas[ss.Lead]), Term: g.term})
 		}
 	}
 	if ss.RaftState != raft.StateLeader && g.serving.Load() {
@@ -222,7 +222,13 @@ func (g *group) startServing() {
 	g.markUrgent()
 	g.h.m.Leaders.Inc()
 	g.h.m.LeadershipsAcquired.Inc()
-	g.h.cfg.Events.LeaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: g.h.cfg.NodeID, Term: g.term, Local: true})
+	g.leaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: g.h.cfg.NodeID, Term: g.term, Local: true})
+}
+
+// leaderChanged tells the listener and the subscriptions.
+func (g *group) leaderChanged(l LeaderInfo) {
+	g.h.cfg.Events.LeaderChanged(l)
+	g.h.emit(Event{Kind: EventLeaderChanged, GroupID: l.GroupID, Leader: l, Term: l.Term})
 }
 
 // failPending fails every proposal that was handed to raft and is not yet

@@ -45,6 +45,7 @@ func (g *group) maybeSnapshot() {
 			g.h.fail(fmt.Errorf("multiraft: group %d: durable snapshot: %w", g.id, err))
 			return
 		}
+		g.h.emit(Event{Kind: EventSnapshotSaved, GroupID: GroupID(g.id), Index: g.applied, Term: g.appliedTerm})
 	}
 	g.durable = g.applied
 	g.truncate()

@@ -49,8 +49,22 @@
 // path (snapshot.go); every send's outcome reaches raft. In-memory state
 // machines are made durable by periodic snapshots, after which the log is
 // truncated (compaction.go); on-disk ones commit their writes with the
-// applied state (machine.go). ReadIndex (readindex.go) is a linearizable
-// read barrier on any replica.
+// applied state (machine.go). AddReplica adds a replica on another host
+// in one call from the leader (a learner, created there through the admin
+// call, then promoted); a removed replica deletes itself.
+//
+// Reads (readindex.go): Read runs a function on the group's worker once
+// the replica has applied everything committed before the call (raft's
+// ReadIndex), so it sees every acknowledged write and never races Apply;
+// StaleRead runs one at once, without asking the leader; ReadIndex is the
+// bare barrier.
+//
+// # Observing
+//
+// EventListener's callbacks run on the workers; Subscribe gives a bounded
+// channel of the same events and more (membership changes, snapshots
+// saved and installed) that drops and counts what a slow reader leaves,
+// so that no reader can hold the host up (observe.go).
 //
 // # When things go wrong
 //

@@ -144,6 +144,7 @@ func (h *Host) recoverGroup(g *group) {
 		in.fail(g, err) // what the pass took and had not handed on
 	}
 	h.cfg.Events.GroupFailed(GroupID(g.id), err)
+	h.emit(Event{Kind: EventGroupFailed, GroupID: GroupID(g.id), Err: err})
 }
 
 // processFailed is a pass over a group that failed alone: it can only be

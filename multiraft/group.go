@@ -231,6 +231,8 @@ type Status struct {
 	Applied uint64
 	// Replicas maps the group's replicas to their nodes.
 	Replicas map[ReplicaID]NodeID
+	// Learners are the replicas among them that do not vote.
+	Learners []ReplicaID
 	// Serving is true on a leader that has applied an entry of its term.
 	Serving bool
 	// Progress describes each follower, as the leader tracks it (leader
@@ -309,18 +311,19 @@ func (g *group) publishStatus(refreshProgress bool) {
 		}
 	}
 	var replicas map[ReplicaID]NodeID
+	var learners []ReplicaID
 	if prev != nil && key.replicasVersion == prev.replicasVersion {
-		replicas = prev.Replicas // immutable once published
+		replicas, learners = prev.Replicas, prev.Learners // immutable once published
 	} else {
-		replicas = make(map[ReplicaID]NodeID, len(g.replicas))
-		for r, n := range g.replicas {
-			replicas[ReplicaID(r)] = NodeID(n)
+		replicas = g.replicaNodes()
+		for _, r := range g.confState.GetLearners() {
+			learners = append(learners, ReplicaID(r))
 		}
 	}
 	g.status.Store(&Status{
 		GroupID: GroupID(g.id), ReplicaID: ReplicaID(g.replicaID), Role: roleOf(g.role),
 		Leader: NodeID(g.replicas[g.leader]), Term: g.term, Commit: g.commit, Applied: g.applied,
-		Replicas: replicas, Serving: key.serving, Progress: progress, replicasVersion: key.replicasVersion,
+		Replicas: replicas, Learners: learners, Serving: key.serving, Progress: progress, replicasVersion: key.replicasVersion,
 	})
 }
 

@@ -63,6 +63,13 @@ type Host struct {
 	}
 	closeOnce sync.Once
 	closed    atomic.Bool
+
+	// subs are the event subscriptions; list is what emit reads.
+	subs struct {
+		sync.Mutex
+		m    map[*Subscription]struct{}
+		list atomic.Pointer[[]*Subscription]
+	}
 }
 
 // NewHost opens the store in cfg.Dir, loads every group found there, and
@@ -252,6 +259,7 @@ func (h *Host) fail(err error) {
 		h.groups.RUnlock()
 		h.log.Error("host failed", "err", err)
 		h.cfg.Events.HostFailed(err)
+		h.emit(Event{Kind: EventHostFailed, Err: err})
 	})
 }
 
@@ -345,6 +353,7 @@ func (h *Host) createReplica(groupID GroupID, replicaID uint64, replicas, seed m
 		return fmt.Errorf("%w: %w", ErrDataDir, err)
 	}
 	h.cfg.Events.GroupCreated(groupID)
+	h.emit(Event{Kind: EventGroupCreated, GroupID: groupID})
 	return nil
 }
 
@@ -490,6 +499,7 @@ func (h *Host) Close() error {
 	var err error
 	h.closeOnce.Do(func() {
 		h.closed.Store(true)
+		defer h.closeSubscriptions() // after the last event: the workers are stopped
 		h.space.close()
 		h.sched.Close()
 		err = h.trans.Close()

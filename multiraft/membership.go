@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -46,57 +47,109 @@ type Change struct {
 
 // confChangeRequest waits for a membership change to apply.
 type confChangeRequest struct {
-	changes []Change
-	p       *proposal
+	changes    []Change
+	p          *proposal
+	keepVoters bool // AddLearner leaves a voter a voter (AddReplica)
 }
 
 // ChangeMembership proposes membership changes on the group's leader and
 // returns, once they are applied here, the group's replicas (replica ID to
-// node ID): a new replica's ID is found there by its node. Several changes
-// at once go through joint consensus: the call returns once the joint
-// configuration is entered (outgoing replicas still listed), and raft
-// leaves it on its own with the next entry the leader proposes. The new replica
-// is created on its node with JoinGroup and that replica ID; adding it as a
-// learner first, then promoting it, keeps the group's quorum while it
-// catches up.
+// node ID): a new replica's ID is found there by its node. Call it on the
+// host that leads the group (elsewhere it is a *NotLeaderError naming the
+// leader). Several changes at once go through joint consensus: the call
+// returns once the joint configuration is entered (outgoing replicas
+// still listed), and raft leaves it on its own with the next entry the
+// leader proposes; no second call is needed.
+//
+// An added replica must then be created on its node with JoinGroup and
+// that replica ID: AddReplica does both in one call. A removed replica
+// needs nothing more: it deletes itself (its data and its group on that
+// host) when it applies its removal, or, if it was cut off then, when a
+// member tells it (RemoveGroup on its host is only for a replica whose
+// group is gone for good).
 func (h *Host) ChangeMembership(ctx context.Context, groupID GroupID, changes ...Change) (map[ReplicaID]NodeID, error) {
+	replicas, _, err := h.changeMembership(ctx, groupID, false, changes)
+	return replicas, err
+}
+
+// AddReplica adds a replica of the group on node, in one call on the
+// group's leader: it adds it as a learner (it catches up without counting
+// in the quorum), creates it on node (through the admin call, or here if
+// node is this host), and, for kind AddVoter, promotes it to a voter. It
+// returns the new replica's ID. It may be called again after a failure
+// (a timeout, the node unreachable) and resumes: a learner already there
+// is reused, and a voter already there is left as it is.
+//
+// The promotion does not wait for the learner to catch up: until it
+// does, the group's quorum counts a replica that is behind (with three
+// voters becoming four, three of four must answer). A caller that wants
+// the new voter caught up first adds it with AddLearner, watches Status's
+// Progress, and promotes it with ChangeMembership(AddVoter).
+func (h *Host) AddReplica(ctx context.Context, groupID GroupID, node NodeID, kind ChangeType) (ReplicaID, error) {
+	if kind != AddVoter && kind != AddLearner {
+		return 0, fmt.Errorf("%w: AddReplica of kind %v (AddVoter or AddLearner)", ErrInvalid, kind)
+	}
+	replicas, voter, err := h.changeMembership(ctx, groupID, true, []Change{{Type: AddLearner, Node: node}})
+	if err != nil {
+		return 0, err
+	}
+	var id ReplicaID
+	for r, n := range replicas {
+		if n == node {
+			id = max(id, r)
+		}
+	}
+	if id == 0 {
+		return 0, fmt.Errorf("%w: group %d: the replica added on node %d is not among its replicas (removed since?)", ErrRejected, groupID, node)
+	}
+	if err := h.JoinGroupOn(ctx, node, groupID, id); err != nil {
+		return id, fmt.Errorf("group %d: replica %d added as a learner, not created on node %d (call AddReplica again): %w", groupID, id, node, err)
+	}
+	if kind == AddVoter && !voter {
+		if _, err := h.ChangeMembership(ctx, groupID, Change{Type: AddVoter, Node: node}); err != nil {
+			return id, fmt.Errorf("group %d: replica %d on node %d created, not promoted (call AddReplica again): %w", groupID, id, node, err)
+		}
+	}
+	return id, nil
+}
+
+// changeMembership is ChangeMembership; with keepVoters, adding a learner
+// on a node that has a voter changes nothing (instead of demoting it),
+// and voter says so.
+func (h *Host) changeMembership(ctx context.Context, groupID GroupID, keepVoters bool, changes []Change) (_ map[ReplicaID]NodeID, voter bool, _ error) {
 	if err := h.usable(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if len(changes) == 0 {
-		return nil, fmt.Errorf("%w: no membership change", ErrInvalid)
+		return nil, false, fmt.Errorf("%w: no membership change", ErrInvalid)
 	}
 	g := h.group(groupID)
 	if g == nil {
-		return nil, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
+		return nil, false, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
 	}
 	if !g.serving.Load() {
 		if err := g.closed(); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return nil, g.notLeader()
+		return nil, false, g.notLeader()
 	}
 	p := &proposal{id: h.nextProposal.Add(1), start: time.Now(), done: make(chan proposalResult, 1)}
 	g.mu.Lock()
 	if err := g.admitLocked(len(g.mu.confChanges), "membership"); err != nil {
 		g.mu.Unlock()
-		return nil, err
+		return nil, false, err
 	}
-	g.mu.confChanges = append(g.mu.confChanges, &confChangeRequest{changes: changes, p: p})
+	g.mu.confChanges = append(g.mu.confChanges, &confChangeRequest{changes: changes, p: p, keepVoters: keepVoters})
 	g.mu.Unlock()
 	h.sched.Enqueue(g.id, scheduler.Requests)
 	select {
 	case r := <-p.done:
 		if r.err != nil {
-			return nil, r.err
+			return nil, false, r.err
 		}
-		replicas := make(map[ReplicaID]NodeID, len(r.replicas))
-		for replica, node := range r.replicas {
-			replicas[ReplicaID(replica)] = NodeID(node)
-		}
-		return replicas, nil
+		return typedReplicas(r.replicas), r.noop, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", ErrAmbiguous, ctx.Err())
+		return nil, false, fmt.Errorf("%w: %w", ErrAmbiguous, ctx.Err())
 	}
 }
 
@@ -115,6 +168,11 @@ func (g *group) proposeConfChanges(reqs []*confChangeRequest) []*proposal {
 		cc, err := g.buildConfChange(r)
 		if err != nil {
 			r.p.finish(Result{}, err)
+			continue
+		}
+		if len(cc.Changes) == 0 { // nothing to change (keepVoters)
+			r.p.replicas, r.p.noop = maps.Clone(g.replicas), true
+			r.p.finish(Result{}, nil)
 			continue
 		}
 		if err := g.rn.ProposeConfChange(cc); err != nil {
@@ -162,6 +220,9 @@ func (g *group) buildConfChange(r *confChangeRequest) (*pb.ConfChangeV2, error) 
 			t := pb.ConfChangeAddNode
 			if c.Type == AddLearner {
 				t = pb.ConfChangeAddLearnerNode
+			}
+			if r.keepVoters && c.Type == AddLearner && existing != 0 && slices.Contains(g.confState.GetVoters(), existing) {
+				continue
 			}
 			replica := existing
 			if replica == 0 {
@@ -286,6 +347,9 @@ func (g *group) applyConfChange(e *pb.Entry) (removedSelf bool, err error) {
 	}
 	g.replicasVersion++
 	g.leaderNode.Store(g.replicas[g.leader]) // a joining replica may learn its leader's node only now
+	if g.h.subscribed() {
+		g.h.emit(Event{Kind: EventMembershipChanged, GroupID: GroupID(g.id), Replicas: g.replicaNodes(), Index: e.GetIndex(), Term: e.GetTerm()})
+	}
 	if p, ok := g.pending[id]; ok {
 		delete(g.pending, id)
 		p.replicas = maps.Clone(g.replicas)

@@ -33,11 +33,13 @@ type proposal struct {
 	index uint64
 	// replicas is the membership a conf change left, for ChangeMembership.
 	replicas map[uint64]uint64
+	noop     bool // a membership change that had nothing to change
 }
 
 type proposalResult struct {
 	Result
 	replicas map[uint64]uint64
+	noop     bool
 	err      error
 }
 
@@ -67,7 +69,7 @@ func (p *proposal) finish(r Result, err error) {
 	if p.finished.Swap(true) {
 		return
 	}
-	p.done <- proposalResult{Result: r, replicas: p.replicas, err: err}
+	p.done <- proposalResult{Result: r, replicas: p.replicas, noop: p.noop, err: err}
 	p.release()
 }
 

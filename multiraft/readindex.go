@@ -25,6 +25,8 @@ type readRequest struct {
 	issued uint64 // group tick count when the context was issued
 	// finished is set once the read is answered (by the group's owner).
 	finished bool
+	fn       func() error // Read's function, run on the worker; nil for ReadIndex
+	stale    bool         // StaleRead: answered at once, no ReadIndex
 }
 
 // ReadIndex returns once this host's state machine of the group reflects
@@ -32,7 +34,43 @@ type readRequest struct {
 // too (raft forwards the request to the leader); with no leader known it
 // fails at once with a *NotLeaderError. A group has at most
 // MaxGroupProposals reads waiting; beyond them ReadIndex is ErrBusy.
+//
+// The state machine may have applied more by the time the caller reads
+// it, and Apply may be running then: Read runs the read where it cannot
+// race Apply.
 func (h *Host) ReadIndex(ctx context.Context, groupID GroupID) error {
+	return h.read(ctx, groupID, nil, false)
+}
+
+// Read is a linearizable read: it runs fn once this host's state machine
+// of the group reflects every write acknowledged before Read was called
+// (as ReadIndex waits), on the group's worker between two Apply calls. fn
+// reads the state machine the caller holds (from its factory) with no
+// lock of its own: nothing applies while it runs. fn must be quick (the
+// group waits for it) and must not call the host; it runs at most once,
+// and not at all if Read fails first. Read returns fn's error. It works
+// on followers and has ReadIndex's errors and bounds.
+func (h *Host) Read(ctx context.Context, groupID GroupID, fn func() error) error {
+	if fn == nil {
+		return fmt.Errorf("%w: Read without a function", ErrInvalid)
+	}
+	return h.read(ctx, groupID, fn, false)
+}
+
+// StaleRead runs fn like Read, on the group's worker between two Apply
+// calls, but at once: it asks no leader, so fn sees this replica's state
+// as applied so far, which may lack writes acknowledged elsewhere (far
+// behind, on a replica cut off from its group). It works on any replica,
+// with or without a leader, for callers who accept stale state in
+// exchange for no round trip.
+func (h *Host) StaleRead(ctx context.Context, groupID GroupID, fn func() error) error {
+	if fn == nil {
+		return fmt.Errorf("%w: StaleRead without a function", ErrInvalid)
+	}
+	return h.read(ctx, groupID, fn, true)
+}
+
+func (h *Host) read(ctx context.Context, groupID GroupID, fn func() error, stale bool) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
@@ -40,7 +78,7 @@ func (h *Host) ReadIndex(ctx context.Context, groupID GroupID) error {
 	if g == nil {
 		return fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
 	}
-	if !g.serving.Load() && g.leaderNode.Load() == 0 {
+	if !stale && !g.serving.Load() && g.leaderNode.Load() == 0 {
 		// No leader to confirm the read: fail now, as Propose does,
 		// rather than wait for the caller's deadline.
 		if err := g.closed(); err != nil {
@@ -48,7 +86,7 @@ func (h *Host) ReadIndex(ctx context.Context, groupID GroupID) error {
 		}
 		return &NotLeaderError{GroupID: groupID}
 	}
-	r := &readRequest{caller: ctx, done: make(chan error, 1)}
+	r := &readRequest{caller: ctx, done: make(chan error, 1), fn: fn, stale: stale}
 	g.mu.Lock()
 	if err := g.admitLocked(g.mu.readCount, "read"); err != nil {
 		g.mu.Unlock()
@@ -62,7 +100,7 @@ func (h *Host) ReadIndex(ctx context.Context, groupID GroupID) error {
 	start := time.Now()
 	select {
 	case err := <-r.done:
-		if err == nil {
+		if err == nil && !stale {
 			h.m.ReadIndexDuration.Observe(time.Since(start).Seconds())
 		}
 		return err
@@ -80,11 +118,25 @@ func (g *group) finishRead(r *readRequest, err error) {
 		return
 	}
 	r.finished = true
+	if err == nil && r.fn != nil {
+		err = g.runRead(r.fn)
+	}
 	r.done <- err
 	g.mu.Lock()
 	g.mu.readCount--
 	g.mu.Unlock()
 	g.h.readsWaiting.Dec()
+}
+
+// runRead runs a read function on the worker; a panic in it is the
+// read's error, not the group's failure.
+func (g *group) runRead(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("multiraft: read of group %d panicked: %v", g.id, p)
+		}
+	}()
+	return fn()
 }
 
 // newReadContext returns a context unique to this host incarnation.
@@ -100,6 +152,10 @@ func (g *group) issueReads(rs []*readRequest) {
 	for _, r := range rs {
 		if err := r.caller.Err(); err != nil {
 			g.finishRead(r, err)
+			continue
+		}
+		if r.stale {
+			g.finishRead(r, nil)
 			continue
 		}
 		g.issueRead(r)

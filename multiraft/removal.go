@@ -80,6 +80,7 @@ func (h *Host) removeGroup(g *group) error {
 	g.answerRemovals(err, gone)
 	if err == nil {
 		h.cfg.Events.GroupRemoved(GroupID(g.id))
+		h.emit(Event{Kind: EventGroupRemoved, GroupID: GroupID(g.id)})
 	}
 	return err
 }

@@ -451,6 +451,7 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	g.leaderNode.Store(g.replicas[g.leader]) // a joining replica may learn its leader's node only now
 	clear(g.learned)                         // the snapshot says who is who
 	g.failPending(fmt.Errorf("%w: group %d: replaced by a snapshot", ErrAmbiguous, g.id))
+	g.h.emit(Event{Kind: EventSnapshotInstalled, GroupID: GroupID(g.id), Index: a.Index, Term: a.Term})
 	resps := g.sortResponses(m.GetResponses()) // with the snapshot's replicas
 	if len(m.GetEntries()) == 0 && hs.GetCommit() <= index {
 		g.release(resps)

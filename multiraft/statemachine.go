@@ -12,7 +12,12 @@ type Command struct {
 }
 
 // StateMachine is a group's in-memory state machine. The host calls it from
-// the worker that owns the group, one call at a time, in log order.
+// the worker that owns the group (one of the scheduler's goroutines, not
+// the proposer's), one call at a time, in log order: Apply, Snapshot and
+// Restore never run concurrently with each other, nor with the functions
+// given to Host.Read and Host.StaleRead, which run there too. Reading the
+// state from any other goroutine (after ReadIndex, say) races Apply and
+// needs a lock of the state machine's own: Read needs none.
 //
 // It must be deterministic: every replica applies the same commands in the
 // same order and must end in the same state.

@@ -35,8 +35,8 @@ func (n *Network) node(id NodeID) *Memory {
 }
 
 // Memory is the in-memory Transport of one node on a Network. Frames are
-// handed over as Go values (not encoded), through the same queues,
-// framing, coalescing, checks and filters as the gRPC transport.
+// encoded and decoded as over gRPC and go through the same queues,
+// framing, coalescing, checks and filters; only the socket is missing.
 type Memory struct {
 	*core
 	net *Network
