@@ -98,6 +98,10 @@ type Report struct {
 	WALBytesPerProposal       float64           `json:"wal_bytes_per_proposal,omitempty"`
 	FlushedBytesPerProposal   float64           `json:"flushed_bytes_per_proposal,omitempty"`
 	CompactedBytesPerProposal float64           `json:"compacted_bytes_per_proposal,omitempty"`
+	// The log writer's WAL syncs over the window, all hosts (bucket upper
+	// bounds): the floor under a proposal's latency.
+	SyncP50Ms float64 `json:"log_sync_p50_ms,omitempty"`
+	SyncP99Ms float64 `json:"log_sync_p99_ms,omitempty"`
 	PeakRSS                   int64             `json:"peak_rss_bytes"`
 	LeaderChanges             float64           `json:"leader_changes"`        // a group's new leader serving, counted once
 	Campaigns                 float64           `json:"campaigns"`             // elections and pre-votes started, by any replica
@@ -214,6 +218,19 @@ type window struct {
 	start time.Time
 	cpu   time.Duration
 	at    [][nWindow]float64 // per node, windowMetrics
+	syncs []buckets          // per node, the log writer's sync durations
+}
+
+const syncHistogram = "flotilla_store_log_sync_duration_seconds"
+
+// syncSamples reads each node's sync histogram (ok false for a node not
+// running).
+func syncSamples(c cluster) ([]buckets, []bool) {
+	hs, oks := make([]buckets, 3), make([]bool, 3)
+	for i := range hs {
+		hs[i], oks[i] = c.histogram(i, syncHistogram)
+	}
+	return hs, oks
 }
 
 const nWindow = 12
@@ -226,7 +243,8 @@ var windowMetrics = [nWindow]string{"flotilla_store_log_batches_total", "flotill
 	"flotilla_store_pebble_flushed_bytes_total", "flotilla_store_pebble_compacted_bytes_total"}
 
 func openWindow(c cluster) *window {
-	return &window{c: c, start: time.Now(), cpu: c.cpu(), at: samples(c)}
+	syncs, _ := syncSamples(c)
+	return &window{c: c, start: time.Now(), cpu: c.cpu(), at: samples(c), syncs: syncs}
 }
 
 // samples reads the window's counters of each node (NaN-free zero for a
@@ -285,6 +303,14 @@ func (w *window) close(r *Report, proposals uint64) {
 	}
 	r.LeaderChanges = leaderships
 	r.Campaigns = campaigns
+	var waits buckets
+	endWaits, ok := syncSamples(w.c)
+	for i := range endWaits {
+		if ok[i] && end[i][0] >= 0 && w.at[i][0] >= 0 {
+			waits.merge(endWaits[i].since(w.syncs[i]))
+		}
+	}
+	r.SyncP50Ms, r.SyncP99Ms = waits.quantile(0.5)*1e3, waits.quantile(0.99)*1e3
 }
 
 // load is a set of closed-loop proposers, each on one group, proposing to
@@ -827,6 +853,9 @@ func TableRow(w io.Writer, r *Report) {
 			float64(r.CatchupBytes)/(1<<20), r.CatchupSeconds, r.CatchupBytesPerSec/(1<<20), float64(r.ReceiverRSSGrowth)/(1<<20), r.CatchupSnapshots)
 	case r.Workload == "failover-1k":
 		other = fmt.Sprintf("new leaders in %.2f election timeouts, 60%% throughput after %.1fs", r.FailoverTimeouts, r.RecoverySeconds)
+	}
+	if r.SyncP50Ms > 0 && other == "" {
+		other = fmt.Sprintf("sync p50 %.2f p99 %.2f ms", r.SyncP50Ms, r.SyncP99Ms)
 	}
 	if len(r.Errors) > 0 {
 		keys := make([]string, 0, len(r.Errors))

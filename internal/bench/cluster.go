@@ -38,6 +38,9 @@ type cluster interface {
 	// metrics reads metrics of node i (each the sum of its series); ok is
 	// false if the node is not running.
 	metrics(i int, names []string) (values []float64, ok bool)
+	// histogram reads a histogram of node i, its series summed; ok is
+	// false if the node is not running.
+	histogram(i int, name string) (h buckets, ok bool)
 	// cpu is the CPU time the nodes used (with --procs, the node
 	// processes only; in process, the whole process, proposers included).
 	cpu() time.Duration
@@ -293,6 +296,24 @@ func (c *localCluster) metrics(i int, names []string) ([]float64, bool) {
 		out[j] = n.Metric(name)
 	}
 	return out, true
+}
+
+func (c *localCluster) histogram(i int, name string) (buckets, bool) {
+	n := c.running()[i]
+	if n == nil {
+		return buckets{}, false
+	}
+	families, err := n.Registry().Gather()
+	if err != nil {
+		return buckets{}, false
+	}
+	var h buckets
+	for _, f := range families {
+		if f.GetName() == name {
+			h.add(f.GetMetric())
+		}
+	}
+	return h, true
 }
 
 func (c *localCluster) cpu() time.Duration { return cpuTime() }

@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"math"
 	"math/bits"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Histogram is a log-linear latency histogram (microseconds, 1/32 of a power
@@ -61,4 +64,76 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 		}
 	}
 	return 0
+}
+
+// buckets is a Prometheus histogram's cumulative bucket counts (several
+// series summed), to take quantiles of what a window observed.
+type buckets struct {
+	upper []float64 // upper bounds, ascending (+Inf last, implied)
+	cum   []uint64
+	count uint64
+}
+
+// add sums the histograms of metrics into h (all with the same bounds).
+func (h *buckets) add(metrics []*dto.Metric) {
+	for _, m := range metrics {
+		hist := m.GetHistogram()
+		if hist == nil {
+			continue
+		}
+		if h.upper == nil {
+			for _, b := range hist.GetBucket() {
+				h.upper = append(h.upper, b.GetUpperBound())
+			}
+			h.cum = make([]uint64, len(h.upper))
+		}
+		for j, b := range hist.GetBucket() {
+			if j < len(h.cum) {
+				h.cum[j] += b.GetCumulativeCount()
+			}
+		}
+		h.count += hist.GetSampleCount()
+	}
+}
+
+// merge adds d (a histogram with the same bounds) to h.
+func (h *buckets) merge(d buckets) {
+	if h.upper == nil {
+		h.upper, h.cum = d.upper, make([]uint64, len(d.cum))
+	}
+	for j := range d.cum {
+		if j < len(h.cum) {
+			h.cum[j] += d.cum[j]
+		}
+	}
+	h.count += d.count
+}
+
+// since returns what h observed after earlier (the same histogram read
+// before).
+func (h buckets) since(earlier buckets) buckets {
+	d := buckets{upper: h.upper, cum: make([]uint64, len(h.cum)), count: h.count - earlier.count}
+	for j := range h.cum {
+		d.cum[j] = h.cum[j]
+		if j < len(earlier.cum) {
+			d.cum[j] -= earlier.cum[j]
+		}
+	}
+	return d
+}
+
+// quantile returns the upper bound of the bucket holding quantile q
+// (an upper estimate; 0 if nothing was observed, the last finite bound if
+// it lies beyond it).
+func (h buckets) quantile(q float64) float64 {
+	if h.count == 0 || len(h.upper) == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(q * float64(h.count)))
+	for j, c := range h.cum {
+		if c >= rank {
+			return h.upper[j]
+		}
+	}
+	return h.upper[len(h.upper)-1]
 }

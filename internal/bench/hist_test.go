@@ -26,3 +26,28 @@ func TestHist(t *testing.T) {
 		}
 	}
 }
+
+// TestBucketsQuantile: a window's quantile comes from the buckets that
+// moved in it, as the bucket's upper bound.
+func TestBucketsQuantile(t *testing.T) {
+	earlier := buckets{upper: []float64{0.001, 0.002, 0.004}, cum: []uint64{10, 10, 10}, count: 10}
+	later := buckets{upper: earlier.upper, cum: []uint64{10, 60, 109}, count: 110}
+	var all buckets
+	all.merge(later.since(earlier))
+	all.merge(later.since(earlier)) // a second host with the same
+	if all.count != 200 {
+		t.Fatalf("count %d, want 200", all.count)
+	}
+	for q, want := range map[float64]float64{0.5: 0.002, 0.99: 0.004, 0.25: 0.002} {
+		if got := all.quantile(q); got != want {
+			t.Errorf("quantile(%v) = %v, want %v", q, got, want)
+		}
+	}
+	if got := (buckets{}).quantile(0.5); got != 0 {
+		t.Errorf("quantile of nothing = %v, want 0", got)
+	}
+	beyond := buckets{upper: []float64{0.001}, cum: []uint64{1}, count: 3} // two past the last bound
+	if got := beyond.quantile(0.99); got != 0.001 {
+		t.Errorf("quantile beyond the bounds = %v, want the last bound", got)
+	}
+}

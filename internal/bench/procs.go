@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
@@ -345,6 +346,31 @@ func hostError(g uint64, err error) error {
 
 // metrics scrapes node i's /metrics.
 func (c *procCluster) metrics(i int, names []string) ([]float64, bool) {
+	families, ok := c.scrape(i)
+	if !ok {
+		return nil, false
+	}
+	out := make([]float64, len(names))
+	for j, name := range names {
+		for _, m := range families[name].GetMetric() {
+			out[j] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out, true
+}
+
+func (c *procCluster) histogram(i int, name string) (buckets, bool) {
+	families, ok := c.scrape(i)
+	if !ok {
+		return buckets{}, false
+	}
+	var h buckets
+	h.add(families[name].GetMetric())
+	return h, true
+}
+
+// scrape reads node i's /metrics.
+func (c *procCluster) scrape(i int) (map[string]*dto.MetricFamily, bool) {
 	p := c.proc(i)
 	if p == nil {
 		return nil, false
@@ -356,16 +382,7 @@ func (c *procCluster) metrics(i int, names []string) ([]float64, bool) {
 	defer resp.Body.Close()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, false
-	}
-	out := make([]float64, len(names))
-	for j, name := range names {
-		for _, m := range families[name].GetMetric() {
-			out[j] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return out, true
+	return families, err == nil
 }
 
 // each calls fn with the PID of every running node.
