@@ -94,25 +94,25 @@ type Report struct {
 	CPUCores          float64   `json:"cpu_seconds_per_sec"`
 	// Per committed proposal, over all hosts: CPU, and the bytes Pebble
 	// took in its WAL and wrote in flushes and compactions.
-	CPUMicrosPerProposal      float64           `json:"cpu_us_per_proposal,omitempty"`
-	WALBytesPerProposal       float64           `json:"wal_bytes_per_proposal,omitempty"`
-	FlushedBytesPerProposal   float64           `json:"flushed_bytes_per_proposal,omitempty"`
-	CompactedBytesPerProposal float64           `json:"compacted_bytes_per_proposal,omitempty"`
+	CPUMicrosPerProposal      float64 `json:"cpu_us_per_proposal,omitempty"`
+	WALBytesPerProposal       float64 `json:"wal_bytes_per_proposal,omitempty"`
+	FlushedBytesPerProposal   float64 `json:"flushed_bytes_per_proposal,omitempty"`
+	CompactedBytesPerProposal float64 `json:"compacted_bytes_per_proposal,omitempty"`
 	// The log writer's WAL syncs over the window, all hosts (bucket upper
 	// bounds): the floor under a proposal's latency.
-	SyncP50Ms float64 `json:"log_sync_p50_ms,omitempty"`
-	SyncP99Ms float64 `json:"log_sync_p99_ms,omitempty"`
-	PeakRSS                   int64             `json:"peak_rss_bytes"`
-	LeaderChanges             float64           `json:"leader_changes"`        // a group's new leader serving, counted once
-	Campaigns                 float64           `json:"campaigns"`             // elections and pre-votes started, by any replica
-	LivenessChanges           float64           `json:"peer_liveness_changes"` // peers seen dead, live again or restarted, by any host
-	Errors                    map[string]uint64 `json:"errors"`
-	ElectSeconds              float64           `json:"elect_all_seconds,omitempty"` // -1: not all within 2 minutes
-	LedGroups                 int               `json:"led_groups,omitempty"`
-	RSSPerReplica             float64           `json:"rss_per_replica_bytes,omitempty"`
-	RestartSeconds            float64           `json:"restart_serving_seconds,omitempty"`
-	FailoverTimeouts          float64           `json:"failover_election_timeouts,omitempty"`
-	RecoverySeconds           float64           `json:"recovery_seconds,omitempty"`
+	SyncP50Ms        float64           `json:"log_sync_p50_ms,omitempty"`
+	SyncP99Ms        float64           `json:"log_sync_p99_ms,omitempty"`
+	PeakRSS          int64             `json:"peak_rss_bytes"`
+	LeaderChanges    float64           `json:"leader_changes"`        // a group's new leader serving, counted once
+	Campaigns        float64           `json:"campaigns"`             // elections and pre-votes started, by any replica
+	LivenessChanges  float64           `json:"peer_liveness_changes"` // peers seen dead, live again or restarted, by any host
+	Errors           map[string]uint64 `json:"errors"`
+	ElectSeconds     float64           `json:"elect_all_seconds,omitempty"` // -1: not all within 2 minutes
+	LedGroups        int               `json:"led_groups,omitempty"`
+	RSSPerReplica    float64           `json:"rss_per_replica_bytes,omitempty"`
+	RestartSeconds   float64           `json:"restart_serving_seconds,omitempty"`
+	FailoverTimeouts float64           `json:"failover_election_timeouts,omitempty"`
+	RecoverySeconds  float64           `json:"recovery_seconds,omitempty"`
 	// catchup-1g: from adding the replica to it serving every record; the
 	// bytes it then holds, per second of that; its process's peak RSS
 	// above its RSS before the add; snapshots it installed.
