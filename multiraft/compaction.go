@@ -1,7 +1,5 @@
 package multiraft
 
-import "fmt"
-
 // Durable snapshots and log truncation.
 //
 // An in-memory state machine is made durable by snapshots: every
@@ -26,28 +24,24 @@ import "fmt"
 // truncates), then truncates the log.
 func (g *group) maybeSnapshot() {
 	if g.sm.retainFrom() > 0 {
-		g.durable = g.applied // an on-disk machine: every apply is durable
-		g.truncateKept()
+		g.diskDurable()
 		return
 	}
 	if g.applied < g.durable+g.h.cfg.SnapshotEntries {
 		return
 	}
-	if !g.sm.persistsApplied() {
-		b := g.st.NewApplyBatch()
-		if err := g.sm.save(b); err != nil {
-			b.Close()
-			g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, err))
-			return
-		}
-		b.SetApplied(g.appliedState())
-		if err := b.Commit(); err != nil {
-			g.h.fail(fmt.Errorf("multiraft: group %d: durable snapshot: %w", g.id, err))
-			return
-		}
-		g.h.emit(Event{Kind: EventSnapshotSaved, GroupID: GroupID(g.id), Index: g.applied, Term: g.appliedTerm})
-	}
+	g.startSnapshot() // persist.go
+}
+
+// diskDurable truncates the log of an on-disk state machine, durable at
+// every apply: below what a LogRetainer still reads, or below the applied
+// index less the tail.
+func (g *group) diskDurable() {
 	g.durable = g.applied
+	if g.sm.retainFrom() > 0 {
+		g.truncateKept()
+		return
+	}
 	g.truncate()
 }
 

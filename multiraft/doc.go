@@ -49,7 +49,10 @@
 // path (snapshot.go); every send's outcome reaches raft. In-memory state
 // machines are made durable by periodic snapshots, after which the log is
 // truncated (compaction.go); on-disk ones commit their writes with the
-// applied state (machine.go). AddReplica adds a replica on another host
+// applied state (machine.go). Host.Snapshot takes a durable snapshot on
+// request; a state machine that implements Snapshotter is only captured
+// on the worker and written on another goroutine while its group goes on
+// applying (persist.go). AddReplica adds a replica on another host
 // in one call from the leader (a learner, created there through the admin
 // call, then promoted); a removed replica deletes itself.
 //

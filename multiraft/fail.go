@@ -26,6 +26,8 @@ func (g *group) failWaiting(pendingErr, queuedErr error) {
 		g.mu.refuse = queuedErr
 	}
 	proposals, confChanges, transfers, reads := g.mu.proposals, g.mu.confChanges, g.mu.transfers, g.mu.reads
+	snapRequests := g.mu.snapRequests
+	g.mu.snapRequests, g.mu.snapWritten = nil, nil
 	inboxBytes, controlBytes, staged := g.mu.inboxBytes, g.mu.controlBytes, g.mu.staged
 	g.mu.proposals, g.mu.confChanges, g.mu.transfers, g.mu.reads = nil, nil, nil, nil
 	g.mu.inbox, g.mu.inboxBox, g.mu.inboxBytes, g.mu.controlBytes, g.mu.staged, g.mu.storage, g.mu.snapReports = nil, nil, 0, 0, nil, nil, nil
@@ -64,6 +66,10 @@ func (g *group) failWaiting(pendingErr, queuedErr error) {
 	for _, r := range reads {
 		g.finishRead(r, queuedErr)
 	}
+	for _, r := range snapRequests {
+		r.done <- snapAnswer{err: queuedErr}
+	}
+	g.answerSnapWaiters(queuedErr)
 }
 
 // answerRemovals answers the queued removal requests with err (nil: the

@@ -39,6 +39,8 @@ type group struct {
 		transfers    []*transferRequest
 		confChanges  []*confChangeRequest
 		snapReports  []snapReport
+		snapRequests []*snapRequest // Host.Snapshot calls
+		snapWritten  []snapWritten  // Snapshotter writes done off the worker
 		staged       map[uint64]*stagedSnapshot // received snapshots by index, waiting for raft
 		remove       []chan error               // RemoveGroup requests
 		// readCount and transferCount count the reads and transfers not
@@ -71,6 +73,12 @@ type group struct {
 	confState     *pb.ConfState // as of applied
 	nextReplicaID uint64
 	durable       uint64 // applied index of the last durable snapshot
+	// snapInFlight: a Snapshotter's write runs off the worker; restoreGen
+	// counts restores from the leader's snapshots (a write prepared before
+	// one is dropped); snapWaiters are the Snapshot calls it will answer.
+	snapInFlight bool
+	restoreGen   uint64
+	snapWaiters  []*snapRequest
 	keptFrom      uint64 // the state machine's RetainFrom at the last truncation
 	truncQueued   uint64 // the last truncation index queued by truncateKept
 	truncRetry    bool   // truncateKept was refused by a busy log writer: retry each pass

@@ -64,6 +64,12 @@ type Host struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 
+	// bg counts the goroutines a host starts besides its own (snapshot
+	// writers, persist.go), which Close waits for; snapWriters bounds the
+	// snapshot writes running at once.
+	bg          sync.WaitGroup
+	snapWriters chan struct{}
+
 	// subs are the event subscriptions; list is what emit reads.
 	subs struct {
 		sync.Mutex
@@ -110,6 +116,7 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	h.readsWaiting, h.transfersWaiting = h.m.RequestsWaiting.WithLabelValues("read"), h.m.RequestsWaiting.WithLabelValues("transfer")
 	h.groups.m = make(map[uint64]*group)
+	h.snapWriters = make(chan struct{}, maxSnapshotWriters)
 	h.raftLogger = &raftLogger{log: h.log.With("component", "raft")}
 	h.nextProposal.Store(rand.Uint64() >> 1)
 	h.bootNonce = rand.Uint64()
@@ -508,6 +515,7 @@ func (h *Host) Close() error {
 			g.stop(ErrStopped)
 		}
 		h.groups.RUnlock()
+		h.bg.Wait() // a snapshot writer still running finds its group refusing
 		cerr := h.store.Close()
 		if h.Err() != nil && cerr != nil {
 			// A failed store may not close cleanly; the failure was reported.

@@ -25,8 +25,11 @@ type machine interface {
 	// persistsApplied reports whether every apply batch records the
 	// applied state (on-disk) or only snapshots do (in-memory).
 	persistsApplied() bool
-	// save writes a durable snapshot of the state into b (in-memory only).
-	save(b *store.ApplyBatch) error
+	// snapshotter is the in-memory kind's Snapshotter, nil if it has none
+	// (or is on disk).
+	snapshotter() Snapshotter
+	// plain is the in-memory kind's StateMachine, nil for the on-disk.
+	plain() StateMachine
 	// snapshot returns the applied state, what measures the size of the
 	// state's data (off the worker: it may read it all) and a writer of
 	// it for a follower, and a release to call once the send is over.
@@ -60,18 +63,38 @@ func (m memMachine) apply(_ *store.ApplyBatch, cmds []Command) ([][]byte, error)
 func (memMachine) persistsApplied() bool { return false }
 func (memMachine) retainFrom() uint64    { return 0 }
 
-func (m memMachine) save(b *store.ApplyBatch) error {
-	var buf bytes.Buffer
-	if err := m.sm.Snapshot(&buf); err != nil {
-		return err
-	}
-	b.SetStateSnapshot(buf.Bytes())
-	return nil
+func (m memMachine) snapshotter() Snapshotter {
+	s, _ := m.sm.(Snapshotter)
+	return s
 }
+
+func (m memMachine) plain() StateMachine { return m.sm }
 
 // snapshot serializes the state in memory: the in-memory kind is for
 // state that fits there (a receiver also loads it whole to restore it).
+// A Snapshotter's state is captured here and written on the sending
+// goroutine, once.
 func (m memMachine) snapshot(g *group) (store.AppliedState, func() (int64, error), func(io.Writer) error, func(), error) {
+	if s := m.snapshotter(); s != nil {
+		write, err := s.PrepareSnapshot(g.meta())
+		if err != nil {
+			return store.AppliedState{}, nil, nil, nil, err
+		}
+		wo := &writeOnce{write: write}
+		measure := func() (int64, error) {
+			data, err := wo.bytes()
+			return int64(len(data)), err
+		}
+		writeData := func(w io.Writer) error {
+			data, err := wo.bytes()
+			if err != nil {
+				return err
+			}
+			_, err = w.Write(data)
+			return err
+		}
+		return g.appliedState(), measure, writeData, func() {}, nil
+	}
 	var buf bytes.Buffer
 	if err := m.sm.Snapshot(&buf); err != nil {
 		return store.AppliedState{}, nil, nil, nil, err
@@ -114,6 +137,9 @@ func (m diskMachine) apply(b *store.ApplyBatch, cmds []Command) ([][]byte, error
 	return m.sm.Apply(b, cmds)
 }
 
+func (diskMachine) snapshotter() Snapshotter { return nil }
+func (diskMachine) plain() StateMachine       { return nil }
+
 func (diskMachine) persistsApplied() bool { return true }
 
 func (m diskMachine) retainFrom() uint64 {
@@ -122,8 +148,6 @@ func (m diskMachine) retainFrom() uint64 {
 	}
 	return 0
 }
-func (diskMachine) save(*store.ApplyBatch) error { return nil }
-
 // snapshot streams a consistent Pebble view, whose applied state it
 // reports: the log entries the state machine keeps (LogRetainer), then its
 // data, as tagged records:

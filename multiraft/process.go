@@ -58,6 +58,7 @@ func (h *Host) process(groupID uint64, w scheduler.Work) {
 	g.checkLiveness(g.nudged.Swap(0))
 	g.retryAppends()
 	g.reportSnapshots(in.snapReports)
+	g.takeSnapshotWork(in.snapReqs, in.snapWritten)
 	for _, m := range in.storage {
 		g.step(m)
 	}
@@ -159,6 +160,8 @@ type intake struct {
 	transfers   []*transferRequest
 	confChanges []*confChangeRequest
 	snapReports []snapReport
+	snapReqs    []*snapRequest
+	snapWritten []snapWritten
 	staged      map[uint64]*stagedSnapshot
 	unreachable []uint64
 }
@@ -171,10 +174,12 @@ func (g *group) take() *intake {
 	in := &g.intake
 	*in = intake{storage: g.mu.storage, inbox: g.mu.inbox, inboxBox: g.mu.inboxBox, proposals: g.mu.proposals, reads: g.mu.reads,
 		transfers: g.mu.transfers, confChanges: g.mu.confChanges, snapReports: g.mu.snapReports, staged: g.mu.staged,
+		snapReqs: g.mu.snapRequests, snapWritten: g.mu.snapWritten,
 		unreachable: in.unreachable[:0]}
 	inboxBytes, controlBytes := g.mu.inboxBytes, g.mu.controlBytes
 	g.mu.storage, g.mu.inbox, g.mu.inboxBox, g.mu.proposals, g.mu.reads, g.mu.inboxBytes, g.mu.controlBytes = nil, nil, nil, nil, nil, 0, 0
 	g.mu.transfers, g.mu.confChanges, g.mu.snapReports, g.mu.staged = nil, nil, nil, nil
+	g.mu.snapRequests, g.mu.snapWritten = nil, nil
 	for id := range g.mu.unreachable {
 		in.unreachable = append(in.unreachable, id)
 	}
@@ -199,6 +204,9 @@ func (in *intake) fail(g *group, err error) {
 	}
 	for _, r := range in.transfers {
 		g.finishTransfer(r, err)
+	}
+	for _, r := range in.snapReqs {
+		r.done <- snapAnswer{err: err}
 	}
 	in.reset()
 }

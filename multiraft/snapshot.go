@@ -443,6 +443,8 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	a := staged.applied
 	g.applied, g.appliedTerm, g.confState, g.replicas, g.nextReplicaID = a.Index, a.Term, a.ConfState, a.Replicas, a.NextReplicaID
 	g.durable = a.Index
+	g.restoreGen++ // a snapshot being written here is older: dropped when it lands
+	g.answerSnapWaiters(nil)
 	g.readable.Store(a.Index)
 	if g.replicas == nil {
 		g.replicas = make(map[uint64]uint64)

@@ -27,7 +27,9 @@ type StateMachine interface {
 	// fatal to the host: a replica that cannot apply a committed command
 	// cannot go on.
 	Apply(cmds []Command) ([][]byte, error)
-	// Snapshot writes the whole state. The host holds what it writes in
+	// Snapshot writes the whole state, on the worker: the group waits
+	// until it returns (implement Snapshotter to write off the worker).
+	// The host holds what it writes in
 	// memory to send it to a follower, and the follower reads it whole
 	// again to Restore (it stages it on disk in between): the in-memory
 	// kind is for state that fits in memory a few times over. Large state
@@ -36,6 +38,27 @@ type StateMachine interface {
 	Snapshot(w io.Writer) error
 	// Restore replaces the state with one written by Snapshot.
 	Restore(r io.Reader) error
+}
+
+// SnapshotMeta says where a snapshot stands in its group's log: the
+// state reflects every entry up to Index, of term Term.
+type SnapshotMeta struct {
+	GroupID     GroupID
+	Index, Term uint64
+}
+
+// Snapshotter is implemented by an in-memory state machine that can take
+// a snapshot without holding its group up. PrepareSnapshot runs on the
+// group's worker between two Apply calls, as Snapshot would, but only
+// captures the state as of meta (a copy-on-write root, an immutable
+// version, a copy of a small index) and returns a function that writes
+// it. The host calls that function once, on another goroutine, while the
+// group goes on applying: it must write the state as of meta, whatever
+// Apply does meanwhile, in Snapshot's format (Restore reads it). The host
+// uses it for durable snapshots and for snapshots sent to followers;
+// Snapshot is then not called.
+type Snapshotter interface {
+	PrepareSnapshot(meta SnapshotMeta) (write func(w io.Writer) error, err error)
 }
 
 // StateMachineFactory makes the state machine of a group hosted here.

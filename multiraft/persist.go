@@ -1,0 +1,248 @@
+package multiraft
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/flotilla-io/flotilla/scheduler"
+	"github.com/flotilla-io/flotilla/store"
+)
+
+// Durable snapshots of in-memory state machines, taken every
+// SnapshotEntries applied entries or when asked (Host.Snapshot).
+//
+// A plain StateMachine writes its snapshot on the group's worker, which
+// holds the group up for as long as that takes. A Snapshotter only
+// captures its state there (PrepareSnapshot) and writes it on a goroutine
+// of its own while the group goes on applying; the bytes come back to the
+// worker, which commits them with the applied state they reflect, in one
+// batch, and truncates the log behind them. One snapshot per group is in
+// flight at a time; a snapshot that a restore from the leader overtook is
+// dropped. Writers run at most maxSnapshotWriters at once per host.
+
+// maxSnapshotWriters bounds the snapshot writes running at once on a
+// host (the rest wait for a slot, their groups going on meanwhile).
+const maxSnapshotWriters = 2
+
+// snapRequest is a Host.Snapshot call waiting for a durable snapshot at or
+// past index.
+type snapRequest struct {
+	index uint64 // applied here when the request was taken; 0 until then
+	taken bool
+	done  chan snapAnswer // capacity 1
+}
+
+type snapAnswer struct {
+	meta SnapshotMeta
+	err  error
+}
+
+// snapWritten is a Snapshotter's write, done off the worker.
+type snapWritten struct {
+	gen     uint64 // the group's restore generation when prepared
+	applied store.AppliedState
+	data    []byte
+	err     error
+}
+
+// Snapshot takes a durable snapshot of the group's state machine on this
+// host now (not waiting for SnapshotEntries), truncates the log behind it
+// (less LogTailEntries) and returns where it stands. An on-disk state
+// machine is durable at every apply: Snapshot then only reports its
+// applied index. It waits while another snapshot of the group is being
+// written, and fails with the caller's context.
+func (h *Host) Snapshot(ctx context.Context, groupID GroupID) (SnapshotMeta, error) {
+	if err := h.usable(); err != nil {
+		return SnapshotMeta{}, err
+	}
+	g := h.group(groupID)
+	if g == nil {
+		return SnapshotMeta{}, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
+	}
+	r := &snapRequest{done: make(chan snapAnswer, 1)}
+	g.mu.Lock()
+	if err := g.admitLocked(len(g.mu.snapRequests), "snapshot"); err != nil {
+		g.mu.Unlock()
+		return SnapshotMeta{}, err
+	}
+	g.mu.snapRequests = append(g.mu.snapRequests, r)
+	g.mu.Unlock()
+	h.sched.Enqueue(g.id, scheduler.Requests)
+	select {
+	case a := <-r.done:
+		return a.meta, a.err
+	case <-ctx.Done():
+		return SnapshotMeta{}, fmt.Errorf("multiraft: snapshot of group %d: %w", groupID, ctx.Err())
+	}
+}
+
+// takeSnapshotWork handles a pass's snapshot requests and finished writes.
+func (g *group) takeSnapshotWork(reqs []*snapRequest, written []snapWritten) {
+	for _, w := range written {
+		g.snapshotWritten(w)
+	}
+	for _, r := range reqs {
+		r.index, r.taken = g.applied, true
+		g.snapWaiters = append(g.snapWaiters, r)
+	}
+	if len(reqs) > 0 {
+		g.startSnapshot()
+	}
+}
+
+// startSnapshot begins a durable snapshot of what is applied, unless one
+// is in flight (it answers what it can when it lands, then starts
+// another for the rest) or nothing was applied since the last.
+func (g *group) startSnapshot() {
+	switch {
+	case g.snapInFlight:
+		return
+	case g.sm.persistsApplied():
+		g.diskDurable()
+		g.answerSnapWaiters(nil)
+		return
+	case g.applied == g.durable && g.durable > 0:
+		g.answerSnapWaiters(nil)
+		return
+	}
+	s := g.sm.snapshotter()
+	if s == nil {
+		g.saveSnapshot(g.sm.plain())
+		return
+	}
+	applied := g.appliedState()
+	write, err := s.PrepareSnapshot(g.meta())
+	if err != nil {
+		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, err))
+		return
+	}
+	g.snapInFlight = true
+	gen, h := g.restoreGen, g.h
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		h.snapWriters <- struct{}{}
+		var buf bytes.Buffer
+		err := write(&buf)
+		<-h.snapWriters
+		g.mu.Lock()
+		if g.mu.refuse != nil {
+			g.mu.Unlock()
+			return // nothing will process the group again
+		}
+		g.mu.snapWritten = append(g.mu.snapWritten, snapWritten{gen: gen, applied: applied, data: buf.Bytes(), err: err})
+		g.mu.Unlock()
+		h.sched.Enqueue(g.id, scheduler.Requests)
+	}()
+}
+
+// snapshotWritten commits a Snapshotter's written snapshot, on the worker.
+func (g *group) snapshotWritten(w snapWritten) {
+	g.snapInFlight = false
+	switch {
+	case w.err != nil:
+		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, w.err))
+		return
+	case w.gen != g.restoreGen || w.applied.Index <= g.durable:
+		// A snapshot from the leader replaced the state since: what was
+		// written is older than what is durable now.
+	default:
+		b := g.st.NewApplyBatch()
+		b.SetStateSnapshot(w.data)
+		b.SetApplied(w.applied)
+		if !g.commitSnapshot(b, w.applied.Index, w.applied.Term) {
+			return
+		}
+	}
+	g.answerSnapWaiters(nil)
+	if len(g.snapWaiters) > 0 {
+		g.startSnapshot()
+	}
+}
+
+// saveSnapshot writes a plain StateMachine's snapshot on the worker and
+// commits it.
+func (g *group) saveSnapshot(m StateMachine) {
+	var buf bytes.Buffer
+	if err := m.Snapshot(&buf); err != nil {
+		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, err))
+		return
+	}
+	b := g.st.NewApplyBatch()
+	b.SetStateSnapshot(buf.Bytes())
+	b.SetApplied(g.appliedState())
+	if g.commitSnapshot(b, g.applied, g.appliedTerm) {
+		g.answerSnapWaiters(nil)
+	}
+}
+
+// commitSnapshot commits a durable snapshot's batch and truncates behind
+// it; false if the host failed.
+func (g *group) commitSnapshot(b *store.ApplyBatch, index, term uint64) bool {
+	if err := b.Commit(); err != nil {
+		g.h.fail(fmt.Errorf("multiraft: group %d: durable snapshot: %w", g.id, err))
+		return false
+	}
+	g.durable = index
+	g.h.emit(Event{Kind: EventSnapshotSaved, GroupID: GroupID(g.id), Index: index, Term: term})
+	g.truncate()
+	return true
+}
+
+// answerSnapWaiters answers the Snapshot calls the durable snapshot
+// covers (all, with err).
+func (g *group) answerSnapWaiters(err error) {
+	meta := SnapshotMeta{GroupID: GroupID(g.id), Index: g.durable, Term: g.durableTerm()}
+	n := 0
+	for _, r := range g.snapWaiters {
+		if err == nil && r.index > g.durable {
+			g.snapWaiters[n] = r
+			n++
+			continue
+		}
+		r.done <- snapAnswer{meta: meta, err: err}
+	}
+	clear(g.snapWaiters[n:])
+	g.snapWaiters = g.snapWaiters[:n]
+}
+
+// durableTerm is the term of the durable snapshot's index.
+func (g *group) durableTerm() uint64 {
+	if g.durable == g.applied {
+		return g.appliedTerm
+	}
+	t, err := g.st.Term(g.durable)
+	if err != nil {
+		return 0
+	}
+	return t
+}
+
+// meta is where the group's applied state stands.
+func (g *group) meta() SnapshotMeta {
+	return SnapshotMeta{GroupID: GroupID(g.id), Index: g.applied, Term: g.appliedTerm}
+}
+
+// writeOnce runs a prepared snapshot write once, the first time its bytes
+// are asked for, and keeps them (for a send: measured, then written).
+type writeOnce struct {
+	mu    sync.Mutex
+	write func(io.Writer) error
+	done  bool
+	data  []byte
+	err   error
+}
+
+func (w *writeOnce) bytes() ([]byte, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		var buf bytes.Buffer
+		w.err = w.write(&buf)
+		w.data, w.done, w.write = buf.Bytes(), true, nil
+	}
+	return w.data, w.err
+}
