@@ -39,8 +39,8 @@ type group struct {
 		transfers    []*transferRequest
 		confChanges  []*confChangeRequest
 		snapReports  []snapReport
-		snapRequests []*snapRequest // Host.Snapshot calls
-		snapWritten  []snapWritten  // Snapshotter writes done off the worker
+		snapRequests []*snapRequest             // Host.Snapshot calls
+		snapWritten  []snapWritten              // Snapshotter writes done off the worker
 		staged       map[uint64]*stagedSnapshot // received snapshots by index, waiting for raft
 		remove       []chan error               // RemoveGroup requests
 		// readCount and transferCount count the reads and transfers not
@@ -79,9 +79,9 @@ type group struct {
 	snapInFlight bool
 	restoreGen   uint64
 	snapWaiters  []*snapRequest
-	keptFrom      uint64 // the state machine's RetainFrom at the last truncation
-	truncQueued   uint64 // the last truncation index queued by truncateKept
-	truncRetry    bool   // truncateKept was refused by a busy log writer: retry each pass
+	keptFrom     uint64 // the state machine's RetainFrom at the last truncation
+	truncQueued  uint64 // the last truncation index queued by truncateKept
+	truncRetry   bool   // truncateKept was refused by a busy log writer: retry each pass
 	// readable is the last entry a LogReader may read: handed to the
 	// state machine, so committed and durable here.
 	readable atomic.Uint64

@@ -138,7 +138,7 @@ func (m diskMachine) apply(b *store.ApplyBatch, cmds []Command) ([][]byte, error
 }
 
 func (diskMachine) snapshotter() Snapshotter { return nil }
-func (diskMachine) plain() StateMachine       { return nil }
+func (diskMachine) plain() StateMachine      { return nil }
 
 func (diskMachine) persistsApplied() bool { return true }
 
@@ -148,6 +148,7 @@ func (m diskMachine) retainFrom() uint64 {
 	}
 	return 0
 }
+
 // snapshot streams a consistent Pebble view, whose applied state it
 // reports: the log entries the state machine keeps (LogRetainer), then its
 // data, as tagged records:
