@@ -51,7 +51,7 @@ func NewStore() *Store {
 		WriterBytes:            counter("log_bytes_total", "Bytes of Pebble batches committed by the log writer."),
 		WriterItemsPerBatch:    histogram("log_batch_items", "Items per log writer batch.", prometheus.ExponentialBuckets(1, 2, 16)),
 		WriterBytesPerBatch:    histogram("log_batch_bytes", "Bytes per log writer batch.", prometheus.ExponentialBuckets(256, 4, 10)),
-		SyncDuration:           histogram("log_sync_duration_seconds", "Time from applying a log writer batch to its WAL sync returning.", prometheus.ExponentialBuckets(50e-6, 2, 16)),
+		SyncDuration:           histogram("log_sync_duration_seconds", "Time from applying a log writer batch to its WAL sync returning.", prometheus.ExponentialBuckets(50e-6, 2, 20)), // to 26 s: past a stall's threshold
 		WriterQueueItems:       gauge("log_queue_items", "Items waiting for the log writer."),
 		WriterQueueBytes:       gauge("log_queue_bytes", "Bytes waiting for the log writer."),
 		WriterRejected:         counter("log_queue_rejected_total", "Items refused because the log writer queue was full."),

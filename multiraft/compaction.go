@@ -27,7 +27,7 @@ func (g *group) maybeSnapshot() {
 		g.diskDurable()
 		return
 	}
-	if g.applied < g.durable+g.h.cfg.SnapshotEntries {
+	if g.applied < g.durable+g.snapshotEntries() {
 		return
 	}
 	g.startSnapshot() // persist.go

@@ -63,6 +63,7 @@ type group struct {
 	serving atomic.Bool   // this host leads and has applied an entry of its term
 	broken  atomic.Bool   // the group failed alone (failed is set)
 	status  atomic.Pointer[Status]
+	opts    atomic.Pointer[GroupOptions] // SetGroupOptions; nil: the host's
 
 	// Owned by the worker.
 	rn            *raft.RawNode
@@ -354,7 +355,7 @@ func (g *group) admitLocked(outstanding int, kind string) error {
 	if g.mu.refuse != nil {
 		return g.mu.refuse
 	}
-	if outstanding >= g.h.cfg.MaxGroupProposals {
+	if outstanding >= g.maxProposals() {
 		if kind != "proposal" {
 			g.h.m.RequestsRefused.WithLabelValues(kind).Inc()
 		}

@@ -2,6 +2,7 @@ package multiraft_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -222,5 +223,66 @@ func TestSnapshotOnRequest(t *testing.T) {
 	st, _ = d.Host(1).Status(g)
 	if meta, err := d.Host(1).Snapshot(t.Context(), g); err != nil || meta.Index != st.Applied {
 		t.Fatalf("Snapshot of an on-disk machine = %+v, %v; want index %d", meta, err, st.Applied)
+	}
+}
+
+// TestGroupOptions: a group's own snapshot interval and proposal bound
+// override the host's, for that group only.
+func TestGroupOptions(t *testing.T) {
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 1, Configure: func(cfg *multiraft.Config) { cfg.SnapshotEntries = 1 << 40 }})
+	c.CreateGroup(1, 1)
+	c.CreateGroup(2, 1)
+	c.WaitLeaders([]multiraft.GroupID{1, 2})
+	h := c.Host(1)
+	if err := h.SetGroupOptions(1, multiraft.GroupOptions{SnapshotEntries: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SetGroupOptions(9, multiraft.GroupOptions{}); !errors.Is(err, multiraft.ErrGroupNotFound) {
+		t.Fatalf("SetGroupOptions of a missing group = %v", err)
+	}
+	if err := h.SetGroupOptions(1, multiraft.GroupOptions{SnapshotEntries: 3, MaxProposals: -1}); !errors.Is(err, multiraft.ErrInvalid) {
+		t.Fatalf("a negative MaxProposals = %v, want ErrInvalid", err)
+	}
+	sub := h.Subscribe(64)
+	for range 4 {
+		propose(t, c, 1, "x")
+		propose(t, c, 2, "x")
+	}
+	c.WaitFor("group 1's snapshot", time.Minute, func() bool {
+		for {
+			select {
+			case ev := <-sub.Events():
+				if ev.Kind == multiraft.EventSnapshotSaved {
+					if ev.GroupID != 1 {
+						t.Fatalf("group %d snapshotted under the host's interval of 2^40", ev.GroupID)
+					}
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+	// A bound of 1: with one proposal queued (the worker held by a read
+	// function), a second is ErrBusy.
+	if err := h.SetGroupOptions(2, multiraft.GroupOptions{MaxProposals: 1}); err != nil {
+		t.Fatal(err)
+	}
+	hold, held := make(chan struct{}), make(chan struct{})
+	defer close(hold)
+	go func() { _ = h.StaleRead(t.Context(), 2, func() error { close(held); <-hold; return nil }) }()
+	<-held
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := h.Propose(ctx, 2, []byte("queued")); !errors.Is(err, multiraft.ErrAmbiguous) {
+		t.Fatalf("a proposal queued behind the held worker = %v, want its deadline (ErrAmbiguous)", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel2()
+	if _, err := h.Propose(ctx2, 2, []byte("second")); !errors.Is(err, multiraft.ErrBusy) {
+		t.Fatalf("a second proposal over the group's bound of 1 = %v, want ErrBusy", err)
+	}
+	if _, err := h.Propose(ctx2, 1, []byte("other group")); err != nil && !errors.Is(err, multiraft.ErrAmbiguous) {
+		t.Fatalf("group 1 (the host's bound) refused: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"slices"
 	"sync"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -57,7 +58,27 @@ type cacheRun struct {
 	ents       []*pb.Entry
 	bytes      int64
 	prev, next *cacheRun
+	// dead counts the slots before ents[0] in its backing array (heads
+	// dropped in place): once they outnumber the live ones, the run moves
+	// to an array of its size (see compactLocked).
+	dead int
 }
+
+// compactLocked moves a run to a backing array of its own size once
+// trims left most of its array dead: a run cut down from a burst (a
+// catch-up, then truncation, then idle) must not pin the array it grew to,
+// which the budget does not count. Amortized, each dropped entry pays
+// for about one copied.
+func (r *cacheRun) compactLocked() {
+	if r.dead > len(r.ents)+minDeadSlots || cap(r.ents) > 4*len(r.ents)+minDeadSlots {
+		r.ents = slices.Clone(r.ents)
+		r.dead = 0
+	}
+}
+
+// minDeadSlots is the dead array a run may keep regardless (a small run
+// is not copied at every trim).
+const minDeadSlots = 64
 
 func newEntryCache(budget int64, m cacheMetrics) *entryCache {
 	c := &entryCache{metrics: m}
@@ -103,6 +124,9 @@ func (c *entryCache) add(groupID uint64, ents []*pb.Entry) {
 		sz := cachedSize(e)
 		r.bytes += sz
 		s.mu.bytes += sz
+	}
+	if oldCap := cap(r.ents); len(r.ents)+len(ents) > oldCap {
+		r.dead = 0 // the append moves the run to a new array
 	}
 	r.ents = append(r.ents, ents...)
 	s.evictLocked(r)
@@ -197,6 +221,7 @@ func (s *cacheShard) truncateRunLocked(r *cacheRun, index uint64) {
 	}
 	clear(r.ents[keep:]) // let the dropped entries be collected
 	r.ents = r.ents[:keep]
+	r.compactLocked()
 }
 
 func (s *cacheShard) trimFrontLocked(r *cacheRun, index uint64) {
@@ -216,6 +241,8 @@ func (s *cacheShard) trimFrontLocked(r *cacheRun, index uint64) {
 	clear(r.ents[:n])
 	r.ents = r.ents[n:]
 	r.first += uint64(n)
+	r.dead += n
+	r.compactLocked()
 }
 
 func (s *cacheShard) removeRunLocked(r *cacheRun) {

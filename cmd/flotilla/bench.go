@@ -84,6 +84,9 @@ flags override the workload's shape.`,
 					if nRuns > 1 {
 						fmt.Fprintf(cmd.ErrOrStderr(), "%s: run %d of %d\n", name, i+1, nRuns)
 					}
+					if cfg.NodeProfile != "" && (len(names) > 1 || nRuns > 1) {
+						c.NodeProfile = fmt.Sprintf("%s.%s.%d", cfg.NodeProfile, name, i+1) // one file per run
+					}
 					r, err := bench.Run(ctx, c)
 					if err != nil {
 						return fmt.Errorf("%s: %w", name, err)
@@ -126,7 +129,7 @@ flags override the workload's shape.`,
 	f.StringVar(&cfg.Dir, "dir", "", "where the temporary data root goes (default: the system's temporary directory)")
 	f.StringVar(&jsonFile, "json", "", "also write every figure to this JSON file")
 	f.StringVar(&cpuProf, "cpuprofile", "", "write a CPU profile of the run to this file")
-	f.StringVar(&cfg.NodeProfile, "node-cpuprofile", "", "with --procs: write node 1's CPU profile of the measured window to this file")
+	f.StringVar(&cfg.NodeProfile, "node-cpuprofile", "", "with --procs: write node 1's CPU profile of the measured window to this file (FILE.WORKLOAD.RUN for several runs)")
 	f.StringVar(&heap, "profiles", "", "write allocation, mutex and block profiles to PREFIX.{allocs,mutex,block}")
 	return cmd
 }

@@ -99,7 +99,8 @@ type Report struct {
 	FlushedBytesPerProposal   float64 `json:"flushed_bytes_per_proposal,omitempty"`
 	CompactedBytesPerProposal float64 `json:"compacted_bytes_per_proposal,omitempty"`
 	// The log writer's WAL syncs over the window, all hosts (bucket upper
-	// bounds): the floor under a proposal's latency.
+	// bounds; -1: beyond the histogram's last, 26 s): the floor under a
+	// proposal's latency.
 	SyncP50Ms        float64           `json:"log_sync_p50_ms,omitempty"`
 	SyncP99Ms        float64           `json:"log_sync_p99_ms,omitempty"`
 	PeakRSS          int64             `json:"peak_rss_bytes"`
@@ -179,6 +180,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	switch {
 	case cfg.SM != "" && cfg.SM != "partition" && cfg.SM != "noop":
 		return nil, fmt.Errorf("bench: state machine %q (have partition, noop)", cfg.SM)
+	case cfg.NodeProfile != "" && !cfg.Procs:
+		return nil, errors.New("bench: --node-cpuprofile profiles a node process: it needs --procs")
 	case cfg.Procs && cfg.SM == "noop":
 		return nil, errors.New("bench: --sm noop runs in process only (node processes run partition logs)")
 	case cfg.Procs:
@@ -219,6 +222,8 @@ type window struct {
 	cpu   time.Duration
 	at    [][nWindow]float64 // per node, windowMetrics
 	syncs []buckets          // per node, the log writer's sync durations
+	// syncsOK: whether each node's histogram was read at the start.
+	syncsOK []bool
 }
 
 const syncHistogram = "flotilla_store_log_sync_duration_seconds"
@@ -243,8 +248,8 @@ var windowMetrics = [nWindow]string{"flotilla_store_log_batches_total", "flotill
 	"flotilla_store_pebble_flushed_bytes_total", "flotilla_store_pebble_compacted_bytes_total"}
 
 func openWindow(c cluster) *window {
-	syncs, _ := syncSamples(c)
-	return &window{c: c, start: time.Now(), cpu: c.cpu(), at: samples(c), syncs: syncs}
+	syncs, ok := syncSamples(c)
+	return &window{c: c, start: time.Now(), cpu: c.cpu(), at: samples(c), syncs: syncs, syncsOK: ok}
 }
 
 // samples reads the window's counters of each node (NaN-free zero for a
@@ -306,11 +311,11 @@ func (w *window) close(r *Report, proposals uint64) {
 	var waits buckets
 	endWaits, ok := syncSamples(w.c)
 	for i := range endWaits {
-		if ok[i] && end[i][0] >= 0 && w.at[i][0] >= 0 {
+		if ok[i] && w.syncsOK[i] && end[i][0] >= 0 && w.at[i][0] >= 0 {
 			waits.merge(endWaits[i].since(w.syncs[i]))
 		}
 	}
-	r.SyncP50Ms, r.SyncP99Ms = waits.quantile(0.5)*1e3, waits.quantile(0.99)*1e3
+	r.SyncP50Ms, r.SyncP99Ms = millis(waits.quantile(0.5)), millis(waits.quantile(0.99))
 }
 
 // load is a set of closed-loop proposers, each on one group, proposing to
@@ -854,8 +859,8 @@ func TableRow(w io.Writer, r *Report) {
 	case r.Workload == "failover-1k":
 		other = fmt.Sprintf("new leaders in %.2f election timeouts, 60%% throughput after %.1fs", r.FailoverTimeouts, r.RecoverySeconds)
 	}
-	if r.SyncP50Ms > 0 && other == "" {
-		other = fmt.Sprintf("sync p50 %.2f p99 %.2f ms", r.SyncP50Ms, r.SyncP99Ms)
+	if r.SyncP50Ms != 0 && other == "" {
+		other = fmt.Sprintf("sync p50 %s p99 %s ms", syncFigure(r.SyncP50Ms), syncFigure(r.SyncP99Ms))
 	}
 	if len(r.Errors) > 0 {
 		keys := make([]string, 0, len(r.Errors))
@@ -882,4 +887,12 @@ func TableRow(w io.Writer, r *Report) {
 		name, r.Groups, r.Proposers, r.ProposalsPerSec, r.P50Ms, r.P99Ms, r.P999Ms, r.FsyncsPerSecHost,
 		r.ProposalsPerSync, r.FramesPerSec, r.MsgsPerFrame, r.HeartbeatsPerSec, r.WireRecordsPerSec, r.CPUCores,
 		r.CPUMicrosPerProposal, disk, float64(r.PeakRSS)/(1<<20), r.LeaderChanges, other)
+}
+
+// syncFigure prints a sync quantile in milliseconds (-1: beyond range).
+func syncFigure(ms float64) string {
+	if ms < 0 {
+		return "> 26000"
+	}
+	return fmt.Sprintf("%.2f", ms)
 }

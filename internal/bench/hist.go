@@ -81,14 +81,18 @@ func (h *buckets) add(metrics []*dto.Metric) {
 		if hist == nil {
 			continue
 		}
+		// Only the finite bounds: a scrape lists +Inf, a Gather implies it
+		// (the count covers it either way).
 		if h.upper == nil {
 			for _, b := range hist.GetBucket() {
-				h.upper = append(h.upper, b.GetUpperBound())
+				if !math.IsInf(b.GetUpperBound(), 1) {
+					h.upper = append(h.upper, b.GetUpperBound())
+				}
 			}
 			h.cum = make([]uint64, len(h.upper))
 		}
 		for j, b := range hist.GetBucket() {
-			if j < len(h.cum) {
+			if j < len(h.cum) && !math.IsInf(b.GetUpperBound(), 1) {
 				h.cum[j] += b.GetCumulativeCount()
 			}
 		}
@@ -122,9 +126,9 @@ func (h buckets) since(earlier buckets) buckets {
 	return d
 }
 
-// quantile returns the upper bound of the bucket holding quantile q
-// (an upper estimate; 0 if nothing was observed, the last finite bound if
-// it lies beyond it).
+// quantile returns the upper bound of the bucket holding quantile q (an
+// upper estimate; 0 if nothing was observed, +Inf if it lies beyond the
+// last finite bound).
 func (h buckets) quantile(q float64) float64 {
 	if h.count == 0 || len(h.upper) == 0 {
 		return 0
@@ -135,5 +139,14 @@ func (h buckets) quantile(q float64) float64 {
 			return h.upper[j]
 		}
 	}
-	return h.upper[len(h.upper)-1]
+	return math.Inf(1)
+}
+
+// millis converts a quantile to milliseconds for a report: -1 stands for
+// beyond the histogram's range (JSON has no infinity).
+func millis(q float64) float64 {
+	if math.IsInf(q, 1) {
+		return -1
+	}
+	return q * 1e3
 }

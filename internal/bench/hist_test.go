@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -47,7 +48,7 @@ func TestBucketsQuantile(t *testing.T) {
 		t.Errorf("quantile of nothing = %v, want 0", got)
 	}
 	beyond := buckets{upper: []float64{0.001}, cum: []uint64{1}, count: 3} // two past the last bound
-	if got := beyond.quantile(0.99); got != 0.001 {
-		t.Errorf("quantile beyond the bounds = %v, want the last bound", got)
+	if got := beyond.quantile(0.99); !math.IsInf(got, 1) || millis(got) != -1 {
+		t.Errorf("quantile beyond the bounds = %v (%v ms), want +Inf (-1 ms)", got, millis(got))
 	}
 }

@@ -482,7 +482,7 @@ func profileNode(ctx context.Context, c cluster, cfg Config) <-chan error {
 		done <- fmt.Errorf("bench: node 1 is not running: no profile")
 		return done
 	}
-	url := strings.TrimSuffix(p.metrics, "/metrics") + fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(cfg.Duration.Seconds()))
+	url := strings.TrimSuffix(p.metrics, "/metrics") + fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(cfg.Duration.Seconds())))
 	go func() {
 		done <- func() error {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -204,6 +204,11 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 
+	if cfg.Pprof && (cfg.MetricsAddr == "" || !loopback(cfg.MetricsAddr) && !cfg.Insecure) {
+		n.client.stop()
+		_ = host.Close()
+		return nil, fmt.Errorf("node: profiles (Pprof, --pprof) need a metrics address on loopback (or Insecure, --insecure): they show the process's internals and cost CPU to take; metrics address %q", cfg.MetricsAddr)
+	}
 	if cfg.MetricsAddr != "" {
 		mlis, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {

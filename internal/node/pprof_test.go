@@ -2,6 +2,7 @@ package node
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -23,6 +24,17 @@ func TestPprof(t *testing.T) {
 			if resp.StatusCode != want {
 				t.Fatalf("pprof %v: GET %s: %s, want %d", on, path, resp.Status, want)
 			}
+		}
+	}
+}
+
+// TestPprofNeedsLoopback: profiles are refused on a metrics address
+// other than loopback (unless Insecure), and without one.
+func TestPprofNeedsLoopback(t *testing.T) {
+	for _, addr := range []string{"", "0.0.0.0:0"} {
+		_, err := LocalCluster(1, t.TempDir(), func(cfg *Config) { cfg.MetricsAddr, cfg.Pprof = addr, true })
+		if err == nil || !strings.Contains(err.Error(), "profiles") {
+			t.Fatalf("Pprof on metrics address %q: %v, want a refusal", addr, err)
 		}
 	}
 }
