@@ -107,9 +107,11 @@ func testPartitionRetentionCrash(t *testing.T, seed uint64) {
 	var mu sync.Mutex
 	acked := map[GroupID]map[uint64]string{} // offset -> record
 	ctx, stop := context.WithCancel(context.Background())
+	for _, g := range ids {
+		acked[g] = map[uint64]string{} // all before the producers start: they read the outer map
+	}
 	var wg sync.WaitGroup
 	for _, g := range ids {
-		acked[g] = map[uint64]string{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
