@@ -142,6 +142,10 @@ type Config struct {
 
 	// Logger receives the host's messages, the store's, Pebble's and the
 	// transport's (unless its own config set one). Default slog.Default().
+	// Pebble's routine lines (WAL replays, flushes) come at INFO, and raft's
+	// at INFO and WARN (such as a replica that "cannot campaign" while a
+	// membership change is applied: raft waits, nothing is wrong): a logger
+	// at WARN keeps a host quiet.
 	Logger *slog.Logger
 	// Registerer receives the host's metrics, the transport's included
 	// (unless its own config set them), each series labelled

@@ -61,7 +61,15 @@ type Snapshotter interface {
 	PrepareSnapshot(meta SnapshotMeta) (write func(w io.Writer) error, err error)
 }
 
-// StateMachineFactory makes the state machine of a group hosted here.
+// StateMachineFactory makes the state machine of a group hosted here. It
+// is called once per replica and host incarnation: by NewHost for each
+// group found in the directory (an in-memory machine is then restored
+// from the group's last durable snapshot, if any, and the log after it
+// replayed into it), and by CreateGroup and JoinGroup (also when a peer's
+// AddReplica or JoinGroupOn asks this host, on the transport's
+// goroutine). Calls for different groups may run concurrently: a factory
+// that records the machines it makes (to read them in Read's functions)
+// needs a lock for its record.
 type StateMachineFactory func(groupID GroupID) StateMachine
 
 // DiskStateMachine is a group's on-disk state machine: its data lives in

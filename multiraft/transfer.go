@@ -19,8 +19,10 @@ type transferRequest struct {
 
 // TransferLeadership asks this host, the group's leader, to hand
 // leadership to the group's replica on node to, and returns once this host
-// sees that replica lead (or ctx ends: the transfer may still happen). A
-// transfer whose caller has gone is dropped and raft's attempt aborted:
+// sees that replica lead (or ctx ends: the transfer may still happen). If
+// raft gives the transfer up (the target did not catch up within an
+// election timeout) the call waits on until ctx ends: always pass a
+// deadline. A transfer whose caller has gone is dropped and raft's attempt aborted:
 // while raft transfers leadership it refuses proposals, and an abandoned
 // transfer must neither hold writes back nor move leadership later. A
 // group has at most MaxGroupProposals transfers waiting; beyond them

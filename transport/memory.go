@@ -44,7 +44,8 @@ type Memory struct {
 
 var _ Transport = (*Memory)(nil)
 
-// NewMemory creates node id's transport on the network.
+// NewMemory creates node id's transport on the network. A node restarts
+// with a new one for the same id once its host closed the old.
 func NewMemory(net *Network, id NodeID, cfg Config) *Memory {
 	if cfg.Filters == nil {
 		cfg.Filters = net.Filters
