@@ -67,7 +67,7 @@ func (g *group) failWaiting(pendingErr, queuedErr error) {
 		g.finishRead(r, queuedErr)
 	}
 	for _, r := range snapRequests {
-		r.done <- snapAnswer{err: queuedErr}
+		r.answer(snapAnswer{err: queuedErr})
 	}
 	g.answerSnapWaiters(queuedErr)
 }

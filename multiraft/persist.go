@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/flotilla-io/flotilla/scheduler"
 	"github.com/flotilla-io/flotilla/store"
@@ -30,9 +31,18 @@ const maxSnapshotWriters = 2
 // snapRequest is a Host.Snapshot call waiting for a durable snapshot at or
 // past index.
 type snapRequest struct {
-	index uint64 // applied here when the request was taken; 0 until then
-	taken bool
-	done  chan snapAnswer // capacity 1
+	index    uint64 // applied here when the request was taken; 0 until then
+	taken    bool
+	done     chan snapAnswer // capacity 1
+	answered atomic.Bool
+}
+
+// answer answers the request once; later answers are dropped (a pass
+// that fails answers what it took, and the waiters it moved them to).
+func (r *snapRequest) answer(a snapAnswer) {
+	if !r.answered.Swap(true) {
+		r.done <- a
+	}
 }
 
 type snapAnswer struct {
@@ -203,7 +213,7 @@ func (g *group) answerSnapWaiters(err error) {
 			n++
 			continue
 		}
-		r.done <- snapAnswer{meta: meta, err: err}
+		r.answer(snapAnswer{meta: meta, err: err})
 	}
 	clear(g.snapWaiters[n:])
 	g.snapWaiters = g.snapWaiters[:n]

@@ -206,7 +206,7 @@ func (in *intake) fail(g *group, err error) {
 		g.finishTransfer(r, err)
 	}
 	for _, r := range in.snapReqs {
-		r.done <- snapAnswer{err: err}
+		r.answer(snapAnswer{err: err})
 	}
 	in.reset()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/flotilla-io/flotilla/scheduler"
@@ -27,7 +28,18 @@ type readRequest struct {
 	finished bool
 	fn       func() error // Read's function, run on the worker; nil for ReadIndex
 	stale    bool         // StaleRead: answered at once, no ReadIndex
+	// state decides, for a read with a function, between the worker
+	// running it and the caller giving up: whoever moves it from
+	// readPending first wins, so the function runs if and only if its
+	// caller gets its answer.
+	state atomic.Int32
 }
+
+const (
+	readPending   int32 = iota
+	readRunning         // the worker runs (or ran) the function
+	readAbandoned       // the caller left first
+)
 
 // ReadIndex returns once this host's state machine of the group reflects
 // every write acknowledged before the call began. It works on followers
@@ -105,6 +117,9 @@ func (h *Host) read(ctx context.Context, groupID GroupID, fn func() error, stale
 		}
 		return err
 	case <-ctx.Done():
+		if fn != nil && !r.state.CompareAndSwap(readPending, readAbandoned) {
+			return <-r.done // the worker runs the function: its answer is this read's
+		}
 		// The worker forgets the read on its next pass: let it be soon, so
 		// the read stops counting against the group's bound.
 		h.sched.Enqueue(g.id, scheduler.Requests)
@@ -119,7 +134,11 @@ func (g *group) finishRead(r *readRequest, err error) {
 	}
 	r.finished = true
 	if err == nil && r.fn != nil {
-		err = g.runRead(r.fn)
+		if !r.state.CompareAndSwap(readPending, readRunning) {
+			err = fmt.Errorf("multiraft: read of group %d: %w", g.id, context.Canceled) // its caller left: not run
+		} else {
+			err = g.runRead(r.fn)
+		}
 	}
 	r.done <- err
 	g.mu.Lock()
