@@ -26,6 +26,13 @@ func (h *Host) handleAdmin(ctx context.Context, from transport.NodeID, req *peer
 		c := r.CreateReplica
 		if c.GetReplicaId() != 0 {
 			err = h.joinGroup(GroupID(c.GetGroupId()), ReplicaID(c.GetReplicaId()), c.GetReplicas())
+			if g := h.group(GroupID(c.GetGroupId())); errors.Is(err, ErrGroupExists) && g != nil && g.replicaID != c.GetReplicaId() {
+				// Another replica of the group lives here (one removed while
+				// this node was down, not yet collected): the one asked for
+				// does not exist, and must not be counted on.
+				return nil, fmt.Errorf("%w: node %d hosts replica %d of group %d, not replica %d: remove it (RemoveGroup on this node) and add the replica again",
+					ErrInvalid, h.cfg.NodeID, g.replicaID, c.GetGroupId(), c.GetReplicaId())
+			}
 		} else {
 			members := make([]NodeID, len(c.GetMembers()))
 			for i, n := range c.GetMembers() {

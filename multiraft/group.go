@@ -40,6 +40,7 @@ type group struct {
 		confChanges  []*confChangeRequest
 		snapReports  []snapReport
 		snapRequests []*snapRequest             // Host.Snapshot calls
+		snapCount    int                        // Snapshot calls not yet answered (queued, or waiting on the worker)
 		snapWritten  []snapWritten              // Snapshotter writes done off the worker
 		staged       map[uint64]*stagedSnapshot // received snapshots by index, waiting for raft
 		remove       []chan error               // RemoveGroup requests

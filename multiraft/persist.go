@@ -31,6 +31,7 @@ const maxSnapshotWriters = 2
 // snapRequest is a Host.Snapshot call waiting for a durable snapshot at or
 // past index.
 type snapRequest struct {
+	g        *group
 	index    uint64 // applied here when the request was taken; 0 until then
 	taken    bool
 	done     chan snapAnswer // capacity 1
@@ -39,9 +40,15 @@ type snapRequest struct {
 
 // answer answers the request once; later answers are dropped (a pass
 // that fails answers what it took, and the waiters it moved them to).
+// Only then does the request stop counting against the group's bound,
+// whether its caller still waits or not. It must not be called with g.mu
+// held.
 func (r *snapRequest) answer(a snapAnswer) {
 	if !r.answered.Swap(true) {
 		r.done <- a
+		r.g.mu.Lock()
+		r.g.mu.snapCount--
+		r.g.mu.Unlock()
 	}
 }
 
@@ -56,11 +63,40 @@ type snapWritten struct {
 	applied store.AppliedState
 	data    []byte
 	err     error
+	// panicked is what the write panicked with, if it did: the worker
+	// panics with it, so the group fails alone (recoverGroup), as for a
+	// panic in Apply.
+	panicked any
 }
 
-// Snapshot takes a durable snapshot of the group's state machine on this
-// host now (not waiting for SnapshotEntries), truncates the log behind it
-// (less LogTailEntries) and returns where it stands. An on-disk state
+// writeSnapshot runs a Snapshotter's write into memory, turning a panic
+// into a value: the write runs off the worker, where nothing would catch
+// it and the process would die.
+func writeSnapshot(write func(io.Writer) error) (data []byte, err error, panicked any) {
+	defer func() {
+		if p := recover(); p != nil {
+			data, err, panicked = nil, nil, p
+		}
+	}()
+	var buf bytes.Buffer
+	err = write(&buf)
+	return buf.Bytes(), err, nil
+}
+
+// refusing reports whether the group takes no more work (stopped,
+// removed, failed).
+func (g *group) refusing() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.mu.refuse != nil
+}
+
+// Snapshot takes a snapshot of the group's state machine on this host now
+// (not waiting for SnapshotEntries), truncates the log behind it (less
+// LogTailEntries) and returns where it stands. The snapshot is committed
+// to the store when Snapshot returns and synced with the host's next log
+// write (the truncation queues one): a crash before that restores the
+// previous snapshot and replays the log, so nothing is lost either way. An on-disk state
 // machine is durable at every apply: Snapshot then only reports its
 // applied index. It waits while another snapshot of the group is being
 // written, and fails with the caller's context.
@@ -72,13 +108,14 @@ func (h *Host) Snapshot(ctx context.Context, groupID GroupID) (SnapshotMeta, err
 	if g == nil {
 		return SnapshotMeta{}, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
 	}
-	r := &snapRequest{done: make(chan snapAnswer, 1)}
+	r := &snapRequest{g: g, done: make(chan snapAnswer, 1)}
 	g.mu.Lock()
-	if err := g.admitLocked(len(g.mu.snapRequests), "snapshot"); err != nil {
+	if err := g.admitLocked(g.mu.snapCount, "snapshot"); err != nil {
 		g.mu.Unlock()
 		return SnapshotMeta{}, err
 	}
 	g.mu.snapRequests = append(g.mu.snapRequests, r)
+	g.mu.snapCount++
 	g.mu.Unlock()
 	h.sched.Enqueue(g.id, scheduler.Requests)
 	select {
@@ -135,15 +172,18 @@ func (g *group) startSnapshot() {
 	go func() {
 		defer h.bg.Done()
 		h.snapWriters <- struct{}{}
-		var buf bytes.Buffer
-		err := write(&buf)
+		if g.refusing() { // nothing will process the group again
+			<-h.snapWriters
+			return
+		}
+		data, err, panicked := writeSnapshot(write)
 		<-h.snapWriters
 		g.mu.Lock()
 		if g.mu.refuse != nil {
 			g.mu.Unlock()
-			return // nothing will process the group again
+			return
 		}
-		g.mu.snapWritten = append(g.mu.snapWritten, snapWritten{gen: gen, applied: applied, data: buf.Bytes(), err: err})
+		g.mu.snapWritten = append(g.mu.snapWritten, snapWritten{gen: gen, applied: applied, data: data, err: err, panicked: panicked})
 		g.mu.Unlock()
 		h.sched.Enqueue(g.id, scheduler.Requests)
 	}()
@@ -153,6 +193,8 @@ func (g *group) startSnapshot() {
 func (g *group) snapshotWritten(w snapWritten) {
 	g.snapInFlight = false
 	switch {
+	case w.panicked != nil:
+		panic(fmt.Sprintf("snapshot write: %v", w.panicked)) // the group fails alone
 	case w.err != nil:
 		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, w.err))
 		return
@@ -250,9 +292,11 @@ func (w *writeOnce) bytes() ([]byte, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.done {
-		var buf bytes.Buffer
-		w.err = w.write(&buf)
-		w.data, w.done, w.write = buf.Bytes(), true, nil
+		data, err, panicked := writeSnapshot(w.write)
+		if panicked != nil {
+			err = fmt.Errorf("multiraft: snapshot write panicked: %v", panicked) // the send fails, not the process
+		}
+		w.data, w.err, w.done, w.write = data, err, true, nil
 	}
 	return w.data, w.err
 }

@@ -454,6 +454,9 @@ func (g *group) installSnapshot(m *pb.Message) error {
 	clear(g.learned)                         // the snapshot says who is who
 	g.failPending(fmt.Errorf("%w: group %d: replaced by a snapshot", ErrAmbiguous, g.id))
 	g.h.emit(Event{Kind: EventSnapshotInstalled, GroupID: GroupID(g.id), Index: a.Index, Term: a.Term})
+	if g.h.subscribed() { // the membership may have changed with it
+		g.h.emit(Event{Kind: EventMembershipChanged, GroupID: GroupID(g.id), Replicas: g.replicaNodes(), Index: a.Index, Term: a.Term})
+	}
 	resps := g.sortResponses(m.GetResponses()) // with the snapshot's replicas
 	if len(m.GetEntries()) == 0 && hs.GetCommit() <= index {
 		g.release(resps)
