@@ -65,6 +65,10 @@ type group struct {
 	broken  atomic.Bool   // the group failed alone (failed is set)
 	status  atomic.Pointer[Status]
 	opts    atomic.Pointer[GroupOptions] // SetGroupOptions; nil: the host's
+	// slotFreed: a snapshot writer slot this group queued for freed
+	// (persist.go); writerQueued (under Host.writers) says it is queued.
+	slotFreed    atomic.Bool
+	writerQueued bool
 
 	// Owned by the worker.
 	rn            *raft.RawNode

@@ -65,10 +65,14 @@ type Host struct {
 	closed    atomic.Bool
 
 	// bg counts the goroutines a host starts besides its own (snapshot
-	// writers, persist.go), which Close waits for; snapWriters bounds the
-	// snapshot writes running at once.
-	bg          sync.WaitGroup
-	snapWriters chan struct{}
+	// writers, persist.go), which Close waits for; writers bounds the
+	// snapshot writes running at once, and queues the groups waiting.
+	bg      sync.WaitGroup
+	writers struct {
+		sync.Mutex
+		busy    int
+		waiting []*group
+	}
 
 	// subs are the event subscriptions; list is what emit reads.
 	subs struct {
@@ -116,7 +120,6 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	h.readsWaiting, h.transfersWaiting = h.m.RequestsWaiting.WithLabelValues("read"), h.m.RequestsWaiting.WithLabelValues("transfer")
 	h.groups.m = make(map[uint64]*group)
-	h.snapWriters = make(chan struct{}, maxSnapshotWriters)
 	h.raftLogger = &raftLogger{log: h.log.With("component", "raft")}
 	h.nextProposal.Store(rand.Uint64() >> 1)
 	h.bootNonce = rand.Uint64()

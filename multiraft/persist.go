@@ -22,7 +22,9 @@ import (
 // worker, which commits them with the applied state they reflect, in one
 // batch, and truncates the log behind them. One snapshot per group is in
 // flight at a time; a snapshot that a restore from the leader overtook is
-// dropped. Writers run at most maxSnapshotWriters at once per host.
+// dropped. Writers run at most maxSnapshotWriters at once per host; a
+// group that finds none free waits in a queue, capturing nothing until
+// one frees.
 
 // maxSnapshotWriters bounds the snapshot writes running at once on a
 // host (the rest wait for a slot, their groups going on meanwhile).
@@ -128,6 +130,7 @@ func (h *Host) Snapshot(ctx context.Context, groupID GroupID) (SnapshotMeta, err
 
 // takeSnapshotWork handles a pass's snapshot requests and finished writes.
 func (g *group) takeSnapshotWork(reqs []*snapRequest, written []snapWritten) {
+	g.snapshotDue()
 	for _, w := range written {
 		g.snapshotWritten(w)
 	}
@@ -160,9 +163,13 @@ func (g *group) startSnapshot() {
 		g.saveSnapshot(g.sm.plain())
 		return
 	}
+	if !g.h.takeWriterSlot(g) {
+		return // the group is woken when a slot frees (snapshotDue)
+	}
 	applied := g.appliedState()
 	write, err := s.PrepareSnapshot(g.meta())
 	if err != nil {
+		g.h.releaseWriterSlot()
 		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, err))
 		return
 	}
@@ -171,13 +178,12 @@ func (g *group) startSnapshot() {
 	h.bg.Add(1)
 	go func() {
 		defer h.bg.Done()
-		h.snapWriters <- struct{}{}
 		if g.refusing() { // nothing will process the group again
-			<-h.snapWriters
+			h.releaseWriterSlot()
 			return
 		}
 		data, err, panicked := writeSnapshot(write)
-		<-h.snapWriters
+		h.releaseWriterSlot()
 		g.mu.Lock()
 		if g.mu.refuse != nil {
 			g.mu.Unlock()
@@ -187,6 +193,53 @@ func (g *group) startSnapshot() {
 		g.mu.Unlock()
 		h.sched.Enqueue(g.id, scheduler.Requests)
 	}()
+}
+
+// takeWriterSlot takes one of the host's snapshot writer slots for g, or
+// queues g for the next one to free (once): no goroutine and no captured
+// state waits for a slot, only the group's place in the queue.
+func (h *Host) takeWriterSlot(g *group) bool {
+	h.writers.Lock()
+	defer h.writers.Unlock()
+	if h.writers.busy < maxSnapshotWriters {
+		h.writers.busy++
+		return true
+	}
+	if !g.writerQueued {
+		g.writerQueued = true
+		h.writers.waiting = append(h.writers.waiting, g)
+	}
+	return false
+}
+
+// releaseWriterSlot frees a slot and wakes the group that waited longest
+// for one (its next pass tries again: snapshotDue).
+func (h *Host) releaseWriterSlot() {
+	h.writers.Lock()
+	h.writers.busy--
+	var next *group
+	if len(h.writers.waiting) > 0 {
+		next = h.writers.waiting[0]
+		h.writers.waiting[0] = nil
+		h.writers.waiting = h.writers.waiting[1:]
+		next.writerQueued = false
+	}
+	h.writers.Unlock()
+	if next != nil {
+		next.slotFreed.Store(true)
+		h.sched.Enqueue(next.id, scheduler.Requests)
+	}
+}
+
+// snapshotDue starts the snapshot a group queued for a writer slot, if
+// it is still wanted.
+func (g *group) snapshotDue() {
+	if !g.slotFreed.Swap(false) {
+		return
+	}
+	if len(g.snapWaiters) > 0 || g.applied >= g.durable+g.snapshotEntries() {
+		g.startSnapshot()
+	}
 }
 
 // snapshotWritten commits a Snapshotter's written snapshot, on the worker.

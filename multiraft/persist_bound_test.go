@@ -3,9 +3,12 @@ package multiraft_test
 import (
 	"context"
 	"errors"
+	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/flotilla-io/flotilla/flotillatest"
 	"github.com/flotilla-io/flotilla/multiraft"
 )
 
@@ -45,5 +48,58 @@ func TestSnapshotWaitersBounded(t *testing.T) {
 	}
 	if busy == 0 {
 		t.Fatalf("%d Snapshot calls left waiting on a group bounded to 2 requests: none was ErrBusy", calls)
+	}
+}
+
+// countedCow counts the snapshots prepared across a host's groups.
+type countedCow struct {
+	*cowSM
+	prepared *atomic.Int32
+}
+
+func (s countedCow) PrepareSnapshot(meta multiraft.SnapshotMeta) (func(io.Writer) error, error) {
+	s.prepared.Add(1)
+	return s.cowSM.PrepareSnapshot(meta)
+}
+
+// TestSnapshotWritersBounded: a host writes at most two snapshots at
+// once; a third group asking waits for a slot without capturing its state
+// (no goroutine, no prepared snapshot), and gets its snapshot once a slot
+// frees.
+func TestSnapshotWritersBounded(t *testing.T) {
+	release := make(chan struct{})
+	var prepared atomic.Int32
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 1, Configure: func(cfg *multiraft.Config) { cfg.SnapshotEntries = 1 << 40 },
+		StateMachine: func(multiraft.NodeID, multiraft.GroupID) multiraft.StateMachine {
+			return countedCow{cowSM: &cowSM{release: release}, prepared: &prepared}
+		}})
+	ids := []multiraft.GroupID{1, 2, 3}
+	for _, g := range ids {
+		c.CreateGroup(g, 1)
+	}
+	c.WaitLeaders(ids)
+	for _, g := range ids {
+		propose(t, c, g, "x")
+	}
+	h := c.Host(1)
+	done := make(chan error, len(ids))
+	for _, g := range ids {
+		go func() { _, err := h.Snapshot(t.Context(), g); done <- err }()
+	}
+	c.WaitFor("two snapshots prepared", time.Minute, func() bool { return prepared.Load() == 2 })
+	for range 20 { // the third waits, captured nothing
+		c.Step()
+		if n := prepared.Load(); n != 2 {
+			t.Fatalf("%d snapshots prepared with two writer slots held", n)
+		}
+	}
+	close(release)
+	for range ids {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := prepared.Load(); n != 3 {
+		t.Fatalf("%d snapshots prepared, want 3", n)
 	}
 }
