@@ -74,15 +74,15 @@ type snapWritten struct {
 // writeSnapshot runs a Snapshotter's write into memory, turning a panic
 // into a value: the write runs off the worker, where nothing would catch
 // it and the process would die.
-func writeSnapshot(write func(io.Writer) error) (data []byte, err error, panicked any) {
+func writeSnapshot(write func(io.Writer) error) (data []byte, panicked any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			data, err, panicked = nil, nil, p
+			data, panicked, err = nil, p, nil
 		}
 	}()
 	var buf bytes.Buffer
 	err = write(&buf)
-	return buf.Bytes(), err, nil
+	return buf.Bytes(), nil, err
 }
 
 // refusing reports whether the group takes no more work (stopped,
@@ -182,7 +182,7 @@ func (g *group) startSnapshot() {
 			h.releaseWriterSlot()
 			return
 		}
-		data, err, panicked := writeSnapshot(write)
+		data, panicked, err := writeSnapshot(write)
 		h.releaseWriterSlot()
 		g.mu.Lock()
 		if g.mu.refuse != nil {
@@ -345,7 +345,7 @@ func (w *writeOnce) bytes() ([]byte, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.done {
-		data, err, panicked := writeSnapshot(w.write)
+		data, panicked, err := writeSnapshot(w.write)
 		if panicked != nil {
 			err = fmt.Errorf("multiraft: snapshot write panicked: %v", panicked) // the send fails, not the process
 		}
