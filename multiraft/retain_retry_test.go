@@ -156,8 +156,8 @@ func TestBusyTruncationRetriedOnIdleGroup(t *testing.T) {
 	}
 	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	defer stopLoad()
-	c.TickUntil("node 3's log writer to refuse work", time.Minute, func() bool {
-		return c.Metric(slow, "flotilla_store_log_queue_rejected_total") > 0
+	c.TickUntil("node 3's log writer to refuse work, its queue full", time.Minute, func() bool {
+		return c.Metric(slow, "flotilla_store_log_queue_rejected_total") > 0 && c.Metric(slow, "flotilla_store_log_queue_items") >= 4
 	})
 
 	// The commit reaches node 3, which applies the trim with its writer full.
