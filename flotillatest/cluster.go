@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -45,7 +44,7 @@ type (
 // clock, so tests control time instead of depending on wall-clock ticks on
 // a loaded machine.
 type Cluster struct {
-	t         testing.TB
+	t         TB
 	cfg       Config
 	configure func(*multiraft.Config)
 	kind      string
@@ -197,9 +196,24 @@ type Config struct {
 	TransportConfig func(*transport.Config)
 }
 
+// TB is what the kit needs of its caller: *testing.T, *testing.B and
+// *testing.F have it. A program that runs a cluster outside a test (an
+// example, a demo) supplies its own: Fatal and Fatalf must stop the
+// calling goroutine (runtime.Goexit) or the program, and Cleanup's
+// functions run when it is done.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Context() context.Context
+}
+
 // NewCluster starts a cluster of cfg.Nodes hosts (node IDs 1..N) and closes
 // it when the test ends.
-func NewCluster(t testing.TB, cfg Config) *Cluster {
+func NewCluster(t TB, cfg Config) *Cluster {
 	c := &Cluster{
 		t: t, Clock: multiraft.NewManualClock(time.Unix(1_700_000_000, 0)), Net: transport.NewNetwork(),
 		TickInterval: 100 * time.Millisecond,
@@ -757,7 +771,7 @@ func (c *Cluster) Step() {
 
 // StepFor is Step reporting to t: a fuzz target's, whose cluster was made
 // with the *testing.F.
-func (c *Cluster) StepFor(t testing.TB) {
+func (c *Cluster) StepFor(t TB) {
 	t.Helper()
 	counts := func() (n float64) {
 		for _, node := range c.Nodes() {

@@ -25,5 +25,6 @@
 // of the rest) and Restart brings the node back on what its disk kept.
 //
 // The kit registers no flags and no global state; each cluster closes
-// with its test.
+// with its test. It needs of its caller only TB (a *testing.T has it), so
+// a program can run a cluster outside a test too (Example).
 package flotillatest

@@ -3,13 +3,18 @@
 package await
 
 import (
-	"testing"
 	"time"
 )
 
+// T is what Until needs of a test (testing.TB has it).
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // Until polls cond every millisecond until it holds, failing the test
 // if it does not within timeout: tests wait for conditions, never sleep.
-func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+func Until(t T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(timeout)
 	tick := time.NewTicker(time.Millisecond)
