@@ -166,13 +166,19 @@ func (g *group) startSnapshot() {
 	if !g.h.takeWriterSlot(g) {
 		return // the group is woken when a slot frees (snapshotDue)
 	}
+	started := false
+	defer func() {
+		if !started { // an error, or a panic in PrepareSnapshot (the group fails alone): the slot goes back
+			g.h.releaseWriterSlot()
+		}
+	}()
 	applied := g.appliedState()
 	write, err := s.PrepareSnapshot(g.meta())
 	if err != nil {
-		g.h.releaseWriterSlot()
 		g.h.fail(fmt.Errorf("multiraft: group %d: snapshot state machine: %w", g.id, err))
 		return
 	}
+	started = true
 	g.snapInFlight = true
 	gen, h := g.restoreGen, g.h
 	h.bg.Add(1)

@@ -103,3 +103,42 @@ func TestSnapshotWritersBounded(t *testing.T) {
 		t.Fatalf("%d snapshots prepared, want 3", n)
 	}
 }
+
+// panicPrepareSM panics in PrepareSnapshot.
+type panicPrepareSM struct{ *cowSM }
+
+func (panicPrepareSM) PrepareSnapshot(multiraft.SnapshotMeta) (func(io.Writer) error, error) {
+	panic("prepare panics")
+}
+
+// TestWriterSlotsOutlivePanics: a PrepareSnapshot that panics fails its
+// group alone and gives its writer slot back: after two such groups (as
+// many as the slots), another group's snapshot is still written.
+func TestWriterSlotsOutlivePanics(t *testing.T) {
+	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 1, Configure: func(cfg *multiraft.Config) { cfg.SnapshotEntries = 1 << 40 },
+		StateMachine: func(_ multiraft.NodeID, g multiraft.GroupID) multiraft.StateMachine {
+			if g <= 2 {
+				return panicPrepareSM{&cowSM{}}
+			}
+			return &cowSM{}
+		}})
+	ids := []multiraft.GroupID{1, 2, 3}
+	for _, g := range ids {
+		c.CreateGroup(g, 1)
+	}
+	c.WaitLeaders(ids)
+	h := c.Host(1)
+	for _, g := range ids {
+		propose(t, c, g, "x")
+	}
+	for _, g := range ids[:2] {
+		if _, err := h.Snapshot(t.Context(), g); !errors.Is(err, multiraft.ErrGroupFailed) {
+			t.Fatalf("Snapshot of group %d, whose PrepareSnapshot panics: %v, want ErrGroupFailed", g, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := h.Snapshot(ctx, 3); err != nil {
+		t.Fatalf("group 3's snapshot after two panics: %v (a writer slot leaked?)", err)
+	}
+}
