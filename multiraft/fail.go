@@ -156,6 +156,9 @@ func (h *Host) recoverGroup(g *group) {
 // processFailed is a pass over a group that failed alone: it can only be
 // removed; anything else that reached it is failed.
 func (g *group) processFailed() {
+	if g.slotFreed.Swap(false) {
+		g.h.wakeWriter() // a writer slot it was woken for: the next in line
+	}
 	g.mu.Lock()
 	removals := len(g.mu.remove) > 0
 	g.mu.Unlock()

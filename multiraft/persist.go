@@ -219,16 +219,30 @@ func (h *Host) takeWriterSlot(g *group) bool {
 }
 
 // releaseWriterSlot frees a slot and wakes the group that waited longest
-// for one (its next pass tries again: snapshotDue).
+// for one.
 func (h *Host) releaseWriterSlot() {
 	h.writers.Lock()
 	h.writers.busy--
+	h.writers.Unlock()
+	h.wakeWriter()
+}
+
+// wakeWriter wakes the group that waited longest for a writer slot, if
+// one is free, passing over groups that left (removed, failed, stopped).
+// The woken group's next pass takes the slot or hands the wake on
+// (snapshotDue), so a free slot never goes unnoticed while groups wait.
+func (h *Host) wakeWriter() {
+	h.writers.Lock()
 	var next *group
-	if len(h.writers.waiting) > 0 {
-		next = h.writers.waiting[0]
+	for len(h.writers.waiting) > 0 && h.writers.busy < maxSnapshotWriters {
+		g := h.writers.waiting[0]
 		h.writers.waiting[0] = nil
 		h.writers.waiting = h.writers.waiting[1:]
-		next.writerQueued = false
+		g.writerQueued = false
+		if h.group(GroupID(g.id)) == g && !g.refusing() {
+			next = g
+			break
+		}
 	}
 	h.writers.Unlock()
 	if next != nil {
@@ -237,8 +251,9 @@ func (h *Host) releaseWriterSlot() {
 	}
 }
 
-// snapshotDue starts the snapshot a group queued for a writer slot, if
-// it is still wanted.
+// snapshotDue starts the snapshot a group queued for a writer slot, if it
+// is still wanted, and hands the wake on: to the next group in line if
+// this one did not take the slot.
 func (g *group) snapshotDue() {
 	if !g.slotFreed.Swap(false) {
 		return
@@ -246,6 +261,7 @@ func (g *group) snapshotDue() {
 	if len(g.snapWaiters) > 0 || g.applied >= g.durable+g.snapshotEntries() {
 		g.startSnapshot()
 	}
+	g.h.wakeWriter() // does nothing if no slot is free
 }
 
 // snapshotWritten commits a Snapshotter's written snapshot, on the worker.

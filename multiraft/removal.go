@@ -49,6 +49,9 @@ func (h *Host) removeGroup(g *group) error {
 		return nil
 	}
 	g.removed = true
+	if g.slotFreed.Swap(false) {
+		defer h.wakeWriter() // a writer slot it was woken for: the next in line
+	}
 	g.leaveQuiescence()
 	if g.role == raft.StateLeader && g.failed == nil {
 		g.wakeFollowers() // they may be quiesced, and this node stays live
