@@ -197,6 +197,18 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 	g.markUrgent()
 }
 
+// noteLeaderNode publishes the leader's node after the membership
+// changed, and tells the listeners if it changed: a replica that learns
+// its leader before the membership naming the leader's node (one that
+// joined, or restarted from an older applied state) announced a leader
+// on no node.
+func (g *group) noteLeaderNode() {
+	node := g.replicas[g.leader]
+	if old := g.leaderNode.Swap(node); old != node && node != 0 && g.leader != g.replicaID {
+		g.leaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: NodeID(node), Term: g.term})
+	}
+}
+
 // markUrgent keeps the group in the scheduler's control lane while it
 // has no serving leader: no leader known, or one on a node that is not
 // live (a follower that learns of a leader from messages that waited

@@ -3,7 +3,6 @@ package multiraft_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -68,10 +67,17 @@ type node struct {
 	sms map[multiraft.GroupID]*kv
 }
 
+// seen is a leadership change or a removal, as one node's host saw it.
+type seen struct {
+	n       *node // the host incarnation that saw it
+	l       multiraft.LeaderInfo
+	removed bool
+}
+
 // startNode starts host id on its own in-memory disk (a directory on a
 // real one), over an in-memory network (transport.NewGRPC between
-// processes), its metrics on the shared registry.
-func startNode(id multiraft.NodeID, fs vfs.FS, net *transport.Network, reg prometheus.Registerer) (*node, error) {
+// processes), its metrics on the shared registry, its events on events.
+func startNode(id multiraft.NodeID, fs vfs.FS, net *transport.Network, reg prometheus.Registerer, events chan<- seen) (*node, error) {
 	n := &node{sms: map[multiraft.GroupID]*kv{}}
 	cfg := multiraft.DefaultConfig()
 	cfg.ClusterID, cfg.NodeID = 1, id
@@ -87,6 +93,19 @@ func startNode(id multiraft.NodeID, fs vfs.FS, net *transport.Network, reg prome
 	cfg.MemTableSize = 4 << 20
 	cfg.Registerer = reg
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	// The callbacks run on the host's workers: they must not block.
+	cfg.Events.LeaderChanged = func(l multiraft.LeaderInfo) {
+		select {
+		case events <- seen{n: n, l: l}:
+		default:
+		}
+	}
+	cfg.Events.GroupRemoved = func(multiraft.GroupID) {
+		select {
+		case events <- seen{n: n, removed: true}:
+		default:
+		}
+	}
 	h, err := multiraft.NewHost(cfg)
 	n.h = h
 	return n, err
@@ -98,17 +117,18 @@ func (n *node) sm(g multiraft.GroupID) *kv {
 	return n.sms[g]
 }
 
-// leader waits for the group's serving leader among nodes.
-func leader(ctx context.Context, nodes map[multiraft.NodeID]*node, g multiraft.GroupID) (*node, error) {
-	for ctx.Err() == nil {
-		for _, n := range nodes {
-			if st, err := n.h.Status(g); err == nil && st.Serving {
-				return n, nil
+// awaitEvent waits for the first event that matches.
+func awaitEvent(ctx context.Context, events <-chan seen, match func(seen) bool) seen {
+	for {
+		select {
+		case e := <-events:
+			if match(e) {
+				return e
 			}
+		case <-ctx.Done():
+			panic(ctx.Err())
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	return nil, ctx.Err()
 }
 
 // Example: three hosts in one process (a broker's test rig, or how
@@ -122,9 +142,10 @@ func Example() {
 	reg := prometheus.NewRegistry() // every host's series, labelled node=<id>
 	disks := map[multiraft.NodeID]vfs.FS{}
 	nodes := map[multiraft.NodeID]*node{}
+	events := make(chan seen, 256) // the hosts' events, waited on instead of polled
 	for id := multiraft.NodeID(1); id <= 4; id++ {
 		disks[id] = vfs.NewMem()
-		n, err := startNode(id, disks[id], net, reg)
+		n, err := startNode(id, disks[id], net, reg, events)
 		if err != nil {
 			panic(err)
 		}
@@ -140,10 +161,9 @@ func Example() {
 			panic(err)
 		}
 	}
-	l, err := leader(ctx, nodes, g)
-	if err != nil {
-		panic(err)
-	}
+	// A host announces its leadership once it serves (it has applied an
+	// entry of its term).
+	l := nodes[awaitEvent(ctx, events, func(e seen) bool { return e.l.Local }).l.Leader]
 
 	// Propose on the leader: it returns once the command applied there.
 	for _, cmd := range []string{"color=blue", "size=9"} {
@@ -158,7 +178,7 @@ func Example() {
 		follower = nodes[2]
 	}
 	var color string
-	err = follower.h.Read(ctx, g, func() error {
+	err := follower.h.Read(ctx, g, func() error {
 		color = follower.sm(g).m["color"]
 		return nil
 	})
@@ -172,9 +192,8 @@ func Example() {
 	if err := l.h.TransferLeadership(ctx, g, to); err != nil {
 		panic(err)
 	}
-	if l, err = leader(ctx, map[multiraft.NodeID]*node{to: nodes[to]}, g); err != nil {
-		panic(err)
-	}
+	awaitEvent(ctx, events, func(e seen) bool { return e.l.Local && e.l.Leader == to })
+	l = nodes[to]
 	fmt.Println("the transfer's target leads")
 
 	// Add a voter on node 4 in one call from the leader, then remove the
@@ -185,32 +204,27 @@ func Example() {
 	if _, err := l.h.ChangeMembership(ctx, g, multiraft.Change{Type: multiraft.RemoveReplica, Node: 1}); err != nil {
 		panic(err)
 	}
-	for ctx.Err() == nil {
-		if _, err := nodes[1].h.Status(g); errors.Is(err, multiraft.ErrGroupNotFound) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitEvent(ctx, events, func(e seen) bool { return e.removed && e.n == nodes[1] })
 	st, _ := l.h.Status(g)
 	fmt.Println("replicas on nodes:", slices.Sorted(maps.Values(st.Replicas)))
 
 	// Restart node 4 from its directory: its replica comes back with the
-	// state it applied, and catches up with anything it missed.
-	if _, err := l.h.Propose(ctx, g, []byte("size=10")); err != nil {
-		panic(err)
-	}
+	// state it applied, and catches up with the write it missed while down.
 	if err := nodes[4].h.Close(); err != nil {
 		panic(err)
 	}
-	if nodes[4], err = startNode(4, disks[4], net, reg); err != nil {
+	if _, err := l.h.Propose(ctx, g, []byte("size=10")); err != nil {
 		panic(err)
 	}
-	var size string
-	for ctx.Err() == nil && size != "10" {
-		_ = nodes[4].h.StaleRead(ctx, g, func() error { size = nodes[4].sm(g).m["size"]; return nil })
-		time.Sleep(5 * time.Millisecond)
+	if nodes[4], err = startNode(4, disks[4], net, reg, events); err != nil {
+		panic(err)
 	}
-	fmt.Println("size on the restarted node:", size)
+	// Once it hears from its leader, a linearizable read there sees the
+	// write it missed.
+	awaitEvent(ctx, events, func(e seen) bool { return e.n == nodes[4] && e.l.Leader == l.h.NodeID() })
+	var size string
+	err = nodes[4].h.Read(ctx, g, func() error { size = nodes[4].sm(g).m["size"]; return nil })
+	fmt.Println("size on the restarted node:", size, err)
 
 	// Metrics: one registry, every host's series.
 	families, _ := reg.Gather()
@@ -227,6 +241,6 @@ func Example() {
 	// read on a follower: blue <nil>
 	// the transfer's target leads
 	// replicas on nodes: [2 3 4]
-	// size on the restarted node: 10
+	// size on the restarted node: 10 <nil>
 	// groups per host: node 1: 0; node 2: 1; node 3: 1; node 4: 1
 }

@@ -346,7 +346,7 @@ func (g *group) applyConfChange(e *pb.Entry) (removedSelf bool, err error) {
 		}
 	}
 	g.replicasVersion++
-	g.leaderNode.Store(g.replicas[g.leader]) // a joining replica may learn its leader's node only now
+	g.noteLeaderNode() // a joining replica may learn its leader's node only now
 	if g.h.subscribed() {
 		g.h.emit(Event{Kind: EventMembershipChanged, GroupID: GroupID(g.id), Replicas: g.replicaNodes(), Index: e.GetIndex(), Term: e.GetTerm()})
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/flotilla-io/flotilla/internal/await"
 	"github.com/flotilla-io/flotilla/multiraft"
 	"github.com/flotilla-io/flotilla/transport"
 )
@@ -71,17 +72,13 @@ func TestSnapshotAnsweredOnceOnPanic(t *testing.T) {
 	if err := h.CreateGroup(g, []multiraft.NodeID{1}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
+	await.Until(t, time.Minute, "a leader", func() bool {
 		if st, err := h.Status(g); err == nil && st.Serving {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
+			return true
 		}
 		clk.Advance(100 * time.Millisecond)
-		time.Sleep(time.Millisecond)
-	}
+		return false
+	})
 	pctx, pcancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer pcancel()
 	if _, err := h.Propose(pctx, g, []byte("x")); err != nil {
@@ -104,17 +101,9 @@ func TestSnapshotAnsweredOnceOnPanic(t *testing.T) {
 		t.Fatalf("premise: Snapshot returned %v, want its context's error", err)
 	}
 	close(sm.gate) // the write panics: the group fails alone
-	c := time.Now().Add(30 * time.Second)
-	for {
-		st, err := h.Status(g)
-		if err != nil || time.Now().After(c) {
-			t.Fatalf("premise: Status %v, %v", st, err)
-		}
-		if err := h.StaleRead(t.Context(), g, func() error { return nil }); errors.Is(err, multiraft.ErrGroupFailed) {
-			break // the group failed (its queues refuse)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.Until(t, 30*time.Second, "the group to fail (its queues refuse)", func() bool {
+		return errors.Is(h.StaleRead(t.Context(), g, func() error { return nil }), multiraft.ErrGroupFailed)
+	})
 	if err := closeHost(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

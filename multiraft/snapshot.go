@@ -450,8 +450,8 @@ func (g *group) installSnapshot(m *pb.Message) error {
 		g.replicas = make(map[uint64]uint64)
 	}
 	g.replicasVersion++
-	g.leaderNode.Store(g.replicas[g.leader]) // a joining replica may learn its leader's node only now
-	clear(g.learned)                         // the snapshot says who is who
+	g.noteLeaderNode() // a joining replica may learn its leader's node only now
+	clear(g.learned)   // the snapshot says who is who
 	g.failPending(fmt.Errorf("%w: group %d: replaced by a snapshot", ErrAmbiguous, g.id))
 	g.h.emit(Event{Kind: EventSnapshotInstalled, GroupID: GroupID(g.id), Index: a.Index, Term: a.Term})
 	if g.h.subscribed() { // the membership may have changed with it

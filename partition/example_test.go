@@ -29,6 +29,15 @@ func Example() {
 	}
 	cfg.TickInterval, cfg.MemTableSize = 10*time.Millisecond, 4<<20
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	led := make(chan struct{}, 1) // the group serves here: its leader applied an entry of its term
+	cfg.Events.LeaderChanged = func(l multiraft.LeaderInfo) {
+		if l.Local {
+			select { // on a worker: never block
+			case led <- struct{}{}:
+			default:
+			}
+		}
+	}
 	h, err := multiraft.NewHost(cfg)
 	if err != nil {
 		panic(err)
@@ -37,11 +46,10 @@ func Example() {
 	if err := h.CreateGroup(1, []multiraft.NodeID{1}); err != nil {
 		panic(err)
 	}
-	for ctx.Err() == nil {
-		if st, err := h.Status(1); err == nil && st.Serving {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-led:
+	case <-ctx.Done():
+		panic(ctx.Err())
 	}
 
 	produce := &partition.Produce{TimestampMs: uint64(time.Now().UnixMilli()), Records: [][]byte{[]byte("a"), []byte("b"), []byte("c")}}

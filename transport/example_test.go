@@ -73,6 +73,7 @@ func ExampleNewGRPC() {
 		listeners[id], peers[id] = lis, lis.Addr().String()
 	}
 	var hosts []*multiraft.Host
+	leaders := make(chan multiraft.NodeID, 3) // who serves the group, as the hosts announce it
 	defer func() {
 		for _, h := range hosts {
 			_ = h.Close()
@@ -96,6 +97,14 @@ func ExampleNewGRPC() {
 		cfg.StateMachine = func(multiraft.GroupID) multiraft.StateMachine { return nopSM{} }
 		cfg.TickInterval, cfg.MemTableSize = 10*time.Millisecond, 4<<20
 		cfg.Logger = slog.New(slog.DiscardHandler)
+		cfg.Events.LeaderChanged = func(l multiraft.LeaderInfo) {
+			if l.Local {
+				select { // on a worker: never block
+				case leaders <- l.Leader:
+				default:
+				}
+			}
+		}
 		h, err := multiraft.NewHost(cfg)
 		if err != nil {
 			panic(err)
@@ -108,15 +117,12 @@ func ExampleNewGRPC() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for ctx.Err() == nil {
-		for _, h := range hosts {
-			if st, err := h.Status(1); err == nil && st.Serving {
-				res, err := h.Propose(ctx, 1, []byte("hello"))
-				fmt.Println("committed over mTLS:", err == nil && res.Index > 0)
-				return
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case id := <-leaders:
+		res, err := hosts[id-1].Propose(ctx, 1, []byte("hello"))
+		fmt.Println("committed over mTLS:", err == nil && res.Index > 0)
+	case <-ctx.Done():
+		panic(ctx.Err())
 	}
 	// Output: committed over mTLS: true
 }
