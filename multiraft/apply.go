@@ -205,6 +205,7 @@ func (g *group) softStateChanged(ss raft.SoftState) {
 func (g *group) noteLeaderNode() {
 	node := g.replicas[g.leader]
 	if old := g.leaderNode.Swap(node); old != node && node != 0 && g.leader != g.replicaID {
+		g.leaderEpoch = g.h.live.epoch(node) // as softStateChanged would have, knowing the node
 		g.leaderChanged(LeaderInfo{GroupID: GroupID(g.id), Leader: NodeID(node), Term: g.term})
 	}
 }

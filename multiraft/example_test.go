@@ -117,11 +117,24 @@ func (n *node) sm(g multiraft.GroupID) *kv {
 	return n.sms[g]
 }
 
-// awaitEvent waits for the first event that matches.
-func awaitEvent(ctx context.Context, events <-chan seen, match func(seen) bool) seen {
+// eventLog keeps the events the hosts sent, so a wait can find one that
+// came before it began.
+type eventLog struct {
+	ch   chan seen
+	past []seen
+}
+
+// await returns the first event, past or to come, that matches.
+func (l *eventLog) await(ctx context.Context, match func(seen) bool) seen {
+	for _, e := range l.past {
+		if match(e) {
+			return e
+		}
+	}
 	for {
 		select {
-		case e := <-events:
+		case e := <-l.ch:
+			l.past = append(l.past, e)
 			if match(e) {
 				return e
 			}
@@ -142,10 +155,10 @@ func Example() {
 	reg := prometheus.NewRegistry() // every host's series, labelled node=<id>
 	disks := map[multiraft.NodeID]vfs.FS{}
 	nodes := map[multiraft.NodeID]*node{}
-	events := make(chan seen, 256) // the hosts' events, waited on instead of polled
+	events := &eventLog{ch: make(chan seen, 256)} // the hosts' events, waited on instead of polled
 	for id := multiraft.NodeID(1); id <= 4; id++ {
 		disks[id] = vfs.NewMem()
-		n, err := startNode(id, disks[id], net, reg, events)
+		n, err := startNode(id, disks[id], net, reg, events.ch)
 		if err != nil {
 			panic(err)
 		}
@@ -163,7 +176,7 @@ func Example() {
 	}
 	// A host announces its leadership once it serves (it has applied an
 	// entry of its term).
-	l := nodes[awaitEvent(ctx, events, func(e seen) bool { return e.l.Local }).l.Leader]
+	l := nodes[events.await(ctx, func(e seen) bool { return e.l.Local }).l.Leader]
 
 	// Propose on the leader: it returns once the command applied there.
 	for _, cmd := range []string{"color=blue", "size=9"} {
@@ -177,6 +190,7 @@ func Example() {
 	if follower == l {
 		follower = nodes[2]
 	}
+	events.await(ctx, func(e seen) bool { return e.n == follower && e.l.Leader == l.h.NodeID() }) // it knows its leader
 	var color string
 	err := follower.h.Read(ctx, g, func() error {
 		color = follower.sm(g).m["color"]
@@ -192,7 +206,7 @@ func Example() {
 	if err := l.h.TransferLeadership(ctx, g, to); err != nil {
 		panic(err)
 	}
-	awaitEvent(ctx, events, func(e seen) bool { return e.l.Local && e.l.Leader == to })
+	events.await(ctx, func(e seen) bool { return e.l.Local && e.l.Leader == to })
 	l = nodes[to]
 	fmt.Println("the transfer's target leads")
 
@@ -204,7 +218,7 @@ func Example() {
 	if _, err := l.h.ChangeMembership(ctx, g, multiraft.Change{Type: multiraft.RemoveReplica, Node: 1}); err != nil {
 		panic(err)
 	}
-	awaitEvent(ctx, events, func(e seen) bool { return e.removed && e.n == nodes[1] })
+	events.await(ctx, func(e seen) bool { return e.removed && e.n == nodes[1] })
 	st, _ := l.h.Status(g)
 	fmt.Println("replicas on nodes:", slices.Sorted(maps.Values(st.Replicas)))
 
@@ -216,12 +230,12 @@ func Example() {
 	if _, err := l.h.Propose(ctx, g, []byte("size=10")); err != nil {
 		panic(err)
 	}
-	if nodes[4], err = startNode(4, disks[4], net, reg, events); err != nil {
+	if nodes[4], err = startNode(4, disks[4], net, reg, events.ch); err != nil {
 		panic(err)
 	}
 	// Once it hears from its leader, a linearizable read there sees the
 	// write it missed.
-	awaitEvent(ctx, events, func(e seen) bool { return e.n == nodes[4] && e.l.Leader == l.h.NodeID() })
+	events.await(ctx, func(e seen) bool { return e.n == nodes[4] && e.l.Leader == l.h.NodeID() })
 	var size string
 	err = nodes[4].h.Read(ctx, g, func() error { size = nodes[4].sm(g).m["size"]; return nil })
 	fmt.Println("size on the restarted node:", size, err)
