@@ -57,6 +57,11 @@ type core struct {
 	ctx    context.Context // cancelled by close: stops every goroutine
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// receiving counts the snapshot receives in the host's handler. A
+	// driver's Close waits for them once it has cut their streams: the
+	// host closes its store after its transport, and a receive still
+	// running would write (or remove) its staged table after that.
+	receiving sync.WaitGroup
 
 	mu struct {
 		sync.Mutex
@@ -490,10 +495,15 @@ func (c *core) receiveSnapshot(from NodeID, snap *InboundSnapshot) error {
 		c.m.FilterDropped.WithLabelValues(label).Inc()
 		return ErrDropped
 	}
-	h := c.handler()
-	if h == nil {
+	c.mu.Lock()
+	h, closed := c.mu.h, c.mu.closed
+	if h == nil || closed {
+		c.mu.Unlock()
 		return ErrClosed
 	}
+	c.receiving.Add(1)
+	c.mu.Unlock()
+	defer c.receiving.Done()
 	select {
 	case c.recvSlots <- struct{}{}:
 	default:

@@ -275,8 +275,9 @@ func (t *GRPC) Start(h Handler, env Env) error {
 func (t *GRPC) Close() error {
 	t.serveStart.Do(func() { close(t.serveDone); _ = t.lis.Close() }) // never served
 	t.core.close()
-	t.srv.Stop()
+	t.srv.Stop() // cancels inbound streams and waits for their handlers (WaitForHandlers)
 	<-t.serveDone
+	t.core.receiving.Wait()
 	t.mu.Lock()
 	conns := t.mu.conns
 	t.mu.conns = map[NodeID]*grpc.ClientConn{}

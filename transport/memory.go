@@ -76,7 +76,8 @@ func (t *Memory) Close() error {
 		delete(t.net.mu.nodes, t.self)
 	}
 	t.net.mu.Unlock()
-	t.core.close()
+	t.core.close() // its context's end cuts the streams of inbound snapshots
+	t.core.receiving.Wait()
 	return nil
 }
 
@@ -122,11 +123,14 @@ func (t *Memory) streamSnapshot(ctx context.Context, to NodeID, snap *OutboundSn
 	})
 	data := readerFunc(func(p []byte) (int, error) { start(); return pr.Read(p) })
 	// Closing the reader unblocks a writer whose data the receiver
-	// stopped reading, or that outlives this transport.
+	// stopped reading, or that outlives this transport; and a receiver
+	// whose transport closes, which waits for its receives to end.
 	stop := context.AfterFunc(ctx, func() { pr.CloseWithError(ErrClosed) })
+	stopTarget := context.AfterFunc(target.ctx, func() { pr.CloseWithError(ErrClosed) })
 	recvErr := target.receiveSnapshot(t.self, &InboundSnapshot{GroupID: snap.GroupID, Message: snap.Message, Size: snap.Size, Data: data})
 	pr.CloseWithError(io.ErrClosedPipe)
 	stop()
+	stopTarget()
 	if !started.Load() {
 		return recvErr // refused before any data was produced
 	}

@@ -39,6 +39,7 @@ type recorder struct {
 	gate         chan struct{}
 	entered      chan struct{} // signalled (if set) when a call waits at the gate
 	onSnapRead   func(n int)   // called as snapshot data is read
+	snapReturned atomic.Int64  // HandleSnapshot calls that returned
 }
 
 func (r *recorder) HandleMessages(_ NodeID, batch []Envelope) {
@@ -71,6 +72,7 @@ func (r *recorder) HandleUnreachable(_ NodeID, dropped []Envelope) {
 }
 
 func (r *recorder) HandleSnapshot(_ NodeID, s *InboundSnapshot) error {
+	defer r.snapReturned.Add(1)
 	r.mu.Lock()
 	refuse := r.refuseUnread
 	r.mu.Unlock()
