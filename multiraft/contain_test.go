@@ -239,21 +239,43 @@ func TestConcurrentProposalsWithPanic(t *testing.T) {
 // pending there; the followers hold its entry and commit it under their
 // new leader. Its caller hears ErrAmbiguous (wrapping ErrGroupFailed),
 // never a failure that looks definite.
+//
+// The leader fails on the first append response that acknowledges the
+// pending entry, so a follower holds it: failing on any append response
+// (a late one for the entry before, say) could fail the leader before it
+// sent the entry to anyone, and the entry was then rightly never applied.
 func TestFailedLeaderPendingIsAmbiguous(t *testing.T) {
 	const g = 1
-	var victim atomic.Uint64
+	var victim, acked atomic.Uint64
 	c := flotillatest.NewCluster(t, flotillatest.Config{Nodes: 3, Transport: flotillatest.Memory, Configure: func(cfg *multiraft.Config) {
 		node := cfg.NodeID
 		multiraft.SetStepHook(cfg, func(groupID uint64, m *pb.Message) {
-			if groupID == g && victim.Load() == uint64(node) && m.GetType() == pb.MsgAppResp && len(m.GetContext()) == 0 && !m.GetReject() {
+			if groupID == g && victim.Load() == uint64(node) && m.GetType() == pb.MsgAppResp && len(m.GetContext()) == 0 && !m.GetReject() &&
+				m.GetIndex() > acked.Load() {
 				panic("injected: cannot step an append response")
 			}
 		})
 	}})
 	c.CreateGroup(g, 1, 2, 3)
 	c.WaitLeaders([]multiraft.GroupID{g})
-	propose(t, c, g, "before")
-	leader := c.Leader(g)
+	var leader multiraft.NodeID
+	if err := c.Do("the first proposal", func(ctx context.Context) error {
+		for ctx.Err() == nil {
+			if leader = c.Leader(g); leader == 0 {
+				continue
+			}
+			res, err := c.Host(leader).Propose(ctx, g, []byte("before"))
+			if err == nil {
+				acked.Store(res.Index)
+			}
+			if !errors.Is(err, multiraft.ErrNotLeader) && !errors.Is(err, multiraft.ErrAmbiguous) {
+				return err
+			}
+		}
+		return ctx.Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
 	victim.Store(uint64(leader))
 	var perr error
 	_ = c.Do("a proposal on the failing leader", func(ctx context.Context) error {
