@@ -123,7 +123,9 @@ type Transport interface {
 	// heartbeats leave together. A peer that nothing went to since the
 	// last flush gets a liveness record. The host calls it once per tick.
 	Flush()
-	// Close stops every goroutine of the transport.
+	// Close stops every goroutine of the transport. It cuts the streams of
+	// inbound snapshots and returns only once no HandleSnapshot call is
+	// left running: the host closes its store after its transport.
 	Close() error
 }
 
