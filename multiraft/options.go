@@ -17,9 +17,9 @@ type GroupOptions struct {
 
 // SetGroupOptions sets a group's options on this host: new requests are
 // bounded by them at once, and the snapshot interval counts from the
-// group's next apply. They are
-// not stored: a broker sets them again after a restart (where it loads
-// its partitions, or on EventGroupCreated) and on each host of the group.
+// group's next apply. They are not stored: a broker sets them again after
+// a restart (where it loads its partitions, or on EventGroupCreated) and
+// on each host of the group.
 func (h *Host) SetGroupOptions(groupID GroupID, o GroupOptions) error {
 	if o.MaxProposals < 0 {
 		return fmt.Errorf("%w: GroupOptions.MaxProposals %d is negative", ErrInvalid, o.MaxProposals)

@@ -74,13 +74,7 @@ func TestSnapshotWritersBounded(t *testing.T) {
 			return countedCow{cowSM: &cowSM{release: release}, prepared: &prepared}
 		}})
 	ids := []multiraft.GroupID{1, 2, 3}
-	for _, g := range ids {
-		c.CreateGroup(g, 1)
-	}
-	c.WaitLeaders(ids)
-	for _, g := range ids {
-		propose(t, c, g, "x")
-	}
+	startGroups(t, c, ids)
 	h := c.Host(1)
 	done := make(chan error, len(ids))
 	for _, g := range ids {
@@ -123,14 +117,8 @@ func TestWriterSlotsOutlivePanics(t *testing.T) {
 			return &cowSM{}
 		}})
 	ids := []multiraft.GroupID{1, 2, 3}
-	for _, g := range ids {
-		c.CreateGroup(g, 1)
-	}
-	c.WaitLeaders(ids)
+	startGroups(t, c, ids)
 	h := c.Host(1)
-	for _, g := range ids {
-		propose(t, c, g, "x")
-	}
 	for _, g := range ids[:2] {
 		if _, err := h.Snapshot(t.Context(), g); !errors.Is(err, multiraft.ErrGroupFailed) {
 			t.Fatalf("Snapshot of group %d, whose PrepareSnapshot panics: %v, want ErrGroupFailed", g, err)

@@ -73,14 +73,10 @@ func snapshotAsync(ctx context.Context, h *multiraft.Host, g multiraft.GroupID) 
 	return done
 }
 
-// TestRemovedQueuedGroupsPassTheirSlot (from a review): two groups hold
-// both writer slots; groups 3 and 4 queue for one, then group 5. Groups 3
-// and 4 are removed while queued. When the two writes end, the slots must
-// reach group 5 (a wake for a group that left goes to the next in line):
-// its Snapshot call returns.
-func TestRemovedQueuedGroupsPassTheirSlot(t *testing.T) {
-	ids := []multiraft.GroupID{1, 2, 3, 4, 5}
-	c, rc := newRLCluster(t, ids, func(cfg *multiraft.Config) { cfg.SnapshotEntries = 1 << 40 })
+// startGroups creates each group on node 1 alone, waits for their
+// leaders and applies one command in each.
+func startGroups(t *testing.T, c *flotillatest.Cluster, ids []multiraft.GroupID) {
+	t.Helper()
 	for _, g := range ids {
 		c.CreateGroup(g, 1)
 	}
@@ -88,26 +84,22 @@ func TestRemovedQueuedGroupsPassTheirSlot(t *testing.T) {
 	for _, g := range ids {
 		propose(t, c, g, "x")
 	}
+}
+
+// holdWriterSlots starts Snapshot calls of groups 1 and 2, whose writes
+// hold the host's two writer slots until their release channels close.
+func holdWriterSlots(t *testing.T, c *flotillatest.Cluster, rc *rlCluster) (d1, d2 <-chan error) {
+	t.Helper()
 	h := c.Host(1)
-	d1, d2 := snapshotAsync(t.Context(), h, 1), snapshotAsync(t.Context(), h, 2)
+	d1, d2 = snapshotAsync(t.Context(), h, 1), snapshotAsync(t.Context(), h, 2)
 	c.WaitFor("groups 1 and 2 hold both slots", time.Minute, func() bool { return rc.count(1) == 1 && rc.count(2) == 1 })
-	snapshotAsync(t.Context(), h, 3)
-	snapshotAsync(t.Context(), h, 4)
-	for range 5 {
-		c.Step() // 3 and 4 queue, in that order, before 5
-	}
-	d5 := snapshotAsync(t.Context(), h, 5)
-	for range 5 {
-		c.Step()
-	}
-	if n := rc.count(3) + rc.count(4) + rc.count(5); n != 0 {
-		t.Fatalf("premise: %d snapshots prepared by queued groups", n)
-	}
-	for _, g := range []multiraft.GroupID{3, 4} {
-		if err := c.Do("remove", func(ctx context.Context) error { return h.RemoveGroup(ctx, g) }); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return d1, d2
+}
+
+// slotReachesGroup5 frees both writer slots (groups 1 and 2's writes end)
+// and fails the test unless group 5's Snapshot call, d5, then returns.
+func slotReachesGroup5(t *testing.T, rc *rlCluster, d1, d2, d5 <-chan error) {
+	t.Helper()
 	close(rc.release[1])
 	close(rc.release[2])
 	for _, d := range []<-chan error{d1, d2} {
@@ -126,6 +118,37 @@ func TestRemovedQueuedGroupsPassTheirSlot(t *testing.T) {
 	}
 }
 
+// TestRemovedQueuedGroupsPassTheirSlot (from a review): two groups hold
+// both writer slots; groups 3 and 4 queue for one, then group 5. Groups 3
+// and 4 are removed while queued. When the two writes end, the slots must
+// reach group 5 (a wake for a group that left goes to the next in line):
+// its Snapshot call returns.
+func TestRemovedQueuedGroupsPassTheirSlot(t *testing.T) {
+	ids := []multiraft.GroupID{1, 2, 3, 4, 5}
+	c, rc := newRLCluster(t, ids, func(cfg *multiraft.Config) { cfg.SnapshotEntries = 1 << 40 })
+	startGroups(t, c, ids)
+	h := c.Host(1)
+	d1, d2 := holdWriterSlots(t, c, rc)
+	snapshotAsync(t.Context(), h, 3)
+	snapshotAsync(t.Context(), h, 4)
+	for range 5 {
+		c.Step() // 3 and 4 queue, in that order, before 5
+	}
+	d5 := snapshotAsync(t.Context(), h, 5)
+	for range 5 {
+		c.Step()
+	}
+	if n := rc.count(3) + rc.count(4) + rc.count(5); n != 0 {
+		t.Fatalf("premise: %d snapshots prepared by queued groups", n)
+	}
+	for _, g := range []multiraft.GroupID{3, 4} {
+		if err := c.Do("remove", func(ctx context.Context) error { return h.RemoveGroup(ctx, g) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slotReachesGroup5(t, rc, d1, d2, d5)
+}
+
 // TestWakeNoLongerDuePassedOn (from a review): the same with groups 3
 // and 4 queued for a SnapshotEntries snapshot that stops being due before
 // their wake (their SnapshotEntries raised by SetGroupOptions): they hand
@@ -133,16 +156,9 @@ func TestRemovedQueuedGroupsPassTheirSlot(t *testing.T) {
 func TestWakeNoLongerDuePassedOn(t *testing.T) {
 	ids := []multiraft.GroupID{1, 2, 3, 4, 5}
 	c, rc := newRLCluster(t, ids, func(cfg *multiraft.Config) { cfg.SnapshotEntries = 1 << 40 })
-	for _, g := range ids {
-		c.CreateGroup(g, 1)
-	}
-	c.WaitLeaders(ids)
-	for _, g := range ids {
-		propose(t, c, g, "x")
-	}
+	startGroups(t, c, ids)
 	h := c.Host(1)
-	d1, d2 := snapshotAsync(t.Context(), h, 1), snapshotAsync(t.Context(), h, 2)
-	c.WaitFor("groups 1 and 2 hold both slots", time.Minute, func() bool { return rc.count(1) == 1 && rc.count(2) == 1 })
+	d1, d2 := holdWriterSlots(t, c, rc)
 	for _, g := range []multiraft.GroupID{3, 4} {
 		if err := h.SetGroupOptions(g, multiraft.GroupOptions{SnapshotEntries: 1}); err != nil {
 			t.Fatal(err)
@@ -164,20 +180,5 @@ func TestWakeNoLongerDuePassedOn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	close(rc.release[1])
-	close(rc.release[2])
-	for _, d := range []<-chan error{d1, d2} {
-		if err := <-d; err != nil {
-			t.Fatal(err)
-		}
-	}
-	close(rc.release[5])
-	select {
-	case err := <-d5:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("group 5's Snapshot call hangs with both writer slots free (prepared %d)", rc.count(5))
-	}
+	slotReachesGroup5(t, rc, d1, d2, d5)
 }
