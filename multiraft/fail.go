@@ -146,6 +146,7 @@ func (h *Host) recoverGroup(g *group) {
 	}
 	// Proposals raft has may still commit through the other replicas.
 	g.failWaiting(fmt.Errorf("%w: %w", ErrAmbiguous, err), err)
+	h.passWriterWake(g) // refusing now: no wake comes after this
 	if in != nil {
 		in.fail(g, err) // what the pass took and had not handed on
 	}
@@ -156,9 +157,6 @@ func (h *Host) recoverGroup(g *group) {
 // processFailed is a pass over a group that failed alone: it can only be
 // removed; anything else that reached it is failed.
 func (g *group) processFailed() {
-	if g.slotFreed.Swap(false) {
-		g.h.wakeWriter() // a writer slot it was woken for: the next in line
-	}
 	g.mu.Lock()
 	removals := len(g.mu.remove) > 0
 	g.mu.Unlock()

@@ -66,7 +66,8 @@ type group struct {
 	status  atomic.Pointer[Status]
 	opts    atomic.Pointer[GroupOptions] // SetGroupOptions; nil: the host's
 	// slotFreed: a snapshot writer slot this group queued for freed
-	// (persist.go); writerQueued (under Host.writers) says it is queued.
+	// (persist.go; set under Host.writers); writerQueued (under
+	// Host.writers) says it is queued.
 	slotFreed    atomic.Bool
 	writerQueued bool
 

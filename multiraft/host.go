@@ -395,8 +395,8 @@ func (h *Host) Status(groupID GroupID) (Status, error) {
 		return Status{}, fmt.Errorf("%w: group %d", ErrGroupNotFound, groupID)
 	}
 	st := *g.status.Load()
-	// Published maps are shared between statuses: the caller gets its own.
-	st.Replicas, st.Progress = maps.Clone(st.Replicas), maps.Clone(st.Progress)
+	// What is published is shared between statuses: the caller gets its own.
+	st.Replicas, st.Progress, st.Learners = maps.Clone(st.Replicas), maps.Clone(st.Progress), slices.Clone(st.Learners)
 	if g.broken.Load() {
 		st.Failed, st.Serving = true, false
 	}

@@ -86,11 +86,15 @@ type Subscription struct {
 	closed  bool
 }
 
+// maxEventBuffer bounds a subscription's buffer: its array is allocated
+// whole at Subscribe.
+const maxEventBuffer = 1 << 16
+
 // Subscribe returns a subscription to the host's events with room for
-// buffer events (at least 1). Close it when done; the host's Close closes
-// every subscription, which ends a range over Events.
+// buffer events (at least 1, at most 65,536). Close it when done; the
+// host's Close closes every subscription, which ends a range over Events.
 func (h *Host) Subscribe(buffer int) *Subscription {
-	s := &Subscription{h: h, c: make(chan Event, max(buffer, 1))}
+	s := &Subscription{h: h, c: make(chan Event, min(max(buffer, 1), maxEventBuffer))}
 	h.subs.Lock()
 	defer h.subs.Unlock()
 	if h.closed.Load() {

@@ -240,14 +240,30 @@ func (h *Host) wakeWriter() {
 		h.writers.waiting = h.writers.waiting[1:]
 		g.writerQueued = false
 		if h.group(GroupID(g.id)) == g && !g.refusing() {
+			// Under the lock: a group leaving the host hands the wake on
+			// (passWriterWake) or is passed over here, never neither.
+			g.slotFreed.Store(true)
 			next = g
 			break
 		}
 	}
 	h.writers.Unlock()
 	if next != nil {
-		next.slotFreed.Store(true)
 		h.sched.Enqueue(next.id, scheduler.Requests)
+	}
+}
+
+// passWriterWake hands a writer slot's wake to the next group in line if
+// g, which is leaving the host (failed alone, or taken off it), was given
+// one. It must come after g stopped being one wakeWriter chooses (it is
+// refusing, or out of the host's groups): a wake either came before, and
+// is seen here, or comes after, and passes g over.
+func (h *Host) passWriterWake(g *group) {
+	h.writers.Lock()
+	woken := g.slotFreed.Swap(false)
+	h.writers.Unlock()
+	if woken {
+		h.wakeWriter()
 	}
 }
 

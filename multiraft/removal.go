@@ -49,9 +49,6 @@ func (h *Host) removeGroup(g *group) error {
 		return nil
 	}
 	g.removed = true
-	if g.slotFreed.Swap(false) {
-		defer h.wakeWriter() // a writer slot it was woken for: the next in line
-	}
 	g.leaveQuiescence()
 	if g.role == raft.StateLeader && g.failed == nil {
 		g.wakeFollowers() // they may be quiesced, and this node stays live
@@ -66,6 +63,7 @@ func (h *Host) removeGroup(g *group) error {
 		}
 	}
 	h.groups.Unlock()
+	h.passWriterWake(g) // out of the host's groups: no wake comes after this
 	if g.serving.Load() {
 		g.serving.Store(false)
 		h.m.Leaders.Dec()
